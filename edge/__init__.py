@@ -1,0 +1,1 @@
+"""Edge: bundles in, speech out."""

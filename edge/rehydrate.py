@@ -1,0 +1,136 @@
+"""Bundle -> speech on the original timeline.
+
+Each segment is spoken at the rate that makes it last as long as it did in
+the original, within bounds that keep it natural (Piper's ``length_scale``
+changes phoneme durations, so the pitch does not move), trimmed of the
+engine's own leading and trailing silence, and placed at its original start.
+A segment that still runs long pushes the next one later rather than
+overlapping it; pauses between segments are kept.
+
+:func:`rehydrate` yields segment by segment so playback can start as soon as
+the first one is ready; :func:`render` mixes them into one buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.tts import TTSEngine
+from relay.bundle import Bundle, Segment
+
+MIN_SCALE, MAX_SCALE = 0.7, 1.45
+SILENCE_THRESHOLD = 0.01
+RETRY_TOLERANCE = 0.12
+PHRASE_PAUSE = 0.35  # seconds of silence between words that start a new phrase  # re-synthesize when off the target duration by more than this
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedSegment:
+    """One segment's audio and where it goes on the timeline."""
+
+    index: int  # of the bundle segment this phrase belongs to
+    segment: Segment
+    start: float  # seconds, where it is placed (>= segment.start)
+    audio: np.ndarray
+    sample_rate: int
+    length_scale: float
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.audio) / self.sample_rate
+
+
+def trim_silence(audio: np.ndarray, sample_rate: int, pad: float = 0.02) -> np.ndarray:
+    """Drop leading and trailing near-silence the TTS adds, keeping a short pad."""
+    loud = np.flatnonzero(np.abs(audio) > SILENCE_THRESHOLD)
+    if loud.size == 0:
+        return audio[:0]
+    margin = int(pad * sample_rate)
+    return audio[max(0, loud[0] - margin) : loud[-1] + margin + 1]
+
+
+class RateModel:
+    """Running estimate of the voice's seconds per character at scale 1.0,
+    so most segments hit their duration on the first synthesis."""
+
+    def __init__(self, seconds_per_char: float = 0.07) -> None:
+        self.seconds_per_char = seconds_per_char
+        self._n = 0
+
+    def predict(self, text: str) -> float:
+        return max(len(text), 1) * self.seconds_per_char
+
+    def update(self, text: str, seconds: float, scale: float) -> None:
+        observed = seconds / scale / max(len(text), 1)
+        self._n += 1
+        weight = 1.0 / min(self._n, 10)
+        self.seconds_per_char += weight * (observed - self.seconds_per_char)
+
+
+def _speak(engine: TTSEngine, seg: Segment, rate: RateModel) -> tuple[np.ndarray, float]:
+    target = max(seg.duration, 0.1)
+    scale = float(np.clip(target / rate.predict(seg.text), MIN_SCALE, MAX_SCALE))
+    audio = trim_silence(engine.synthesize(seg.text, length_scale=scale), engine.sample_rate)
+    seconds = len(audio) / engine.sample_rate
+    if seconds > 0:
+        rate.update(seg.text, seconds, scale)
+        wanted = float(np.clip(scale * target / seconds, MIN_SCALE, MAX_SCALE))
+        if abs(seconds - target) / target > RETRY_TOLERANCE and abs(wanted - scale) > 0.02:
+            scale = wanted
+            audio = trim_silence(engine.synthesize(seg.text, length_scale=scale), engine.sample_rate)
+    return audio, scale
+
+
+def phrases(seg: Segment, min_pause: float = PHRASE_PAUSE) -> list[Segment]:
+    """Split a segment where the speaker paused, so the pause survives.
+
+    Whisper segments often span a breath or a dramatic pause ("ask not …
+    what"); speaking each phrase at its own start keeps that rhythm instead of
+    smearing it across a slowed-down sentence.
+    """
+    if not seg.words:
+        return [seg]
+    out: list[Segment] = []
+    group = [seg.words[0]]
+    for word in seg.words[1:]:
+        if word.start - group[-1].end >= min_pause:
+            out.append(_segment_of(seg.speaker, group))
+            group = []
+        group.append(word)
+    out.append(_segment_of(seg.speaker, group))
+    return out
+
+
+def _segment_of(speaker: int, words: list) -> Segment:
+    return Segment(speaker, words[0].start, words[-1].end, " ".join(w.text for w in words), tuple(words))
+
+
+def rehydrate(bundle: Bundle, engine: TTSEngine) -> Iterator[RenderedSegment]:
+    """Speak each phrase in order, yielding it as soon as it is ready."""
+    rate = RateModel()
+    cursor = 0.0
+    pieces = [(i, p) for i, seg in enumerate(bundle.segments) for p in phrases(seg)]
+    for index, seg in pieces:
+        if not seg.text.strip():
+            continue
+        audio, scale = _speak(engine, seg, rate)
+        start = max(seg.start, cursor)
+        rendered = RenderedSegment(index, seg, start, audio, engine.sample_rate, scale)
+        cursor = rendered.end
+        yield rendered
+
+
+def render(bundle: Bundle, engine: TTSEngine) -> tuple[np.ndarray, list[RenderedSegment]]:
+    """The whole bundle as one buffer at the engine's sample rate, as long as
+    the original (longer only if speech ran past its end)."""
+    parts = list(rehydrate(bundle, engine))
+    sr = engine.sample_rate
+    total = max([bundle.source.duration] + [p.end for p in parts])
+    out = np.zeros(int(np.ceil(total * sr)) + 1, np.float32)
+    for p in parts:
+        i = int(round(p.start * sr))
+        out[i : i + len(p.audio)] += p.audio
+    return out, parts

@@ -1,0 +1,1 @@
+"""Ground station: audio in, compact bundles out (ASR now; diarization next)."""

@@ -1,0 +1,123 @@
+"""Speech to timed words with faster-whisper.
+
+Whisper runs with word timestamps and the Silero VAD that ships in the
+faster-whisper wheel, so silence and noise between utterances cost neither
+compute nor bundle bytes. The output is :class:`relay.bundle.Segment` objects
+whose text is exactly their words joined by spaces, which the wire format
+relies on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ground.models import ResolvedModel, resolve_whisper
+from relay.audio import SAMPLE_RATE
+from relay.bundle import Segment, Word
+from relay.errors import ModelError
+
+
+@dataclass(frozen=True, slots=True)
+class TranscribeOptions:
+    """Decoding knobs. Greedy decoding (beam 1) is the default: on LJSpeech it
+    gives the same WER as beam 5 at about half the time on two cores."""
+
+    beam_size: int = 1
+    language: str | None = None
+    vad_filter: bool = True
+    min_silence_ms: int = 500
+    initial_prompt: str | None = None
+
+
+@dataclass(slots=True)
+class Transcript:
+    """What Whisper heard, plus how long it took."""
+
+    segments: list[Segment]
+    language: str
+    duration: float
+    elapsed: float
+    confidences: list[float] = field(default_factory=list)  # avg log-prob per segment
+
+    @property
+    def rtf(self) -> float:
+        return self.elapsed / self.duration if self.duration else 0.0
+
+
+class Transcriber:
+    """One loaded Whisper model; reuse it across files (loading costs seconds)."""
+
+    def __init__(self, model: str = "tiny.en", cpu_threads: int = 0, compute_type: str = "int8") -> None:
+        from faster_whisper import WhisperModel
+
+        self.resolved: ResolvedModel = resolve_whisper(model)
+        try:
+            self.model = WhisperModel(
+                self.resolved.load_arg,
+                device="cpu",
+                compute_type=compute_type,
+                cpu_threads=cpu_threads,
+                local_files_only=False,
+            )
+        except Exception as exc:  # hub errors, corrupt files: all mean "this model cannot be used"
+            hint = (
+                " (no internet? pass a local CTranslate2 folder, or one of the packaged models: tiny.en, base)"
+                if self.resolved.origin == "hub"
+                else ""
+            )
+            raise ModelError(f"cannot load Whisper model '{model}': {exc.__class__.__name__}{hint}") from None
+
+    @property
+    def english_only(self) -> bool:
+        return not self.model.model.is_multilingual
+
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None) -> Transcript:
+        """Transcribe 16 kHz mono float32 audio."""
+        options = options or TranscribeOptions()
+        started = time.perf_counter()
+        raw_segments, info = self.model.transcribe(
+            audio,
+            beam_size=options.beam_size,
+            language=options.language or ("en" if self.english_only else None),
+            word_timestamps=True,
+            vad_filter=options.vad_filter,
+            vad_parameters={"min_silence_duration_ms": options.min_silence_ms},
+            initial_prompt=options.initial_prompt,
+            condition_on_previous_text=False,
+        )
+        segments: list[Segment] = []
+        confidences: list[float] = []
+        for raw in raw_segments:
+            words = _join_words(raw.words or ())
+            if not words:
+                continue
+            text = " ".join(w.text for w in words)
+            segments.append(Segment(0, words[0].start, words[-1].end, text, words))
+            confidences.append(float(raw.avg_logprob))
+        return Transcript(
+            segments=segments,
+            language=info.language,
+            duration=len(audio) / SAMPLE_RATE,
+            elapsed=time.perf_counter() - started,
+            confidences=confidences,
+        )
+
+
+def _join_words(raw_words) -> tuple[Word, ...]:
+    """Whisper marks the start of a word with a leading space; a piece without
+    one ("-line" after "42") continues the previous word, so join them."""
+    words: list[Word] = []
+    for w in raw_words:
+        token = "".join(w.word.split())
+        if not token:
+            continue
+        start, end = float(w.start), float(max(w.end, w.start))
+        if words and not w.word[:1].isspace():
+            prev = words[-1]
+            words[-1] = Word(prev.text + token, prev.start, max(prev.end, end))
+        else:
+            words.append(Word(token, start, end))
+    return tuple(words)

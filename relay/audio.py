@@ -1,0 +1,64 @@
+"""Reading and writing audio, with errors a person can act on.
+
+Decoding goes through PyAV (FFmpeg in the wheel), so wav, flac, mp3, ogg,
+m4a and the rest read the same way and nothing needs an ffmpeg binary. Both
+ends use it: the ground to feed Whisper, the tests and benchmarks to listen
+to what the edge produced.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+
+from relay.errors import AudioInputError
+
+SAMPLE_RATE = 16000
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode a file to mono float32 at ``sample_rate`` Hz.
+
+    Raises :class:`AudioInputError` (one line naming the file) for a missing,
+    empty, unreadable or silent-by-corruption file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioInputError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioInputError(f"{path}: is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioInputError(f"{path}: file is empty")
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+    chunks: list[np.ndarray] = []
+    try:
+        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioInputError(f"{path}: contains no audio stream")
+            stream = container.streams.audio[0]
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+    except AudioInputError:
+        raise
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise AudioInputError(f"{path}: not a readable audio file ({exc.__class__.__name__})") from None
+    finally:
+        gc.collect()  # PyAV frames hold native buffers; free them before the models run
+    if not chunks or sum(c.size for c in chunks) == 0:
+        raise AudioInputError(f"{path}: no audio samples could be decoded")
+    audio = np.concatenate(chunks).astype(np.float32) / 32768.0
+    return audio
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
+    """Write 16-bit PCM WAV, creating the folder if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16")

@@ -1,0 +1,110 @@
+"""The in-memory bundle: what a recording becomes before it crosses the link.
+
+These dataclasses are the contract between the ground station (which fills
+them from ASR and diarization), the wire format (:mod:`relay.wire`, which
+packs them into a few hundred bytes) and the edge (which speaks them again).
+Times are seconds from the start of the source audio.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One recognised word with its time span; ``text`` holds no whitespace."""
+
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A stretch of speech by one speaker.
+
+    When ``words`` is not empty, ``text`` is exactly the words joined by single
+    spaces, and ``start``/``end`` are the first word's start and the last
+    word's end: the wire format relies on both to avoid sending anything twice.
+    """
+
+    speaker: int
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class Speaker:
+    """A speaker in the bundle. ``label`` is a name or an anonymous tag (``S1``)."""
+
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What the bundle was made from."""
+
+    title: str
+    duration: float
+    language: str
+
+
+def new_bundle_id() -> bytes:
+    """64 random bits: enough that two ground stations never collide in practice,
+    and 8 bytes less per bundle than a UUID on a link that counts bytes."""
+    return os.urandom(8)
+
+
+@dataclass(slots=True)
+class Bundle:
+    """A transcript-tier bundle: source metadata, speakers and timed segments."""
+
+    source: SourceInfo
+    speakers: list[Speaker]
+    segments: list[Segment]
+    bundle_id: bytes = field(default_factory=new_bundle_id)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def id_hex(self) -> str:
+        return self.bundle_id.hex()
+
+    def text(self) -> str:
+        """The whole transcript as one string, segments joined by spaces."""
+        return " ".join(s.text for s in self.segments)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready view for scripts (``relay inspect --json``)."""
+        return {
+            "id": self.id_hex,
+            "created": self.created,
+            "source": {
+                "title": self.source.title,
+                "duration": round(self.source.duration, 3),
+                "language": self.source.language,
+            },
+            "speakers": [{"index": i, "label": s.label} for i, s in enumerate(self.speakers)],
+            "segments": [
+                {
+                    "speaker": seg.speaker,
+                    "speaker_label": self.speakers[seg.speaker].label,
+                    "start": round(seg.start, 3),
+                    "end": round(seg.end, 3),
+                    "text": seg.text,
+                    "words": [
+                        {"text": w.text, "start": round(w.start, 3), "end": round(w.end, 3)}
+                        for w in seg.words
+                    ],
+                }
+                for seg in self.segments
+            ],
+        }

@@ -1,0 +1,106 @@
+"""The ``relay`` command.
+
+The core registers what needs only the bundle format (``inspect``); the ground
+and edge packages add their commands (``encode``, ``decode``…) through the
+``speech_relay.commands`` entry point group, so ``relay`` never imports them
+and a machine with only one side installed gets only that side's commands.
+
+Errors a user can cause print one line, ``error: …``, and exit 1; usage
+mistakes exit 2 (click's convention).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from relay.errors import RelayError
+from relay.fileio import read_bytes
+from relay.wire import decode_bundle, field_costs
+
+app = typer.Typer(
+    name="relay",
+    help="speech-relay: speech to a few hundred bytes and back, over thin links.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+
+@app.command()
+def inspect(
+    bundle: Path = typer.Argument(..., help="bundle file"),
+    as_json: bool = typer.Option(False, "--json", help="print the decoded bundle as JSON"),
+) -> None:
+    """Show a bundle: speakers, segments, bytes per field, bits per second."""
+    data = read_bytes(bundle, "bundle")
+    decoded = decode_bundle(data, str(bundle))
+    if as_json:
+        out = decoded.to_dict()
+        out["bytes"] = len(data)
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return
+    duration = decoded.source.duration
+    created = datetime.fromtimestamp(decoded.created, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    console.print(f"[bold]{bundle}[/]  id {decoded.id_hex}  created {created}")
+    console.print(
+        f"title {decoded.source.title!r}  language {decoded.source.language}  "
+        f"duration {duration:.2f} s  {len(decoded.speakers)} speaker(s)  {len(decoded.segments)} segment(s)"
+    )
+    segs = Table("start", "end", "speaker", "text", box=None, header_style="bold")
+    for seg in decoded.segments:
+        segs.add_row(f"{seg.start:7.2f}", f"{seg.end:7.2f}", decoded.speakers[seg.speaker].label, seg.text)
+    console.print(segs)
+    costs = field_costs(decoded)
+    total = len(data)
+    sizes = Table("field", "bytes", "share", box=None, header_style="bold")
+    for name, size in costs.items():
+        if name != "body_total":
+            sizes.add_row(name, str(size), f"{size / total:.0%}")
+    sizes.add_row("[bold]total[/]", f"[bold]{total}[/]", "")
+    console.print(sizes)
+    if duration:
+        console.print(f"{total * 8 / duration:.1f} bits per second over {duration:.2f} s of audio")
+
+
+def _load_plugins() -> None:
+    for ep in entry_points(group="speech_relay.commands"):
+        try:
+            ep.load()(app)
+        except ImportError as exc:  # that side is not installed here: its commands are absent
+            print(f"note: '{ep.name}' commands unavailable ({exc})", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_plugins()
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except RelayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

