@@ -62,3 +62,12 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16")
+
+
+def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """High-quality sample-rate conversion (libsoxr), mono float32."""
+    if rate_in == rate_out:
+        return audio.astype(np.float32, copy=False)
+    import soxr
+
+    return soxr.resample(audio, rate_in, rate_out).astype(np.float32)
