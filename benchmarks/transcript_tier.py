@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from edge.rehydrate import render  # noqa: E402
 from edge.tts import PiperEngine  # noqa: E402
 from ground.encode import encode_file  # noqa: E402
-from ground.transcribe import Transcriber, TranscribeOptions  # noqa: E402
+from ground.transcribe import TranscribeOptions, Transcriber  # noqa: E402
 from relay.audio import SAMPLE_RATE, resample  # noqa: E402
 from relay.wire import field_costs  # noqa: E402
 
@@ -112,7 +112,10 @@ def main() -> None:
             }
         )
 
-    table = Table(title=f"transcript tier, Whisper {args.model} beam {args.beam_size}, Piper joe-medium, listener {args.listener}")
+    table = Table(
+        title=f"transcript tier, Whisper {args.model} beam {args.beam_size}, Piper joe-medium, "
+        f"listener {args.listener}"
+    )
     for col in ("clip", "s", "bytes", "bps", "content bps", "× input", "× AAC64", "× Opus6", "WER", "WER back",
                 "ASR RTF", "TTS RTF"):
         table.add_column(col, justify="right" if col != "clip" else "left")

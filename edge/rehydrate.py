@@ -23,8 +23,8 @@ from relay.bundle import Bundle, Segment
 
 MIN_SCALE, MAX_SCALE = 0.8, 1.2  # beyond these Piper stops sounding like speech
 SILENCE_THRESHOLD = 0.01
-RETRY_TOLERANCE = 0.12
-PHRASE_PAUSE = 0.35  # seconds of silence between words that start a new phrase  # re-synthesize when off the target duration by more than this
+RETRY_TOLERANCE = 0.12  # re-synthesize when off the target duration by more than this
+PHRASE_PAUSE = 0.35  # seconds of silence between words that start a new phrase
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ def encode(
 ) -> None:
     """Transcribe an audio file into a compact bundle."""
     from ground.encode import encode_audio
-    from ground.transcribe import Transcriber, TranscribeOptions
+    from ground.transcribe import TranscribeOptions, Transcriber
     from relay.audio import load_audio
 
     output = output or Path(audio.name).with_suffix(".bundle")

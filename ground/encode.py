@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ground.transcribe import Transcriber, TranscribeOptions, Transcript
+from ground.transcribe import TranscribeOptions, Transcriber, Transcript
 from relay.audio import load_audio
 from relay.bundle import Bundle, SourceInfo, Speaker
 from relay.wire import encode_bundle

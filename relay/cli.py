@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -50,7 +49,7 @@ def inspect(
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return
     duration = decoded.source.duration
-    created = datetime.fromtimestamp(decoded.created, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    created = datetime.fromtimestamp(decoded.created, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     console.print(f"[bold]{bundle}[/]  id {decoded.id_hex}  created {created}")
     console.print(
         f"title {decoded.source.title!r}  language {decoded.source.language}  "
@@ -81,21 +80,19 @@ def _load_plugins() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit status; usage errors are typer's (exit 2)."""
     _load_plugins()
     try:
-        result = app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="relay")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except RelayError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        return 130
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        return exc.exit_code
     except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
         return 130
-    return result if isinstance(result, int) else 0
+    return 0
 
 
 def run() -> None:

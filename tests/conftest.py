@@ -1,0 +1,67 @@
+"""Shared fixtures: real models loaded once per session, real audio from ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPEECH_RELAY_SHARED", ROOT.parent / "shared")) / "data"
+JFK_TEXT = (
+    "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+)
+
+
+def shared(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared test data not found: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ljspeech() -> list[tuple[Path, str]]:
+    """The 16 LJSpeech clips with their reference transcripts."""
+    psv = shared("ljspeech", "transcripts.psv")
+    rows = [line.split("|", 1) for line in psv.read_text().splitlines() if line.strip()]
+    return [(psv.parent / f"{key}.flac", text) for key, text in rows]
+
+
+@pytest.fixture(scope="session")
+def normalize():
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from ground.transcribe import Transcriber
+
+    return Transcriber("tiny.en", cpu_threads=2)
+
+
+@pytest.fixture(scope="session")
+def base_listener(tmp_path_factory):
+    """Whisper base, joined from its two wheels into a throwaway cache."""
+    from ground.transcribe import Transcriber
+
+    os.environ["SPEECH_RELAY_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    return Transcriber("base", cpu_threads=2)
+
+
+@pytest.fixture(scope="session")
+def piper():
+    from edge.tts import PiperEngine
+
+    return PiperEngine()
+
+
+@pytest.fixture(scope="session")
+def lj_encoded(ljspeech, tiny):
+    """Every LJSpeech clip encoded once with tiny.en: (path, reference, EncodeResult)."""
+    from ground.encode import encode_file
+
+    return [(path, ref, encode_file(path, tiny, title="")) for path, ref in ljspeech]

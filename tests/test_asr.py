@@ -1,0 +1,69 @@
+"""Ground ASR quality on real speech, with the packaged models."""
+
+from __future__ import annotations
+
+import jiwer
+import pytest
+
+from ground.encode import encode_file
+from relay.wire import decode_bundle
+from tests.conftest import JFK_TEXT, shared
+
+
+def test_ljspeech_wer_with_tiny_en(lj_encoded, normalize):
+    refs = [normalize(ref) for _, ref, _ in lj_encoded]
+    hyps = [normalize(res.bundle.text()) for _, _, res in lj_encoded]
+    wer = jiwer.wer(refs, hyps)
+    print(f"LJSpeech WER (tiny.en, 16 clips, pooled): {wer:.2%}")
+    assert wer <= 0.08
+
+
+def test_jfk_transcript_is_correct(tiny, normalize):
+    res = encode_file(shared("whisper", "jfk.flac"), tiny)
+    decoded = decode_bundle(res.data)
+    assert normalize(decoded.text()) == normalize(JFK_TEXT)
+    # word timings survive the bundle: "country" ends the speech near 10.5 s of 11 s
+    last = decoded.segments[-1].words[-1]
+    assert last.text.lower().startswith("country")
+    assert 9.5 < last.end <= 11.0
+
+
+def test_words_are_timed_in_order(lj_encoded):
+    for _, _, res in lj_encoded:
+        words = [w for seg in decode_bundle(res.data).segments for w in seg.words]
+        assert words, "no words"
+        assert all(a.end <= b.start + 1e-9 for a, b in zip(words, words[1:]))
+        assert words[-1].end <= res.duration + 0.05
+
+
+def test_transcript_tier_bits_per_second(lj_encoded):
+    """Text + word timings (the transcript tier) <= 100 bit/s pooled over LJSpeech;
+    the whole bundle, header and digest included, stays under 200 bit/s even on
+    clips of 2 to 10 seconds."""
+    from relay.wire import field_costs
+
+    seconds = sum(res.duration for *_, res in lj_encoded)
+    content = sum(c["text"] + c["timings"] for c in (field_costs(res.bundle) for *_, res in lj_encoded))
+    whole = sum(len(res.data) for *_, res in lj_encoded)
+    print(f"LJSpeech transcript tier {content * 8 / seconds:.1f} bit/s, whole bundles {whole * 8 / seconds:.1f} bit/s")
+    assert content * 8 / seconds <= 100
+    assert whole * 8 / seconds <= 200
+    for path, _, res in lj_encoded:
+        assert len(res.data) <= 40 + 25 * res.duration, f"{path.name}: {len(res.data)} bytes"
+
+
+@pytest.mark.parametrize("model", ["tiny.en", "base"])
+def test_packaged_models_resolve_offline(model, base_listener):
+    from ground.models import resolve_whisper
+
+    resolved = resolve_whisper(model)
+    assert resolved.origin == "package"
+    assert (resolved.path / "model.bin").is_file()
+
+
+def test_joined_base_model_transcribes(base_listener, normalize):
+    """The base model's two halves joined into one file load and transcribe correctly."""
+    from relay.audio import load_audio
+
+    t = base_listener.transcribe(load_audio(shared("whisper", "jfk.flac")))
+    assert jiwer.wer(normalize(JFK_TEXT), normalize(" ".join(s.text for s in t.segments))) <= 0.05

@@ -1,0 +1,153 @@
+"""The ``relay`` command as an operator uses it: real files, real subprocesses.
+
+Every bad input must give a non-zero exit and exactly one line on stderr that
+names the file, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, shared
+
+RELAY = shutil.which("relay", path=str(Path(sys.executable).parent)) or "relay"
+
+
+def relay(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [RELAY, *args], capture_output=True, text=True, cwd=cwd, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode != 0, proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def jfk_bundle(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "jfk.bundle"
+    proc = relay("encode", str(shared("whisper", "jfk.flac")), "-o", str(out), "--title", "JFK inaugural")
+    assert proc.returncode == 0, proc.stderr
+    assert "bits/s" in proc.stdout and "smaller than the input" in proc.stdout
+    return out
+
+
+def test_encode_inspect_decode(jfk_bundle, tmp_path):
+    proc = relay("inspect", str(jfk_bundle), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["source"]["title"] == "JFK inaugural"
+    assert doc["speakers"][0]["label"] == "S1"
+    assert {"start", "end", "speaker", "text"} <= set(doc["segments"][0])
+    assert "ask not what your country" in " ".join(s["text"] for s in doc["segments"]).lower()
+    assert doc["bytes"] == jfk_bundle.stat().st_size
+
+    human = relay("inspect", str(jfk_bundle))
+    assert human.returncode == 0
+    for field in ("header", "text", "timings", "digest", "bits per second"):
+        assert field in human.stdout
+
+    wav = tmp_path / "jfk.wav"
+    proc = relay("decode", str(jfk_bundle), "-o", str(wav))
+    assert proc.returncode == 0, proc.stderr
+    import soundfile as sf
+
+    info = sf.info(str(wav))
+    assert abs(info.duration - 11.0) < 0.6
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("empty.wav", b""),
+        ("random.wav", os.urandom(4096)),
+        ("notes.wav", b"These are meeting notes, not audio.\n" * 20),
+        ("random.mp3", os.urandom(2048)),
+    ],
+)
+def test_encode_rejects_bad_audio(tmp_path, name, content):
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    proc = relay("encode", str(bad), "-o", str(tmp_path / "out.bundle"))
+    assert_one_line_error(proc, name)
+    assert not (tmp_path / "out.bundle").exists()
+
+
+def test_encode_missing_file(tmp_path):
+    assert_one_line_error(relay("encode", str(tmp_path / "nope.flac")), "nope.flac", "no such file")
+
+
+def test_encode_unknown_model_folder(tmp_path):
+    proc = relay("encode", str(shared("whisper", "jfk.flac")), "--model", str(tmp_path / "no-model"))
+    assert_one_line_error(proc, "no-model")
+
+
+def test_encode_hub_model_without_internet(tmp_path):
+    proc = relay("encode", str(shared("whisper", "jfk.flac")), "--model", "large-v3",
+                 env={"HF_HOME": str(tmp_path)})
+    assert_one_line_error(proc, "large-v3")
+
+
+def _mutations(data: bytes) -> dict[str, bytes]:
+    future = bytearray(data)
+    future[3] = 9
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    return {
+        "truncated": data[: len(data) - 7],
+        "flipped": bytes(flipped),
+        "future": bytes(future),
+        "empty": b"",
+        "random": os.urandom(300),
+        "text": b"hello, I am not a bundle\n",
+    }
+
+
+@pytest.mark.parametrize("kind", ["truncated", "flipped", "future", "empty", "random", "text"])
+@pytest.mark.parametrize("command", ["inspect", "decode"])
+def test_bad_bundles(jfk_bundle, tmp_path, kind, command):
+    bad = tmp_path / f"{kind}.bundle"
+    bad.write_bytes(_mutations(jfk_bundle.read_bytes())[kind])
+    args = [command, str(bad)] + (["-o", str(tmp_path / "x.wav")] if command == "decode" else [])
+    proc = relay(*args)
+    expected = {"future": "version 9", "truncated": "truncated", "flipped": "integrity"}.get(kind, "")
+    assert_one_line_error(proc, f"{kind}.bundle", expected)
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_missing_bundle_and_unwritable_output(jfk_bundle, tmp_path):
+    assert_one_line_error(relay("inspect", str(tmp_path / "gone.bundle")), "gone.bundle")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(relay("decode", str(jfk_bundle), "-o", str(blocker / "out.wav")), "out.wav")
+
+
+def test_missing_voice(jfk_bundle, tmp_path):
+    proc = relay("decode", str(jfk_bundle), "--voice", str(tmp_path / "nobody.onnx"))
+    assert_one_line_error(proc, "nobody.onnx")
+
+
+def test_usage_error_is_not_a_traceback():
+    proc = relay("encode")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_relay_core_never_imports_ground_or_edge():
+    for path in (ROOT / "relay").rglob("*.py"):
+        text = path.read_text()
+        assert "import ground" not in text and "from ground" not in text, path
+        assert "import edge" not in text and "from edge" not in text, path

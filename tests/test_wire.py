@@ -1,0 +1,183 @@
+"""Bundle format v1: exact round trips, and one error type for every defect."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay import wire
+from relay.bundle import Bundle, Segment, SourceInfo, Speaker, Word
+from relay.errors import BundleError
+from relay.wire import TICK, decode_bundle, encode_bundle, field_costs, read_header
+
+
+def words_at(text: str, start: float, step: float = 0.3, gap_every: int = 3) -> tuple[Word, ...]:
+    out, t = [], start
+    for i, token in enumerate(text.split()):
+        if i and i % gap_every == 0:
+            t += 0.4
+        out.append(Word(token, round(t, 2), round(t + step, 2)))
+        t += step
+    return tuple(out)
+
+
+def sample_bundle() -> Bundle:
+    w1 = words_at("Hello there, how are you today?", 0.5)
+    w2 = words_at("Fine — thanks. Ça va très bien!", 3.0)
+    return Bundle(
+        source=SourceInfo("Morning call", 12.34, "en"),
+        speakers=[Speaker("S1"), Speaker("Dana")],
+        segments=[
+            Segment(0, w1[0].start, w1[-1].end, "Hello there, how are you today?", w1),
+            Segment(1, w2[0].start, w2[-1].end, "Fine — thanks. Ça va très bien!", w2),
+            Segment(0, 2.9, 6.0, "overlapping, no word timings"),  # starts before the previous one ends
+        ],
+    )
+
+
+def test_round_trip_is_exact_to_the_tick():
+    b = sample_bundle()
+    data = encode_bundle(b)
+    d = decode_bundle(data)
+    assert d.bundle_id == b.bundle_id and d.created == b.created
+    assert d.source == SourceInfo("Morning call", round(12.34 / TICK) * TICK, "en")
+    assert d.speakers == b.speakers
+    assert [s.text for s in d.segments] == [s.text for s in b.segments]
+    assert [s.speaker for s in d.segments] == [0, 1, 0]
+    for got, want in zip(d.segments, b.segments):
+        assert got.start == pytest.approx(want.start, abs=TICK / 2)
+        assert got.end == pytest.approx(want.end, abs=TICK / 2)
+        assert [w.text for w in got.words] == [w.text for w in want.words]
+        for gw, ww in zip(got.words, want.words):
+            assert gw.start == pytest.approx(ww.start, abs=TICK / 2)
+            assert gw.end == pytest.approx(ww.end, abs=TICK / 2)
+
+
+def test_header_is_readable_without_decompressing():
+    b = sample_bundle()
+    h = read_header(encode_bundle(b))
+    assert (h.version, h.dict_id, h.bundle_id, h.created) == (1, 1, b.bundle_id, b.created)
+
+
+def test_field_costs_add_up_to_the_bundle():
+    b = sample_bundle()
+    costs = field_costs(b)
+    parts = sum(v for k, v in costs.items() if k != "body_total")
+    assert parts == len(encode_bundle(b))
+
+
+def test_dictionary_makes_bundles_smaller():
+    b = sample_bundle()
+    assert len(encode_bundle(b, dict_id=1)) < len(encode_bundle(b, dict_id=0))
+
+
+def test_text_that_does_not_match_its_words_is_refused():
+    b = sample_bundle()
+    bad = Segment(0, 0, 1, "two words", (Word("one", 0, 1),))
+    b.segments = [bad]
+    with pytest.raises(ValueError):
+        encode_bundle(b)
+
+
+@pytest.mark.parametrize(
+    "mutate, reason",
+    [
+        (lambda d: b"RIFF" + d[4:], "magic"),
+        (lambda d: b"", "magic"),
+        (lambda d: d[:3] + bytes([2]) + d[4:], "version"),
+        (lambda d: d[:3] + bytes([255]) + d[4:], "version"),
+        (lambda d: d[:-1], "truncated"),
+        (lambda d: d[:10], "truncated"),
+        (lambda d: d + b"\x00", "truncated"),
+        (lambda d: d[:20] + bytes([d[20] ^ 0x01]) + d[21:], "hash"),
+        (lambda d: d[:-1] + bytes([d[-1] ^ 0x80]), "hash"),
+    ],
+)
+def test_defects_raise_bundle_error(mutate, reason):
+    data = encode_bundle(sample_bundle())
+    with pytest.raises(BundleError) as info:
+        decode_bundle(mutate(data), "x.bundle")
+    assert info.value.reason == reason
+    assert str(info.value).startswith("x.bundle: ")
+
+
+def test_every_flipped_bit_and_every_truncation_is_caught():
+    data = encode_bundle(sample_bundle())
+    for i in range(len(data)):
+        for bit in (0x01, 0x80):
+            bad = data[:i] + bytes([data[i] ^ bit]) + data[i + 1 :]
+            with pytest.raises(BundleError):
+                decode_bundle(bad)
+    for n in range(len(data)):
+        with pytest.raises(BundleError):
+            decode_bundle(data[:n])
+
+
+def _reseal(data: bytes) -> bytes:
+    body = data[: -wire.DIGEST_SIZE]
+    return body + hashlib.blake2b(body, digest_size=wire.DIGEST_SIZE).digest()
+
+
+def test_unknown_dictionary_is_named():
+    data = bytearray(encode_bundle(sample_bundle()))
+    data[5] = 99  # dict_id varint, one byte for id 1
+    with pytest.raises(BundleError) as info:
+        decode_bundle(_reseal(bytes(data)))
+    assert info.value.reason == "dictionary" and "99" in str(info.value)
+
+
+def test_hash_valid_but_malformed_body_is_a_bundle_error():
+    b = sample_bundle()
+    payload = msgpack.packb(["not", "the", "right", "shape"])
+    body = wire._compress(payload, 1)
+    out = bytearray(wire.MAGIC) + bytes([1, 1, 1]) + b.bundle_id + b"\x00\x00\x00\x01"
+    wire._put_uvarint(out, len(body))
+    out += body
+    with pytest.raises(BundleError) as info:
+        decode_bundle(_reseal(bytes(out) + b"\x00" * wire.DIGEST_SIZE))
+    assert info.value.reason == "body"
+
+
+word_text = st.text(st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc")), min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    segs=st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.lists(st.tuples(word_text, st.integers(0, 30), st.integers(0, 200)), min_size=0, max_size=8),
+            st.integers(-100, 500),
+        ),
+        max_size=6,
+    )
+)
+def test_round_trip_property(segs):
+    """Any words, gaps and overlaps survive encode -> decode to the tick."""
+    segments, t = [], 0
+    for spk, ws, lead in segs:
+        t = max(0, t + lead)
+        if not ws:
+            segments.append(Segment(spk, t * TICK, (t + 50) * TICK, "no words here"))
+            t += 50
+            continue
+        words = []
+        for token, gap, dur in ws:
+            t += gap
+            words.append(Word(token, t * TICK, (t + dur) * TICK))
+            t += dur
+        segments.append(Segment(spk, words[0].start, words[-1].end, " ".join(w.text for w in words), tuple(words)))
+    b = Bundle(SourceInfo("", t * TICK, "en"), [Speaker("A"), Speaker("B"), Speaker("C")], segments)
+    d = decode_bundle(encode_bundle(b))
+    assert len(d.segments) == len(b.segments)
+    for got, want in zip(d.segments, b.segments):
+        assert (got.speaker, got.text) == (want.speaker, want.text)
+        assert round(got.start / TICK) == round(want.start / TICK)
+        assert round(got.end / TICK) == round(want.end / TICK)
+        assert [(w.text, round(w.start / TICK), round(w.end / TICK)) for w in got.words] == [
+            (w.text, round(w.start / TICK), round(w.end / TICK)) for w in want.words
+        ]
