@@ -7,7 +7,7 @@ and content only: text + word timings), ratio to the input file and to AAC at
 (where there is one), dWER of the rehydrated speech, encode (ASR) and decode
 (TTS) real-time factors. Peak RSS of the process at the end.
 
-    .venv/bin/python benchmarks/transcript_tier.py [--model tiny.en] [--beam-size 1] [--json out.json]
+    .venv/bin/python benchmarks/transcript_tier.py [--model tiny.en] [--beam-size 5] [--json out.json]
 
 Reads ../shared/data (LJSpeech clips, JFK, pyannote sample). Timings are of
 this machine; the tests assert quality, never speed.
@@ -63,7 +63,7 @@ def clips() -> list[tuple[Path, str | None]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny.en")
-    ap.add_argument("--beam-size", type=int, default=1)
+    ap.add_argument("--beam-size", type=int, default=5)
     ap.add_argument("--listener", default="base", help="Whisper model that transcribes the rehydrated speech")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write the per-clip figures here")

@@ -28,7 +28,7 @@ def encode(
     ),
     title: str = typer.Option(None, "--title", help="title carried in the bundle (default: the file name)"),
     language: str = typer.Option(None, "--language", help="language code; default: detect (English for .en models)"),
-    beam_size: int = typer.Option(1, "--beam-size", min=1, max=10, help="Whisper beam size (1 = greedy)"),
+    beam_size: int = typer.Option(5, "--beam-size", min=1, max=10, help="Whisper beam size (1 = greedy, faster)"),
     threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for Whisper (0 = all cores)"),
 ) -> None:
     """Transcribe an audio file into a compact bundle."""

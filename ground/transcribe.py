@@ -22,10 +22,12 @@ from relay.errors import ModelError
 
 @dataclass(frozen=True, slots=True)
 class TranscribeOptions:
-    """Decoding knobs. Greedy decoding (beam 1) is the default: on LJSpeech it
-    gives the same WER as beam 5 at about half the time on two cores."""
+    """Decoding knobs. Beam search (5) is the default: on the LJSpeech clips
+    with tiny.en it measured 3.3 % WER at RTF 0.095 on two cores, against
+    4.0 % at RTF 0.065 greedy (beam 1). The transcript is all that crosses
+    the link, so the ground spends the time."""
 
-    beam_size: int = 1
+    beam_size: int = 5
     language: str | None = None
     vad_filter: bool = True
     min_silence_ms: int = 500

@@ -67,3 +67,34 @@ def test_joined_base_model_transcribes(base_listener, normalize):
 
     t = base_listener.transcribe(load_audio(shared("whisper", "jfk.flac")))
     assert jiwer.wer(normalize(JFK_TEXT), normalize(" ".join(s.text for s in t.segments))) <= 0.05
+
+
+def _transcode(src, dst, codec: str, rate: int) -> None:
+    """Re-encode real speech into another container with PyAV's own FFmpeg."""
+    import av
+    import numpy as np
+
+    from relay.audio import load_audio
+
+    pcm = (load_audio(src) * 32767).astype(np.int16)[None, :]
+    with av.open(str(dst), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = 16000
+        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
+        for f in resampler.resample(frame):
+            for packet in stream.encode(f):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("ext, codec, rate", [("mp3", "libmp3lame", 44100), ("ogg", "libopus", 48000),
+                                              ("m4a", "aac", 22050)])
+def test_compressed_formats_transcribe(tiny, normalize, tmp_path, ext, codec, rate):
+    clip = tmp_path / f"jfk.{ext}"
+    _transcode(shared("whisper", "jfk.flac"), clip, codec, rate)
+    res = encode_file(clip, tiny)
+    assert abs(res.duration - 11.0) < 0.2
+    assert jiwer.wer(normalize(JFK_TEXT), normalize(res.bundle.text())) <= 0.05
