@@ -32,12 +32,7 @@ def decode(
     with console.status(f"speaking {len(decoded.segments)} segment(s)…"):
         audio, parts = render(decoded, engine)
     elapsed = time.perf_counter() - started
-    try:
-        write_wav(output, audio, engine.sample_rate)
-    except OSError as exc:
-        from relay.errors import RelayError
-
-        raise RelayError(f"{output}: cannot write ({exc})") from None
+    write_wav(output, audio, engine.sample_rate)
     seconds = len(audio) / engine.sample_rate
     drift = seconds / decoded.source.duration - 1 if decoded.source.duration else 0.0
     print(

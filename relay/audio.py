@@ -9,6 +9,7 @@ to what the edge produced.
 from __future__ import annotations
 
 import gc
+import io
 from pathlib import Path
 
 import av
@@ -16,6 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from relay.errors import AudioInputError
+from relay.fileio import write_atomic
 
 SAMPLE_RATE = 16000
 
@@ -58,10 +60,11 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
-    """Write 16-bit PCM WAV, creating the folder if needed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    """Write 16-bit PCM WAV atomically (see :func:`relay.fileio.write_atomic`):
+    a full disk leaves no half file, and the error is one line."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    write_atomic(path, buf.getvalue())
 
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
