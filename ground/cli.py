@@ -1,15 +1,20 @@
-"""Ground-side commands for ``relay``: ``encode``."""
+"""Ground-side commands for ``relay``: ``encode`` and ``speakers``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from relay.fileio import write_atomic
 
 console = Console(stderr=True)
+speakers_app = typer.Typer(help="Known speakers: enroll, list, remove.", no_args_is_help=True)
+
+STORE_HELP = "ground profile store (default: $SPEECH_RELAY_HOME/ground/profiles.db)"
 
 
 def _human(n: float) -> str:
@@ -18,6 +23,12 @@ def _human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GB"
+
+
+def _store(path: Path | None):
+    from relay.profiles import ProfileStore, default_store_path
+
+    return ProfileStore(path or default_store_path("ground"))
 
 
 def encode(
@@ -30,30 +41,127 @@ def encode(
     language: str = typer.Option(None, "--language", help="language code; default: detect (English for .en models)"),
     beam_size: int = typer.Option(5, "--beam-size", min=1, max=10, help="Whisper beam size (1 = greedy, faster)"),
     threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for Whisper (0 = all cores)"),
+    diarize: bool = typer.Option(True, "--diarize/--no-diarize", help="find who spoke when (pyannote)"),
+    pipeline: str = typer.Option(
+        "offline", "--pipeline", help="diarization: 'offline' (packaged models) or a pyannote hub pipeline name"
+    ),
+    hf_token: str = typer.Option(None, "--hf-token", envvar="HF_TOKEN", help="Hugging Face token for a hub pipeline"),
+    num_speakers: int = typer.Option(None, "--speakers", min=1, help="exact number of speakers, if known"),
+    min_speakers: int = typer.Option(None, "--min-speakers", min=1, help="at least this many speakers"),
+    max_speakers: int = typer.Option(None, "--max-speakers", min=1, help="at most this many speakers"),
+    profile_bits: int = typer.Option(4, "--profile-bits", help="voice embedding width on the wire: 4 or 8 bits"),
+    store_path: Path = typer.Option(None, "--profiles", help=STORE_HELP),
 ) -> None:
-    """Transcribe an audio file into a compact bundle."""
+    """Transcribe and diarize an audio file into a compact bundle."""
+    from ground.diarize import DiarizationOptions, Diarizer
     from ground.encode import encode_audio
     from ground.transcribe import TranscribeOptions, Transcriber
     from relay.audio import load_audio
 
+    if profile_bits not in (4, 8):
+        raise typer.BadParameter("must be 4 or 8", param_hint="--profile-bits")
+    try:
+        speakers = DiarizationOptions(num_speakers, min_speakers, max_speakers)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--min-speakers/--max-speakers") from None
     output = output or Path(audio.name).with_suffix(".bundle")
     samples = load_audio(audio)  # a bad file fails here, before seconds of model loading
+    store = _store(store_path) if diarize else None
     with console.status(f"loading Whisper {model}…"):
         transcriber = Transcriber(model, cpu_threads=threads)
-    with console.status(f"transcribing {audio}…"):
+    diarizer = None
+    if diarize:
+        with console.status("loading diarization models…"):
+            diarizer = Diarizer(pipeline, token=hf_token)
+    with console.status(f"transcribing {'and diarizing ' if diarize else ''}{audio}…"):
         options = TranscribeOptions(beam_size=beam_size, language=language)
-        result = encode_audio(samples, transcriber, title or audio.stem, audio.stat().st_size, options)
+        result = encode_audio(
+            samples, transcriber, title or audio.stem, audio.stat().st_size, options, diarizer, speakers, store,
+            profile_bits,
+        )
     write_atomic(output, result.data)
+    if store is not None and result.plan is not None:
+        result.plan.commit(store)  # only now: the bundle exists, so its profiles count as sent
     t = result.transcript
     print(
         f"{audio}: {_human(result.input_bytes)} input, {result.duration:.1f} s of audio, "
         f"{len(t.segments)} segment(s), {sum(len(s.words) for s in t.segments)} words"
     )
+    if result.plan is not None:
+        described = ", ".join(
+            f"{s.label} ({s.profile_state} profile)" if s.profile_id else s.label for s in result.bundle.speakers
+        )
+        print(f"speakers: {described}")
     print(
         f"{output}: {len(result.data)} bytes, {result.bits_per_second:.1f} bits/s, "
-        f"{result.ratio:,.0f}x smaller than the input; ASR real-time factor {t.rtf:.3f}"
+        f"{result.ratio:,.0f}x smaller than the input; ground real-time factor {result.rtf:.3f}"
     )
+
+
+@speakers_app.command("add")
+def speakers_add(
+    name: str = typer.Argument(..., help="the speaker's name, as the edge should announce it"),
+    clip: Path = typer.Argument(..., help="a recording of the speaker (10 s or more is best)"),
+    model: str = typer.Option("tiny.en", "--model", "-m", help="Whisper model used to measure speaking rate"),
+    profile_bits: int = typer.Option(4, "--profile-bits", help="embedding width: 4 or 8 bits"),
+    store_path: Path = typer.Option(None, "--profiles", help=STORE_HELP),
+) -> None:
+    """Enroll a named speaker: later bundles carry the name when the voice matches."""
+    from ground.diarize import Diarizer
+    from ground.enroll import enroll
+    from ground.transcribe import Transcriber
+    from relay.audio import load_audio
+
+    samples = load_audio(clip)
+    store = _store(store_path)
+    with console.status("loading models…"):
+        transcriber = Transcriber(model)
+        diarizer = Diarizer()
+    with console.status(f"measuring {name}'s voice…"):
+        result = enroll(name, samples, transcriber, diarizer, store, str(clip), profile_bits)
+    p = result.profile
+    extra = f"; {result.other_speakers} other voice(s) in the clip ignored" if result.other_speakers else ""
+    again = " (already heard in earlier bundles: named it)" if result.renamed_existing else ""
+    print(
+        f"enrolled {name}{again}: profile {p.id_hex}, {result.speech_seconds:.1f} s of speech, "
+        f"pitch {p.f0_median:.0f} Hz, range {p.f0_range:.1f} st, {p.rate:.0f} wpm{extra}"
+    )
+
+
+@speakers_app.command("ls")
+def speakers_ls(
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    every: bool = typer.Option(False, "--all", help="include anonymous speakers met in earlier bundles"),
+    store_path: Path = typer.Option(None, "--profiles", help=STORE_HELP),
+) -> None:
+    """List enrolled speakers (and, with --all, anonymous ones)."""
+    store = _store(store_path)
+    rows = [p for p in store if every or p.name]
+    if as_json:
+        print(json.dumps([{**p.to_dict(), "sent": store.was_sent(p.profile_id)} for p in rows], indent=2))
+        return
+    table = Table("name", "profile", "pitch", "range", "rate", "sent", box=None, header_style="bold")
+    for p in rows:
+        table.add_row(
+            p.name or "(anonymous)", p.id_hex, f"{p.f0_median:.0f} Hz", f"{p.f0_range:.1f} st", f"{p.rate:.0f} wpm",
+            "yes" if store.was_sent(p.profile_id) else "no",
+        )
+    Console().print(table if rows else f"no {'profiles' if every else 'enrolled speakers'} in {store.path}")
+
+
+@speakers_app.command("rm")
+def speakers_rm(
+    name: str = typer.Argument(..., help="enrolled speaker to forget"),
+    store_path: Path = typer.Option(None, "--profiles", help=STORE_HELP),
+) -> None:
+    """Forget an enrolled speaker."""
+    from relay.profiles import ProfileError
+
+    if not _store(store_path).remove(name):
+        raise ProfileError(f"no speaker named {name!r} is enrolled")
+    print(f"removed {name}")
 
 
 def register(app: typer.Typer) -> None:
     app.command("encode")(encode)
+    app.add_typer(speakers_app, name="speakers")

@@ -1,19 +1,29 @@
-"""Audio file -> bundle: the ground station's main job for one recording."""
+"""Audio file -> bundle: the ground station's main job for one recording.
+
+Transcribe (faster-whisper), diarize (pyannote), give each word its speaker,
+attach voice profiles, pack. Diarization is optional so a station without
+the speaker models still sends text, as one speaker.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ground.attribute import attribute
+from ground.diarize import Diarization, DiarizationOptions, Diarizer
+from ground.speakers import SpeakerPlan, plan_speakers
 from ground.transcribe import TranscribeOptions, Transcriber, Transcript
 from relay.audio import load_audio
 from relay.bundle import Bundle, SourceInfo, Speaker
+from relay.profiles import ProfileStore
 from relay.wire import encode_bundle
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EncodeResult:
     """The bundle, its bytes, and the figures an operator wants to see."""
 
@@ -21,6 +31,9 @@ class EncodeResult:
     data: bytes
     input_bytes: int
     transcript: Transcript
+    diarization: Diarization | None = None
+    plan: SpeakerPlan | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
 
     @property
     def duration(self) -> float:
@@ -35,9 +48,14 @@ class EncodeResult:
         """How many times smaller than the input file."""
         return self.input_bytes / len(self.data)
 
+    @property
+    def rtf(self) -> float:
+        """Ground real-time factor: ASR, diarization and packing together."""
+        return sum(self.timings.values()) / self.duration if self.duration else 0.0
+
 
 def build_bundle(transcript: Transcript, title: str) -> Bundle:
-    """One speaker for now; diarization assigns speakers per word later."""
+    """The bundle of an undiarized transcript: everything by one speaker."""
     return Bundle(
         source=SourceInfo(title=title, duration=transcript.duration, language=transcript.language),
         speakers=[Speaker("S1")],
@@ -51,11 +69,43 @@ def encode_audio(
     title: str,
     input_bytes: int,
     options: TranscribeOptions | None = None,
+    diarizer: Diarizer | None = None,
+    speakers: DiarizationOptions | None = None,
+    store: ProfileStore | None = None,
+    profile_bits: int = 4,
 ) -> EncodeResult:
-    """Transcribe decoded 16 kHz audio and pack the bundle."""
+    """Transcribe (and diarize) decoded 16 kHz audio and pack the bundle.
+
+    With a ``store``, speakers are matched against known profiles; call
+    ``result.plan.commit(store)`` once the bundle is safely stored.
+    """
     transcript = transcriber.transcribe(audio, options)
-    bundle = build_bundle(transcript, title)
-    return EncodeResult(bundle, encode_bundle(bundle), input_bytes, transcript)
+    timings = {"asr": transcript.elapsed}
+    if diarizer is None:
+        bundle = build_bundle(transcript, title)
+        t0 = time.perf_counter()
+        data = encode_bundle(bundle)
+        timings["pack"] = time.perf_counter() - t0
+        return EncodeResult(bundle, data, input_bytes, transcript, timings=timings)
+
+    t0 = time.perf_counter()
+    diarization = diarizer(audio, speakers)
+    timings["diarization"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    segments = attribute(transcript.segments, diarization.turns, diarization.exclusive)
+    plan = plan_speakers(segments, diarization, audio, store, bits=profile_bits)
+    if not plan.speakers:  # no words at all: keep the one-speaker shape
+        plan.speakers.append(Speaker("S1"))
+    bundle = Bundle(
+        source=SourceInfo(title=title, duration=transcript.duration, language=transcript.language),
+        speakers=plan.speakers,
+        segments=plan.segments,
+    )
+    timings["speakers"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    data = encode_bundle(bundle)
+    timings["pack"] = time.perf_counter() - t0
+    return EncodeResult(bundle, data, input_bytes, transcript, diarization, plan, timings)
 
 
 def encode_file(
@@ -63,7 +113,14 @@ def encode_file(
     transcriber: Transcriber,
     title: str | None = None,
     options: TranscribeOptions | None = None,
+    diarizer: Diarizer | None = None,
+    speakers: DiarizationOptions | None = None,
+    store: ProfileStore | None = None,
+    profile_bits: int = 4,
 ) -> EncodeResult:
     path = Path(path)
     audio = load_audio(path)
-    return encode_audio(audio, transcriber, title if title is not None else path.stem, path.stat().st_size, options)
+    return encode_audio(
+        audio, transcriber, title if title is not None else path.stem, path.stat().st_size, options,
+        diarizer, speakers, store, profile_bits,
+    )

@@ -12,6 +12,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from relay.profiles import VoiceProfile
+
 
 @dataclass(frozen=True, slots=True)
 class Word:
@@ -44,9 +46,22 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class Speaker:
-    """A speaker in the bundle. ``label`` is a name or an anonymous tag (``S1``)."""
+    """A speaker in the bundle. ``label`` is a name or an anonymous tag (``S1``).
+
+    ``profile_id`` names the speaker's voice profile; ``profile`` carries it
+    in full, or is ``None`` when the bundle only refers to a profile the edge
+    already holds (or when the speaker has no profile at all, ``profile_id``
+    empty).
+    """
 
     label: str
+    profile_id: bytes = b""
+    profile: VoiceProfile | None = None
+
+    @property
+    def profile_state(self) -> str:
+        """``full``, ``ref`` or ``none``: how the profile travels."""
+        return "full" if self.profile else ("ref" if self.profile_id else "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +107,16 @@ class Bundle:
                 "duration": round(self.source.duration, 3),
                 "language": self.source.language,
             },
-            "speakers": [{"index": i, "label": s.label} for i, s in enumerate(self.speakers)],
+            "speakers": [
+                {
+                    "index": i,
+                    "label": s.label,
+                    "profile_id": s.profile_id.hex() or None,
+                    "profile": s.profile_state,
+                    **({"voice": s.profile.to_dict()} if s.profile else {}),
+                }
+                for i, s in enumerate(self.speakers)
+            ],
             "segments": [
                 {
                     "speaker": seg.speaker,

@@ -55,6 +55,19 @@ def inspect(
         f"title {decoded.source.title!r}  language {decoded.source.language}  "
         f"duration {duration:.2f} s  {len(decoded.speakers)} speaker(s)  {len(decoded.segments)} segment(s)"
     )
+    if any(s.profile_id for s in decoded.speakers):
+        speakers = Table("speaker", "profile", "sent as", "pitch", "range", "rate", box=None, header_style="bold")
+        for spk in decoded.speakers:
+            p = spk.profile
+            speakers.add_row(
+                spk.label,
+                spk.profile_id.hex() or "-",
+                spk.profile_state,
+                f"{p.f0_median:.0f} Hz" if p else "",
+                f"{p.f0_range:.1f} st" if p else "",
+                f"{p.rate:.0f} wpm" if p else "",
+            )
+        console.print(speakers)
     segs = Table("start", "end", "speaker", "text", box=None, header_style="bold")
     for seg in decoded.segments:
         segs.add_row(f"{seg.start:7.2f}", f"{seg.end:7.2f}", decoded.speakers[seg.speaker].label, seg.text)
@@ -67,6 +80,10 @@ def inspect(
             sizes.add_row(name, str(size), f"{size / total:.0%}")
     sizes.add_row("[bold]total[/]", f"[bold]{total}[/]", "")
     console.print(sizes)
+    if "profiles" in costs:
+        full = sum(1 for s in decoded.speakers if s.profile)
+        refs = sum(1 for s in decoded.speakers if s.profile_id and not s.profile)
+        console.print(f"voice profiles: {costs['profiles']} bytes ({full} sent in full, {refs} by reference)")
     if duration:
         console.print(f"{total * 8 / duration:.1f} bits per second over {duration:.2f} s of audio")
 

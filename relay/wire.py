@@ -16,13 +16,16 @@ Layout (all multi-byte integers big-endian; ``uvarint`` is LEB128)::
 The header stays outside the compression so the link layer can read the id
 and the dictionary without decompressing. The body is a msgpack array::
 
-    [source, speakers, seg_speakers, texts, timings]
+    [source, speakers, seg_speakers, texts, timings, profiles?]
 
     source        [title, language, duration_ticks]
     speakers      [[label], ...]          (later fields may be appended)
     seg_speakers  bin: one speaker index per segment
     texts         str: segment texts joined by "\\n"
     timings       bin: uvarints, see _pack_timings
+    profiles      one entry per speaker (absent when no speaker has one):
+                  nil, [id] (a profile the edge holds) or
+                  [id, embedding int8[192], f0, f0_range, rate]; see relay.profiles
 
 Times are in ticks of 20 ms, the resolution of Whisper's timestamps. A reader
 of v1 ignores array elements it does not know, so fields can be appended to
@@ -42,6 +45,7 @@ import zstandard
 from relay.bundle import Bundle, Segment, SourceInfo, Speaker, Word
 from relay.dictionary import DEFAULT_DICT_ID, get_dictionary
 from relay.errors import BundleError
+from relay.profiles import PROFILE_ID_SIZE, VoiceProfile
 
 MAGIC = b"\x89SR"
 VERSION = 1
@@ -179,13 +183,34 @@ def _body_fields(bundle: Bundle) -> list[tuple[str, object]]:
         if not 0 <= seg.speaker < len(bundle.speakers) or seg.speaker > 255:
             raise ValueError(f"segment speaker {seg.speaker} is not in the speaker list")
     src = bundle.source
-    return [
+    fields: list[tuple[str, object]] = [
         ("source", [src.title, src.language, _ticks(src.duration)]),
         ("speakers", [[s.label] for s in bundle.speakers]),
         ("segment_speakers", bytes(s.speaker for s in bundle.segments)),
         ("text", "\n".join(_clean_text(s.text) for s in bundle.segments)),
         ("timings", _pack_timings(bundle.segments)),
     ]
+    if any(s.profile_id for s in bundle.speakers):
+        fields.append(("profiles", [_pack_profile(s) for s in bundle.speakers]))
+    return fields
+
+
+def _pack_profile(speaker: Speaker) -> list | None:
+    if not speaker.profile_id:
+        return None
+    if speaker.profile is None:
+        return [speaker.profile_id]
+    return [speaker.profile_id, *speaker.profile.wire_fields()]
+
+
+def _unpack_speaker(label: object, profile: object) -> Speaker:
+    if profile is None:
+        return Speaker(str(label))
+    pid = bytes(profile[0])
+    if len(pid) != PROFILE_ID_SIZE:
+        raise ValueError(f"profile id of {len(pid)} bytes")
+    full = VoiceProfile.from_wire(pid, profile[1:]) if len(profile) > 1 else None
+    return Speaker(str(label), pid, full)
 
 
 def _compressor(dict_id: int) -> zstandard.ZstdCompressor:
@@ -306,7 +331,10 @@ def decode_bundle(data: bytes, source: str | None = None) -> Bundle:
         fields = msgpack.unpackb(payload, raw=False)
         source_f, speakers_f, seg_spk, text, timings = fields[:5]
         title, language, duration_ticks = source_f[:3]
-        speakers = [Speaker(str(s[0])) for s in speakers_f]
+        profiles_f = fields[5] if len(fields) > 5 else [None] * len(speakers_f)
+        if len(profiles_f) != len(speakers_f):
+            raise ValueError("profile count mismatch")
+        speakers = [_unpack_speaker(s[0], p) for s, p in zip(speakers_f, profiles_f)]
         texts = text.split("\n") if seg_spk else []
         if len(texts) != len(seg_spk):
             raise ValueError("segment count mismatch")

@@ -65,3 +65,35 @@ def lj_encoded(ljspeech, tiny):
     from ground.encode import encode_file
 
     return [(path, ref, encode_file(path, tiny, title="")) for path, ref in ljspeech]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_home(tmp_path_factory):
+    """Profile stores (ground and edge) live in a throwaway folder, never in ~."""
+    os.environ["SPEECH_RELAY_HOME"] = str(tmp_path_factory.mktemp("home"))
+
+
+@pytest.fixture(scope="session")
+def diarizer():
+    from ground.diarize import Diarizer
+
+    return Diarizer()
+
+
+PYANNOTE_FILES = ["sample", "dev00", "dev01", "trn01", "trn02", "trn03", "trn04"]
+
+
+@pytest.fixture(scope="session")
+def pyannote_refs():
+    from ground.evaluate import load_rttm
+
+    d = shared("pyannote")
+    return load_rttm(d / name for name in ("sample.rttm", "debug.development.rttm", "debug.train.rttm"))
+
+
+@pytest.fixture(scope="session")
+def pyannote_diarized(diarizer):
+    """Every pyannote test file diarized once: {uri: Diarization}."""
+    from relay.audio import load_audio
+
+    return {uri: diarizer(load_audio(shared("pyannote", f"{uri}.wav"))) for uri in PYANNOTE_FILES}

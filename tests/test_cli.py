@@ -151,3 +151,45 @@ def test_relay_core_never_imports_ground_or_edge():
         text = path.read_text()
         assert "import ground" not in text and "from ground" not in text, path
         assert "import edge" not in text and "from edge" not in text, path
+
+
+def test_speakers_enroll_encode_inspect_remove(tmp_path):
+    store = str(tmp_path / "ground.db")
+    add = relay("speakers", "add", "Linda", str(shared("ljspeech", "LJ001-0001.flac")), "--profiles", store)
+    assert add.returncode == 0, add.stderr
+    assert add.stdout.startswith("enrolled Linda: profile ")
+    listed = json.loads(relay("speakers", "ls", "--json", "--profiles", store).stdout)
+    assert [p["name"] for p in listed] == ["Linda"] and listed[0]["sent"] is False
+
+    out = tmp_path / "lj.bundle"
+    first = relay("encode", str(shared("ljspeech", "LJ001-0002.flac")), "-o", str(out), "--profiles", store)
+    assert first.returncode == 0, first.stderr
+    assert "speakers: Linda (full profile)" in first.stdout
+    shown = relay("inspect", str(out))
+    assert shown.returncode == 0 and "Linda" in shown.stdout
+    assert "voice profiles:" in shown.stdout and "1 sent in full" in shown.stdout
+    doc = json.loads(relay("inspect", str(out), "--json").stdout)
+    assert doc["speakers"][0]["profile"] == "full" and doc["speakers"][0]["voice"]["name"] is None
+
+    again = relay("encode", str(shared("ljspeech", "LJ001-0002.flac")), "-o", str(out), "--profiles", store)
+    assert "speakers: Linda (ref profile)" in again.stdout, again.stdout
+    assert json.loads(relay("speakers", "ls", "--json", "--profiles", store).stdout)[0]["sent"] is True
+
+    assert relay("speakers", "rm", "Linda", "--profiles", store).returncode == 0
+    assert_one_line_error(relay("speakers", "rm", "Linda", "--profiles", store), "no speaker named 'Linda'")
+
+
+def test_speakers_add_bad_clip_and_duplicate(tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+    assert_one_line_error(relay("speakers", "add", "X", str(bad), "--profiles", str(tmp_path / "g.db")), "broken.wav")
+
+
+def test_encode_speaker_options(tmp_path):
+    clip = str(shared("whisper", "jfk.flac"))
+    proc = relay("encode", clip, "--min-speakers", "3", "--max-speakers", "2", "-o", str(tmp_path / "x.bundle"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    proc = relay("encode", clip, "--pipeline", "pyannote/speaker-diarization-community-1", "-o", str(tmp_path / "y"))
+    assert_one_line_error(proc, "cannot load diarization pipeline")
+    proc = relay("encode", clip, "--no-diarize", "-o", str(tmp_path / "z.bundle"))
+    assert proc.returncode == 0 and "speakers:" not in proc.stdout

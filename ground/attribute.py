@@ -1,0 +1,112 @@
+"""Words to speakers: put diarization and transcription together, word by word.
+
+Whisper segments follow pauses and punctuation, not speakers, so a segment
+often holds the end of one person's sentence and the start of another's.
+Every word is given to a speaker on its own, and a segment is split wherever
+the speaker changes.
+
+How a word is assigned, in order:
+
+1. the speaker with the most *exclusive* time over the word's span (the
+   exclusive diarization gives each instant to the one most likely speaker);
+2. if the word falls in overlapped speech only the non-exclusive turns cover,
+   the speaker with the most turn time over the span;
+3. if no turn touches the word at all (VAD and ASR disagree at the edges of
+   speech), the speaker of the nearest turn, or the previous word's speaker
+   when that is as near.
+
+Overlapping speech: Whisper writes down one voice, usually the louder, and
+the exclusive diarization says who that most likely is, so the word goes to
+them. The other voice's words are not recovered; the overlap itself is kept
+in the turns and counted in the DER.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+from ground.diarize import Turn
+from relay.bundle import Segment, Word
+
+
+class _Index:
+    """Turns sorted by start, for overlap and distance queries."""
+
+    def __init__(self, turns: Sequence[Turn]) -> None:
+        self.turns = sorted(turns, key=lambda t: t.start)
+        self.starts = [t.start for t in self.turns]
+        self.max_len = max((t.duration for t in self.turns), default=0.0)
+
+    def overlaps(self, start: float, end: float) -> dict[int, float]:
+        out: dict[int, float] = {}
+        i = bisect.bisect_left(self.starts, start - self.max_len)
+        while i < len(self.turns) and self.turns[i].start < end:
+            t = self.turns[i]
+            o = min(end, t.end) - max(start, t.start)
+            if o > 0:
+                out[t.speaker] = out.get(t.speaker, 0.0) + o
+            i += 1
+        return out
+
+    def nearest(self, time: float) -> tuple[int, float] | None:
+        best: tuple[int, float] | None = None
+        for t in self.turns:
+            d = max(t.start - time, time - t.end, 0.0)
+            if best is None or d < best[1]:
+                best = (t.speaker, d)
+        return best
+
+
+def _speaker_of(word: Word, exclusive: _Index, turns: _Index, previous: int | None) -> int | None:
+    for index in (exclusive, turns):
+        scores = index.overlaps(word.start, max(word.end, word.start + 0.01))
+        if scores:
+            top = max(scores.values())
+            winners = [s for s, v in scores.items() if v >= top - 1e-6]
+            return previous if previous in winners else min(winners)
+    near = turns.nearest((word.start + word.end) / 2)
+    if near is None:
+        return previous
+    if previous is not None:
+        prev_d = min((max(t.start - word.start, word.start - t.end, 0.0) for t in turns.turns if t.speaker == previous),
+                     default=float("inf"))
+        if prev_d <= near[1] + 1e-6:
+            return previous
+    return near[0]
+
+
+def attribute(segments: Sequence[Segment], turns: Sequence[Turn], exclusive: Sequence[Turn]) -> list[Segment]:
+    """Split ``segments`` at speaker changes and set each piece's speaker.
+
+    Speaker numbers are those of the diarization. A segment without word
+    timings goes whole to the speaker with most time over its span. With no
+    turns at all (silence, or diarization found nobody), everything goes to
+    speaker 0.
+    """
+    ex_index, turn_index = _Index(exclusive or turns), _Index(turns)
+    out: list[Segment] = []
+    previous: int | None = None
+    for seg in segments:
+        if not seg.words:
+            scores = ex_index.overlaps(seg.start, seg.end) or turn_index.overlaps(seg.start, seg.end)
+            speaker = max(scores, key=scores.__getitem__) if scores else (previous or 0)
+            out.append(Segment(speaker, seg.start, seg.end, seg.text))
+            previous = speaker
+            continue
+        run: list[Word] = []
+        run_speaker: int | None = None
+        for word in seg.words:
+            speaker = _speaker_of(word, ex_index, turn_index, previous)
+            speaker = 0 if speaker is None else speaker
+            if run and speaker != run_speaker:
+                out.append(_piece(run, run_speaker))
+                run = []
+            run.append(word)
+            run_speaker = previous = speaker
+        out.append(_piece(run, run_speaker))
+    return out
+
+
+def _piece(words: list[Word], speaker: int | None) -> Segment:
+    return Segment(speaker or 0, words[0].start, words[-1].end, " ".join(w.text for w in words), tuple(words))

@@ -1,0 +1,72 @@
+"""Scoring diarization against RTTM references with pyannote.metrics.
+
+Used by the benchmark and the tests alike, so both report the same DER:
+pooled over files the way pyannote.metrics accumulates it (total error time
+over total reference speech), at a collar of 0 and 0.5 s, overlap scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ground.diarize import Diarization
+from ground.speaker_embedding import import_pyannote
+
+
+@dataclass(frozen=True, slots=True)
+class DERResult:
+    uri: str
+    der: float  # fraction
+    missed: float  # seconds
+    false_alarm: float
+    confusion: float
+    total: float  # seconds of reference speech
+    speakers: int  # hypothesis
+    reference_speakers: int
+
+
+def load_rttm(paths: Iterable[Path]) -> dict:
+    """{uri: pyannote Annotation} from RTTM files (SPEAKER lines only)."""
+    import_pyannote()
+    from pyannote.core import Annotation, Segment
+
+    out: dict = {}
+    for path in paths:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            f = line.split()
+            if len(f) < 8 or f[0] != "SPEAKER":
+                continue
+            uri, start, dur, label = f[1], float(f[3]), float(f[4]), f[7]
+            out.setdefault(uri, Annotation(uri=uri))[Segment(start, start + dur)] = label
+    return out
+
+
+def to_annotation(diarization: Diarization, uri: str):
+    from pyannote.core import Annotation, Segment
+
+    ann = Annotation(uri=uri)
+    for i, turn in enumerate(diarization.turns):
+        ann[Segment(turn.start, turn.end), i] = f"S{turn.speaker + 1}"
+    return ann
+
+
+def score(references: Mapping, hypotheses: Mapping[str, Diarization], collar: float = 0.0):
+    """Per-file results and the pooled DER (fraction) at ``collar`` seconds."""
+    from pyannote.core import Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    metric = DiarizationErrorRate(collar=collar, skip_overlap=False)
+    rows = []
+    for uri, hyp in hypotheses.items():
+        ref = references[uri]
+        uem = Timeline([Segment(0.0, max(hyp.duration, ref.get_timeline().extent().end))])
+        d = metric(ref, to_annotation(hyp, uri), uem=uem, detailed=True)
+        rows.append(
+            DERResult(
+                uri, d["diarization error rate"], d["missed detection"], d["false alarm"], d["confusion"],
+                d["total"], hyp.num_speakers, len(ref.labels()),
+            )
+        )
+    return rows, abs(metric)

@@ -1,0 +1,120 @@
+"""From diarized speaker numbers to the bundle's speakers and their profiles.
+
+For every speaker who got at least one word, in order of first word:
+
+* measure a voice profile (embedding from the diarization centroid, pitch,
+  rate);
+* look for the speaker in the ground's :class:`~relay.profiles.ProfileStore`.
+  A match with an enrolled speaker gives the bundle speaker its name; any
+  match reuses the stored profile's id, so the edge recognises the voice;
+* send the profile in full unless the store says it has been sent before,
+  in which case the bundle carries only the 6-byte id.
+
+Speakers with too little speech for a trustworthy embedding get a profile
+but are not remembered, so one cough never becomes a "recurring speaker".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ground.diarize import Diarization
+from ground.profile import measure_profile
+from relay.bundle import Segment, Speaker
+from relay.profiles import MATCH_THRESHOLD, ProfileStore, VoiceProfile
+
+MIN_REMEMBER_SECONDS = 3.0
+
+
+@dataclass(slots=True)
+class SpeakerPlan:
+    """The bundle's speakers and segments, and what to record once it is sent."""
+
+    speakers: list[Speaker]
+    segments: list[Segment]
+    remember: list[VoiceProfile] = field(default_factory=list)  # new profiles for the store
+    matched: dict[str, float] = field(default_factory=dict)  # label -> similarity to the stored profile
+
+    def commit(self, store: ProfileStore) -> None:
+        """Record new profiles and mark full profiles as sent: call after the
+        bundle is safely written, so a failed write never makes the ground
+        believe the edge has a profile it never got."""
+        for profile in self.remember:
+            store.put(profile, sent=False)
+        for speaker in self.speakers:
+            if speaker.profile is not None and store.get(speaker.profile_id) is not None:
+                store.mark_sent(speaker.profile_id)
+
+
+def _first_appearance(segments: Sequence[Segment]) -> list[int]:
+    order: list[int] = []
+    for seg in segments:
+        if seg.speaker not in order:
+            order.append(seg.speaker)
+    return order
+
+
+def plan_speakers(
+    segments: Sequence[Segment],
+    diarization: Diarization,
+    audio: np.ndarray,
+    store: ProfileStore | None = None,
+    threshold: float = MATCH_THRESHOLD,
+    bits: int = 4,
+) -> SpeakerPlan:
+    """Renumber speakers 0..n-1 by first word, label them and attach profiles."""
+    order = _first_appearance(segments)
+    renumber = {old: new for new, old in enumerate(order)}
+    new_segments = [Segment(renumber[s.speaker], s.start, s.end, s.text, s.words) for s in segments]
+
+    measured: dict[int, VoiceProfile] = {}
+    for old in order:
+        emb = diarization.embeddings[old] if old < diarization.num_speakers else None
+        if emb is None or emb.shape[-1] < 2 or not np.all(np.isfinite(emb)):
+            continue  # too little speech for an embedding: the speaker travels without a profile
+        measured[old] = measure_profile(emb, audio, diarization, segments, old, bits)
+
+    # match jointly: strongest pairs first, each stored profile used once
+    candidates: list[tuple[float, int, VoiceProfile]] = []
+    if store is not None:
+        stored = list(store)
+        for old, profile in measured.items():
+            vec = profile.vector()
+            for known in stored:
+                sim = known.similarity(vec)
+                if sim >= threshold:
+                    candidates.append((sim + (0.02 if known.name else 0.0), old, known))
+    candidates.sort(key=lambda c: -c[0])
+    chosen: dict[int, tuple[VoiceProfile, float]] = {}
+    used: set[bytes] = set()
+    for _score, old, known in candidates:
+        if old not in chosen and known.profile_id not in used:
+            chosen[old] = (known, known.similarity(measured[old].vector()))
+            used.add(known.profile_id)
+
+    plan = SpeakerPlan([], new_segments)
+    anonymous = 0
+    for old in order:
+        label = None
+        profile = measured.get(old)
+        if old in chosen:
+            known, sim = chosen[old]
+            label = known.name
+            profile = known
+            plan.matched[known.name or known.id_hex] = round(sim, 3)
+        elif profile is not None and store is not None and diarization.speech_time(old) >= MIN_REMEMBER_SECONDS:
+            plan.remember.append(profile)
+        if label is None:
+            anonymous += 1
+            label = f"S{anonymous}"
+        if profile is None:
+            plan.speakers.append(Speaker(label))
+        elif store is not None and old in chosen and store.was_sent(profile.profile_id):
+            plan.speakers.append(Speaker(label, profile.profile_id, None))
+        else:
+            plan.speakers.append(Speaker(label, profile.profile_id, profile))
+    return plan
+

@@ -1,0 +1,118 @@
+"""Voice profiles: quantisation, the wire, the SQLite store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from relay.bundle import Bundle, Segment, SourceInfo, Speaker, Word
+from relay.errors import BundleError
+from relay.profiles import ProfileError, ProfileStore, VoiceProfile, dequantize, quantize
+from relay.wire import decode_bundle, encode_bundle, field_costs
+
+
+def _unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=192).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.mark.parametrize("bits,size,min_cos", [(8, 192, 0.9999), (4, 96, 0.98)])
+def test_quantisation_keeps_the_direction(bits, size, min_cos):
+    for seed in range(20):
+        v = _unit(seed)
+        q = quantize(v, bits)
+        assert len(q) == size
+        assert float(v @ dequantize(q)) >= min_cos
+
+
+def test_quantize_rejects_garbage():
+    with pytest.raises(ValueError):
+        quantize(np.full(192, np.nan))
+    with pytest.raises(ValueError):
+        quantize(_unit(0), bits=3)
+    with pytest.raises(ValueError):
+        dequantize(b"\x00" * 100)
+
+
+def test_profile_figures_survive_the_wire_rounding():
+    p = VoiceProfile.create(_unit(1), f0_median=118.0, f0_range=7.3, rate=163.4)
+    assert abs(p.f0_median - 118.0) / 118.0 < 0.015  # quarter-tone steps
+    assert abs(p.f0_range - 7.3) <= 0.125 and p.rate == 163
+    assert len(p.profile_id) == 6
+    again = VoiceProfile.from_wire(p.profile_id, p.wire_fields())
+    assert again == p
+
+
+def _bundle(speakers: list[Speaker]) -> Bundle:
+    words = (Word("hello", 0.0, 0.4), Word("there", 0.4, 0.8))
+    segs = [Segment(i, 0.0 + i, 0.8 + i, "hello there", tuple(Word(w.text, w.start + i, w.end + i) for w in words))
+            for i in range(len(speakers))]
+    return Bundle(SourceInfo("t", 3.0, "en"), speakers, segs)
+
+
+def test_full_reference_and_no_profile_round_trip():
+    p = VoiceProfile.create(_unit(2), 200.0, 9.0, 170.0)
+    q = VoiceProfile.create(_unit(3), 110.0, 5.0, 140.0, bits=8)
+    b = _bundle([Speaker("Ann", p.profile_id, p), Speaker("S2", q.profile_id, None), Speaker("S3")])
+    back = decode_bundle(encode_bundle(b))
+    assert [s.profile_state for s in back.speakers] == ["full", "ref", "none"]
+    assert back.speakers[0].profile == p
+    assert back.speakers[1].profile_id == q.profile_id
+    costs = field_costs(b)
+    assert 96 < costs["profiles"] < 96 + 40  # one int4 embedding, a reference, a nil
+
+
+def test_bundles_without_profiles_have_no_profile_field():
+    b = _bundle([Speaker("S1")])
+    assert "profiles" not in field_costs(b)
+    assert decode_bundle(encode_bundle(b)).speakers == [Speaker("S1")]
+
+
+def test_malformed_profile_is_a_bundle_error():
+    import msgpack
+
+    from relay import wire
+
+    b = _bundle([Speaker("S1")])
+    fields = [v for _, v in wire._body_fields(b)] + [[[b"\x01\x02"]]]  # a 2-byte profile id
+    payload = wire._compress(msgpack.packb(fields, use_bin_type=True), 1)
+    good = encode_bundle(b)
+    header = wire.read_header(good)
+    out = bytearray(good[: header.body_offset - 1])  # header up to the body length
+    wire._put_uvarint(out, len(payload))
+    out += payload
+    import hashlib
+
+    out += hashlib.blake2b(out, digest_size=8).digest()
+    with pytest.raises(BundleError) as err:
+        decode_bundle(bytes(out))
+    assert err.value.reason == "body"
+
+
+def test_store_put_match_sent_and_names(tmp_path):
+    store = ProfileStore(tmp_path / "p.db")
+    ann = VoiceProfile.create(_unit(4), 210.0, 8.0, 160.0, name="Ann")
+    anon = VoiceProfile.create(_unit(5), 120.0, 6.0, 150.0)
+    store.put(ann, sent=False)
+    store.put(anon, sent=False)
+    assert len(store) == 2 and store.by_name("Ann") == ann
+    noisy = _unit(4) + 0.02 * _unit(9)
+    match = store.match(noisy / np.linalg.norm(noisy))
+    assert match is not None and match.profile.name == "Ann" and match.similarity > 0.9
+    assert store.match(_unit(6)) is None  # a stranger
+    assert not store.was_sent(ann.profile_id)
+    store.mark_sent(ann.profile_id)
+    store.put(ann)  # an update keeps the flag
+    assert store.was_sent(ann.profile_id)
+    with pytest.raises(ProfileError, match="already enrolled"):
+        store.put(VoiceProfile.create(_unit(7), 100.0, 5.0, 120.0, name="Ann"))
+    store.close()
+    reopened = ProfileStore(tmp_path / "p.db")  # it is on disk
+    assert reopened.get(anon.profile_id) == anon and reopened.remove("Ann") and not reopened.remove("Ann")
+
+
+def test_unwritable_store_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ProfileError, match="cannot open profile store"):
+        ProfileStore(blocker / "sub" / "p.db")
