@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from ground.diarize import Diarizer  # noqa: E402
 from ground.encode import encode_audio  # noqa: E402
-from ground.evaluate import load_rttm, score  # noqa: E402
+from ground.evaluate import load_rttm, score, word_attribution  # noqa: E402
 from ground.transcribe import TranscribeOptions, Transcriber  # noqa: E402
 from relay.audio import load_audio  # noqa: E402
 from relay.wire import field_costs  # noqa: E402
@@ -101,7 +101,10 @@ def main() -> None:
         result = encode_audio(audio, transcriber, uri, 0, options, diarizer)
         hypotheses[uri] = result.diarization
         costs = field_costs(result.bundle)
+        accuracy, scored = word_attribution(result.bundle.segments, references[uri])
         per_file[uri] = {
+            "word_accuracy": accuracy,
+            "words_scored": scored,
             "duration": result.duration,
             "timings": result.timings,
             "rtf": result.rtf,
@@ -113,21 +116,25 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     table = Table(
-        "file", "DER c=0", "DER c=0.5", "missed s", "FA s", "conf. s", "spk (ref)", "RTF", "diar. RTF", "bytes",
-        "profiles B", title=f"Ground station with diarization, Whisper {args.model} beam {args.beam_size}",
+        "file", "DER c=0", "DER c=0.5", "missed s", "FA s", "conf. s", "spk (ref)", "words ok", "RTF", "diar. RTF",
+        "bytes", "profiles B", title=f"Ground station with diarization, Whisper {args.model} beam {args.beam_size}",
     )
     for r0, r5 in zip(rows0, rows5):
         f = per_file[r0.uri]
         table.add_row(
             r0.uri, f"{r0.der:.1%}", f"{r5.der:.1%}", f"{r0.missed:.2f}", f"{r0.false_alarm:.2f}",
-            f"{r0.confusion:.2f}", f"{r0.speakers} ({r0.reference_speakers})", f"{f['rtf']:.3f}",
+            f"{r0.confusion:.2f}", f"{r0.speakers} ({r0.reference_speakers})",
+            f"{f['word_accuracy']:.0%} of {f['words_scored']}" if f["words_scored"] else "-", f"{f['rtf']:.3f}",
             f"{f['timings']['diarization'] / f['duration']:.3f}", str(f["bytes"]), str(f["profile_bytes"]),
         )
     duration = sum(f["duration"] for f in per_file.values())
     total_s = sum(sum(f["timings"].values()) for f in per_file.values())
     diar_s = sum(f["timings"]["diarization"] for f in per_file.values())
+    scored = sum(f["words_scored"] for f in per_file.values())
+    right = sum(f["word_accuracy"] * f["words_scored"] for f in per_file.values() if f["words_scored"])
     table.add_row(
         "[bold]pooled", f"[bold]{pooled0:.1%}", f"[bold]{pooled5:.1%}", "", "", "", "",
+        f"{right / scored:.0%} of {scored}" if scored else "-",
         f"[bold]{total_s / duration:.3f}", f"{diar_s / duration:.3f}", "", "",
     )
     console.print(table)
@@ -139,6 +146,7 @@ def main() -> None:
         "model": args.model,
         "der_pooled_collar0": pooled0,
         "der_pooled_collar05": pooled5,
+        "word_attribution_accuracy": right / scored if scored else None,
         "rtf_ground": total_s / duration,
         "rtf_diarization": diar_s / duration,
         "peak_rss_mb": peak_mb,

@@ -149,12 +149,15 @@ def _build_hub(name: str, token: str | None):
     return pipeline
 
 
-def _turns(annotation, order: dict[str, int]) -> list[Turn]:
+def _turns(annotation, order: dict[str, int], duration: float) -> list[Turn]:
+    """Turns clipped to the audio: pyannote pads the last chunk, so its frames
+    can run past the end of the recording."""
     turns = [
-        Turn(float(seg.start), float(seg.end), order[label])
+        Turn(max(0.0, float(seg.start)), min(duration, float(seg.end)), order[label])
         for seg, _, label in annotation.itertracks(yield_label=True)
+        if seg.start < duration
     ]
-    return sorted(turns, key=lambda t: (t.start, t.end, t.speaker))
+    return sorted((t for t in turns if t.end > t.start), key=lambda t: (t.start, t.end, t.speaker))
 
 
 class Diarizer:
@@ -212,11 +215,12 @@ class Diarizer:
             rows = np.asarray(centroids, dtype=np.float32)[[labels.index(lab) for lab in ordered]]
             with np.errstate(invalid="ignore", divide="ignore"):
                 embeddings = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        duration = len(audio) / SAMPLE_RATE
         result = Diarization(
-            turns=_turns(annotation, order),
-            exclusive=_turns(exclusive, order),
+            turns=_turns(annotation, order, duration),
+            exclusive=_turns(exclusive, order, duration),
             embeddings=embeddings,
-            duration=len(audio) / SAMPLE_RATE,
+            duration=duration,
         )
         self._fill_embeddings(result, audio)
         return result

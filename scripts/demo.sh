@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on sample speech that ships with the project's dependencies
 # (pyannote.audio's sample.wav: 30 s, two people on a phone call):
-# audio -> bundle -> inspect -> rehydrated WAV, all in out/.
+# audio -> bundle (who said which word, a voice profile per speaker) -> inspect
+# -> rehydrated WAV, all in out/. Then the same call again, as tomorrow's
+# broadcast would be: the voices are known by now and travel as 6-byte ids.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,10 +11,16 @@ R=.venv/bin/relay
 # Located without importing pyannote.audio (whose import pulls in torchaudio).
 SAMPLE=$(.venv/bin/python -c "import importlib.util as u, pathlib; print(pathlib.Path(u.find_spec('pyannote.audio').origin).parent / 'sample' / 'sample.wav')")
 mkdir -p out
-echo; echo "== relay encode  (ground: Whisper tiny.en -> bundle)"
+# The demo's ground and edge profile stores, fresh each run (a real station keeps
+# them under ~/.local/share/speech-relay or $SPEECH_RELAY_HOME).
+rm -rf out/state
+export SPEECH_RELAY_HOME="$PWD/out/state"
+echo; echo "== relay encode  (ground: Whisper tiny.en + pyannote diarization -> bundle)"
 $R encode "$SAMPLE" -o out/sample.bundle --title "pyannote sample call"
 echo; echo "== relay inspect"
 $R inspect out/sample.bundle
-echo; echo "== relay decode  (edge: Piper voice at the original timing)"
+echo; echo "== relay decode  (edge: Piper voice at the original timing; profiles stored)"
 $R decode out/sample.bundle -o out/sample.rehydrated.wav
+echo; echo "== relay encode again  (the same two voices: profiles now go by reference)"
+$R encode "$SAMPLE" -o out/sample.day2.bundle --title "pyannote sample call, day 2"
 echo; echo "Listen: out/sample.rehydrated.wav (original: $SAMPLE)"

@@ -19,12 +19,13 @@ def test_sample_der_within_target(pyannote_refs, pyannote_diarized):
 
 
 def test_pooled_der(pyannote_refs, pyannote_diarized):
-    # measured 26.7 % (collar 0) and 17.0 % (collar 0.5); the target is 25 % at collar 0,
-    # missed because the segmentation model merges two AMI speakers in dev00/dev01 (see README)
+    # measured 25.1 % (collar 0) and 15.4 % (collar 0.5) on 2 CPU cores; most of the error is
+    # trn01 (speech the segmentation model never detects) and dev00/dev01, where it puts both
+    # AMI speakers in one local speaker for whole chunks (see README)
     _, pooled0 = score(pyannote_refs, pyannote_diarized, collar=0.0)
     _, pooled5 = score(pyannote_refs, pyannote_diarized, collar=0.5)
-    assert pooled0 <= 0.28
-    assert pooled5 <= 0.19
+    assert pooled0 <= 0.26
+    assert pooled5 <= 0.17
     assert pooled5 < pooled0
 
 
@@ -33,7 +34,9 @@ def test_speaker_count_found_on_two_speaker_files(pyannote_refs, pyannote_diariz
         assert pyannote_diarized[uri].num_speakers == len(pyannote_refs[uri].labels()), uri
 
 
-def test_turns_are_ordered_and_embeddings_unit(pyannote_diarized):
+def test_turns_are_ordered_clipped_and_embeddings_unit(pyannote_diarized):
+    for d in pyannote_diarized.values():
+        assert all(0.0 <= t.start < t.end <= d.duration for t in d.turns + d.exclusive)
     d = pyannote_diarized["sample"]
     starts = [t.start for t in d.turns]
     assert starts == sorted(starts)
