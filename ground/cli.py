@@ -92,9 +92,13 @@ def encode(
     if found is not None and wanted and found < wanted:
         console.print(f"note: found {found} speaker(s) with enough clean speech, fewer than the {wanted} asked for")
     if result.plan is not None:
-        described = ", ".join(
-            f"{s.label} ({s.profile_state} profile)" if s.profile_id else s.label for s in result.bundle.speakers
-        )
+        def describe(s) -> str:
+            if not s.profile_id:
+                return s.label
+            known = f", known voice {result.plan.matched[s.label]:.2f}" if s.label in result.plan.matched else ""
+            return f"{s.label} ({s.profile_state} profile{known})"
+
+        described = ", ".join(describe(s) for s in result.bundle.speakers)
         print(f"speakers: {described}")
     print(
         f"{output}: {len(result.data)} bytes, {result.bits_per_second:.1f} bits/s, "

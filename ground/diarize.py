@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -83,7 +82,6 @@ class Diarization:
     exclusive: list[Turn]
     embeddings: np.ndarray  # (num_speakers, dimension), unit rows; NaN rows if unknown
     duration: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_speakers(self) -> int:

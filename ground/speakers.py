@@ -36,7 +36,7 @@ class SpeakerPlan:
     speakers: list[Speaker]
     segments: list[Segment]
     remember: list[VoiceProfile] = field(default_factory=list)  # new profiles for the store
-    matched: dict[str, float] = field(default_factory=dict)  # label -> similarity to the stored profile
+    matched: dict[str, float] = field(default_factory=dict)  # bundle label -> similarity to the stored profile
 
     def commit(self, store: ProfileStore) -> None:
         """Record new profiles and mark full profiles as sent: call after the
@@ -101,15 +101,16 @@ def plan_speakers(
         label = None
         profile = measured.get(old)
         if old in chosen:
-            known, sim = chosen[old]
+            known, _ = chosen[old]
             label = known.name
             profile = known
-            plan.matched[known.name or known.id_hex] = round(sim, 3)
         elif profile is not None and store is not None and diarization.speech_time(old) >= MIN_REMEMBER_SECONDS:
             plan.remember.append(profile)
         if label is None:
             anonymous += 1
             label = f"S{anonymous}"
+        if old in chosen:
+            plan.matched[label] = round(chosen[old][1], 3)
         if profile is None:
             plan.speakers.append(Speaker(label))
         elif store is not None and old in chosen and store.was_sent(profile.profile_id):

@@ -164,7 +164,7 @@ def test_speakers_enroll_encode_inspect_remove(tmp_path):
     out = tmp_path / "lj.bundle"
     first = relay("encode", str(shared("ljspeech", "LJ001-0002.flac")), "-o", str(out), "--profiles", store)
     assert first.returncode == 0, first.stderr
-    assert "speakers: Linda (full profile)" in first.stdout
+    assert "speakers: Linda (full profile, known voice 0." in first.stdout
     shown = relay("inspect", str(out))
     assert shown.returncode == 0 and "Linda" in shown.stdout
     assert "voice profiles:" in shown.stdout and "1 sent in full" in shown.stdout
@@ -172,7 +172,7 @@ def test_speakers_enroll_encode_inspect_remove(tmp_path):
     assert doc["speakers"][0]["profile"] == "full" and doc["speakers"][0]["voice"]["name"] is None
 
     again = relay("encode", str(shared("ljspeech", "LJ001-0002.flac")), "-o", str(out), "--profiles", store)
-    assert "speakers: Linda (ref profile)" in again.stdout, again.stdout
+    assert "speakers: Linda (ref profile, known voice 0." in again.stdout, again.stdout
     assert json.loads(relay("speakers", "ls", "--json", "--profiles", store).stdout)[0]["sent"] is True
 
     assert relay("speakers", "rm", "Linda", "--profiles", store).returncode == 0
