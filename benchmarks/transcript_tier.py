@@ -31,8 +31,8 @@ from whisper_normalizer.english import EnglishTextNormalizer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge.engines.piper import PiperEngine  # noqa: E402
 from edge.rehydrate import render  # noqa: E402
-from edge.tts import PiperEngine  # noqa: E402
 from ground.encode import encode_file  # noqa: E402
 from ground.transcribe import TranscribeOptions, Transcriber  # noqa: E402
 from relay.audio import SAMPLE_RATE, resample  # noqa: E402

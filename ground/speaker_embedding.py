@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ground.models import cache_dir
-from ground.torchaudio_compat import ensure_torchaudio
 from relay.errors import ModelError
+from relay.torchaudio_compat import ensure_torchaudio
 
 SAMPLE_RATE = 16_000
 DIMENSION = 192

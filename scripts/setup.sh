@@ -10,9 +10,10 @@ VENV=${VENV:-.venv}
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
   echo "setup: need root for: $*" >&2; return 1; fi; }
 
-# Debian's python3 ships without venv/pip; sox is used by the benchmarks.
+# Debian's python3 ships without venv/pip; espeak-ng is the edge's fallback voice.
 need=()
 "$PY" -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv python3-pip)
+command -v espeak-ng >/dev/null || need+=(espeak-ng)
 "$PY" -c "import sys; sys.exit(sys.version_info < (3, 11))" || { echo "setup: Python >= 3.11 required" >&2; exit 1; }
 if [ ${#need[@]} -gt 0 ]; then
   echo "== apt: ${need[*]}"

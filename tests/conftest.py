@@ -54,7 +54,7 @@ def base_listener(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def piper():
-    from edge.tts import PiperEngine
+    from edge.engines.piper import PiperEngine
 
     return PiperEngine()
 

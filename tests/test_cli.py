@@ -193,3 +193,22 @@ def test_encode_speaker_options(tmp_path):
     assert_one_line_error(proc, "cannot load diarization pipeline")
     proc = relay("encode", clip, "--no-diarize", "-o", str(tmp_path / "z.bundle"))
     assert proc.returncode == 0 and "speakers:" not in proc.stdout
+
+
+def test_voices_ls_and_decode_with_other_engines(jfk_bundle, tmp_path):
+    import soundfile as sf
+
+    listed = relay("voices", "ls", "--json", env={"SPEECH_RELAY_COQUI_MODEL": "tts_models/en/vctk/vits"})
+    assert listed.returncode == 0, listed.stderr
+    assert "Traceback" not in listed.stderr
+    doc = json.loads(listed.stdout)
+    engines = {e["engine"]: e for e in doc["engines"]}
+    assert engines["kokoro"]["available"] and engines["espeak"]["available"]
+    assert not engines["coqui"]["available"] and "cannot be fetched" in engines["coqui"]["detail"]
+    assert {"kokoro:jm_kumo", "espeak:en-gb+f2", "piper:en_US-joe-medium"} <= {v["key"] for v in doc["voices"]}
+    for key, rate in (("kokoro:jm_kumo", 24000), ("espeak:en-gb+f2", 22050)):
+        out = tmp_path / f"{key.replace(':', '_')}.wav"
+        proc = relay("decode", str(jfk_bundle), "-o", str(out), "--voice", key)
+        assert proc.returncode == 0, proc.stderr
+        assert sf.info(out).samplerate == rate
+    assert_one_line_error(relay("decode", str(jfk_bundle), "--voice", "nope", "-o", str(tmp_path / "x.wav")), "nope")

@@ -1,0 +1,93 @@
+"""Every voice this edge can speak with, across TTS engines.
+
+An engine backend (Piper, Kokoro, Coqui TTS, espeak-ng) is found at run time:
+a missing package, binary or model makes that backend *unavailable with a
+reason*, never an import error, so an edge with only Piper installed still
+lists and speaks Piper voices. Each backend lists its :class:`Voice` entries
+and loads one into a :class:`~edge.tts.TTSEngine` that rehydration drives.
+
+Voice keys are stable strings (``piper:en_US-joe-medium``,
+``kokoro:jf_alpha+jm_kumo``, ``espeak:en-us+m3``), so an assignment of a
+speaker to a voice can be stored and honoured across bundles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from edge.tts import TTSEngine
+from relay.errors import ModelError
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """One speakable voice. ``params`` are the backend's own (a model path and
+    speaker id, a style blend, an espeak variant)."""
+
+    engine: str
+    key: str
+    name: str
+    language: str
+    params: tuple = field(default=(), compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus:
+    engine: str
+    available: bool
+    detail: str  # what was found, or why it is unavailable
+
+
+class Backend(Protocol):
+    name: str
+
+    def status(self) -> BackendStatus: ...
+
+    def voices(self) -> list[Voice]: ...
+
+    def load(self, voice: Voice) -> TTSEngine: ...
+
+
+def backends(voice_dirs: Iterable[str] = ()) -> list[Backend]:
+    """All known backends, Piper first (the default)."""
+    from edge.engines.coqui import CoquiBackend
+    from edge.engines.espeak import EspeakBackend
+    from edge.engines.kokoro import KokoroBackend
+    from edge.engines.piper import PiperBackend
+
+    return [PiperBackend(voice_dirs), KokoroBackend(), CoquiBackend(), EspeakBackend()]
+
+
+class Catalog:
+    """The voices of every available backend, loaded lazily and cached."""
+
+    def __init__(self, voice_dirs: Iterable[str] = ()) -> None:
+        self.backends = {b.name: b for b in backends(voice_dirs)}
+        self.statuses = {name: b.status() for name, b in self.backends.items()}
+        self._voices: list[Voice] | None = None
+        self._loaded: dict[str, TTSEngine] = {}
+
+    def voices(self) -> list[Voice]:
+        if self._voices is None:
+            self._voices = [
+                v for name, b in self.backends.items() if self.statuses[name].available for v in b.voices()
+            ]
+        return self._voices
+
+    def find(self, key: str) -> Voice:
+        for v in self.voices():
+            if v.key == key or (":" not in key and v.name == key):
+                return v
+        engine = key.split(":", 1)[0]
+        status = self.statuses.get(engine)
+        if status is not None and not status.available:
+            raise ModelError(f"voice {key!r}: the {engine} engine is unavailable here ({status.detail})")
+        raise ModelError(f"no voice {key!r} (relay voices ls lists them)")
+
+    def load(self, voice: Voice | str) -> TTSEngine:
+        voice = self.find(voice) if isinstance(voice, str) else voice
+        if voice.key not in self._loaded:
+            self._loaded[voice.key] = self.backends[voice.engine].load(voice)
+        return self._loaded[voice.key]

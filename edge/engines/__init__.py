@@ -1,0 +1,1 @@
+"""TTS engine backends; see :mod:`edge.catalog`."""
