@@ -14,6 +14,25 @@ voices_app = typer.Typer(help="The TTS voices this edge can speak with.", no_arg
 VOICES_DIR_HELP = "extra folder of Piper voices (NAME.onnx + NAME.onnx.json); repeatable"
 
 
+FAST_ENGINES = ("piper", "espeak")  # measured automatically; others with `relay voices measure`
+
+
+def _speaker_voices(decoded, profiles, voice_dirs: list[Path]):
+    """A voice per speaker, chosen jointly from the measured voices (edge.assign)."""
+    from edge.assign import AssignmentStore, assign_voices
+    from edge.catalog import Catalog
+    from edge.voicebank import VoiceBank
+    from relay.profiles import default_store_path
+
+    catalog = Catalog([str(d) for d in voice_dirs])
+    bank = VoiceBank(catalog)
+    candidates = [v for v in catalog.voices() if v.engine in FAST_ENGINES or bank.get(v) is not None]
+    with console.status("measuring voices (once per voice)…"):
+        traits = bank.traits(candidates)
+    choices = assign_voices(profiles, traits, AssignmentStore(default_store_path("edge")))
+    return {c.speaker: catalog.load(c.voice) for c in choices}, choices
+
+
 def _engine_for(voice: str | None, speaker_id: int | None, voice_dirs: list[Path]):
     """A Piper ``.onnx`` path, a voice key or name from ``relay voices ls``, or the default voice."""
     from edge.catalog import Catalog
@@ -37,7 +56,7 @@ def decode(
     ),
 ) -> None:
     """Speak a bundle with a local TTS voice, each segment at its original time."""
-    from edge.rehydrate import render
+    from edge.rehydrate import output_rate, render
     from edge.voices import resolve_speakers
     from relay.audio import write_wav
     from relay.fileio import read_bytes
@@ -50,19 +69,39 @@ def decode(
         label = next(s.label for s in decoded.speakers if s.profile_id == pid)
         console.print(f"note: speaker {label} refers to voice profile {pid.hex()}, which this edge has not received")
     output = output or Path(bundle.name).with_suffix(".wav")
-    with console.status("loading voice…"):
-        engine = _engine_for(voice, speaker_id, voice_dirs)
+    per_speaker = voice is None and (len(decoded.speakers) > 1 or any(resolved.profiles))
+    with console.status("loading voices…"):
+        if per_speaker:
+            voices, choices = _speaker_voices(decoded, resolved.profiles, voice_dirs)
+        else:
+            voices, choices = _engine_for(voice, speaker_id, voice_dirs), []
     started = time.perf_counter()
     with console.status(f"speaking {len(decoded.segments)} segment(s)…"):
-        audio, parts = render(decoded, engine)
+        audio, parts = render(decoded, voices)
     elapsed = time.perf_counter() - started
-    write_wav(output, audio, engine.sample_rate)
-    seconds = len(audio) / engine.sample_rate
+    rate = output_rate(voices)
+    write_wav(output, audio, rate)
+    seconds = len(audio) / rate
     drift = seconds / decoded.source.duration - 1 if decoded.source.duration else 0.0
+    if choices:
+        described = ", ".join(
+            f"{decoded.speakers[c.speaker].label} -> {c.voice}" + (" (as before)" if c.remembered else "")
+            for c in choices
+        )
+    else:
+        described = f"voice {voices.voice_name}"
     print(
         f"{output}: {seconds:.1f} s of speech ({drift:+.1%} vs original), {len(parts)} segment(s), "
-        f"voice {engine.voice_name}, real-time factor {elapsed / max(seconds, 1e-9):.3f}"
+        f"{described}, real-time factor {elapsed / max(seconds, 1e-9):.3f}"
     )
+
+
+def _voice_json(voice, traits) -> dict:
+    doc = {"key": voice.key, "engine": voice.engine, "name": voice.name, "language": voice.language,
+           "embedding": "measured" if traits else "not measured"}
+    if traits:
+        doc |= {"f0_median_hz": round(traits.f0_median, 1), "rate_wpm": round(traits.rate)}
+    return doc
 
 
 @voices_app.command("ls")
@@ -70,18 +109,22 @@ def voices_ls(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     voice_dirs: list[Path] = typer.Option([], "--voices", help=VOICES_DIR_HELP),
 ) -> None:
-    """List engines (available or why not) and every voice they offer."""
+    """List engines (available or why not) and every voice they offer, with
+    what the voice bank measured of each (pitch, rate, speaker embedding)."""
     import json
 
     from edge.catalog import Catalog
+    from edge.voicebank import VoiceBank
 
     catalog = Catalog([str(d) for d in voice_dirs])
     voices = catalog.voices()
+    bank = VoiceBank(catalog)
+    traits = {v.key: bank.get(v) for v in voices}
     if as_json:
         doc = {
             "engines": [{"engine": s.engine, "available": s.available, "detail": s.detail}
                         for s in catalog.statuses.values()],
-            "voices": [{"key": v.key, "engine": v.engine, "name": v.name, "language": v.language} for v in voices],
+            "voices": [_voice_json(v, traits[v.key]) for v in voices],
         }
         print(json.dumps(doc, indent=2))
         return
@@ -90,11 +133,39 @@ def voices_ls(
     for s in catalog.statuses.values():
         engines.add_row(s.engine, "yes" if s.available else "[red]no[/]", s.detail)
     out.print(engines)
-    table = Table("voice", "engine", "language", box=None, header_style="bold")
+    table = Table("voice", "engine", "language", "embedding", "pitch", "rate", box=None, header_style="bold")
     for v in voices:
-        table.add_row(v.key, v.engine, v.language)
+        t = traits[v.key]
+        table.add_row(
+            v.key, v.engine, v.language, "measured" if t else "[yellow]not measured[/]",
+            f"{t.f0_median:.0f} Hz" if t else "", f"{t.rate:.0f} wpm" if t else "",
+        )
     out.print(table)
-    out.print(f"{len(voices)} voice(s)")
+    measured = sum(1 for t in traits.values() if t)
+    out.print(f"{len(voices)} voice(s), {measured} measured (relay voices measure)")
+
+
+@voices_app.command("measure")
+def voices_measure(
+    engine: list[str] = typer.Option([], "--engine", help="only this engine's voices; repeatable"),
+    voice_dirs: list[Path] = typer.Option([], "--voices", help=VOICES_DIR_HELP),
+) -> None:
+    """Measure voices for the bank (speaker embedding, pitch, rate), once each."""
+    from rich.progress import Progress
+
+    from edge.catalog import Catalog
+    from edge.voicebank import VoiceBank
+
+    catalog = Catalog([str(d) for d in voice_dirs])
+    unknown = set(engine) - set(catalog.backends)
+    if unknown:
+        raise typer.BadParameter(f"unknown engine {sorted(unknown)[0]!r}", param_hint="--engine")
+    bank = VoiceBank(catalog)
+    todo = [v for v in catalog.voices() if (not engine or v.engine in engine) and bank.get(v) is None]
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("measuring voices", total=len(todo))
+        measured = bank.traits(todo, progress=lambda v: progress.update(task, advance=1, description=v.key))
+    print(f"measured {len(measured)} voice(s); {len(todo) - len(measured)} failed; bank: {bank.path}")
 
 
 def register(app: typer.Typer) -> None:

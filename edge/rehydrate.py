@@ -8,18 +8,23 @@ A segment that still runs long pushes the next one later rather than
 overlapping it; pauses between segments are kept.
 
 :func:`rehydrate` yields segment by segment so playback can start as soon as
-the first one is ready; :func:`render` mixes them into one buffer.
+the first one is ready; :func:`render` mixes them into one buffer. Each
+speaker can have its own voice (a mapping from speaker index to engine);
+voices at other sample rates are resampled to the output rate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from edge.tts import TTSEngine
+from relay.audio import resample
 from relay.bundle import Bundle, Segment
+
+Voices = TTSEngine | Mapping[int, TTSEngine]  # one voice for all, or one per speaker index
 
 MIN_SCALE, MAX_SCALE = 0.8, 1.2  # beyond these Piper stops sounding like speech
 SILENCE_THRESHOLD = 0.01
@@ -108,26 +113,42 @@ def _segment_of(speaker: int, words: list) -> Segment:
     return Segment(speaker, words[0].start, words[-1].end, " ".join(w.text for w in words), tuple(words))
 
 
-def rehydrate(bundle: Bundle, engine: TTSEngine) -> Iterator[RenderedSegment]:
+def _voice_of(voices: Voices, speaker: int) -> TTSEngine:
+    if isinstance(voices, Mapping):
+        return voices.get(speaker) or next(iter(voices.values()))
+    return voices
+
+
+def output_rate(voices: Voices) -> int:
+    """The output sample rate: the highest of the voices', so none is degraded."""
+    engines = list(voices.values()) if isinstance(voices, Mapping) else [voices]
+    return max(e.sample_rate for e in engines)
+
+
+def rehydrate(bundle: Bundle, voices: Voices) -> Iterator[RenderedSegment]:
     """Speak each phrase in order, yielding it as soon as it is ready."""
-    rate = RateModel()
+    sr = output_rate(voices)
+    rates: dict[int, RateModel] = {}  # one speaking-rate estimate per voice
     cursor = 0.0
     pieces = [(i, p) for i, seg in enumerate(bundle.segments) for p in phrases(seg)]
     for index, seg in pieces:
         if not seg.text.strip():
             continue
-        audio, scale = _speak(engine, seg, rate)
+        engine = _voice_of(voices, seg.speaker)
+        audio, scale = _speak(engine, seg, rates.setdefault(id(engine), RateModel()))
+        if engine.sample_rate != sr and len(audio):
+            audio = resample(audio, engine.sample_rate, sr)
         start = max(seg.start, cursor)
-        rendered = RenderedSegment(index, seg, start, audio, engine.sample_rate, scale)
+        rendered = RenderedSegment(index, seg, start, audio, sr, scale)
         cursor = rendered.end
         yield rendered
 
 
-def render(bundle: Bundle, engine: TTSEngine) -> tuple[np.ndarray, list[RenderedSegment]]:
-    """The whole bundle as one buffer at the engine's sample rate, as long as
-    the original (longer only if speech ran past its end)."""
-    parts = list(rehydrate(bundle, engine))
-    sr = engine.sample_rate
+def render(bundle: Bundle, voices: Voices) -> tuple[np.ndarray, list[RenderedSegment]]:
+    """The whole bundle as one buffer at :func:`output_rate`, as long as the
+    original (longer only if speech ran past its end)."""
+    parts = list(rehydrate(bundle, voices))
+    sr = output_rate(voices)
     total = max([bundle.source.duration] + [p.end for p in parts])
     out = np.zeros(int(np.ceil(total * sr)) + 1, np.float32)
     for p in parts:

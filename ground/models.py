@@ -22,6 +22,7 @@ from importlib import import_module
 from pathlib import Path
 
 from relay.errors import ModelError
+from relay.paths import cache_dir
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +38,6 @@ class ResolvedModel:
         return str(self.path) if self.path else self.spec
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("SPEECH_RELAY_CACHE") or os.environ.get("XDG_CACHE_HOME")
-    return Path(base) / "speech-relay" if base else Path.home() / ".cache" / "speech-relay"
 
 
 def _tiny_en() -> Path:

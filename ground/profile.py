@@ -1,7 +1,6 @@
 """Measure a speaker's voice profile from their stretches of a recording.
 
-Pitch comes from Praat (via parselmouth): the autocorrelation pitch tracker
-phoneticians use, fast and robust on speech. The median of voiced frames
+Pitch comes from :func:`relay.pitch.pitch_stats` (Praat), as on the edge. The median of voiced frames
 sets the voice's register; the 10th-90th percentile spread, in semitones,
 how animated it is. Speaking rate is words per minute of speaking time (the
 spans of the speaker's segments, pauses between segments excluded), so a
@@ -16,25 +15,10 @@ import numpy as np
 
 from ground.diarize import Diarization
 from relay.bundle import Segment
+from relay.pitch import pitch_stats
 from relay.profiles import VoiceProfile
 
-SAMPLE_RATE = 16_000
 MAX_PITCH_SECONDS = 120.0  # enough for stable statistics; bounds cost on long recordings
-
-
-def pitch_stats(audio: np.ndarray, floor: float = 60.0, ceiling: float = 500.0) -> tuple[float, float]:
-    """(median F0 in Hz, 10-90 % range in semitones); (0, 0) when nothing is voiced."""
-    if len(audio) < SAMPLE_RATE // 10:
-        return 0.0, 0.0
-    import parselmouth
-
-    sound = parselmouth.Sound(np.asarray(audio, dtype=np.float64), sampling_frequency=SAMPLE_RATE)
-    f0 = sound.to_pitch(time_step=0.01, pitch_floor=floor, pitch_ceiling=ceiling).selected_array["frequency"]
-    voiced = f0[f0 > 0]
-    if len(voiced) < 10:
-        return 0.0, 0.0
-    lo, med, hi = np.percentile(voiced, [10, 50, 90])
-    return float(med), float(12 * np.log2(hi / lo))
 
 
 def speaking_rate(segments: Sequence[Segment], speaker: int) -> float:

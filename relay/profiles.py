@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -26,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from relay.db import connect
 from relay.errors import RelayError
+from relay.paths import state_dir
 
 PROFILE_ID_SIZE = 6
 EMBEDDING_DIM = 192
@@ -164,10 +165,7 @@ def _dequantize_prosody(f0_q: int, range_q: int, rate_q: int) -> tuple[float, fl
 
 def default_store_path(role: str) -> Path:
     """``$SPEECH_RELAY_HOME/<role>/profiles.db`` (default ``~/.local/share/speech-relay``)."""
-    base = os.environ.get("SPEECH_RELAY_HOME")
-    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    root = Path(base) if base else data_home / "speech-relay"
-    return root / role / "profiles.db"
+    return state_dir(role) / "profiles.db"
 
 
 _SCHEMA = """
@@ -196,13 +194,7 @@ class ProfileStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise ProfileError(f"{self.path}: cannot open profile store ({exc})") from None
+        self._db = connect(self.path, _SCHEMA, "profile store", ProfileError)
 
     def close(self) -> None:
         self._db.close()

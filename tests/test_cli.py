@@ -205,10 +205,27 @@ def test_voices_ls_and_decode_with_other_engines(jfk_bundle, tmp_path):
     engines = {e["engine"]: e for e in doc["engines"]}
     assert engines["kokoro"]["available"] and engines["espeak"]["available"]
     assert not engines["coqui"]["available"] and "cannot be fetched" in engines["coqui"]["detail"]
-    assert {"kokoro:jm_kumo", "espeak:en-gb+f2", "piper:en_US-joe-medium"} <= {v["key"] for v in doc["voices"]}
-    for key, rate in (("kokoro:jm_kumo", 24000), ("espeak:en-gb+f2", 22050)):
+    assert {"kokoro:jm_kumo", "espeak:en+f2", "piper:en_US-joe-medium"} <= {v["key"] for v in doc["voices"]}
+    for key, rate in (("kokoro:jm_kumo", 24000), ("espeak:en+f2", 22050)):
         out = tmp_path / f"{key.replace(':', '_')}.wav"
         proc = relay("decode", str(jfk_bundle), "-o", str(out), "--voice", key)
         assert proc.returncode == 0, proc.stderr
         assert sf.info(out).samplerate == rate
     assert_one_line_error(relay("decode", str(jfk_bundle), "--voice", "nope", "-o", str(tmp_path / "x.wav")), "nope")
+
+
+def test_decode_gives_two_speakers_two_voices_and_keeps_them(tmp_path):
+    from tests.test_voices import two_speaker_bundle
+
+    path = tmp_path / "two.bundle"
+    path.write_bytes(two_speaker_bundle())
+    env = {"SPEECH_RELAY_HOME": str(tmp_path / "home"), "SPEECH_RELAY_CACHE": str(tmp_path / "cache")}
+    first = relay("decode", str(path), "-o", str(tmp_path / "a.wav"), env=env)
+    assert first.returncode == 0, first.stderr
+    picked = [part.split(" -> ")[1].split(" ")[0].rstrip(",") for part in first.stdout.split(", ") if " -> " in part]
+    assert len(picked) == 2 and picked[0] != picked[1], first.stdout
+    again = relay("decode", str(path), "-o", str(tmp_path / "b.wav"), env=env)
+    assert again.stdout.count("(as before)") == 2, again.stdout
+    listed = json.loads(relay("voices", "ls", "--json", env=env).stdout)
+    measured = {v["key"] for v in listed["voices"] if v["embedding"] == "measured"}
+    assert set(picked) <= measured

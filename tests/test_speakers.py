@@ -56,8 +56,8 @@ def test_sample_words_land_on_the_right_speaker(tiny, diarizer, pyannote_refs):
 
 
 def test_pitch_separates_a_low_and_a_high_voice():
-    from ground.profile import pitch_stats
     from relay.audio import load_audio
+    from relay.pitch import pitch_stats
 
     # trn03 is 29 s of one man (AMI speaker MEO069); LJSpeech is one woman
     male, _ = pitch_stats(load_audio(shared("pyannote", "trn03.wav")))

@@ -19,7 +19,9 @@ import soundfile as sf
 from edge.catalog import BackendStatus, Voice
 from relay.errors import ModelError
 
-LANGUAGES = ("en-us", "en-gb")
+# espeak-ng voice -> language; British English must be named "en": it ignores
+# variants on "en-gb" (every en-gb+X sounds the same)
+LANGUAGES = {"en-us": "en-us", "en": "en-gb"}
 VARIANTS = ("m1", "m3", "m5", "m7", "f1", "f2", "f3", "f4")
 WORDS_PER_MINUTE = 175  # espeak-ng's default rate
 
@@ -60,8 +62,8 @@ class EspeakBackend:
 
     def voices(self) -> list[Voice]:
         return [
-            Voice(self.name, f"espeak:{lang}+{var}", f"{lang}+{var}", lang, (lang, var))
-            for lang in LANGUAGES
+            Voice(self.name, f"espeak:{lang}+{var}", f"{lang}+{var}", language, (lang, var))
+            for lang, language in LANGUAGES.items()
             for var in VARIANTS
         ]
 

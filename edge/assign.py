@@ -1,0 +1,115 @@
+"""Choosing a voice for every speaker of a bundle.
+
+Each speaker with a voice profile gets the measured voice nearest to it:
+cosine distance between the profile's CAM++ embedding and the voice's, plus
+a pitch term (semitones between the speaker's median pitch and the voice's),
+because the embedding alone can prefer a voice an octave away.
+
+* Different speakers in a bundle always get different voices: the choice is
+  one joint assignment (Hungarian algorithm), not each speaker grabbing its
+  nearest voice in turn, which can leave the last speaker with a poor match.
+* The same profile keeps its voice across bundles: assignments are stored by
+  profile id and honoured first, unless two speakers of one bundle would
+  share a voice.
+* A speaker without a profile gets any voice not used by the others.
+* Only if a bundle has more speakers than there are voices are voices reused.
+* espeak-ng is the fallback: its voices carry a penalty, so they are chosen
+  only when no neural voice is free or close.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.voicebank import VoiceTraits
+from relay.db import connect
+from relay.errors import ModelError
+from relay.profiles import VoiceProfile
+
+PITCH_WEIGHT = 0.03  # cost per semitone of pitch difference (1 - cosine is in [0, 2])
+NO_PROFILE_COST = 1.0
+ENGINE_PENALTY = {"espeak": 0.5}  # formant synthesis: intelligible, but the last resort
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    speaker: int
+    voice: str
+    similarity: float | None  # cosine, profile vs voice; None without a profile
+    remembered: bool
+
+
+def _semitones(a: float, b: float) -> float:
+    return abs(12 * math.log2(a / b)) if a > 0 and b > 0 else 0.0
+
+
+def cost(profile: VoiceProfile | None, voice: VoiceTraits) -> float:
+    penalty = ENGINE_PENALTY.get(voice.key.split(":", 1)[0], 0.0)
+    if profile is None:
+        return NO_PROFILE_COST + penalty
+    pitch = PITCH_WEIGHT * _semitones(profile.f0_median, voice.f0_median)
+    return 1.0 - profile.similarity(voice.embedding) + pitch + penalty
+
+
+class AssignmentStore:
+    """profile id -> voice key, in SQLite beside the edge's profile store."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._db = connect(
+            path,
+            "CREATE TABLE IF NOT EXISTS voice_assignments "
+            "(profile_id BLOB PRIMARY KEY, voice TEXT NOT NULL, assigned INTEGER NOT NULL);",
+            "voice assignments",
+            ModelError,
+        )
+
+    def get(self, profile_id: bytes) -> str | None:
+        row = self._db.execute("SELECT voice FROM voice_assignments WHERE profile_id = ?", (profile_id,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, profile_id: bytes, voice: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO voice_assignments VALUES (?, ?, ?)", (profile_id, voice, int(time.time()))
+        )
+
+
+def assign_voices(
+    profiles: Sequence[VoiceProfile | None], voices: Sequence[VoiceTraits], store: AssignmentStore | None = None
+) -> list[Choice]:
+    """One voice per speaker (index order of ``profiles``); see the module doc."""
+    from scipy.optimize import linear_sum_assignment
+
+    if not voices:
+        raise ModelError("no measured voices to choose from (relay voices measure)")
+    by_key = {v.key: v for v in voices}
+    chosen: dict[int, Choice] = {}
+    used: set[str] = set()
+    for i, p in enumerate(profiles):
+        key = store.get(p.profile_id) if (store is not None and p is not None) else None
+        if key in by_key and key not in used:
+            chosen[i] = Choice(i, key, p.similarity(by_key[key].embedding), True)
+            used.add(key)
+    rest = [i for i in range(len(profiles)) if i not in chosen]
+    free = [v for v in voices if v.key not in used]
+    while rest:
+        pool = free if free else list(voices)  # more speakers than voices: reuse
+        matrix = np.array([[cost(profiles[i], v) for v in pool] for i in rest])
+        rows, cols = linear_sum_assignment(matrix)
+        for r, c in zip(rows, cols):
+            i, v = rest[r], pool[c]
+            p = profiles[i]
+            chosen[i] = Choice(i, v.key, p.similarity(v.embedding) if p is not None else None, False)
+            used.add(v.key)
+        rest = [i for i in rest if i not in chosen]
+        free = [v for v in free if v.key not in used]
+    if store is not None:
+        for i, p in enumerate(profiles):
+            if p is not None:
+                store.put(p.profile_id, chosen[i].voice)
+    return [chosen[i] for i in range(len(profiles))]

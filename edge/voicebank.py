@@ -1,0 +1,133 @@
+"""The voice bank: what each installed TTS voice sounds like, measured once.
+
+Every voice in the :class:`~edge.catalog.Catalog` reads the same passage (the
+opening of the Rainbow Passage, a standard phonetically balanced text); the
+recording goes through the same CAM++ speaker encoder the ground station
+uses for voice profiles, and through the same pitch measurement. A speaker
+profile and a voice are then directly comparable: cosine similarity of
+embeddings, and pitch in semitones.
+
+Measuring a voice takes a synthesis (0.1-5 s), so results are cached in
+SQLite under the cache folder, keyed by the voice and a fingerprint of what
+it was measured with; a changed model file or passage re-measures it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.catalog import Catalog, Voice
+from relay.audio import resample
+from relay.db import connect
+from relay.errors import ModelError
+from relay.paths import cache_dir
+from relay.pitch import pitch_stats
+
+PASSAGE = (
+    "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. "
+    "The rainbow is a division of white light into many beautiful colors. These take the shape "
+    "of a long round arch, with its path high above, and its two ends apparently beyond the horizon."
+)
+PASSAGE_WORDS = len(PASSAGE.split())
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceTraits:
+    """A voice as the bank measured it."""
+
+    key: str
+    embedding: np.ndarray  # unit, 192-d CAM++
+    f0_median: float  # Hz
+    f0_range: float  # semitones, 10-90 %
+    rate: float  # words per minute at length_scale 1
+
+
+def _fingerprint(voice: Voice) -> str:
+    """What the measurement depends on: the voice, its model file, the passage."""
+    parts = [voice.key, repr(voice.params), PASSAGE, "campplus-v1"]
+    for p in voice.params:
+        if isinstance(p, str) and Path(p).is_file():
+            st = Path(p).stat()
+            parts.append(f"{st.st_size}:{int(st.st_mtime)}")
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
+
+
+class VoiceBank:
+    """Cached traits of the catalog's voices."""
+
+    def __init__(self, catalog: Catalog, path: str | Path | None = None, encoder=None) -> None:
+        self.catalog = catalog
+        self.path = Path(path) if path else cache_dir() / "voicebank.db"
+        self._encoder = encoder
+        self._db = connect(
+            self.path,
+            "CREATE TABLE IF NOT EXISTS voices (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
+            "traits TEXT NOT NULL, embedding BLOB NOT NULL, measured INTEGER NOT NULL);",
+            "the voice bank",
+            ModelError,
+        )
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from relay.speaker_encoder import SpeakerEncoder
+
+            self._encoder = SpeakerEncoder()
+        return self._encoder
+
+    def get(self, voice: Voice) -> VoiceTraits | None:
+        row = self._db.execute(
+            "SELECT fingerprint, traits, embedding FROM voices WHERE key = ?", (voice.key,)
+        ).fetchone()
+        if row is None or row[0] != _fingerprint(voice):
+            return None
+        t = json.loads(row[1])
+        return VoiceTraits(voice.key, np.frombuffer(row[2], dtype=np.float32).copy(), t["f0"], t["range"], t["rate"])
+
+    def status(self, voice: Voice) -> str:
+        return "measured" if self.get(voice) is not None else "not measured"
+
+    def measure(self, voice: Voice) -> VoiceTraits:
+        """Synthesize the passage with ``voice`` and measure it (and cache it)."""
+        engine = self.catalog.load(voice)
+        audio = engine.synthesize(PASSAGE)
+        seconds = len(audio) / engine.sample_rate
+        audio16 = resample(audio, engine.sample_rate, SAMPLE_RATE)
+        embedding = self.encoder.embed(audio16)
+        f0, f0_range = pitch_stats(audio16)
+        traits = VoiceTraits(voice.key, embedding, f0, f0_range, 60.0 * PASSAGE_WORDS / max(seconds, 1e-3))
+        self._db.execute(
+            "INSERT OR REPLACE INTO voices VALUES (?, ?, ?, ?, ?)",
+            (
+                voice.key, _fingerprint(voice),
+                json.dumps({"f0": traits.f0_median, "range": traits.f0_range, "rate": traits.rate}),
+                embedding.astype(np.float32).tobytes(), int(time.time()),
+            ),
+        )
+        return traits
+
+    def traits(
+        self, voices: Iterable[Voice] | None = None, progress: Callable[[Voice], None] | None = None
+    ) -> list[VoiceTraits]:
+        """Traits of ``voices`` (default: all), measuring those not cached yet.
+        A voice that fails to speak is left out, not fatal."""
+        out = []
+        for voice in voices if voices is not None else self.catalog.voices():
+            found = self.get(voice)
+            if found is None:
+                if progress:
+                    progress(voice)
+                try:
+                    found = self.measure(voice)
+                except (ModelError, ValueError):
+                    continue
+            out.append(found)
+        return out
