@@ -19,7 +19,7 @@ echo; echo "== relay encode  (ground: Whisper tiny.en + pyannote diarization -> 
 $R encode "$SAMPLE" -o out/sample.bundle --title "pyannote sample call"
 echo; echo "== relay inspect"
 $R inspect out/sample.bundle
-echo; echo "== relay decode  (edge: Piper voice at the original timing; profiles stored)"
+echo; echo "== relay decode  (edge: a voice per speaker, nearest to their profile, at the original timing)"
 $R decode out/sample.bundle -o out/sample.rehydrated.wav
 echo; echo "== relay encode again  (the same two voices: profiles now go by reference)"
 $R encode "$SAMPLE" -o out/sample.day2.bundle --title "pyannote sample call, day 2"
