@@ -66,21 +66,26 @@ class Catalog:
     def __init__(self, voice_dirs: Iterable[str] = ()) -> None:
         self.backends = {b.name: b for b in backends(voice_dirs)}
         self.statuses = {name: b.status() for name, b in self.backends.items()}
-        self._voices: list[Voice] | None = None
+        self._voices: dict[str, list[Voice]] = {}
         self._loaded: dict[str, TTSEngine] = {}
 
+    def _voices_of(self, engine: str) -> list[Voice]:
+        if engine not in self._voices:
+            available = self.statuses[engine].available
+            self._voices[engine] = self.backends[engine].voices() if available else []
+        return self._voices[engine]
+
     def voices(self) -> list[Voice]:
-        if self._voices is None:
-            self._voices = [
-                v for name, b in self.backends.items() if self.statuses[name].available for v in b.voices()
-            ]
-        return self._voices
+        return [v for name in self.backends for v in self._voices_of(name)]
 
     def find(self, key: str) -> Voice:
-        for v in self.voices():
-            if v.key == key or (":" not in key and v.name == key):
-                return v
+        """A voice by key (``kokoro:jm_kumo``) or bare name; only the named
+        engine is asked, so finding a Piper voice never loads Kokoro."""
         engine = key.split(":", 1)[0]
+        for name in [engine] if engine in self.backends else list(self.backends):
+            for v in self._voices_of(name):
+                if v.key == key or (":" not in key and v.name == key):
+                    return v
         status = self.statuses.get(engine)
         if status is not None and not status.available:
             raise ModelError(f"voice {key!r}: the {engine} engine is unavailable here ({status.detail})")
