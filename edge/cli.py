@@ -14,7 +14,11 @@ voices_app = typer.Typer(help="The TTS voices this edge can speak with.", no_arg
 VOICES_DIR_HELP = "extra folder of Piper voices (NAME.onnx + NAME.onnx.json); repeatable"
 
 
-FAST_ENGINES = ("piper", "espeak")  # measured automatically; others with `relay voices measure`
+def _auto_measured(voice) -> bool:
+    """Voices measured on first use: Piper's and espeak-ng's (fast) and Kokoro's five
+    pure styles (~1 min once), so two speakers get two natural voices out of the box;
+    Kokoro blends and Coqui wait for `relay voices measure`."""
+    return voice.engine in ("piper", "espeak") or (voice.engine == "kokoro" and len(voice.params) == 1)
 
 
 def _speaker_voices(decoded, profiles, voice_dirs: list[Path]):
@@ -26,8 +30,8 @@ def _speaker_voices(decoded, profiles, voice_dirs: list[Path]):
 
     catalog = Catalog([str(d) for d in voice_dirs])
     bank = VoiceBank(catalog)
-    candidates = [v for v in catalog.voices() if v.engine in FAST_ENGINES or bank.get(v) is not None]
-    with console.status("measuring voices (once per voice)…"):
+    candidates = [v for v in catalog.voices() if _auto_measured(v) or bank.get(v) is not None]
+    with console.status("measuring voices (once per voice; about a minute the first time)…"):
         traits = bank.traits(candidates)
     choices = assign_voices(profiles, traits, AssignmentStore(default_store_path("edge")))
     return {c.speaker: catalog.load(c.voice) for c in choices}, choices
