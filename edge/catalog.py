@@ -65,13 +65,24 @@ class Catalog:
 
     def __init__(self, voice_dirs: Iterable[str] = ()) -> None:
         self.backends = {b.name: b for b in backends(voice_dirs)}
-        self.statuses = {name: b.status() for name, b in self.backends.items()}
+        self._statuses: dict[str, BackendStatus] = {}
         self._voices: dict[str, list[Voice]] = {}
         self._loaded: dict[str, TTSEngine] = {}
 
+    def status(self, engine: str) -> BackendStatus:
+        """Probed on first need: finding a Piper voice never loads Kokoro or a Coqui model."""
+        if engine not in self._statuses:
+            self._statuses[engine] = self.backends[engine].status()
+        return self._statuses[engine]
+
+    @property
+    def statuses(self) -> dict[str, BackendStatus]:
+        """Every engine's status (probes them all)."""
+        return {name: self.status(name) for name in self.backends}
+
     def _voices_of(self, engine: str) -> list[Voice]:
         if engine not in self._voices:
-            available = self.statuses[engine].available
+            available = self.status(engine).available
             self._voices[engine] = self.backends[engine].voices() if available else []
         return self._voices[engine]
 
@@ -86,7 +97,7 @@ class Catalog:
             for v in self._voices_of(name):
                 if v.key == key or (":" not in key and v.name == key):
                     return v
-        status = self.statuses.get(engine)
+        status = self.status(engine) if engine in self.backends else None
         if status is not None and not status.available:
             raise ModelError(f"voice {key!r}: the {engine} engine is unavailable here ({status.detail})")
         raise ModelError(f"no voice {key!r} (relay voices ls lists them)")

@@ -24,7 +24,7 @@ import numpy as np
 from ground.diarize import Diarization
 from ground.profile import measure_profile
 from relay.bundle import Segment, Speaker
-from relay.profiles import MATCH_THRESHOLD, ProfileStore, VoiceProfile
+from relay.profiles import MATCH_THRESHOLD, NAME_BONUS, ProfileStore, VoiceProfile
 
 MIN_REMEMBER_SECONDS = 3.0
 
@@ -86,7 +86,7 @@ def plan_speakers(
             for known in stored:
                 sim = known.similarity(vec)
                 if sim >= threshold:
-                    candidates.append((sim + (0.02 if known.name else 0.0), old, known))
+                    candidates.append((sim + (NAME_BONUS if known.name else 0.0), old, known))
     candidates.sort(key=lambda c: -c[0])
     chosen: dict[int, tuple[VoiceProfile, float]] = {}
     used: set[bytes] = set()

@@ -33,6 +33,7 @@ PROFILE_ID_SIZE = 6
 EMBEDDING_DIM = 192
 F0_REF = 55.0  # Hz; pitch is sent in quarter tones above A1
 MATCH_THRESHOLD = 0.6  # cosine similarity above which two embeddings are one speaker
+NAME_BONUS = 0.02  # an enrolled (named) profile wins a near tie over an anonymous one
 
 
 class ProfileError(RelayError):
@@ -263,7 +264,7 @@ class ProfileStore:
         """
         best: Match | None = None
         for profile in self:
-            sim = profile.similarity(embedding) + (0.02 if profile.name else 0.0)
+            sim = profile.similarity(embedding) + (NAME_BONUS if profile.name else 0.0)
             if sim >= threshold and (best is None or sim > best.similarity):
                 best = Match(profile, sim)
         return replace(best, similarity=best.profile.similarity(embedding)) if best else None
