@@ -6,9 +6,14 @@ reason*, never an import error, so an edge with only Piper installed still
 lists and speaks Piper voices. Each backend lists its :class:`Voice` entries
 and loads one into a :class:`~edge.tts.TTSEngine` that rehydration drives.
 
+Each neural voice also comes in timbre variants (:data:`edge.prosody.VARIANTS`:
+pitch and formants moved together, deeper or brighter), so the voice bank
+has more candidates near any one speaker than the installed models alone.
+
 Voice keys are stable strings (``piper:en_US-joe-medium``,
-``kokoro:jf_alpha+jm_kumo``, ``espeak:en-us+m3``), so an assignment of a
-speaker to a voice can be stored and honoured across bundles.
+``kokoro:jf_alpha+jm_kumo``, ``espeak:en-us+m3``, a variant
+``piper:en_US-joe-medium~p-2f0.96``), so an assignment of a speaker to a
+voice can be stored and honoured across bundles.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from edge.prosody import VARIANTS, Variant, VariantEngine
 from edge.tts import TTSEngine
 from relay.errors import ModelError
 
@@ -31,6 +37,26 @@ class Voice:
     name: str
     language: str
     params: tuple = field(default=(), compare=False)
+    variant: Variant | None = field(default=None, compare=False)
+
+    @property
+    def base_key(self) -> str:
+        """The installed voice a variant is made from (itself if not a variant)."""
+        return self.key.split("~", 1)[0]
+
+
+def varies(voice: Voice) -> bool:
+    """Whether the catalog offers timbre variants of ``voice``: neural voices of
+    one speaker each (not espeak-ng's formant voices, not Kokoro's blends or
+    the speakers of a multi-speaker model, which are variety already)."""
+    return voice.engine != "espeak" and voice.variant is None and "#" not in voice.key and "+" not in voice.name
+
+
+def variants_of(voice: Voice) -> list[Voice]:
+    return [
+        Voice(voice.engine, voice.key + v.suffix, voice.name + v.suffix, voice.language, voice.params, v)
+        for v in VARIANTS
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,17 +112,29 @@ class Catalog:
             self._voices[engine] = self.backends[engine].voices() if available else []
         return self._voices[engine]
 
-    def voices(self) -> list[Voice]:
-        return [v for name in self.backends for v in self._voices_of(name)]
+    def voices(self, variants: bool = True) -> list[Voice]:
+        """Every voice, each installed one followed by its variants (unless ``variants=False``)."""
+        out = []
+        for name in self.backends:
+            for v in self._voices_of(name):
+                out.append(v)
+                if variants and varies(v):
+                    out.extend(variants_of(v))
+        return out
 
     def find(self, key: str) -> Voice:
         """A voice by key (``kokoro:jm_kumo``) or bare name; only the named
         engine is asked, so finding a Piper voice never loads Kokoro."""
         engine = key.split(":", 1)[0]
+        base_key, _, suffix = key.partition("~")
         for name in [engine] if engine in self.backends else list(self.backends):
             for v in self._voices_of(name):
-                if v.key == key or (":" not in key and v.name == key):
-                    return v
+                if v.key == base_key or (":" not in key and v.name == base_key):
+                    if not suffix:
+                        return v
+                    for variant in variants_of(v) if varies(v) else []:
+                        if variant.variant.suffix == "~" + suffix:
+                            return variant
         status = self.status(engine) if engine in self.backends else None
         if status is not None and not status.available:
             raise ModelError(f"voice {key!r}: the {engine} engine is unavailable here ({status.detail})")
@@ -105,5 +143,8 @@ class Catalog:
     def load(self, voice: Voice | str) -> TTSEngine:
         voice = self.find(voice) if isinstance(voice, str) else voice
         if voice.key not in self._loaded:
-            self._loaded[voice.key] = self.backends[voice.engine].load(voice)
+            if voice.variant is not None:
+                self._loaded[voice.key] = VariantEngine(self.load(voice.base_key), voice.variant)
+            else:
+                self._loaded[voice.key] = self.backends[voice.engine].load(voice)
         return self._loaded[voice.key]

@@ -9,32 +9,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 voices_app = typer.Typer(help="The TTS voices this edge can speak with.", no_args_is_help=True)
 VOICES_DIR_HELP = "extra folder of Piper voices (NAME.onnx + NAME.onnx.json); repeatable"
 
 
-def _auto_measured(voice) -> bool:
-    """Voices measured on first use: Piper's and espeak-ng's (fast) and Kokoro's five
-    pure styles (~1 min once), so two speakers get two natural voices out of the box;
-    Kokoro blends and Coqui wait for `relay voices measure`."""
-    return voice.engine in ("piper", "espeak") or (voice.engine == "kokoro" and len(voice.params) == 1)
-
-
-def _speaker_voices(decoded, profiles, voice_dirs: list[Path]):
-    """A voice per speaker, chosen jointly from the measured voices (edge.assign)."""
-    from edge.assign import AssignmentStore, assign_voices
+def _speaker_voices(profiles, voice_dirs: list[Path], match_pitch: bool):
+    """A voice per speaker, chosen jointly from the measured voices (edge.voices.cast)."""
+    from edge.assign import AssignmentStore
     from edge.catalog import Catalog
     from edge.voicebank import VoiceBank
+    from edge.voices import cast
     from relay.profiles import default_store_path
 
     catalog = Catalog([str(d) for d in voice_dirs])
-    bank = VoiceBank(catalog)
-    candidates = [v for v in catalog.voices() if _auto_measured(v) or bank.get(v) is not None]
     with console.status("measuring voices (once per voice; about a minute the first time)…"):
-        traits = bank.traits(candidates)
-    choices = assign_voices(profiles, traits, AssignmentStore(default_store_path("edge")))
-    return {c.speaker: catalog.load(c.voice) for c in choices}, choices
+        return cast(profiles, catalog, VoiceBank(catalog), AssignmentStore(default_store_path("edge")),
+                    match_pitch=match_pitch)
 
 
 def _engine_for(voice: str | None, speaker_id: int | None, voice_dirs: list[Path]):
@@ -58,9 +49,16 @@ def decode(
     store_path: Path = typer.Option(
         None, "--profiles", help="edge profile store (default: $SPEECH_RELAY_HOME/edge/profiles.db)"
     ),
+    keep_pitch: bool = typer.Option(
+        False, "--keep-pitch", help="speak at each voice's own pitch rather than moving it toward the speaker's"
+    ),
+    play_it: bool = typer.Option(
+        False, "--play", help="play on the audio output while speaking (writes the WAV instead if there is none)"
+    ),
+    device: str = typer.Option(None, "--device", help="output device for --play (name or index; default device)"),
 ) -> None:
-    """Speak a bundle with a local TTS voice, each segment at its original time."""
-    from edge.rehydrate import output_rate, render
+    """Speak a bundle with local TTS voices, each phrase at its original time."""
+    from edge.rehydrate import output_rate, rehydrate, render
     from edge.voices import resolve_speakers
     from relay.audio import write_wav
     from relay.fileio import read_bytes
@@ -76,17 +74,11 @@ def decode(
     per_speaker = voice is None and (len(decoded.speakers) > 1 or any(resolved.profiles))
     with console.status("loading voices…"):
         if per_speaker:
-            voices, choices = _speaker_voices(decoded, resolved.profiles, voice_dirs)
+            chosen = _speaker_voices(resolved.profiles, voice_dirs, match_pitch=not keep_pitch)
+            voices, prosody, choices = chosen.voices, chosen.prosody, chosen.choices
         else:
-            voices, choices = _engine_for(voice, speaker_id, voice_dirs), []
-    started = time.perf_counter()
-    with console.status(f"speaking {len(decoded.segments)} segment(s)…"):
-        audio, parts = render(decoded, voices)
-    elapsed = time.perf_counter() - started
+            voices, prosody, choices = _engine_for(voice, speaker_id, voice_dirs), {}, []
     rate = output_rate(voices)
-    write_wav(output, audio, rate)
-    seconds = len(audio) / rate
-    drift = seconds / decoded.source.duration - 1 if decoded.source.duration else 0.0
     if choices:
         described = ", ".join(
             f"{decoded.speakers[c.speaker].label} -> {c.voice}" + (" (as before)" if c.remembered else "")
@@ -94,10 +86,38 @@ def decode(
         )
     else:
         described = f"voice {voices.voice_name}"
+    sink = _open_output(rate, device, output) if play_it else None
+    started = time.perf_counter()
+    if sink is not None:
+        from edge.playback import play
+
+        report = play(rehydrate(decoded, voices, prosody), sink)
+        print(
+            f"played {report.seconds:.1f} s, {report.phrases} phrase(s), {described}; first sound after "
+            f"{report.first_sound_s or 0:.2f} s, waited on the synthesizer {report.waited_s:.2f} s"
+        )
+        return
+    with console.status(f"speaking {len(decoded.segments)} segment(s)…"):
+        audio, parts = render(decoded, voices, prosody)
+    elapsed = time.perf_counter() - started
+    write_wav(output, audio, rate)
+    seconds = len(audio) / rate
+    drift = seconds / decoded.source.duration - 1 if decoded.source.duration else 0.0
     print(
-        f"{output}: {seconds:.1f} s of speech ({drift:+.1%} vs original), {len(parts)} segment(s), "
+        f"{output}: {seconds:.1f} s of speech ({drift:+.1%} vs original), {len(parts)} phrase(s), "
         f"{described}, real-time factor {elapsed / max(seconds, 1e-9):.3f}"
     )
+
+
+def _open_output(rate: int, device: str | None, fallback: Path):
+    """The audio device for --play, or None (with a note) when there is none."""
+    from edge.playback import DeviceOutput, PlaybackError
+
+    try:
+        return DeviceOutput(rate, int(device) if device and device.isdigit() else device)
+    except PlaybackError as e:
+        console.print(f"note: {e}; writing {fallback} instead")
+        return None
 
 
 def _voice_json(voice, traits) -> dict:

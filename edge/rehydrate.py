@@ -1,11 +1,14 @@
 """Bundle -> speech on the original timeline.
 
-Each segment is spoken at the rate that makes it last as long as it did in
-the original, within bounds that keep it natural (Piper's ``length_scale``
-changes phoneme durations, so the pitch does not move), trimmed of the
-engine's own leading and trailing silence, and placed at its original start.
-A segment that still runs long pushes the next one later rather than
-overlapping it; pauses between segments are kept.
+Each phrase (a segment split at the speaker's pauses) is spoken at the rate
+that makes it last as long as it did in the original, within bounds that
+keep it natural (``length_scale`` changes phoneme durations, so the pitch
+does not move), trimmed of the engine's own leading and trailing silence,
+and placed at its original start. What ``length_scale`` leaves over (more
+than 3 % off) is taken up by a bounded PSOLA time-stretch, in the same pass
+that moves the voice's pitch toward the speaker's (:class:`edge.prosody.Prosody`).
+A phrase that still runs long pushes the next one later rather than
+overlapping it; pauses between phrases are kept.
 
 :func:`rehydrate` yields segment by segment so playback can start as soon as
 the first one is ready; :func:`render` mixes them into one buffer. Each
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.prosody import Prosody
 from edge.tts import TTSEngine
 from relay.audio import resample
 from relay.bundle import Bundle, Segment
@@ -29,6 +33,8 @@ Voices = TTSEngine | Mapping[int, TTSEngine]  # one voice for all, or one per sp
 MIN_SCALE, MAX_SCALE = 0.8, 1.2  # beyond these Piper stops sounding like speech
 SILENCE_THRESHOLD = 0.01
 RETRY_TOLERANCE = 0.12  # re-synthesize when off the target duration by more than this
+STRETCH_TOLERANCE = 0.03  # then time-stretch what is still off by more than this
+NEUTRAL = Prosody()
 PHRASE_PAUSE = 0.35  # seconds of silence between words that start a new phrase
 
 
@@ -42,6 +48,7 @@ class RenderedSegment:
     audio: np.ndarray
     sample_rate: int
     length_scale: float
+    stretch: float = 1.0  # PSOLA duration factor applied after synthesis
 
     @property
     def end(self) -> float:
@@ -75,18 +82,29 @@ class RateModel:
         self.seconds_per_char += weight * (observed - self.seconds_per_char)
 
 
-def _speak(engine: TTSEngine, seg: Segment, rate: RateModel) -> tuple[np.ndarray, float]:
+def _speak(
+    engine: TTSEngine, seg: Segment, rate: RateModel, prosody: Prosody = NEUTRAL
+) -> tuple[np.ndarray, float, float]:
+    """One phrase: audio, the length_scale used, the time-stretch applied."""
+    sr = engine.sample_rate
     target = max(seg.duration, 0.1)
     scale = float(np.clip(target / rate.predict(seg.text), MIN_SCALE, MAX_SCALE))
-    audio = trim_silence(engine.synthesize(seg.text, length_scale=scale), engine.sample_rate)
-    seconds = len(audio) / engine.sample_rate
-    if seconds > 0:
-        rate.update(seg.text, seconds, scale)
-        wanted = float(np.clip(scale * target / seconds, MIN_SCALE, MAX_SCALE))
-        if abs(seconds - target) / target > RETRY_TOLERANCE and abs(wanted - scale) > 0.02:
-            scale = wanted
-            audio = trim_silence(engine.synthesize(seg.text, length_scale=scale), engine.sample_rate)
-    return audio, scale
+    audio = trim_silence(engine.synthesize(seg.text, length_scale=scale), sr)
+    seconds = len(audio) / sr
+    if seconds == 0:
+        return audio, scale, 1.0
+    rate.update(seg.text, seconds, scale)
+    wanted = float(np.clip(scale * target / seconds, MIN_SCALE, MAX_SCALE))
+    if abs(seconds - target) / target > RETRY_TOLERANCE and abs(wanted - scale) > 0.02:
+        scale = wanted
+        audio = trim_silence(engine.synthesize(seg.text, length_scale=scale), sr)
+        seconds = len(audio) / sr
+    stretch = target / seconds if seconds else 1.0
+    if abs(stretch - 1.0) <= STRETCH_TOLERANCE:
+        stretch = 1.0
+    if stretch != 1.0 or not prosody.neutral:
+        audio = prosody.apply(audio, sr, duration=stretch)
+    return audio, scale, stretch
 
 
 def phrases(seg: Segment, min_pause: float = PHRASE_PAUSE) -> list[Segment]:
@@ -125,8 +143,11 @@ def output_rate(voices: Voices) -> int:
     return max(e.sample_rate for e in engines)
 
 
-def rehydrate(bundle: Bundle, voices: Voices) -> Iterator[RenderedSegment]:
-    """Speak each phrase in order, yielding it as soon as it is ready."""
+def rehydrate(
+    bundle: Bundle, voices: Voices, prosody: Mapping[int, Prosody] | None = None
+) -> Iterator[RenderedSegment]:
+    """Speak each phrase in order, yielding it as soon as it is ready.
+    ``prosody`` brings each speaker's voice to their pitch (by speaker index)."""
     sr = output_rate(voices)
     rates: dict[int, RateModel] = {}  # one speaking-rate estimate per voice
     cursor = 0.0
@@ -135,19 +156,22 @@ def rehydrate(bundle: Bundle, voices: Voices) -> Iterator[RenderedSegment]:
         if not seg.text.strip():
             continue
         engine = _voice_of(voices, seg.speaker)
-        audio, scale = _speak(engine, seg, rates.setdefault(id(engine), RateModel()))
+        shape = (prosody or {}).get(seg.speaker, NEUTRAL)
+        audio, scale, stretch = _speak(engine, seg, rates.setdefault(id(engine), RateModel()), shape)
         if engine.sample_rate != sr and len(audio):
             audio = resample(audio, engine.sample_rate, sr)
         start = max(seg.start, cursor)
-        rendered = RenderedSegment(index, seg, start, audio, sr, scale)
+        rendered = RenderedSegment(index, seg, start, audio, sr, scale, stretch)
         cursor = rendered.end
         yield rendered
 
 
-def render(bundle: Bundle, voices: Voices) -> tuple[np.ndarray, list[RenderedSegment]]:
+def render(
+    bundle: Bundle, voices: Voices, prosody: Mapping[int, Prosody] | None = None
+) -> tuple[np.ndarray, list[RenderedSegment]]:
     """The whole bundle as one buffer at :func:`output_rate`, as long as the
     original (longer only if speech ran past its end)."""
-    parts = list(rehydrate(bundle, voices))
+    parts = list(rehydrate(bundle, voices, prosody))
     sr = output_rate(voices)
     total = max([bundle.source.duration] + [p.end for p in parts])
     out = np.zeros(int(np.ceil(total * sr)) + 1, np.float32)

@@ -7,6 +7,9 @@ uses for voice profiles, and through the same pitch measurement. A speaker
 profile and a voice are then directly comparable: cosine similarity of
 embeddings, and pitch in semitones.
 
+A timbre variant (:mod:`edge.prosody`) is measured on its base voice's
+reading, transformed, so variants cost no extra synthesis.
+
 Measuring a voice takes a synthesis (0.1-5 s), so results are cached in
 SQLite under the cache folder, keyed by the voice and a fingerprint of what
 it was measured with; a changed model file or passage re-measures it.
@@ -67,6 +70,7 @@ class VoiceBank:
         self.catalog = catalog
         self.path = Path(path) if path else cache_dir() / "voicebank.db"
         self._encoder = encoder
+        self._passages: dict[str, tuple[np.ndarray, int]] = {}  # base voice -> its reading, this session
         self._db = connect(
             self.path,
             "CREATE TABLE IF NOT EXISTS voices (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
@@ -95,12 +99,19 @@ class VoiceBank:
     def status(self, voice: Voice) -> str:
         return "measured" if self.get(voice) is not None else "not measured"
 
+    def _reading(self, voice: Voice) -> tuple[np.ndarray, int]:
+        """The passage read by ``voice``; a variant transforms its base's reading."""
+        if voice.base_key not in self._passages:
+            engine = self.catalog.load(voice.base_key if voice.variant else voice)
+            self._passages[voice.base_key] = (engine.synthesize(PASSAGE), engine.sample_rate)
+        audio, rate = self._passages[voice.base_key]
+        return (voice.variant.apply(audio, rate) if voice.variant else audio), rate
+
     def measure(self, voice: Voice) -> VoiceTraits:
         """Synthesize the passage with ``voice`` and measure it (and cache it)."""
-        engine = self.catalog.load(voice)
-        audio = engine.synthesize(PASSAGE)
-        seconds = len(audio) / engine.sample_rate
-        audio16 = resample(audio, engine.sample_rate, SAMPLE_RATE)
+        audio, rate = self._reading(voice)
+        seconds = len(audio) / rate
+        audio16 = resample(audio, rate, SAMPLE_RATE)
         embedding = self.encoder.embed(audio16)
         f0, f0_range = pitch_stats(audio16)
         traits = VoiceTraits(voice.key, embedding, f0, f0_range, 60.0 * PASSAGE_WORDS / max(seconds, 1e-3))

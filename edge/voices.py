@@ -1,4 +1,5 @@
-"""The edge's side of voice profiles: learn them from bundles, resolve references.
+"""The edge's side of voice profiles: learn them from bundles, resolve
+references, and cast a voice for every speaker.
 
 A bundle sends a speaker's profile in full the first time and later only its
 id, so the edge keeps every full profile it receives and looks references up
@@ -6,12 +7,22 @@ in that store. A reference to a profile the edge never received (the bundle
 that carried it was lost, or the edge's store was wiped) is not an error: the
 speaker is still spoken, with a default voice, and the caller is told which
 ids are missing so the operator can ask the ground to resend them.
+
+:func:`cast` then picks each speaker's voice from the voice bank (jointly,
+:mod:`edge.assign`) and how to bring it to the speaker's pitch
+(:class:`edge.prosody.Prosody`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from edge.assign import AssignmentStore, Choice, assign_voices
+from edge.catalog import Catalog, Voice
+from edge.prosody import Prosody
+from edge.tts import TTSEngine
+from edge.voicebank import VoiceBank
 from relay.bundle import Bundle
 from relay.profiles import ProfileStore, VoiceProfile
 
@@ -41,3 +52,43 @@ def resolve_speakers(bundle: Bundle, store: ProfileStore | None) -> ResolvedSpea
         else:
             out.profiles.append(None)
     return out
+
+
+@dataclass(slots=True)
+class Cast:
+    """Who speaks whom: an engine and a prosody per speaker index."""
+
+    voices: dict[int, TTSEngine]
+    prosody: dict[int, Prosody]
+    choices: list[Choice]
+
+
+def auto_measured(voice: Voice) -> bool:
+    """Voices measured on first use: Piper's and espeak-ng's (fast), Kokoro's five
+    pure styles (~1 min once) and the variants of these, so two speakers get two
+    natural voices out of the box; Kokoro blends and Coqui wait for
+    ``relay voices measure``."""
+    return voice.engine in ("piper", "espeak") or (voice.engine == "kokoro" and len(voice.params) == 1)
+
+
+def cast(
+    profiles: Sequence[VoiceProfile | None],
+    catalog: Catalog,
+    bank: VoiceBank,
+    store: AssignmentStore | None = None,
+    *,
+    match_pitch: bool = True,
+    on_measure: Callable[[Voice], None] | None = None,
+) -> Cast:
+    """A voice per speaker from the measured (or auto-measured) voices, each
+    speaker with a profile moved toward its pitch and pitch range."""
+    candidates = [v for v in catalog.voices() if auto_measured(v) or bank.get(v) is not None]
+    traits = {t.key: t for t in bank.traits(candidates, progress=on_measure)}
+    choices = assign_voices(profiles, list(traits.values()), store)
+    voices = {c.speaker: catalog.load(c.voice) for c in choices}
+    prosody = {}
+    for c in choices:
+        p, t = profiles[c.speaker], traits[c.voice]
+        if match_pitch and p is not None:
+            prosody[c.speaker] = Prosody.match(p.f0_median, p.f0_range, t.f0_median, t.f0_range)
+    return Cast(voices, prosody, choices)

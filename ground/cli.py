@@ -11,7 +11,7 @@ from rich.table import Table
 
 from relay.fileio import write_atomic
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 speakers_app = typer.Typer(help="Known speakers: enroll, list, remove.", no_args_is_help=True)
 
 STORE_HELP = "ground profile store (default: $SPEECH_RELAY_HOME/ground/profiles.db)"

@@ -10,10 +10,12 @@ VENV=${VENV:-.venv}
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
   echo "setup: need root for: $*" >&2; return 1; fi; }
 
-# Debian's python3 ships without venv/pip; espeak-ng is the edge's fallback voice.
+# Debian's python3 ships without venv/pip; espeak-ng is the edge's fallback
+# voice; PortAudio is what sounddevice plays through.
 need=()
 "$PY" -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv python3-pip)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
+dpkg -s libportaudio2 >/dev/null 2>&1 || need+=(libportaudio2)
 "$PY" -c "import sys; sys.exit(sys.version_info < (3, 11))" || { echo "setup: Python >= 3.11 required" >&2; exit 1; }
 if [ ${#need[@]} -gt 0 ]; then
   echo "== apt: ${need[*]}"

@@ -44,11 +44,10 @@ def tiny():
 
 
 @pytest.fixture(scope="session")
-def base_listener(tmp_path_factory):
-    """Whisper base, joined from its two wheels into a throwaway cache."""
+def base_listener():
+    """Whisper base, joined from its two wheels into the session's throwaway cache."""
     from ground.transcribe import Transcriber
 
-    os.environ["SPEECH_RELAY_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     return Transcriber("base", cpu_threads=2)
 
 
@@ -69,8 +68,11 @@ def lj_encoded(ljspeech, tiny):
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_home(tmp_path_factory):
-    """Profile stores (ground and edge) live in a throwaway folder, never in ~."""
+    """Profile stores (ground and edge) and caches (joined Whisper base, CAM++
+    ONNX, the voice bank) live in throwaway folders, never in ~, so every run
+    measures from scratch what a fresh machine would."""
     os.environ["SPEECH_RELAY_HOME"] = str(tmp_path_factory.mktemp("home"))
+    os.environ["SPEECH_RELAY_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")

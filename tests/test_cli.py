@@ -219,7 +219,7 @@ def test_decode_gives_two_speakers_two_voices_and_keeps_them(tmp_path):
 
     path = tmp_path / "two.bundle"
     path.write_bytes(two_speaker_bundle())
-    env = {"SPEECH_RELAY_HOME": str(tmp_path / "home"), "SPEECH_RELAY_CACHE": str(tmp_path / "cache")}
+    env = {"SPEECH_RELAY_HOME": str(tmp_path / "home")}  # the session's cache: its voice bank is shared
     first = relay("decode", str(path), "-o", str(tmp_path / "a.wav"), env=env)
     assert first.returncode == 0, first.stderr
     picked = [part.split(" -> ")[1].split(" ")[0].rstrip(",") for part in first.stdout.split(", ") if " -> " in part]

@@ -65,7 +65,7 @@ def two_speaker_bundle() -> bytes:
 
 
 def test_bank_measures_once_and_caches(bank, fast_traits, encoder):
-    assert len(fast_traits) == 17  # joe + 16 espeak variants
+    assert len(fast_traits) == 21  # joe, its 4 timbre variants, 16 espeak-ng voices
     assert all(np.isclose(np.linalg.norm(t.embedding), 1.0, atol=1e-4) for t in fast_traits)
     joe = next(t for t in fast_traits if t.key == "piper:en_US-joe-medium")
     assert 70 < joe.f0_median < 160 and 120 < joe.rate < 260  # a man's voice at a conversational rate
