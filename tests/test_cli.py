@@ -229,3 +229,17 @@ def test_decode_gives_two_speakers_two_voices_and_keeps_them(tmp_path):
     listed = json.loads(relay("voices", "ls", "--json", env=env).stdout)
     measured = {v["key"] for v in listed["voices"] if v["embedding"] == "measured"}
     assert set(picked) <= measured
+
+
+def test_decode_play_without_a_device_writes_the_wav(jfk_bundle, tmp_path):
+    import soundfile as sf
+
+    sd = pytest.importorskip("sounddevice")
+    if any(d["max_output_channels"] > 0 for d in sd.query_devices()):
+        pytest.skip("this machine has an audio output")
+    out = tmp_path / "jfk.wav"
+    proc = relay("decode", str(jfk_bundle), "--play", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    notes = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(notes) == 1 and notes[0].startswith("note: no usable audio output"), proc.stderr
+    assert sf.info(out).duration > 10
