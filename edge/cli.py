@@ -193,5 +193,8 @@ def voices_measure(
 
 
 def register(app: typer.Typer) -> None:
+    from edge.ops import register as register_ops
+
+    register_ops(app)
     app.command("decode")(decode)
     app.add_typer(voices_app, name="voices")

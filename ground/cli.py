@@ -171,5 +171,8 @@ def speakers_rm(
 
 
 def register(app: typer.Typer) -> None:
+    from ground.ops import register as register_ops
+
+    register_ops(app)
     app.command("encode")(encode)
     app.add_typer(speakers_app, name="speakers")

@@ -253,6 +253,10 @@ class ProfileStore:
     def mark_sent(self, profile_id: bytes) -> None:
         self._db.execute("UPDATE profiles SET sent = 1 WHERE id = ?", (profile_id,))
 
+    def mark_unsent(self, profile_id: bytes) -> None:
+        """The edge says it lacks this profile: send it in full next time."""
+        self._db.execute("UPDATE profiles SET sent = 0 WHERE id = ?", (profile_id,))
+
     def remove(self, name: str) -> bool:
         return self._db.execute("DELETE FROM profiles WHERE name = ?", (name,)).rowcount > 0
 

@@ -11,11 +11,13 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; t
   echo "setup: need root for: $*" >&2; return 1; fi; }
 
 # Debian's python3 ships without venv/pip; espeak-ng is the edge's fallback
-# voice; PortAudio is what sounddevice plays through.
+# voice; PortAudio is what sounddevice plays through; mosquitto is the broker
+# (installed, not started: the tests start their own on 127.0.0.1).
 need=()
 "$PY" -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv python3-pip)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 dpkg -s libportaudio2 >/dev/null 2>&1 || need+=(libportaudio2)
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)  # the MQTT broker
 "$PY" -c "import sys; sys.exit(sys.version_info < (3, 11))" || { echo "setup: Python >= 3.11 required" >&2; exit 1; }
 if [ ${#need[@]} -gt 0 ]; then
   echo "== apt: ${need[*]}"

@@ -71,7 +71,7 @@ def test_every_speaker_is_nearest_their_own_voice(casts):
     encoder = SpeakerEncoder()
     catalog = Catalog()
     judged = 0
-    for uri, (res, chosen, _, parts, bank) in casts.items():
+    for uri, (_, chosen, _, parts, bank) in casts.items():
         voices = {c.speaker: c.voice for c in chosen.choices}
         assert len(set(voices.values())) == len(voices), (uri, voices)  # never two speakers on one voice
         assigned = {s: bank.get(catalog.find(k)).embedding for s, k in voices.items()}
@@ -91,7 +91,7 @@ def test_each_speaker_is_spoken_near_their_pitch(casts):
     """The voice's pitch is moved toward the profile's (by at most 5 semitones),
     so rehydrated speech lands near the speaker's own median pitch."""
     errors = []
-    for uri, (res, chosen, _, parts, _) in casts.items():
+    for res, chosen, _, parts, _ in casts.values():
         rate = parts[0].sample_rate
         for c in chosen.choices:
             profile = res.bundle.speakers[c.speaker].profile

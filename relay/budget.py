@@ -1,0 +1,89 @@
+"""The bandwidth the ground may use: a byte rate and daily link windows.
+
+A token bucket (``rate`` bytes per second, a burst of one fragment, so the
+link never sees more than one fragment ahead of the rate) gates every
+publish; outside the operator's daily UTC windows nothing is sent at all.
+:func:`eta` turns a backlog into the time it will take, windows included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
+
+Windows = list[tuple[dtime, dtime]]
+
+
+def in_window(windows: Windows, at: datetime) -> bool:
+    if not windows:
+        return True
+    t = at.time()
+    for start, end in windows:
+        if (start <= t < end) if start <= end else (t >= start or t < end):  # a window may cross midnight
+            return True
+    return False
+
+
+def seconds_to_window(windows: Windows, at: datetime) -> float:
+    """0 inside a window, else the seconds until the next one opens."""
+    if in_window(windows, at):
+        return 0.0
+    best = None
+    for start, _ in windows:
+        candidate = at.replace(hour=start.hour, minute=start.minute, second=0, microsecond=0)
+        if candidate <= at:
+            candidate += timedelta(days=1)
+        wait = (candidate - at).total_seconds()
+        best = wait if best is None else min(best, wait)
+    return best or 0.0
+
+
+def eta(backlog_bytes: int, rate: float, windows: Windows, now: datetime | None = None) -> float | None:
+    """Seconds until ``backlog_bytes`` are through at ``rate``, sending only in
+    ``windows``; None when there is no rate limit to estimate from."""
+    if rate <= 0:
+        return None
+    now = now or datetime.now(UTC)
+    if not windows:
+        return backlog_bytes / rate
+    left, t, step = float(backlog_bytes), now, 60.0
+    for _ in range(60 * 24 * 366):  # at most a year, a minute at a time
+        if left <= 0:
+            break
+        if in_window(windows, t):
+            left -= rate * step
+        t += timedelta(seconds=step)
+    return (t - now).total_seconds()
+
+
+class Budget:
+    """Await :meth:`take` before sending ``n`` bytes."""
+
+    def __init__(self, rate: float, windows: Windows, burst: int) -> None:
+        self.rate = rate
+        self.windows = windows
+        self.burst = float(burst)
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        if self.rate > 0:
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    async def wait_window(self) -> None:
+        while (wait := seconds_to_window(self.windows, datetime.now(UTC))) > 0:
+            await asyncio.sleep(min(wait, 60.0))
+
+    async def take(self, n: int) -> None:
+        await self.wait_window()
+        if self.rate <= 0:
+            return
+        self._refill()
+        if self._tokens < n:
+            await asyncio.sleep((n - self._tokens) / self.rate)
+            self._refill()
+        self._tokens -= n

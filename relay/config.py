@@ -1,0 +1,138 @@
+"""The daemons' configuration: TOML files validated at start (pydantic).
+
+``config/ground.toml`` and ``config/edge.toml`` document every option. A bad
+file stops the daemon before it does anything, with one line naming the
+file and the key: ``config/edge.toml: link.fragment_size: must be >= 340``.
+Unknown keys are errors too, so a typo is never silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import time as dtime
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from relay.errors import RelayError
+from relay.link import MAX_FRAGMENT, MIN_FRAGMENT
+
+WINDOW = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+
+class ConfigError(RelayError):
+    """A configuration file is missing, not TOML, or has a bad or unknown key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Broker(_Strict):
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: str | None = None
+    password_file: Path | None = None  # read at start; keeps the secret out of the config
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive: Annotated[int, Field(ge=5, le=3600)] = 60
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-/]+$")] = "relay"
+
+
+class Link(_Strict):
+    fragment_size: Annotated[int, Field(ge=MIN_FRAGMENT, le=MAX_FRAGMENT)] = 340
+    rate: Annotated[float, Field(ge=0)] = 0.0  # bytes per second the ground may send; 0 = no limit
+    windows: list[str] = []  # daily UTC windows "HH:MM-HH:MM" when sending is allowed; empty = always
+    ack_timeout: Annotated[float, Field(gt=0)] = 120.0  # seconds before a silent edge is polled
+    max_poll_interval: Annotated[float, Field(gt=0)] = 3600.0
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        for w in value:
+            m = WINDOW.match(w)
+            if not m or int(m[1]) > 23 or int(m[3]) > 24 or int(m[2]) > 59 or int(m[4]) > 59:
+                raise ValueError(f"window {w!r} is not HH:MM-HH:MM")
+        return value
+
+    def parsed_windows(self) -> list[tuple[dtime, dtime]]:
+        out = []
+        for w in self.windows:
+            m = WINDOW.match(w)
+            end = dtime(23, 59, 59) if m[3] == "24" else dtime(int(m[3]), int(m[4]))
+            out.append((dtime(int(m[1]), int(m[2])), end))
+        return out
+
+
+NAME = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]{1,32}$")]
+
+
+class GroundSection(_Strict):
+    name: NAME = "ground"
+    state_dir: Path = Path("/var/lib/speech-relay")
+    spool_dir: Path | None = None  # audio dropped here is queued for default_edge
+    spool_settle: Annotated[float, Field(ge=0)] = 2.0  # seconds a spool file must be unchanged
+    signing_key: Path = Path("/etc/speech-relay/ground.key")
+    default_edge: NAME | None = None
+    edges: list[NAME] = []  # edges served (acks listened for); default: those in the queue + default_edge
+    model: str = "tiny.en"  # Whisper: tiny.en, base, a CTranslate2 folder or a hub name
+    diarize: bool = True
+
+
+class EdgeSection(_Strict):
+    name: NAME = "edge"
+    state_dir: Path = Path("/var/lib/speech-relay")
+    output_dir: Path = Path("/var/lib/speech-relay/played")
+    play: bool = True  # through the default audio device; False (or no device): WAV files in output_dir
+    device: str | None = None
+    voice: str = "auto"  # "auto": a voice per speaker from the voice bank; or a voice key
+    # "ed25519:<base64>" or paths of files holding one: the grounds whose bundles are played
+    trusted_keys: Annotated[list[str], Field(min_length=1)]
+
+
+class GroundConfig(_Strict):
+    ground: GroundSection = GroundSection()
+    broker: Broker = Broker()
+    link: Link = Link()
+
+
+class EdgeConfig(_Strict):
+    edge: EdgeSection
+    broker: Broker = Broker()
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    if first["type"] == "missing":
+        return f"{where}: required" + (" (relay keys init prints a ground's key)" if "trusted_keys" in where else "")
+    return f"{where}: {first['msg'].removeprefix('Value error, ')}"
+
+
+def load(path: str | Path, model: type[BaseModel]):
+    """``path`` parsed and validated as ``model``, or one :class:`ConfigError` line."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    try:
+        return model.model_validate(doc)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {_describe(e)}") from None
+
+
+def load_ground(path: str | Path) -> GroundConfig:
+    return load(path, GroundConfig)
+
+
+def load_edge(path: str | Path) -> EdgeConfig:
+    return load(path, EdgeConfig)
