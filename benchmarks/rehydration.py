@@ -66,11 +66,10 @@ def worker(voice: str, folder: Path) -> None:
     """Speak every bundle in ``folder`` (``voice`` or, for ``cast``, the
     two-speaker ones with a cast); print figures as JSON, write WAVs and,
     for a cast, which voice spoke which span."""
-    import numpy as np
 
     from edge.assign import AssignmentStore
     from edge.catalog import Catalog
-    from edge.rehydrate import output_rate, rehydrate
+    from edge.rehydrate import mix, output_rate, rehydrate
     from edge.voicebank import VoiceBank
     from edge.voices import cast, resolve_speakers
     from relay.audio import write_wav
@@ -105,12 +104,8 @@ def worker(voice: str, folder: Path) -> None:
                 first.append(time.perf_counter() - t)
             parts.append(part)
         tts_s += time.perf_counter() - t
-        total = max([bundle.source.duration] + [p.end for p in parts])
-        audio = np.zeros(int(math.ceil(total * rate)) + 1, np.float32)
-        for p in parts:
-            i = int(round(p.start * rate))
-            audio[i : i + len(p.audio)] += p.audio
-            spans.append([p.segment.speaker, p.start, p.end])
+        audio = mix(parts, bundle.source.duration, rate)
+        spans = [[p.segment.speaker, p.start, p.end] for p in parts]
         speech_s += len(audio) / rate
         write_wav(folder / _wav_name(path.stem, voice), audio, rate)
         if voice == CAST:

@@ -58,6 +58,7 @@ class Speaker:
                 from edge.voicebank import VoiceBank
                 from edge.voices import cast
 
+                # the bank and stores are SQLite: opened in this worker thread, per bundle
                 chosen = cast(resolved.profiles, self._catalog, VoiceBank(self._catalog),
                               AssignmentStore(e.state_dir / "profiles.db"))
                 voices, prosody = chosen.voices, chosen.prosody

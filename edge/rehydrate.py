@@ -172,10 +172,14 @@ def render(
     """The whole bundle as one buffer at :func:`output_rate`, as long as the
     original (longer only if speech ran past its end)."""
     parts = list(rehydrate(bundle, voices, prosody))
-    sr = output_rate(voices)
-    total = max([bundle.source.duration] + [p.end for p in parts])
-    out = np.zeros(int(np.ceil(total * sr)) + 1, np.float32)
+    return mix(parts, bundle.source.duration, output_rate(voices)), parts
+
+
+def mix(parts: list[RenderedSegment], duration: float, sample_rate: int) -> np.ndarray:
+    """Rendered phrases on one buffer at least ``duration`` seconds long."""
+    total = max([duration] + [p.end for p in parts])
+    out = np.zeros(int(np.ceil(total * sample_rate)) + 1, np.float32)
     for p in parts:
-        i = int(round(p.start * sr))
+        i = int(round(p.start * sample_rate))
         out[i : i + len(p.audio)] += p.audio
-    return out, parts
+    return out
