@@ -28,11 +28,16 @@ def test_engines_are_detected_and_unavailable_ones_say_why(catalog, monkeypatch)
     monkeypatch.delenv("SPEECH_RELAY_COQUI_MODEL", raising=False)
     assert not Catalog().statuses["coqui"].available
     assert "SPEECH_RELAY_COQUI_MODEL" in Catalog().statuses["coqui"].detail
-    keys = [v.key for v in catalog.voices()]
+    keys = [v.key for v in catalog.voices(variants=False)]
     assert len(keys) == len(set(keys))
     assert "piper:en_US-joe-medium" in keys
     assert sum(k.startswith("kokoro:") for k in keys) == 15  # 5 styles + 10 half-and-half blends
     assert sum(k.startswith("espeak:") for k in keys) == 16
+    every = [v.key for v in catalog.voices()]
+    assert len(every) == len(set(every))
+    # timbre variants: 4 for joe and for each of Kokoro's 5 pure styles, none for blends or espeak
+    assert sum("~" in k for k in every) == 4 * (1 + 5)
+    assert not any("~" in k and ("+" in k.split("~")[0] or k.startswith("espeak:")) for k in every)
 
 
 @pytest.mark.parametrize(
