@@ -23,7 +23,9 @@ from relay.config import EdgeConfig
 from relay.errors import RelayError
 from relay.inbox import ACCEPTED, Inbox
 from relay.link import Fragment, LinkError, Poll, parse_down, topics
-from relay.mqtt import reconnecting
+from relay.mqtt import ack, reconnecting
+from relay.profiles import ProfileStore
+from relay.service import supervise
 from relay.signing import Keyring, VerifyKey
 
 log = logging.getLogger("relay.edge")
@@ -43,7 +45,6 @@ class Speaker:
         from edge.rehydrate import output_rate, rehydrate, render
         from edge.voices import resolve_speakers
         from relay.audio import write_wav
-        from relay.profiles import ProfileStore
         from relay.wire import decode_bundle
 
         e = self.cfg.edge
@@ -92,8 +93,12 @@ class EdgeDaemon:
         self.cfg = config
         e = config.edge
         keys = [VerifyKey.parse(k, f"edge.trusted_keys[{i}]") for i, k in enumerate(e.trusted_keys)]
-        self.inbox = Inbox(e.state_dir / "inbox.db", e.name, Keyring(keys))
+        self.inbox = Inbox(e.state_dir / "inbox.db", e.name, Keyring(keys), ProfileStore(e.state_dir / "profiles.db"))
         self.speaker = Speaker(config)
+        if e.speak and e.voice != "auto":
+            from edge.catalog import Catalog
+
+            Catalog().find(e.voice)  # a wrong key stops the start with one line, not every bundle later
         self.stop = asyncio.Event()
         self.accepted = asyncio.Event()
         self.rejected: dict[str, int] = {}
@@ -102,29 +107,30 @@ class EdgeDaemon:
         e = self.cfg.edge
         e.output_dir.mkdir(parents=True, exist_ok=True)
         ident = f"relay-edge-{e.name}"
-        tasks = [asyncio.create_task(self._player(), name="player"),
-                 asyncio.create_task(reconnecting(self._session, self.cfg.broker, ident, self.stop), name="link")]
-        await self.stop.wait()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        jobs = {"link": reconnecting(self._session, self.cfg.broker, ident, self.stop, manual_ack=True)}
+        if e.speak:
+            jobs["player"] = self._player()
+        else:
+            log.info("speak = false: bundles are stored and acknowledged, not played")
+        await supervise(self.stop, jobs)
 
     async def _session(self, client: aiomqtt.Client) -> None:
         data_topic, ack_topic = topics(self.cfg.broker.topic_prefix, self.cfg.edge.name)
         await client.subscribe(data_topic, qos=1)
-        async for message in client.messages:
-            try:
-                msg = parse_down(bytes(message.payload))
-                if isinstance(msg, Poll):
-                    ack = self.inbox.poll(msg.bundle_id)
-                else:
-                    ack = self._receive(msg)
-            except LinkError as err:
-                self.rejected[err.reason] = self.rejected.get(err.reason, 0) + 1
-                log.warning("message on %s ignored: %s", data_topic, err)
-                continue
-            if ack is not None:
-                await client.publish(ack_topic, ack.pack(), qos=1)
+        async with asyncio.TaskGroup() as replies:
+            async for message in client.messages:
+                try:
+                    msg = parse_down(bytes(message.payload))
+                    reply = self.inbox.poll(msg.bundle_id) if isinstance(msg, Poll) else self._receive(msg)
+                except LinkError as err:
+                    self.rejected[err.reason] = self.rejected.get(err.reason, 0) + 1
+                    log.warning("message on %s ignored: %s", data_topic, err)
+                    reply = None
+                ack(client, message)  # stored: the broker may forget it
+                if reply is not None:
+                    # in a task: a reply waiting for the broker must not keep this loop from
+                    # noticing that the link went down (a lost reply is asked for again by a poll)
+                    replies.create_task(client.publish(ack_topic, reply.pack(), qos=1))
 
     def _receive(self, frag: Fragment):
         result = self.inbox.receive(frag)
@@ -132,6 +138,10 @@ class EdgeDaemon:
             d = result.decided
             if d.state == ACCEPTED:
                 log.info("bundle %s accepted: %s (%s)", d.bundle_id.hex(), d.title, d.priority.name.lower())
+                if result.ack is not None and result.ack.missing_profiles:
+                    log.warning("bundle %s refers to %d voice profile(s) this edge lacks; asked the ground for "
+                                "them, a stand-in voice speaks until they come", d.bundle_id.hex(),
+                                len(result.ack.missing_profiles))
                 self.accepted.set()
             else:
                 log.warning("bundle %s rejected: %s", d.bundle_id.hex(), d.reason)

@@ -30,9 +30,10 @@ from relay.budget import Budget
 from relay.config import GroundConfig
 from relay.errors import RelayError
 from relay.link import Ack, LinkError, Poll, topics
-from relay.mqtt import reconnecting
+from relay.mqtt import ack, reconnecting
 from relay.outbox import Outbox
 from relay.profiles import ProfileStore
+from relay.service import supervise
 from relay.signing import SigningKey
 
 log = logging.getLogger("relay.ground")
@@ -65,14 +66,11 @@ class GroundDaemon:
         if requeued:
             log.info("%d entr%s interrupted while encoding, queued again", requeued, "y" if requeued == 1 else "ies")
         ident = f"relay-ground-{self.cfg.ground.name}"
-        tasks = [asyncio.create_task(self._encoder(), name="encoder"),
-                 asyncio.create_task(reconnecting(self._session, self.cfg.broker, ident, self.stop), name="link")]
+        jobs = {"encoder": self._encoder(),
+                "link": reconnecting(self._session, self.cfg.broker, ident, self.stop, manual_ack=True)}
         if self.cfg.ground.spool_dir is not None:
-            tasks.append(asyncio.create_task(self._spool(), name="spool"))
-        await self.stop.wait()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            jobs["spool"] = self._spool()
+        await supervise(self.stop, jobs)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep until woken (new work, an ack) or ``seconds`` pass."""
@@ -94,15 +92,17 @@ class GroundDaemon:
         async for message in client.messages:
             edge = str(message.topic).split("/")[-2]
             try:
-                ack = Ack.unpack(bytes(message.payload))
+                reply = Ack.unpack(bytes(message.payload))
             except LinkError as e:
                 log.warning("ack from %s ignored: %s", edge, e)
+                ack(client, message)
                 continue
-            item, delivered = self.outbox.on_ack(ack, edge, link.ack_timeout)
+            item, delivered = self.outbox.on_ack(reply, edge, link.ack_timeout)
             for pid in delivered:
                 self.profiles.mark_sent(pid)
-            for pid in ack.missing_profiles:
+            for pid in reply.missing_profiles:
                 self.profiles.mark_unsent(pid)
+            ack(client, message)  # applied and committed
             if item is None:
                 log.info("ack from %s for unknown bundle %s ignored", edge, ack.bundle_id.hex())
             else:

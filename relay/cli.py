@@ -88,6 +88,41 @@ def inspect(
         console.print(f"{total * 8 / duration:.1f} bits per second over {duration:.2f} s of audio")
 
 
+@app.command("link-sim")
+def link_sim(
+    to: str = typer.Option("127.0.0.1:1883", "--to", help="the broker, HOST:PORT"),
+    listen: int = typer.Option(1884, "--listen", help="port to listen on (127.0.0.1)"),
+    rate: float = typer.Option(300.0, "--rate", help="bytes per second each way (0: unthrottled)"),
+    latency: float = typer.Option(0.6, "--latency", help="one-way delay in seconds"),
+    outage_every: float = typer.Option(0.0, "--outage-every", help="mean seconds between random cuts (0: none)"),
+    outage: float = typer.Option(30.0, "--outage", help="seconds each cut lasts"),
+) -> None:
+    """Simulate a thin link on loopback: point a daemon's broker.port here."""
+    import asyncio
+
+    from relay.linksim import LinkSim
+
+    host, _, port = to.rpartition(":")
+    if not host or not port.isdigit():
+        raise RelayError(f"--to {to!r}: expected HOST:PORT")
+
+    async def serve() -> None:
+        outages = (outage_every, outage) if outage_every > 0 else None
+        async with LinkSim(int(port), host, rate, latency, listen, outages=outages) as sim:
+            console.print(f"link 127.0.0.1:{sim.port} -> {to}: {rate:g} B/s each way, {latency:g} s delay"
+                          + (f", a {outage:g} s cut every ~{outage_every:g} s" if outages else ""))
+            while True:
+                await asyncio.sleep(10)
+                st = sim.stats
+                console.print(f"{'up  ' if sim.is_up else 'DOWN'} sent {st.up} B up, {st.down} B down, "
+                              f"{st.connections} connection(s), {st.cuts} cut(s)")
+
+    try:
+        asyncio.run(serve())
+    except OSError as e:
+        raise RelayError(f"link-sim: cannot listen on 127.0.0.1:{listen} ({e.strerror})") from None
+
+
 def _load_plugins() -> None:
     for ep in entry_points(group="speech_relay.commands"):
         try:

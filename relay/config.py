@@ -40,6 +40,9 @@ class Broker(_Strict):
     cert_file: Path | None = None
     key_file: Path | None = None
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 60
+    # seconds to wait for the broker's answer to a connect or a publish: a link that died
+    # mid-handshake is given up this fast and tried again
+    timeout: Annotated[float, Field(gt=0, le=600)] = 15.0
     topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-/]+$")] = "relay"
 
 
@@ -88,6 +91,7 @@ class EdgeSection(_Strict):
     state_dir: Path = Path("/var/lib/speech-relay")
     output_dir: Path = Path("/var/lib/speech-relay/played")
     play: bool = True  # through the default audio device; False (or no device): WAV files in output_dir
+    speak: bool = True  # False: store and acknowledge only (an archive, or play on demand: relay edge play)
     device: str | None = None
     voice: str = "auto"  # "auto": a voice per speaker from the voice bank; or a voice key
     # "ed25519:<base64>" or paths of files holding one: the grounds whose bundles are played

@@ -12,6 +12,13 @@ resent it after losing our ack, the broker redelivered it) is acknowledged
 again but stored and played only once. A bundle is marked played when its
 playback has finished; a daemon killed mid-playback plays it again from the
 start after the restart, but never a finished one.
+
+With a profile store, the inbox also keeps the edge's half of the voice
+profiles: full profiles in an accepted bundle are learnt at once (a later
+bundle may refer to them before this one is played), and profiles a bundle
+only refers to but the edge has never received (its store was lost, or the
+bundle that carried them was rejected) are named in the accepted ack, so
+the ground sends them in full again.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from pathlib import Path
 from relay.db import connect
 from relay.errors import BundleError, RelayError
 from relay.link import Ack, AckState, Envelope, Fragment, LinkError, Priority, ranges
+from relay.profiles import PROFILE_ID_SIZE, ProfileStore
 from relay.signing import Keyring
 
 SCHEMA = """
@@ -35,7 +43,8 @@ CREATE TABLE IF NOT EXISTS fragments (
 );
 CREATE TABLE IF NOT EXISTS bundles (
     bundle_id BLOB PRIMARY KEY, state TEXT NOT NULL, reason TEXT, priority INTEGER, title TEXT, duration REAL,
-    data BLOB, received REAL NOT NULL, played REAL, plays INTEGER NOT NULL DEFAULT 0
+    data BLOB, received REAL NOT NULL, played REAL, plays INTEGER NOT NULL DEFAULT 0,
+    missing_profiles BLOB
 );
 CREATE INDEX IF NOT EXISTS bundles_unplayed ON bundles (state, played, priority, received);
 CREATE TABLE IF NOT EXISTS plays (bundle_id BLOB NOT NULL, at REAL NOT NULL, how TEXT NOT NULL, output TEXT);
@@ -83,10 +92,11 @@ def _bit(bitmap: bytearray, i: int) -> bool:
 
 
 class Inbox:
-    def __init__(self, path: str | Path, edge: str, keyring: Keyring) -> None:
+    def __init__(self, path: str | Path, edge: str, keyring: Keyring, profiles: ProfileStore | None = None) -> None:
         self.path = Path(path)
         self.edge = edge
         self.keyring = keyring
+        self.profiles = profiles
         self._db = connect(self.path, SCHEMA, "the edge store", InboxError)
 
     def close(self) -> None:
@@ -147,7 +157,7 @@ class Inbox:
         blob = b"".join(p[0] for p in parts)
         now = time.time()
         priority = title = duration = data = None
-        reason = None
+        reason, missing = None, b""
         try:
             env = Envelope.unpack(blob)
             priority = env.priority
@@ -158,23 +168,46 @@ class Inbox:
                     reason = "bundle id inside differs from the transfer's"
                 else:
                     title, duration, data = bundle.source.title, bundle.source.duration, env.bundle
+                    missing = b"".join(self._learn(bundle))
         except (LinkError, BundleError) as e:
             reason = str(e)
         state = ACCEPTED if reason is None else REJECTED
         self._db.execute(
-            "INSERT INTO bundles (bundle_id, state, reason, priority, title, duration, data, received) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (bundle_id, state, reason, int(priority) if priority is not None else None, title, duration, data, now),
+            "INSERT INTO bundles (bundle_id, state, reason, priority, title, duration, data, received, "
+            "missing_profiles) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (bundle_id, state, reason, int(priority) if priority is not None else None, title, duration, data, now,
+             missing or None),
         )
         self._db.execute("DELETE FROM fragments WHERE bundle_id = ?", (bundle_id,))
         self._db.execute("DELETE FROM transfers WHERE bundle_id = ?", (bundle_id,))
         return Stored(bundle_id, state, reason, priority, title, duration, now, None, 0)
 
-    @staticmethod
-    def _decided_ack(stored: Stored) -> Ack:
-        if stored.state == ACCEPTED:
-            return Ack(stored.bundle_id, AckState.ACCEPTED)
-        return Ack(stored.bundle_id, AckState.REJECTED, reason=stored.reason or "rejected")
+    def _learn(self, bundle) -> list[bytes]:
+        """Store the bundle's full profiles; return the ids it only refers to
+        that the edge does not have."""
+        if self.profiles is None:
+            return []
+        missing = []
+        for speaker in bundle.speakers:
+            if speaker.profile is not None:
+                self.profiles.put(speaker.profile)
+            elif speaker.profile_id and self.profiles.get(speaker.profile_id) is None:
+                missing.append(speaker.profile_id)
+        return missing
+
+    def _decided_ack(self, stored: Stored) -> Ack:
+        if stored.state != ACCEPTED:
+            return Ack(stored.bundle_id, AckState.REJECTED, reason=stored.reason or "rejected")
+        return Ack(stored.bundle_id, AckState.ACCEPTED, missing_profiles=tuple(self.missing_profiles(stored.bundle_id)))
+
+    def missing_profiles(self, bundle_id: bytes) -> list[bytes]:
+        """Profiles the bundle refers to that the edge still lacks."""
+        row = self._db.execute("SELECT missing_profiles FROM bundles WHERE bundle_id = ?", (bundle_id,)).fetchone()
+        if not row or not row[0] or self.profiles is None:
+            return []
+        blob = bytes(row[0])
+        ids = [blob[i:i + PROFILE_ID_SIZE] for i in range(0, len(blob), PROFILE_ID_SIZE)]
+        return [p for p in ids if self.profiles.get(p) is None]
 
     # --- playing ---------------------------------------------------------------------------------
 

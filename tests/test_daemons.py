@@ -1,19 +1,19 @@
-"""The ground and edge daemons over a real mosquitto, with faults.
+"""The ground and edge daemons over a real mosquitto and a thin link, with faults.
 
 Both daemons run as real processes (``relay ground run``, ``relay edge run``)
-against a mosquitto started here with persistence; the test kills them with
-SIGKILL mid-transfer and restarts the broker, and then checks that every
-bundle arrived, was played exactly once, and that the flash ones went first.
+against a private mosquitto with persistence; the edge reaches the broker
+through a throttling, delaying link simulator on loopback
+(:mod:`relay.linksim`). Mid-transfer the test cuts the link, kills the
+ground with SIGKILL while it publishes, kills the edge with SIGKILL while a
+bundle is half received, and restarts the broker; then every bundle must
+have arrived and been spoken exactly once, the flash ones before any bulk.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,61 +22,24 @@ from pathlib import Path
 import pytest
 from test_link import real_bundle
 
+from relay.broker import LocalBroker, free_port, mosquitto_path
 from relay.link import Priority
+from relay.linksim import LinkSimThread
 from relay.signing import SigningKey
 
 RELAY = str(Path(sys.executable).with_name("relay"))
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Broker:
-    """A real mosquitto on 127.0.0.1 with persistence in a temporary folder."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {folder}/\nautosave_interval 1\nmax_queued_messages 0\n"
-            f"user {getpass.getuser()}\nlog_dest file {folder}/mosquitto.log\n"
-        )
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)])
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # a clean stop writes the persistence file
-            self.proc.wait(10)
 
 
 @pytest.fixture()
 def broker(tmp_path):
-    if not Path(MOSQUITTO).exists():
+    if mosquitto_path() is None:
         pytest.skip("mosquitto is not installed (scripts/setup.sh installs it)")
-    b = Broker(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
+    with LocalBroker(tmp_path / "broker") as b:
+        yield b
 
 
-def write_configs(tmp_path: Path, port: int, key: SigningKey, rate: float) -> tuple[Path, Path]:
+def write_configs(tmp_path: Path, ground_port: int, edge_port: int, key: SigningKey, rate: float,
+                  voice: str = "espeak:en-us+m3") -> tuple[Path, Path]:
     key.save(tmp_path / "ground.key")
     ground = tmp_path / "ground.toml"
     ground.write_text(f"""
@@ -88,7 +51,7 @@ default_edge = "ship"
 edges = ["ship"]
 
 [broker]
-port = {port}
+port = {ground_port}
 host = "127.0.0.1"
 topic_prefix = "t"
 
@@ -105,13 +68,14 @@ name = "ship"
 state_dir = "{tmp_path}/edge"
 output_dir = "{tmp_path}/played"
 play = false
-voice = "piper:en_US-joe-medium"
+voice = "{voice}"
 trusted_keys = ["{key.public.text()}"]
 
 [broker]
-port = {port}
+port = {edge_port}
 host = "127.0.0.1"
 topic_prefix = "t"
+keepalive = 5
 """)
     return ground, edge
 
@@ -121,10 +85,14 @@ def daemon(kind: str, config: Path, log: Path) -> subprocess.Popen:
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
-def queue(config: Path) -> list[dict]:
-    out = subprocess.run([RELAY, "queue", "ls", "--all", "--json", "-c", str(config)], capture_output=True, text=True)
+def cli_json(*args: str) -> dict | list:
+    out = subprocess.run([RELAY, *args, "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+def queue(config: Path) -> list[dict]:
+    return cli_json("queue", "ls", "--all", "-c", str(config))
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -132,60 +100,73 @@ def wait_for(predicate, timeout: float, what: str) -> None:
     while time.time() < end:
         if predicate():
             return
-        time.sleep(0.5)
+        time.sleep(0.25)
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_every_bundle_once_flash_first_through_kills_and_a_broker_restart(broker, tmp_path):
+def add(ground_cfg: Path, path: Path, prio: Priority) -> None:
+    proc = subprocess.run([RELAY, "queue", "add", str(path), "-p", prio.name.lower(), "-c", str(ground_cfg)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_twenty_bundles_once_each_flash_first_through_every_fault(broker, tmp_path):
     key = SigningKey.generate()
-    ground_cfg, edge_cfg = write_configs(tmp_path, broker.port, key, rate=1500.0)
     logs = tmp_path / "logs"
     logs.mkdir()
-    mix = [Priority.BULK, Priority.NORMAL, Priority.BULK, Priority.PRIORITY, Priority.NORMAL, Priority.BULK]
-    for i, prio in enumerate(mix):
-        path = tmp_path / f"b{i}.bundle"
-        path.write_bytes(real_bundle(120 + 40 * i, f"b{i}", seed=i * 37))
-        proc = subprocess.run([RELAY, "queue", "add", str(path), "-p", prio.name.lower(), "-c", str(ground_cfg)],
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-    ground = daemon("ground", ground_cfg, logs / "ground.log")
-    edge = daemon("edge", edge_cfg, logs / "edge.log")
-    try:
-        wait_for(lambda: any(q["fragments_sent"] > 2 for q in queue(ground_cfg)), 60, "fragments to flow")
-        # flash material arrives while bulk is in flight
-        for j in range(2):
-            path = tmp_path / f"flash{j}.bundle"
-            path.write_bytes(real_bundle(60, f"flash{j}", seed=500 + j))
-            subprocess.run([RELAY, "queue", "add", str(path), "-p", "flash", "-c", str(ground_cfg)], check=True,
-                           capture_output=True)
-        time.sleep(1.0)
-        assert any(q["state"] != "acknowledged" for q in queue(ground_cfg))  # the faults hit mid-transfer
-        ground.send_signal(signal.SIGKILL)  # mid-publish
-        ground.wait()
-        edge.send_signal(signal.SIGKILL)  # mid-receive
-        edge.wait()
-        broker.stop()
-        broker.start()
+    with LinkSimThread(broker.port, rate=2500.0, latency=0.25) as link:
+        ground_cfg, edge_cfg = write_configs(tmp_path, broker.port, link.port, key, rate=1500.0)
+        kinds = [Priority.BULK, Priority.NORMAL, Priority.PRIORITY, Priority.BULK]
+        for i in range(16):
+            path = tmp_path / f"b{i}.bundle"
+            path.write_bytes(real_bundle(200 + 40 * i, f"b{i}", seed=i * 37))
+            add(ground_cfg, path, kinds[i % 4])
         ground = daemon("ground", ground_cfg, logs / "ground.log")
-        time.sleep(2.0)
         edge = daemon("edge", edge_cfg, logs / "edge.log")
-        wait_for(lambda: all(q["state"] == "acknowledged" for q in queue(ground_cfg)), 180, "every acknowledgement")
-        entries = queue(ground_cfg)
-        played = tmp_path / "played"
-        wait_for(lambda: len(list(played.glob("*.wav"))) >= len(entries), 120, "every bundle played")
-        time.sleep(2.0)  # nothing more may appear
-    finally:
-        for p in (ground, edge):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                p.wait(20)
+        try:
+            wait_for(lambda: any(q["fragments_sent"] > 2 for q in queue(ground_cfg)), 60, "fragments to flow")
+            for j in range(4):  # flash material arrives while the others are in flight
+                path = tmp_path / f"flash{j}.bundle"
+                path.write_bytes(real_bundle(50, f"flash{j}", seed=500 + j))
+                add(ground_cfg, path, Priority.FLASH)
+            assert not any(q["fragments_sent"] for q in queue(ground_cfg) if q["priority"] == "bulk")
+
+            link.cut()  # the satellite goes behind a mast
+            time.sleep(4.0)
+            link.restore()
+
+            ground.send_signal(signal.SIGKILL)  # mid-publish
+            ground.wait()
+            ground = daemon("ground", ground_cfg, logs / "ground.log")
+
+            arriving = lambda: cli_json("edge", "ls", "-c", str(edge_cfg))["arriving"]  # noqa: E731
+            wait_for(lambda: link.stats.connections >= 2, 60, "the edge back on the link")
+            time.sleep(1.0)
+            wait_for(lambda: any(0 < a["fragments"] < a["of"] for a in arriving()), 60, "a bundle half received")
+            edge.send_signal(signal.SIGKILL)  # mid-receive
+            edge.wait()
+            assert any(q["state"] != "acknowledged" for q in queue(ground_cfg))  # still mid-transfer
+
+            broker.restart()
+            edge = daemon("edge", edge_cfg, logs / "edge.log")
+            wait_for(lambda: all(q["state"] == "acknowledged" for q in queue(ground_cfg)), 240,
+                     "every acknowledgement")
+            entries = queue(ground_cfg)
+            played = tmp_path / "played"
+            wait_for(lambda: len(list(played.glob("*.wav"))) >= len(entries), 120, "every bundle spoken")
+            time.sleep(2.0)  # nothing more may appear
+        finally:
+            for p in (ground, edge):
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+                    p.wait(20)
+        assert link.stats.cuts == 1 and link.stats.connections >= 3  # the edge came back through the link
     wavs = sorted(played.glob("*.wav"))
     ids = {q["bundle_id"] for q in entries}
-    assert len(wavs) == len(ids) == len(mix) + 2  # exactly once each
+    assert len(wavs) == len(ids) == 20  # exactly once each
     assert {w.stem.split("-")[-1] for w in wavs} == ids
-    listing = subprocess.run([RELAY, "edge", "ls", "--json", "-c", str(edge_cfg)], capture_output=True, text=True)
-    stored = json.loads(listing.stdout)["bundles"]
-    assert all(b["plays"] == 1 and b["state"] == "accepted" for b in stored)
+    stored = cli_json("edge", "ls", "-c", str(edge_cfg))["bundles"]
+    assert len(stored) == 20 and all(b["plays"] == 1 and b["state"] == "accepted" for b in stored)
     acked = sorted(entries, key=lambda q: q["acknowledged"])
     flash_last = max(i for i, q in enumerate(acked) if q["priority"] == "flash")
     bulk_first = min(i for i, q in enumerate(acked) if q["priority"] == "bulk")
@@ -215,3 +196,9 @@ def test_shipped_configurations_are_valid():
     assert ground.link.fragment_size == 340 and ground.ground.default_edge in ground.ground.edges
     edge = load_edge(root / "edge.toml")
     assert edge.edge.name == ground.ground.default_edge and edge.edge.trusted_keys
+
+
+def test_an_unknown_voice_stops_the_edge_at_start_with_one_line(tmp_path):
+    _, edge = write_configs(tmp_path, free_port(), free_port(), SigningKey.generate(), 100.0, voice="piper:nobody")
+    proc = subprocess.run([RELAY, "edge", "run", "-c", str(edge)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "no voice 'piper:nobody'" in proc.stderr and "Traceback" not in proc.stderr

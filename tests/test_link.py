@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 
+import numpy as np
 import pytest
 from conftest import shared
 
@@ -13,8 +14,9 @@ from relay.bundle import Bundle, Segment, SourceInfo, Speaker, Word
 from relay.inbox import ACCEPTED, REJECTED, Inbox
 from relay.link import Ack, AckState, Fragment, LinkError, Poll, Priority, parse_down, payload_size
 from relay.outbox import Outbox, OutboxError, State
+from relay.profiles import ProfileStore, VoiceProfile
 from relay.signing import Keyring, SigningKey, VerifyKey
-from relay.wire import encode_bundle
+from relay.wire import decode_bundle, encode_bundle
 
 FRAG = 340
 
@@ -231,3 +233,38 @@ def test_keys_round_trip(tmp_path, key):
     with pytest.raises(SigningKeyError, match="not an unencrypted PEM"):
         SigningKey.load(tmp_path / "junk.key")
 
+
+
+def test_edge_names_profiles_it_lacks_and_the_ground_sends_them_again(tmp_path, key):
+    """The edge lost its profile store: a bundle that only refers to a profile
+    is accepted (and played with a stand-in voice), its ack names the profile,
+    and the ground marks it unsent so the next bundle carries it in full."""
+    rng = np.random.default_rng(3)
+    profile = VoiceProfile.create(rng.standard_normal(192), 118.0, 4.0, 150.0)
+    ground_store, edge_store = ProfileStore(tmp_path / "g.db"), ProfileStore(tmp_path / "e.db")
+    ground_store.put(profile, sent=True)  # the ground believes the edge has it
+    outbox = Outbox(tmp_path / "ground.db")
+    inbox = Inbox(tmp_path / "edge.db", "ship", Keyring([key.public]), profiles=edge_store)
+
+    def bundle(title: str, full: bool) -> bytes:
+        doc = decode_bundle(real_bundle(80, title))
+        speaker = Speaker("S1", profile.profile_id, profile if full else None)
+        return encode_bundle(Bundle(doc.source, [speaker], doc.segments))
+
+    def deliver(data: bytes) -> Ack:
+        outbox.add_bundle(data, "ship")
+        acks = [inbox.receive(f).ack for _, f in drain(outbox, key)]
+        return acks[-1]
+
+    ack = Ack.unpack(deliver(bundle("ref only", full=False)).pack())
+    assert ack.state == AckState.ACCEPTED and ack.missing_profiles == (profile.profile_id,)
+    item, delivered = outbox.on_ack(ack, "ship", 60)
+    assert item.state == State.ACKNOWLEDGED and delivered == []
+    for pid in ack.missing_profiles:  # what the ground daemon does with them
+        ground_store.mark_unsent(pid)
+    assert not ground_store.was_sent(profile.profile_id)
+    # the next bundle carries it in full; the edge learns it on acceptance, before playing
+    assert deliver(bundle("full", full=True)).missing_profiles == ()
+    assert edge_store.get(profile.profile_id) is not None
+    first = inbox.bundles()[0].bundle_id
+    assert inbox.poll(first).missing_profiles == ()  # no longer reported once known
