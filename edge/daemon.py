@@ -37,6 +37,11 @@ class Speaker:
     def __init__(self, cfg: EdgeConfig) -> None:
         self.cfg = cfg
         self._catalog = None
+        if cfg.edge.speak and cfg.edge.voice != "auto":
+            from edge.catalog import Catalog
+
+            self._catalog = Catalog()
+            self._catalog.find(cfg.edge.voice)  # a wrong key stops the start with one line, not every bundle later
         self._device_ok = cfg.edge.play
 
     def __call__(self, data: bytes, bundle_id: bytes, received: float) -> str:
@@ -95,10 +100,6 @@ class EdgeDaemon:
         keys = [VerifyKey.parse(k, f"edge.trusted_keys[{i}]") for i, k in enumerate(e.trusted_keys)]
         self.inbox = Inbox(e.state_dir / "inbox.db", e.name, Keyring(keys), ProfileStore(e.state_dir / "profiles.db"))
         self.speaker = Speaker(config)
-        if e.speak and e.voice != "auto":
-            from edge.catalog import Catalog
-
-            Catalog().find(e.voice)  # a wrong key stops the start with one line, not every bundle later
         self.stop = asyncio.Event()
         self.accepted = asyncio.Event()
         self.rejected: dict[str, int] = {}
