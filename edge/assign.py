@@ -8,6 +8,13 @@ because the embedding alone can prefer a voice an octave away.
 * Different speakers in a bundle always get different voices: the choice is
   one joint assignment (Hungarian algorithm), not each speaker grabbing its
   nearest voice in turn, which can leave the last speaker with a poor match.
+* Different speakers get different *base* voices while there are enough:
+  two timbre variants of one model (``joe~p+2`` and ``joe~p+4``) are
+  different keys but sound like one person to the ear, and after pitch
+  matching even the speaker encoder can confuse them. So the assignment is
+  made over base voices first (a base's cost is its best variant's), then
+  each speaker takes the best variant of its base; variants of a base
+  already taken are used only when the bases run out.
 * The same profile keeps its voice across bundles: assignments are stored by
   profile id and honoured first, unless two speakers of one bundle would
   share a voice.
@@ -79,12 +86,31 @@ class AssignmentStore:
         )
 
 
+def _base(key: str) -> str:
+    return key.split("~", 1)[0]
+
+
+def _assign(
+    rest: list[int], profiles: Sequence[VoiceProfile | None], pool: Sequence[VoiceTraits]
+) -> dict[int, VoiceTraits]:
+    """Joint assignment of ``rest`` to ``pool``, one base voice per speaker
+    when the pool has enough distinct bases, else one key per speaker."""
+    from scipy.optimize import linear_sum_assignment
+
+    bases: dict[str, list[VoiceTraits]] = {}
+    for v in pool:
+        bases.setdefault(_base(v.key), []).append(v)
+    groups = list(bases.values()) if len(bases) >= len(rest) else [[v] for v in pool]
+    costs = [[[cost(profiles[i], v) for v in g] for g in groups] for i in rest]
+    matrix = np.array([[min(c) for c in row] for row in costs])
+    rows, cols = linear_sum_assignment(matrix)
+    return {rest[r]: groups[c][int(np.argmin(costs[r][c]))] for r, c in zip(rows, cols)}
+
+
 def assign_voices(
     profiles: Sequence[VoiceProfile | None], voices: Sequence[VoiceTraits], store: AssignmentStore | None = None
 ) -> list[Choice]:
     """One voice per speaker (index order of ``profiles``); see the module doc."""
-    from scipy.optimize import linear_sum_assignment
-
     if not voices:
         raise ModelError("no measured voices to choose from (relay voices measure)")
     by_key = {v.key: v for v in voices}
@@ -96,16 +122,19 @@ def assign_voices(
             chosen[i] = Choice(i, key, p.similarity(by_key[key].embedding), True)
             used.add(key)
     rest = [i for i in range(len(profiles)) if i not in chosen]
+    taken = {_base(k) for k in used}
     free = [v for v in voices if v.key not in used]
     while rest:
-        pool = free if free else list(voices)  # more speakers than voices: reuse
-        matrix = np.array([[cost(profiles[i], v) for v in pool] for i in rest])
-        rows, cols = linear_sum_assignment(matrix)
-        for r, c in zip(rows, cols):
-            i, v = rest[r], pool[c]
+        fresh = [v for v in free if _base(v.key) not in taken]
+        if len({_base(v.key) for v in fresh}) >= len(rest):
+            pool = fresh  # a base voice of its own for every speaker left
+        else:
+            pool = free if free else list(voices)  # bases run out: variants; voices run out: reuse
+        for i, v in _assign(rest, profiles, pool).items():
             p = profiles[i]
             chosen[i] = Choice(i, v.key, p.similarity(v.embedding) if p is not None else None, False)
             used.add(v.key)
+            taken.add(_base(v.key))
         rest = [i for i in rest if i not in chosen]
         free = [v for v in free if v.key not in used]
     if store is not None:

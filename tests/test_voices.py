@@ -89,6 +89,11 @@ def test_assignment_is_joint_distinct_pitch_aware_and_remembered(fast_traits, wo
     assert [c.voice for c in again] == [first[1].voice, first[0].voice] and all(c.remembered for c in again)
     crowded = assign_voices([woman] * 20, fast_traits[:3])  # more speakers than voices: reuse, never fail
     assert len(crowded) == 20
+    twins = assign_voices([man, man], fast_traits)  # two variants of one model sound like one person
+    assert len({c.voice.split("~")[0] for c in twins}) == 2, twins
+    joes = [t for t in fast_traits if t.key.startswith("piper:")]
+    brothers = assign_voices([man, man], joes)  # only one model: its variants, still two voices
+    assert len({c.voice for c in brothers}) == 2 and all(c.voice.startswith("piper:") for c in brothers)
 
 
 def test_each_rehydrated_speaker_is_nearest_its_own_voice(bank, fast_traits, woman_and_man, encoder):
