@@ -56,15 +56,21 @@ def decode(
         False, "--play", help="play on the audio output while speaking (writes the WAV instead if there is none)"
     ),
     device: str = typer.Option(None, "--device", help="output device for --play (name or index; default device)"),
+    lyra_models: Path = typer.Option(
+        None, "--lyra-models", envvar="SPEECH_RELAY_LYRA", help="folder of Lyra v2's .tflite models, for Lyra clips"
+    ),
 ) -> None:
-    """Speak a bundle with local TTS voices, each phrase at its original time."""
+    """Speak a bundle with local TTS voices, each phrase at its original time;
+    play its coded-audio clips on the same timeline."""
     from edge.rehydrate import output_rate, rehydrate, render
     from edge.voices import resolve_speakers
     from relay.audio import write_wav
+    from relay.codecs import CodecSettings
     from relay.fileio import read_bytes
     from relay.profiles import ProfileStore, default_store_path
     from relay.wire import decode_bundle
 
+    codecs = CodecSettings(lyra_models=str(lyra_models) if lyra_models else None)
     decoded = decode_bundle(read_bytes(bundle, "bundle"), str(bundle))
     resolved = resolve_speakers(decoded, ProfileStore(store_path or default_store_path("edge")))
     for pid in resolved.missing:
@@ -91,14 +97,15 @@ def decode(
     if sink is not None:
         from edge.playback import play
 
-        report = play(rehydrate(decoded, voices, prosody), sink)
+        report = play(rehydrate(decoded, voices, prosody, codecs), sink)
         print(
             f"played {report.seconds:.1f} s, {report.phrases} phrase(s), {described}; first sound after "
             f"{report.first_sound_s or 0:.2f} s, waited on the synthesizer {report.waited_s:.2f} s"
         )
         return
-    with console.status(f"speaking {len(decoded.segments)} segment(s)…"):
-        audio, parts = render(decoded, voices, prosody)
+    clips = f" and {len(decoded.clips)} audio clip(s)" if decoded.clips else ""
+    with console.status(f"speaking {len(decoded.segments)} segment(s){clips}…"):
+        audio, parts = render(decoded, voices, prosody, codecs)
     elapsed = time.perf_counter() - started
     write_wav(output, audio, rate)
     seconds = len(audio) / rate

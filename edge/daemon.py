@@ -82,9 +82,9 @@ class Speaker:
                 log.warning("%s; writing WAV files to %s instead", err, e.output_dir)
                 self._device_ok = False
             else:
-                play(rehydrate(bundle, voices, prosody), sink)
+                play(rehydrate(bundle, voices, prosody, self.cfg.codecs.settings()), sink)
                 return "device"
-        audio, _ = render(bundle, voices, prosody)
+        audio, _ = render(bundle, voices, prosody, self.cfg.codecs.settings())
         # named by arrival, not by now: a playback interrupted by a crash and
         # redone after the restart rewrites the same file instead of adding one
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(received))

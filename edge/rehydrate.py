@@ -10,6 +10,10 @@ that moves the voice's pitch toward the speaker's (:class:`edge.prosody.Prosody`
 A phrase that still runs long pushes the next one later rather than
 overlapping it; pauses between phrases are kept.
 
+Stretches the ground sent as coded audio (``bundle.clips``: music, speech
+Whisper was unsure of, or everything when an audio tier was forced) are
+decoded and placed on the same timeline, in time order with the phrases.
+
 :func:`rehydrate` yields segment by segment so playback can start as soon as
 the first one is ready; :func:`render` mixes them into one buffer. Each
 speaker can have its own voice (a mapping from speaker index to engine);
@@ -25,8 +29,9 @@ import numpy as np
 
 from edge.prosody import Prosody
 from edge.tts import TTSEngine
-from relay.audio import resample
-from relay.bundle import Bundle, Segment
+from relay.audio import SAMPLE_RATE, resample
+from relay.bundle import AudioClip, Bundle, Segment
+from relay.codecs import CodecSettings, get_codec
 
 Voices = TTSEngine | Mapping[int, TTSEngine]  # one voice for all, or one per speaker index
 
@@ -49,6 +54,7 @@ class RenderedSegment:
     sample_rate: int
     length_scale: float
     stretch: float = 1.0  # PSOLA duration factor applied after synthesis
+    clip: AudioClip | None = None  # set when this is decoded audio, not synthesis
 
     @property
     def end(self) -> float:
@@ -143,16 +149,41 @@ def output_rate(voices: Voices) -> int:
     return max(e.sample_rate for e in engines)
 
 
+def decode_clip(clip: AudioClip, sample_rate: int, codecs: CodecSettings | None = None) -> np.ndarray:
+    """A clip's audio at ``sample_rate``, exactly as long as the clip."""
+    audio = get_codec(clip.codec, codecs or CodecSettings()).decode(clip.data)
+    audio = np.pad(audio, (0, max(0, int(round(clip.duration * SAMPLE_RATE)) - len(audio))))
+    audio = audio[: int(round(clip.duration * SAMPLE_RATE))]
+    return resample(audio, SAMPLE_RATE, sample_rate)
+
+
 def rehydrate(
-    bundle: Bundle, voices: Voices, prosody: Mapping[int, Prosody] | None = None
+    bundle: Bundle,
+    voices: Voices,
+    prosody: Mapping[int, Prosody] | None = None,
+    codecs: CodecSettings | None = None,
 ) -> Iterator[RenderedSegment]:
-    """Speak each phrase in order, yielding it as soon as it is ready.
-    ``prosody`` brings each speaker's voice to their pitch (by speaker index)."""
+    """Speak each phrase and decode each clip in time order, yielding each as
+    soon as it is ready. ``prosody`` brings each speaker's voice to their
+    pitch (by speaker index); ``codecs`` says where codec models are."""
     sr = output_rate(voices)
     rates: dict[int, RateModel] = {}  # one speaking-rate estimate per voice
     cursor = 0.0
-    pieces = [(i, p) for i, seg in enumerate(bundle.segments) for p in phrases(seg)]
+    pieces: list[tuple[int, Segment | AudioClip]] = [
+        (i, p) for i, seg in enumerate(bundle.segments) for p in phrases(seg)
+    ]
+    pieces += [(-1 - k, c) for k, c in enumerate(bundle.clips)]
+    pieces.sort(key=lambda item: item[1].start)
     for index, seg in pieces:
+        if isinstance(seg, AudioClip):
+            audio = decode_clip(seg, sr, codecs)
+            start = max(seg.start, cursor)
+            speaker = seg.speaker if seg.speaker is not None else -1
+            placed = Segment(speaker, seg.start, seg.end, "")
+            rendered = RenderedSegment(index, placed, start, audio, sr, 1.0, 1.0, seg)
+            cursor = rendered.end
+            yield rendered
+            continue
         if not seg.text.strip():
             continue
         engine = _voice_of(voices, seg.speaker)
@@ -167,11 +198,14 @@ def rehydrate(
 
 
 def render(
-    bundle: Bundle, voices: Voices, prosody: Mapping[int, Prosody] | None = None
+    bundle: Bundle,
+    voices: Voices,
+    prosody: Mapping[int, Prosody] | None = None,
+    codecs: CodecSettings | None = None,
 ) -> tuple[np.ndarray, list[RenderedSegment]]:
     """The whole bundle as one buffer at :func:`output_rate`, as long as the
     original (longer only if speech ran past its end)."""
-    parts = list(rehydrate(bundle, voices, prosody))
+    parts = list(rehydrate(bundle, voices, prosody, codecs))
     return mix(parts, bundle.source.duration, output_rate(voices)), parts
 
 

@@ -51,15 +51,40 @@ def encode(
     max_speakers: int = typer.Option(None, "--max-speakers", min=1, help="at most this many speakers"),
     profile_bits: int = typer.Option(4, "--profile-bits", help="voice embedding width on the wire: 4 or 8 bits"),
     store_path: Path = typer.Option(None, "--profiles", help=STORE_HELP),
+    tier: str = typer.Option(
+        "text", "--tier",
+        help="text | hybrid (audio where Whisper is unsure or there is no speech) | an audio tier: codec2, lyra, opus, "
+        "encodec, or exact: codec2-700C, codec2-1200, codec2-3200, lyra-3200/6000/9200, opus-6k/12k, encodec-1.5k",
+    ),
+    hybrid_codec: str = typer.Option("codec2-3200", "--hybrid-codec", help="the audio tier hybrid uses"),
+    budget: float = typer.Option(
+        None, "--budget", min=1, help="bit/s the bundle may cost: the richest tier that fits (overrides --tier)"
+    ),
+    lyra_models: Path = typer.Option(
+        None, "--lyra-models", envvar="SPEECH_RELAY_LYRA", help="folder of Lyra v2's .tflite models"
+    ),
+    encodec_checkpoint: Path = typer.Option(None, "--encodec-checkpoint", help="EnCodec 24 kHz checkpoint (.th)"),
 ) -> None:
     """Transcribe and diarize an audio file into a compact bundle."""
     from ground.diarize import DiarizationOptions, Diarizer
     from ground.encode import encode_audio
+    from ground.tiers import TierPolicy
     from ground.transcribe import TranscribeOptions, Transcriber
     from relay.audio import load_audio
+    from relay.codecs import CodecSettings, get_codec
 
     if profile_bits not in (4, 8):
         raise typer.BadParameter("must be 4 or 8", param_hint="--profile-bits")
+    codecs = CodecSettings(
+        str(lyra_models) if lyra_models else None, str(encodec_checkpoint) if encodec_checkpoint else None
+    )
+    try:
+        policy = TierPolicy(tier, hybrid_codec, budget_bps=budget, codecs=codecs)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tier/--hybrid-codec") from None
+    for name in {policy.tier, policy.codec} - {"text", "hybrid"}:
+        if budget is None and (name == policy.tier or policy.tier == "hybrid"):
+            get_codec(name, codecs)  # a missing model fails now, in one line, before minutes of ASR
     try:
         speakers = DiarizationOptions(num_speakers, min_speakers, max_speakers)
     except ValueError as exc:
@@ -77,7 +102,7 @@ def encode(
         options = TranscribeOptions(beam_size=beam_size, language=language)
         result = encode_audio(
             samples, transcriber, title or audio.stem, audio.stat().st_size, options, diarizer, speakers, store,
-            profile_bits,
+            profile_bits, policy,
         )
     write_atomic(output, result.data)
     if store is not None and result.plan is not None:
@@ -100,6 +125,12 @@ def encode(
 
         described = ", ".join(describe(s) for s in result.bundle.speakers)
         print(f"speakers: {described}")
+    clips = result.bundle.clips
+    if clips or result.tier != "text":
+        coded = sum(c.duration for c in clips)
+        why = ", ".join(sorted({c.reason for c in clips})) or "none needed"
+        chosen = f" (the richest within {budget:g} bit/s)" if budget else ""
+        print(f"tier {result.tier}{chosen}: {len(clips)} audio clip(s), {coded:.1f} s coded ({why})")
     print(
         f"{output}: {len(result.data)} bytes, {result.bits_per_second:.1f} bits/s, "
         f"{result.ratio:,.0f}x smaller than the input; ground real-time factor {result.rtf:.3f}"

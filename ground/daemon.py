@@ -152,6 +152,7 @@ class GroundDaemon:
     def _encode(self, path: Path, title: str) -> tuple[bytes, bytes, list[bytes]]:
         """In a worker thread: audio file -> (bundle id, bundle, ids of profiles sent in full)."""
         from ground.encode import encode_file
+        from ground.tiers import TierPolicy
         from ground.transcribe import Transcriber
 
         if self._models is None:
@@ -164,7 +165,8 @@ class GroundDaemon:
         transcriber, diarizer = self._models
         store = ProfileStore(self.profiles_path)  # this thread's own connection
         try:
-            result = encode_file(path, transcriber, title=title, diarizer=diarizer, store=store)
+            policy = TierPolicy.from_config(self.cfg.tiers, self.cfg.codecs)
+            result = encode_file(path, transcriber, title=title, diarizer=diarizer, store=store, tier=policy)
             full = []
             if result.plan is not None:
                 for profile in result.plan.remember:  # known from now on; "sent" only once acknowledged

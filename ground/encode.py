@@ -16,11 +16,11 @@ import numpy as np
 from ground.attribute import attribute
 from ground.diarize import Diarization, DiarizationOptions, Diarizer
 from ground.speakers import SpeakerPlan, plan_speakers
+from ground.tiers import TierPolicy, choose_tier
 from ground.transcribe import TranscribeOptions, Transcriber, Transcript
 from relay.audio import load_audio
 from relay.bundle import Bundle, SourceInfo, Speaker
 from relay.profiles import ProfileStore
-from relay.wire import encode_bundle
 
 
 @dataclass(slots=True)
@@ -34,6 +34,8 @@ class EncodeResult:
     diarization: Diarization | None = None
     plan: SpeakerPlan | None = None
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    tier: str = "text"
+    tried: dict[str, int] = field(default_factory=dict)  # tier -> bundle bytes, when a budget chose
 
     @property
     def duration(self) -> float:
@@ -73,20 +75,29 @@ def encode_audio(
     speakers: DiarizationOptions | None = None,
     store: ProfileStore | None = None,
     profile_bits: int = 4,
+    tier: TierPolicy | None = None,
 ) -> EncodeResult:
     """Transcribe (and diarize) decoded 16 kHz audio and pack the bundle.
 
     With a ``store``, speakers are matched against known profiles; call
-    ``result.plan.commit(store)`` once the bundle is safely stored.
+    ``result.plan.commit(store)`` once the bundle is safely stored. ``tier``
+    says what travels as coded audio (:mod:`ground.tiers`); default all text.
     """
     transcript = transcriber.transcribe(audio, options)
     timings = {"asr": transcript.elapsed}
-    if diarizer is None:
-        bundle = build_bundle(transcript, title)
+    policy = tier or TierPolicy()
+
+    def pack(bundle: Bundle, **extra) -> EncodeResult:
         t0 = time.perf_counter()
-        data = encode_bundle(bundle)
+        choice = choose_tier(bundle, audio, transcript, policy)
         timings["pack"] = time.perf_counter() - t0
-        return EncodeResult(bundle, data, input_bytes, transcript, timings=timings)
+        return EncodeResult(
+            choice.bundle, choice.data, input_bytes, transcript, timings=timings, tier=choice.tier,
+            tried=choice.tried, **extra,
+        )
+
+    if diarizer is None:
+        return pack(build_bundle(transcript, title))
 
     t0 = time.perf_counter()
     diarization = diarizer(audio, speakers)
@@ -102,10 +113,7 @@ def encode_audio(
         segments=plan.segments,
     )
     timings["speakers"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    data = encode_bundle(bundle)
-    timings["pack"] = time.perf_counter() - t0
-    return EncodeResult(bundle, data, input_bytes, transcript, diarization, plan, timings)
+    return pack(bundle, diarization=diarization, plan=plan)
 
 
 def encode_file(
@@ -117,10 +125,11 @@ def encode_file(
     speakers: DiarizationOptions | None = None,
     store: ProfileStore | None = None,
     profile_bits: int = 4,
+    tier: TierPolicy | None = None,
 ) -> EncodeResult:
     path = Path(path)
     audio = load_audio(path)
     return encode_audio(
         audio, transcriber, title if title is not None else path.stem, path.stat().st_size, options,
-        diarizer, speakers, store, profile_bits,
+        diarizer, speakers, store, profile_bits, tier,
     )

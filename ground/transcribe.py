@@ -43,6 +43,7 @@ class Transcript:
     duration: float
     elapsed: float
     confidences: list[float] = field(default_factory=list)  # avg log-prob per segment
+    no_speech: list[float] = field(default_factory=list)  # Whisper's no-speech probability per segment
 
     @property
     def rtf(self) -> float:
@@ -92,6 +93,7 @@ class Transcriber:
         )
         segments: list[Segment] = []
         confidences: list[float] = []
+        no_speech: list[float] = []
         for raw in raw_segments:
             words = _join_words(raw.words or ())
             if not words:
@@ -99,12 +101,14 @@ class Transcriber:
             text = " ".join(w.text for w in words)
             segments.append(Segment(0, words[0].start, words[-1].end, text, words))
             confidences.append(float(raw.avg_logprob))
+            no_speech.append(float(raw.no_speech_prob))
         return Transcript(
             segments=segments,
             language=info.language,
             duration=len(audio) / SAMPLE_RATE,
             elapsed=time.perf_counter() - started,
             confidences=confidences,
+            no_speech=no_speech,
         )
 
 

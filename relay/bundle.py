@@ -64,6 +64,32 @@ class Speaker:
         return "full" if self.profile else ("ref" if self.profile_id else "none")
 
 
+CLIP_REASONS = ("forced", "low-confidence", "non-speech")
+
+
+@dataclass(frozen=True, slots=True)
+class AudioClip:
+    """A stretch of the recording that travels as coded audio, not text.
+
+    ``codec`` is a tier name from :mod:`relay.codecs`; ``data`` is that
+    codec's bytes for exactly this stretch. ``speaker`` is an index into the
+    bundle's speakers, or ``None`` for sound that is nobody's speech (music,
+    a jingle). ``reason`` says why it is audio: the operator forced an audio
+    tier, Whisper was not confident, or it was not speech at all.
+    """
+
+    start: float
+    duration: float
+    codec: str
+    data: bytes
+    speaker: int | None = None
+    reason: str = "forced"
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
 @dataclass(frozen=True, slots=True)
 class SourceInfo:
     """What the bundle was made from."""
@@ -81,11 +107,13 @@ def new_bundle_id() -> bytes:
 
 @dataclass(slots=True)
 class Bundle:
-    """A transcript-tier bundle: source metadata, speakers and timed segments."""
+    """Source metadata, speakers, timed text segments and, beside them, the
+    stretches that travel as coded audio (``clips``), all on one timeline."""
 
     source: SourceInfo
     speakers: list[Speaker]
     segments: list[Segment]
+    clips: list[AudioClip] = field(default_factory=list)
     bundle_id: bytes = field(default_factory=new_bundle_id)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -130,5 +158,16 @@ class Bundle:
                     ],
                 }
                 for seg in self.segments
+            ],
+            "clips": [
+                {
+                    "start": round(c.start, 3),
+                    "duration": round(c.duration, 3),
+                    "codec": c.codec,
+                    "bytes": len(c.data),
+                    "speaker": c.speaker,
+                    "reason": c.reason,
+                }
+                for c in self.clips
             ],
         }

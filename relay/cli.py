@@ -72,6 +72,12 @@ def inspect(
     for seg in decoded.segments:
         segs.add_row(f"{seg.start:7.2f}", f"{seg.end:7.2f}", decoded.speakers[seg.speaker].label, seg.text)
     console.print(segs)
+    if decoded.clips:
+        clips = Table("start", "end", "speaker", "audio", "bytes", "why", box=None, header_style="bold")
+        for c in decoded.clips:
+            who = decoded.speakers[c.speaker].label if c.speaker is not None else "(not speech)"
+            clips.add_row(f"{c.start:7.2f}", f"{c.end:7.2f}", who, c.codec, str(len(c.data)), c.reason)
+        console.print(clips)
     costs = field_costs(decoded)
     total = len(data)
     sizes = Table("field", "bytes", "share", box=None, header_style="bold")

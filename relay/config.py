@@ -98,15 +98,46 @@ class EdgeSection(_Strict):
     trusted_keys: Annotated[list[str], Field(min_length=1)]
 
 
+class Codecs(_Strict):
+    lyra_models: Path | None = None  # folder with Lyra v2's three .tflite models
+    encodec_checkpoint: Path | None = None  # encodec_24khz-d7cc33bc.th; EnCodec is off without it
+
+    def settings(self):
+        from relay.codecs import CodecSettings
+
+        def text(p: Path | None) -> str | None:
+            return str(p) if p else None
+
+        return CodecSettings(text(self.lyra_models), text(self.encodec_checkpoint))
+
+
+class Tiers(_Strict):
+    tier: str = "text"  # text, hybrid, or an audio tier (codec2-700C .. opus-12k, or codec2/lyra/opus)
+    codec: str = "codec2-3200"  # the audio tier hybrid uses for what stays audio
+    min_logprob: Annotated[float, Field(le=0)] = -0.8  # hybrid: segments Whisper is less sure of go as audio
+    max_no_speech: Annotated[float, Field(ge=0, le=1)] = 0.6
+    budget: Annotated[float, Field(gt=0)] | None = None  # bit/s: the richest tier that fits; unset = `tier`
+
+    @field_validator("tier", "codec")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from relay.codecs import resolve_tier
+
+        return resolve_tier(value)
+
+
 class GroundConfig(_Strict):
     ground: GroundSection = GroundSection()
     broker: Broker = Broker()
     link: Link = Link()
+    tiers: Tiers = Tiers()
+    codecs: Codecs = Codecs()
 
 
 class EdgeConfig(_Strict):
     edge: EdgeSection
     broker: Broker = Broker()
+    codecs: Codecs = Codecs()
 
 
 def _describe(err: ValidationError) -> str:

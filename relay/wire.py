@@ -16,7 +16,7 @@ Layout (all multi-byte integers big-endian; ``uvarint`` is LEB128)::
 The header stays outside the compression so the link layer can read the id
 and the dictionary without decompressing. The body is a msgpack array::
 
-    [source, speakers, seg_speakers, texts, timings, profiles?]
+    [source, speakers, seg_speakers, texts, timings, profiles?, clips?]
 
     source        [title, language, duration_ticks]
     speakers      [[label], ...]          (later fields may be appended)
@@ -26,6 +26,9 @@ and the dictionary without decompressing. The body is a msgpack array::
     profiles      one entry per speaker (absent when no speaker has one):
                   nil, [id] (a profile the edge holds) or
                   [id, embedding int8[192], f0, f0_range, rate]; see relay.profiles
+                  (nil when clips follow and no speaker has a profile)
+    clips         stretches sent as coded audio, each
+                  [codec_id, speaker or nil, start_ticks, duration_ticks, reason, data]
 
 Times are in ticks of 20 ms, the resolution of Whisper's timestamps. A reader
 of v1 ignores array elements it does not know, so fields can be appended to
@@ -42,7 +45,8 @@ from dataclasses import dataclass
 import msgpack
 import zstandard
 
-from relay.bundle import Bundle, Segment, SourceInfo, Speaker, Word
+from relay.bundle import CLIP_REASONS, AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
+from relay.codecs import CODEC_IDS, codec_id
 from relay.dictionary import DEFAULT_DICT_ID, get_dictionary
 from relay.errors import BundleError
 from relay.profiles import PROFILE_ID_SIZE, VoiceProfile
@@ -192,7 +196,29 @@ def _body_fields(bundle: Bundle) -> list[tuple[str, object]]:
     ]
     if any(s.profile_id for s in bundle.speakers):
         fields.append(("profiles", [_pack_profile(s) for s in bundle.speakers]))
+    if bundle.clips:
+        if len(fields) == 5:
+            fields.append(("profiles", None))
+        fields.append(("clips", [_pack_clip(c, len(bundle.speakers)) for c in bundle.clips]))
     return fields
+
+
+def _pack_clip(clip: AudioClip, n_speakers: int) -> list:
+    if clip.speaker is not None and not 0 <= clip.speaker < n_speakers:
+        raise ValueError(f"clip speaker {clip.speaker} is not in the speaker list")
+    return [
+        codec_id(clip.codec), clip.speaker, _ticks(clip.start), _ticks(clip.duration),
+        CLIP_REASONS.index(clip.reason), clip.data,
+    ]
+
+
+def _unpack_clip(entry: list, n_speakers: int) -> AudioClip:
+    wire_id, speaker, start, duration, reason, data = entry[:6]
+    if wire_id not in CODEC_IDS:
+        raise ValueError(f"clip codec id {wire_id} is unknown")
+    if speaker is not None and not 0 <= speaker < n_speakers:
+        raise ValueError("clip refers to an unknown speaker")
+    return AudioClip(start * TICK, duration * TICK, CODEC_IDS[wire_id], bytes(data), speaker, CLIP_REASONS[reason])
 
 
 def _pack_profile(speaker: Speaker) -> list | None:
@@ -331,7 +357,7 @@ def decode_bundle(data: bytes, source: str | None = None) -> Bundle:
         fields = msgpack.unpackb(payload, raw=False)
         source_f, speakers_f, seg_spk, text, timings = fields[:5]
         title, language, duration_ticks = source_f[:3]
-        profiles_f = fields[5] if len(fields) > 5 else [None] * len(speakers_f)
+        profiles_f = fields[5] if len(fields) > 5 and fields[5] is not None else [None] * len(speakers_f)
         if len(profiles_f) != len(speakers_f):
             raise ValueError("profile count mismatch")
         speakers = [_unpack_speaker(s[0], p) for s, p in zip(speakers_f, profiles_f)]
@@ -341,6 +367,7 @@ def decode_bundle(data: bytes, source: str | None = None) -> Bundle:
         if any(i >= len(speakers) for i in seg_spk):
             raise ValueError("segment refers to an unknown speaker")
         segments = _unpack_timings(timings, texts, seg_spk)
+        clips = [_unpack_clip(c, len(speakers)) for c in fields[6]] if len(fields) > 6 else []
     except BundleError:
         raise
     except Exception as exc:  # any malformation of a hash-valid body is a bad bundle
@@ -349,6 +376,7 @@ def decode_bundle(data: bytes, source: str | None = None) -> Bundle:
         source=SourceInfo(str(title), duration_ticks * TICK, str(language)),
         speakers=speakers,
         segments=segments,
+        clips=clips,
         bundle_id=header.bundle_id,
         created=header.created,
     )

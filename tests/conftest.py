@@ -14,6 +14,13 @@ JFK_TEXT = (
 )
 
 
+def shared_models(*parts: str) -> Path:
+    path = SHARED.parent.joinpath("models", *parts)
+    if not path.exists():
+        pytest.skip(f"shared models not found: {path}")
+    return path
+
+
 def shared(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():
@@ -27,6 +34,14 @@ def ljspeech() -> list[tuple[Path, str]]:
     psv = shared("ljspeech", "transcripts.psv")
     rows = [line.split("|", 1) for line in psv.read_text().splitlines() if line.strip()]
     return [(psv.parent / f"{key}.flac", text) for key, text in rows]
+
+
+@pytest.fixture(scope="session")
+def codecs():
+    """Codec settings with the Lyra v2 models from ../shared/models/lyra."""
+    from relay.codecs import CodecSettings
+
+    return CodecSettings(lyra_models=str(shared_models("lyra")))
 
 
 @pytest.fixture(scope="session")

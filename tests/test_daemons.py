@@ -182,6 +182,9 @@ def test_config_errors_name_the_key(tmp_path):
     bad.write_text('[link]\nfragmnet_size = 400\n')
     proc = subprocess.run([RELAY, "queue", "ls", "-c", str(bad)], capture_output=True, text=True)
     assert "link.fragmnet_size: unknown key" in proc.stderr
+    bad.write_text('[tiers]\ntier = "mp3"\n')
+    proc = subprocess.run([RELAY, "queue", "ls", "-c", str(bad)], capture_output=True, text=True)
+    assert "tiers.tier: unknown tier 'mp3'" in proc.stderr and proc.stderr.strip().count("\n") == 0
     edge = tmp_path / "edge.toml"
     edge.write_text('[edge]\nname = "ship"\n')
     proc = subprocess.run([RELAY, "edge", "ls", "-c", str(edge)], capture_output=True, text=True)
@@ -196,6 +199,7 @@ def test_shipped_configurations_are_valid():
     assert ground.link.fragment_size == 340 and ground.ground.default_edge in ground.ground.edges
     edge = load_edge(root / "edge.toml")
     assert edge.edge.name == ground.ground.default_edge and edge.edge.trusted_keys
+    assert ground.tiers.tier == "text" and ground.tiers.codec == "codec2-3200"  # text unless the operator says
 
 
 def test_an_unknown_voice_stops_the_edge_at_start_with_one_line(tmp_path):

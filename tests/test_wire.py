@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay import wire
-from relay.bundle import Bundle, Segment, SourceInfo, Speaker, Word
+from relay.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
 from relay.errors import BundleError
 from relay.wire import TICK, decode_bundle, encode_bundle, field_costs, read_header
 
@@ -55,6 +55,38 @@ def test_round_trip_is_exact_to_the_tick():
         for gw, ww in zip(got.words, want.words):
             assert gw.start == pytest.approx(ww.start, abs=TICK / 2)
             assert gw.end == pytest.approx(ww.end, abs=TICK / 2)
+
+
+def test_audio_clips_round_trip_beside_the_text():
+    b = sample_bundle()
+    b.clips = [
+        AudioClip(7.0, 2.5, "codec2-700C", bytes(range(200)), 1, "low-confidence"),
+        AudioClip(9.6, 1.04, "opus-6k", b"\x01\x02", None, "non-speech"),
+    ]
+    d = decode_bundle(encode_bundle(b))
+    assert [s.text for s in d.segments] == [s.text for s in b.segments]
+    assert [(c.codec, c.data, c.speaker, c.reason) for c in d.clips] == [
+        (c.codec, c.data, c.speaker, c.reason) for c in b.clips
+    ]
+    assert [(c.start, c.duration) for c in d.clips] == [pytest.approx((c.start, c.duration)) for c in b.clips]
+    assert all(s.profile_id == b"" for s in d.speakers)  # a nil profiles field before the clips
+    b.clips = [AudioClip(0.0, 1.0, "codec2-700C", b"x", 5)]
+    with pytest.raises(ValueError, match="clip speaker 5"):
+        encode_bundle(b)
+
+
+def test_unknown_clip_codec_is_a_bad_body():
+    b = sample_bundle()
+    b.clips = [AudioClip(0.0, 1.0, "codec2-700C", b"x", 0)]
+    fields = [value for _, value in wire._body_fields(b)]
+    fields[6][0][0] = 99  # a codec id from the future
+    body = wire._compress(msgpack.packb(fields, use_bin_type=True), 1)
+    out = bytearray(wire.MAGIC) + bytes([1, 1, 1]) + b.bundle_id + b"\x00\x00\x00\x01"
+    wire._put_uvarint(out, len(body))
+    out += body
+    with pytest.raises(BundleError, match="clip codec id 99 is unknown") as err:
+        decode_bundle(_reseal(bytes(out) + b"\x00" * wire.DIGEST_SIZE))
+    assert err.value.reason == "body"
 
 
 def test_header_is_readable_without_decompressing():

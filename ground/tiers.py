@@ -1,0 +1,231 @@
+"""Which stretches of a recording travel as text and which as coded audio.
+
+Tiers, per bundle (``relay encode --tier``):
+
+* ``text``: everything as text, spoken again by the edge's voices. The
+  cheapest by far (~100 bit/s), and all a clear talker needs.
+* ``hybrid``: text where Whisper is sure of itself, coded audio where it is
+  not: a segment whose average log-probability is below ``min_logprob`` or
+  whose no-speech probability is above ``max_no_speech`` (a noisy radio
+  call, a name nobody can spell), and every stretch of sound that is not
+  speech at all (music, a jingle: loud, but no words). The listener hears
+  the real thing exactly where a synthetic voice would be wrong.
+* an audio tier (``codec2-700C`` … ``opus-12k``, or a family name:
+  ``codec2``, ``lyra``, ``opus``, ``encodec``): every stretch of sound as
+  coded audio, for when a listener must hear the real voice. Silence is
+  never sent; clips sit on the original timeline.
+
+With a bandwidth budget (``--budget`` bit/s) the richest tier whose bundle
+fits is chosen, trying them from the richest down and measuring each real
+bundle, ending at text (which always goes: a bundle is never refused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from relay.audio import SAMPLE_RATE
+from relay.bundle import AudioClip, Bundle, Segment
+from relay.codecs import CodecSettings, CodecUnavailable, get_codec, resolve_tier
+from relay.wire import encode_bundle
+
+# richest first; what --budget walks down
+RICHNESS = [
+    "opus-12k", "lyra-9200", "lyra-6000", "opus-6k", "codec2-3200", "lyra-3200", "encodec-1.5k",
+    "codec2-1200", "codec2-700C", "hybrid", "text",
+]
+PAD_BEFORE, PAD_AFTER = 0.10, 0.15  # seconds around a segment's words: onsets and releases
+MERGE_GAP = 0.3  # clips closer than this are one clip (each clip costs a header and a codec warm-up)
+MIN_SOUND = 0.5  # seconds: shorter non-speech sounds (a click, a breath) are not worth sending
+FRAME = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class TierPolicy:
+    """How the ground chooses tiers; ``[tiers]`` in ground.toml."""
+
+    tier: str = "text"
+    codec: str = "codec2-3200"  # what hybrid uses for the stretches that stay audio
+    min_logprob: float = -0.8
+    max_no_speech: float = 0.6
+    budget_bps: float | None = None
+    codecs: CodecSettings = field(default_factory=CodecSettings)
+
+    @classmethod
+    def from_config(cls, tiers, codecs) -> TierPolicy:
+        """From ground.toml's ``[tiers]`` and ``[codecs]`` (relay.config)."""
+        return cls(tiers.tier, tiers.codec, tiers.min_logprob, tiers.max_no_speech, tiers.budget, codecs.settings())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tier", resolve_tier(self.tier))
+        object.__setattr__(self, "codec", resolve_tier(self.codec))
+        if self.codec in ("text", "hybrid"):
+            raise ValueError("the hybrid codec must be an audio tier")
+
+
+@dataclass(frozen=True, slots=True)
+class Confidence:
+    """Whisper's own doubt about one bundle segment."""
+
+    logprob: float
+    no_speech: float
+
+
+def segment_confidence(segments: list[Segment], transcript) -> list[Confidence]:
+    """Each bundle segment takes the figures of the transcript segment it
+    overlaps most (diarization may have split a Whisper segment in two)."""
+    spans = [(s.start, s.end) for s in transcript.segments]
+    out = []
+    for seg in segments:
+        overlaps = [max(0.0, min(seg.end, e) - max(seg.start, s)) for s, e in spans]
+        if not overlaps or max(overlaps) == 0:
+            out.append(Confidence(0.0, 0.0))
+            continue
+        k = int(np.argmax(overlaps))
+        no_speech = transcript.no_speech[k] if k < len(transcript.no_speech) else 0.0
+        out.append(Confidence(transcript.confidences[k], no_speech))
+    return out
+
+
+def sound_regions(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[tuple[float, float]]:
+    """Stretches clearly louder than the recording's own background (15 dB
+    over its quietest tenth, and above -50 dBFS), gaps under 0.3 s closed."""
+    hop = int(FRAME * sample_rate)
+    n = len(audio) // hop
+    if n == 0:
+        return []
+    rms = np.sqrt(np.mean(audio[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1) + 1e-12)
+    db = 20 * np.log10(rms)
+    loud = db > max(np.percentile(db, 10) + 15, -50)
+    regions: list[list[float]] = []
+    for i in np.flatnonzero(loud):
+        t = i * FRAME
+        if regions and t - regions[-1][1] <= MERGE_GAP:
+            regions[-1][1] = t + FRAME
+        else:
+            regions.append([t, t + FRAME])
+    return [(a, b) for a, b in regions]
+
+
+def _subtract(region: tuple[float, float], spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    pieces = [region]
+    for s, e in spans:
+        nxt = []
+        for a, b in pieces:
+            if e <= a or s >= b:
+                nxt.append((a, b))
+                continue
+            if s > a:
+                nxt.append((a, s))
+            if e < b:
+                nxt.append((e, b))
+        pieces = nxt
+    return pieces
+
+
+def speech_spans(seg: Segment) -> list[tuple[float, float]]:
+    """Where a segment's words are (padded): a Whisper segment can run across
+    a long pause or a jingle between two of its words, its words do not."""
+    if not seg.words:
+        return [(seg.start - PAD_BEFORE, seg.end + PAD_AFTER)]
+    return [(w.start - PAD_BEFORE, w.end + PAD_AFTER) for w in seg.words]
+
+
+def non_speech(audio: np.ndarray, segments: list[Segment]) -> list[tuple[float, float]]:
+    """Sound that no transcribed word covers, at least ``MIN_SOUND`` long."""
+    spans = [span for s in segments for span in speech_spans(s)]
+    out = []
+    for region in sound_regions(audio):
+        out += [(a, b) for a, b in _subtract(region, spans) if b - a >= MIN_SOUND]
+    return out
+
+
+def _clips(
+    audio: np.ndarray, spans: list[tuple[float, float, int | None, str]], codec_name: str, settings: CodecSettings
+) -> list[AudioClip]:
+    """Merge near spans (same speaker, same reason) and code each."""
+    codec = get_codec(codec_name, settings)
+    total = len(audio) / SAMPLE_RATE
+    merged: list[list] = []
+    for start, end, speaker, reason in sorted(spans):
+        start, end = max(0.0, start), min(total, end)
+        if end <= start:
+            continue
+        if merged and start - merged[-1][1] <= MERGE_GAP and merged[-1][2:] == [speaker, reason]:
+            merged[-1][1] = max(merged[-1][1], end)
+        elif merged and start < merged[-1][1]:  # overlaps a different speaker's clip: start after it
+            if end > merged[-1][1]:
+                merged.append([merged[-1][1], end, speaker, reason])
+        else:
+            merged.append([start, end, speaker, reason])
+    out = []
+    for start, end, speaker, reason in merged:
+        piece = audio[int(round(start * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
+        out.append(AudioClip(start, end - start, codec_name, codec.encode(piece), speaker, reason))
+    return out
+
+
+def apply_tier(bundle: Bundle, audio: np.ndarray, transcript, tier: str, policy: TierPolicy) -> Bundle:
+    """The bundle with its stretches moved to audio as ``tier`` says."""
+    if tier == "text":
+        return replace(bundle, clips=[])
+    sounds = non_speech(audio, bundle.segments)
+    if tier == "hybrid":
+        conf = segment_confidence(bundle.segments, transcript)
+        doubtful = [
+            c.logprob < policy.min_logprob or c.no_speech > policy.max_no_speech for c in conf
+        ]
+        spans = [
+            (a, b, s.speaker, "low-confidence")
+            for s, d in zip(bundle.segments, doubtful) if d
+            for a, b in speech_spans(s)
+        ]
+        spans += [(a, b, None, "non-speech") for a, b in sounds]
+        keep = [s for s, d in zip(bundle.segments, doubtful) if not d]
+        clips = _clips(audio, spans, policy.codec, policy.codecs) if spans else []
+        return replace(bundle, segments=keep, clips=clips)
+    spans = [(a, b, s.speaker, "forced") for s in bundle.segments for a, b in speech_spans(s)]
+    spans += [(a, b, None, "non-speech") for a, b in sounds]
+    return replace(bundle, segments=[], clips=_clips(audio, spans, tier, policy.codecs))
+
+
+@dataclass(slots=True)
+class TierChoice:
+    tier: str
+    bundle: Bundle
+    data: bytes
+    tried: dict[str, int] = field(default_factory=dict)  # tier -> bundle bytes, for what was measured
+
+
+def choose_tier(
+    bundle: Bundle,
+    audio: np.ndarray,
+    transcript,
+    policy: TierPolicy,
+    encode: Callable[[Bundle], bytes] = encode_bundle,
+) -> TierChoice:
+    """Apply the policy's tier, or with a budget the richest tier that fits."""
+    if policy.budget_bps is None:
+        out = apply_tier(bundle, audio, transcript, policy.tier, policy)
+        data = encode(out)
+        return TierChoice(policy.tier, out, data, {policy.tier: len(data)})
+    duration = max(bundle.source.duration, 1e-3)
+    sound = min(duration, sum(b - a for a, b in sound_regions(audio)))
+    tried: dict[str, int] = {}
+    for tier in RICHNESS:
+        if tier not in ("text", "hybrid"):
+            try:
+                get_codec(tier, policy.codecs)
+            except CodecUnavailable:
+                continue  # a tier this station cannot make is not a choice
+            if get_codec(tier, policy.codecs).bitrate * sound / duration > 1.2 * policy.budget_bps:
+                continue  # clearly too rich: do not spend the time coding it
+        out = apply_tier(bundle, audio, transcript, tier, policy)
+        data = encode(out)
+        tried[tier] = len(data)
+        if len(data) * 8 / duration <= policy.budget_bps or tier == "text":
+            return TierChoice(tier, out, data, tried)
+    raise AssertionError("unreachable: text always fits")

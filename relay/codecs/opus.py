@@ -1,0 +1,87 @@
+"""Opus through PyAV's libopus, without a container.
+
+Packets of 60 ms (the longest Opus frame; fewer packets, fewer length bytes)
+in VoIP mode, each preceded by its length as a LEB128 varint. The decoder's
+pre-skip is removed so the clip starts where the input did.
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+
+from relay.codecs.base import RATE
+
+FRAME_MS = 60
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _packets(data: bytes):
+    pos = 0
+    while pos < len(data):
+        size = shift = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            size |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        if pos + size > len(data):
+            raise ValueError("opus clip truncated")
+        yield data[pos : pos + size]
+        pos += size
+
+
+class Opus:
+    def __init__(self, bitrate: int) -> None:
+        self.name = f"opus-{bitrate // 1000}k"
+        self.bitrate = bitrate
+
+    def _encoder(self) -> av.AudioCodecContext:
+        ctx = av.CodecContext.create("libopus", "w")
+        ctx.sample_rate = RATE
+        ctx.layout = "mono"
+        ctx.format = "s16"
+        ctx.bit_rate = self.bitrate
+        ctx.options = {"application": "voip", "frame_duration": str(FRAME_MS), "vbr": "on"}
+        ctx.open()
+        return ctx
+
+    def encode(self, audio: np.ndarray) -> bytes:
+        ctx = self._encoder()
+        n = ctx.frame_size
+        pcm = np.clip(audio * 32767, -32768, 32767).astype(np.int16)
+        pcm = np.pad(pcm, (0, -len(pcm) % n + n))  # one frame more: the encoder's look-ahead
+        out = bytearray()
+        for i in range(0, len(pcm), n):
+            frame = av.AudioFrame.from_ndarray(pcm[None, i : i + n], format="s16", layout="mono")
+            frame.sample_rate = RATE
+            frame.pts = i
+            for packet in ctx.encode(frame):
+                out += _uvarint(packet.size) + bytes(packet)
+        for packet in ctx.encode(None):
+            out += _uvarint(packet.size) + bytes(packet)
+        return bytes(out)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        ctx = av.CodecContext.create("libopus", "r")
+        ctx.sample_rate = RATE
+        ctx.layout = "mono"
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+        chunks = []
+        for payload in _packets(data):
+            for frame in ctx.decode(av.Packet(payload)):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+        audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+        skip = int(round(312 / 48000 * RATE))  # libopus's standard pre-skip, 6.5 ms
+        return audio[skip:]
