@@ -23,7 +23,9 @@ from edge.catalog import Catalog, Voice
 from edge.prosody import Prosody
 from edge.tts import TTSEngine
 from edge.voicebank import VoiceBank
+from relay.audio import SAMPLE_RATE
 from relay.bundle import Bundle
+from relay.codecs import CodecSettings, get_codec
 from relay.profiles import ProfileStore, VoiceProfile
 
 
@@ -54,6 +56,11 @@ def resolve_speakers(bundle: Bundle, store: ProfileStore | None) -> ResolvedSpea
     return out
 
 
+def reference_audio(profile: VoiceProfile, codecs: CodecSettings | None = None):
+    """A profile's reference clip, decoded to 16 kHz."""
+    return get_codec(profile.reference_codec, codecs or CodecSettings()).decode(profile.reference)
+
+
 @dataclass(slots=True)
 class Cast:
     """Who speaks whom: an engine and a prosody per speaker index."""
@@ -79,9 +86,12 @@ def cast(
     *,
     match_pitch: bool = True,
     on_measure: Callable[[Voice], None] | None = None,
+    codecs: CodecSettings | None = None,
 ) -> Cast:
     """A voice per speaker from the measured (or auto-measured) voices, each
-    speaker with a profile moved toward its pitch and pitch range."""
+    speaker with a profile moved toward its pitch and pitch range. Where the
+    chosen engine clones voices and the profile carries a reference clip, the
+    engine speaks in the clip's voice instead (no pitch shift needed)."""
     candidates = [v for v in catalog.voices() if auto_measured(v) or bank.get(v) is not None]
     traits = {t.key: t for t in bank.traits(candidates, progress=on_measure)}
     choices = assign_voices(profiles, list(traits.values()), store)
@@ -89,6 +99,10 @@ def cast(
     prosody = {}
     for c in choices:
         p, t = profiles[c.speaker], traits[c.voice]
+        engine = voices[c.speaker]
+        if p is not None and p.reference and getattr(engine, "clones", False):
+            voices[c.speaker] = engine.with_reference(reference_audio(p, codecs), SAMPLE_RATE)
+            continue
         if match_pitch and p is not None:
             prosody[c.speaker] = Prosody.match(p.f0_median, p.f0_range, t.f0_median, t.f0_range)
     return Cast(voices, prosody, choices)

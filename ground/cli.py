@@ -64,6 +64,11 @@ def encode(
         None, "--lyra-models", envvar="SPEECH_RELAY_LYRA", help="folder of Lyra v2's .tflite models"
     ),
     encodec_checkpoint: Path = typer.Option(None, "--encodec-checkpoint", help="EnCodec 24 kHz checkpoint (.th)"),
+    reference_clips: str = typer.Option(
+        None, "--reference-clips",
+        help="an audio tier (e.g. opus-6k): <= 5 s of each new speaker's voice rides in their profile, for edges that "
+        "clone voices",
+    ),
 ) -> None:
     """Transcribe and diarize an audio file into a compact bundle."""
     from ground.diarize import DiarizationOptions, Diarizer
@@ -79,12 +84,14 @@ def encode(
         str(lyra_models) if lyra_models else None, str(encodec_checkpoint) if encodec_checkpoint else None
     )
     try:
-        policy = TierPolicy(tier, hybrid_codec, budget_bps=budget, codecs=codecs)
+        policy = TierPolicy(tier, hybrid_codec, budget_bps=budget, codecs=codecs, reference_clips=reference_clips)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--tier/--hybrid-codec") from None
     for name in {policy.tier, policy.codec} - {"text", "hybrid"}:
         if budget is None and (name == policy.tier or policy.tier == "hybrid"):
             get_codec(name, codecs)  # a missing model fails now, in one line, before minutes of ASR
+    if policy.reference_clips:
+        get_codec(policy.reference_clips, codecs)
     try:
         speakers = DiarizationOptions(num_speakers, min_speakers, max_speakers)
     except ValueError as exc:
@@ -125,6 +132,10 @@ def encode(
 
         described = ", ".join(describe(s) for s in result.bundle.speakers)
         print(f"speakers: {described}")
+        refs = [s.profile for s in result.bundle.speakers if s.profile is not None and s.profile.reference]
+        if refs:
+            size = sum(len(p.reference) for p in refs)
+            print(f"reference clips: {len(refs)} ({policy.reference_clips}, {size} bytes)")
     clips = result.bundle.clips
     if clips or result.tier != "text":
         coded = sum(c.duration for c in clips)

@@ -20,6 +20,7 @@ from ground.tiers import TierPolicy, choose_tier
 from ground.transcribe import TranscribeOptions, Transcriber, Transcript
 from relay.audio import load_audio
 from relay.bundle import Bundle, SourceInfo, Speaker
+from relay.codecs import get_codec
 from relay.profiles import ProfileStore
 
 
@@ -104,7 +105,8 @@ def encode_audio(
     timings["diarization"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     segments = attribute(transcript.segments, diarization.turns, diarization.exclusive)
-    plan = plan_speakers(segments, diarization, audio, store, bits=profile_bits)
+    reference = get_codec(policy.reference_clips, policy.codecs) if policy.reference_clips else None
+    plan = plan_speakers(segments, diarization, audio, store, bits=profile_bits, reference_codec=reference)
     if not plan.speakers:  # no words at all: keep the one-speaker shape
         plan.speakers.append(Speaker("S1"))
     bundle = Bundle(

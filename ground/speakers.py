@@ -12,21 +12,29 @@ For every speaker who got at least one word, in order of first word:
 
 Speakers with too little speech for a trustworthy embedding get a profile
 but are not remembered, so one cough never becomes a "recurring speaker".
+
+With a ``reference_codec``, every profile that travels in full carries up to
+five seconds of the speaker's own voice (their longest turn alone), coded
+with it: an edge whose TTS can clone a voice from a clip uses it; the others
+ignore it. It is sent once, with the full profile, never by reference.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ground.diarize import Diarization
 from ground.profile import measure_profile
+from relay.audio import SAMPLE_RATE
 from relay.bundle import Segment, Speaker
+from relay.codecs import AudioCodec
 from relay.profiles import MATCH_THRESHOLD, NAME_BONUS, ProfileStore, VoiceProfile
 
 MIN_REMEMBER_SECONDS = 3.0
+REFERENCE_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -64,8 +72,10 @@ def plan_speakers(
     store: ProfileStore | None = None,
     threshold: float = MATCH_THRESHOLD,
     bits: int = 4,
+    reference_codec: AudioCodec | None = None,
 ) -> SpeakerPlan:
-    """Renumber speakers 0..n-1 by first word, label them and attach profiles."""
+    """Renumber speakers 0..n-1 by first word, label them and attach profiles
+    (with a coded reference clip when ``reference_codec`` is given)."""
     order = _first_appearance(segments)
     renumber = {old: new for new, old in enumerate(order)}
     new_segments = [Segment(renumber[s.speaker], s.start, s.end, s.text, s.words) for s in segments]
@@ -116,6 +126,18 @@ def plan_speakers(
         elif store is not None and old in chosen and store.was_sent(profile.profile_id):
             plan.speakers.append(Speaker(label, profile.profile_id, None))
         else:
+            if reference_codec is not None and not profile.reference:
+                profile = with_reference(profile, diarization, audio, old, reference_codec)
             plan.speakers.append(Speaker(label, profile.profile_id, profile))
     return plan
+
+
+def with_reference(
+    profile: VoiceProfile, diarization: Diarization, audio: np.ndarray, speaker: int, codec: AudioCodec
+) -> VoiceProfile:
+    """The profile with up to ``REFERENCE_SECONDS`` of the speaker alone, coded."""
+    clip = diarization.audio_of(audio, speaker, REFERENCE_SECONDS)[: int(REFERENCE_SECONDS * SAMPLE_RATE)]
+    if len(clip) < SAMPLE_RATE // 2:
+        return profile  # half a second is no voice to clone
+    return replace(profile, reference=codec.encode(clip), reference_codec=codec.name)
 

@@ -53,17 +53,25 @@ class TierPolicy:
     max_no_speech: float = 0.6
     budget_bps: float | None = None
     codecs: CodecSettings = field(default_factory=CodecSettings)
+    reference_clips: str | None = None  # audio tier for per-speaker reference clips in profiles; None: none
 
     @classmethod
     def from_config(cls, tiers, codecs) -> TierPolicy:
         """From ground.toml's ``[tiers]`` and ``[codecs]`` (relay.config)."""
-        return cls(tiers.tier, tiers.codec, tiers.min_logprob, tiers.max_no_speech, tiers.budget, codecs.settings())
+        return cls(
+            tiers.tier, tiers.codec, tiers.min_logprob, tiers.max_no_speech, tiers.budget, codecs.settings(),
+            tiers.reference_clips or None,
+        )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tier", resolve_tier(self.tier))
         object.__setattr__(self, "codec", resolve_tier(self.codec))
         if self.codec in ("text", "hybrid"):
             raise ValueError("the hybrid codec must be an audio tier")
+        if self.reference_clips is not None:
+            object.__setattr__(self, "reference_clips", resolve_tier(self.reference_clips))
+            if self.reference_clips in ("text", "hybrid"):
+                raise ValueError("reference clips need an audio tier")
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,13 +117,14 @@ class Tiers(_Strict):
     min_logprob: Annotated[float, Field(le=0)] = -0.8  # hybrid: segments Whisper is less sure of go as audio
     max_no_speech: Annotated[float, Field(ge=0, le=1)] = 0.6
     budget: Annotated[float, Field(gt=0)] | None = None  # bit/s: the richest tier that fits; unset = `tier`
+    reference_clips: str = ""  # an audio tier: <= 5 s of each new speaker's voice in their profile; "" = none
 
-    @field_validator("tier", "codec")
+    @field_validator("tier", "codec", "reference_clips")
     @classmethod
     def _known(cls, value: str) -> str:
         from relay.codecs import resolve_tier
 
-        return resolve_tier(value)
+        return resolve_tier(value) if value else value
 
 
 class GroundConfig(_Strict):

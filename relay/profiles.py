@@ -91,6 +91,10 @@ class VoiceProfile:
     rate: float
     name: str | None = None
     profile_id: bytes = b""
+    # optional: a few seconds of the speaker's own voice, coded (relay.codecs), for edges whose
+    # TTS can clone a voice from a clip; not part of the id, so adding one later keeps the id
+    reference: bytes = b""
+    reference_codec: str = ""
 
     def __post_init__(self) -> None:
         if len(self.embedding) not in (EMBEDDING_DIM, EMBEDDING_DIM // 2):
@@ -116,7 +120,8 @@ class VoiceProfile:
         return cls(quantize(embedding, bits), f0, rng, wpm, name)
 
     def content_hash(self) -> bytes:
-        return hashlib.blake2b(b"".join(map(bytes, self.wire_fields())), digest_size=PROFILE_ID_SIZE).digest()
+        fields = [self.embedding, *_quantize_prosody(self.f0_median, self.f0_range, self.rate)]
+        return hashlib.blake2b(b"".join(map(bytes, fields)), digest_size=PROFILE_ID_SIZE).digest()
 
     @property
     def id_hex(self) -> str:
@@ -133,14 +138,27 @@ class VoiceProfile:
     def wire_fields(self) -> list:
         """``[embedding, f0, range, rate]`` as small integers: quarter tones above
         55 Hz, quarter tones of range, words per minute. Each fits in one or
-        two msgpack bytes."""
-        return [self.embedding, *_quantize_prosody(self.f0_median, self.f0_range, self.rate)]
+        two msgpack bytes. A reference clip follows as ``[codec id, bytes]``."""
+        fields = [self.embedding, *_quantize_prosody(self.f0_median, self.f0_range, self.rate)]
+        if self.reference:
+            from relay.codecs import codec_id
+
+            fields.append([codec_id(self.reference_codec), self.reference])
+        return fields
 
     @classmethod
     def from_wire(cls, profile_id: bytes, fields: list, name: str | None = None) -> VoiceProfile:
         embedding, f0_q, range_q, rate_q = fields[:4]
         f0, rng, wpm = _dequantize_prosody(int(f0_q), int(range_q), int(rate_q))
-        return cls(bytes(embedding), f0, rng, wpm, name, bytes(profile_id))
+        reference, codec = b"", ""
+        if len(fields) > 4 and fields[4]:
+            from relay.codecs import CODEC_IDS
+
+            wire_id, reference = int(fields[4][0]), bytes(fields[4][1])
+            if wire_id not in CODEC_IDS:
+                raise ValueError(f"reference clip codec id {wire_id} is unknown")
+            codec = CODEC_IDS[wire_id]
+        return cls(bytes(embedding), f0, rng, wpm, name, bytes(profile_id), reference, codec)
 
     def to_dict(self) -> dict:
         return {
@@ -149,6 +167,7 @@ class VoiceProfile:
             "f0_median_hz": round(self.f0_median, 1),
             "f0_range_semitones": round(self.f0_range, 2),
             "rate_wpm": round(self.rate),
+            **({"reference": {"codec": self.reference_codec, "bytes": len(self.reference)}} if self.reference else {}),
         }
 
 
@@ -179,9 +198,12 @@ CREATE TABLE IF NOT EXISTS profiles (
     rate      REAL NOT NULL,
     created   INTEGER NOT NULL,
     last_seen INTEGER NOT NULL,
-    sent      INTEGER NOT NULL DEFAULT 0   -- ground: full profile already sent
+    sent      INTEGER NOT NULL DEFAULT 0,  -- ground: full profile already sent
+    reference BLOB,                        -- the speaker's coded reference clip, if any
+    reference_codec TEXT
 );
 """
+_ADDED_COLUMNS = {"reference": "BLOB", "reference_codec": "TEXT"}  # stores made before reference clips
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +218,10 @@ class ProfileStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db = connect(self.path, _SCHEMA, "profile store", ProfileError)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(profiles)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE profiles ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -208,10 +234,10 @@ class ProfileStore:
 
     @staticmethod
     def _row(row: tuple) -> VoiceProfile:
-        pid, name, emb, f0, rng, rate = row[:6]
-        return VoiceProfile(bytes(emb), f0, rng, rate, name, bytes(pid))
+        pid, name, emb, f0, rng, rate, ref, ref_codec = row[:8]
+        return VoiceProfile(bytes(emb), f0, rng, rate, name, bytes(pid), bytes(ref or b""), ref_codec or "")
 
-    _COLUMNS = "id, name, embedding, f0_median, f0_range, rate"
+    _COLUMNS = "id, name, embedding, f0_median, f0_range, rate, reference, reference_codec"
 
     def __iter__(self) -> Iterator[VoiceProfile]:
         rows = self._db.execute(f"SELECT {self._COLUMNS} FROM profiles ORDER BY name IS NULL, name, created").fetchall()
@@ -233,14 +259,18 @@ class ProfileStore:
         now = int(time.time())
         try:
             self._db.execute(
-                """INSERT INTO profiles (id, name, embedding, f0_median, f0_range, rate, created, last_seen, sent)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """INSERT INTO profiles (id, name, embedding, f0_median, f0_range, rate, created, last_seen, sent,
+                                         reference, reference_codec)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET name = excluded.name, embedding = excluded.embedding,
                        f0_median = excluded.f0_median, f0_range = excluded.f0_range, rate = excluded.rate,
-                       last_seen = excluded.last_seen, sent = CASE WHEN ? IS NULL THEN sent ELSE ? END""",
+                       last_seen = excluded.last_seen, sent = CASE WHEN ? IS NULL THEN sent ELSE ? END,
+                       reference = COALESCE(excluded.reference, reference),
+                       reference_codec = COALESCE(excluded.reference_codec, reference_codec)""",
                 (
                     profile.profile_id, profile.name, profile.embedding, profile.f0_median, profile.f0_range,
-                    profile.rate, now, now, int(bool(sent)), sent, int(bool(sent)),
+                    profile.rate, now, now, int(bool(sent)), profile.reference or None,
+                    profile.reference_codec or None, sent, int(bool(sent)),
                 ),
             )
         except sqlite3.IntegrityError:

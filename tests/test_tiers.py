@@ -135,3 +135,67 @@ def test_budget_picks_the_richest_tier_that_fits(call, codecs, base_listener, di
         print(f"budget {budget:.0f} bit/s: {res.tier}, tried {res.tried}")
     res = encode_audio(audio, base_listener, "call", 0, tier=TierPolicy(budget_bps=20, codecs=codecs))
     assert res.tier == "text"  # text always goes, even over a budget nothing meets
+
+
+def test_reference_clips_carry_each_speakers_own_voice_once(call, base_listener, diarizer, tmp_path):
+    from edge.voices import reference_audio
+    from ground.diarize import DiarizationOptions
+    from relay.profiles import ProfileStore
+    from relay.speaker_encoder import SpeakerEncoder
+
+    audio, text = call
+    two = DiarizationOptions(num_speakers=2)
+    ground = ProfileStore(tmp_path / "ground.db")
+    policy = TierPolicy(reference_clips="opus-6k")
+    res = encode_audio(audio, base_listener, "call", 0, diarizer=diarizer, speakers=two, store=ground, tier=policy)
+    bundle = decode_bundle(res.data)
+    profiles = [s.profile for s in bundle.speakers]
+    assert len(profiles) == 2 and all(p is not None and p.reference_codec == "opus-6k" for p in profiles)
+    extra = len(res.data) - len(text.data)
+    assert sum(len(p.reference) for p in profiles) <= extra + 64  # the clips are what the bundle grew by
+    assert all(len(p.reference) <= 5 * 6000 / 8 * 1.1 for p in profiles)  # <= 5 s at 6 kbit/s
+    encoder = SpeakerEncoder()
+    clips = [reference_audio(p) for p in profiles]
+    assert all(3.0 <= len(c) / SAMPLE_RATE <= 5.2 for c in clips)
+    heard = [encoder.embed(c) for c in clips]
+    for i, p in enumerate(profiles):  # each clip is the voice of its own speaker, not the other's
+        assert p.similarity(heard[i]) > p.similarity(heard[1 - i]), i
+    edge = ProfileStore(tmp_path / "edge.db")
+    edge.put(profiles[0])
+    assert edge.get(profiles[0].profile_id).reference == profiles[0].reference  # the edge keeps it
+    res.plan.commit(ground)
+    again = encode_audio(audio, base_listener, "call", 0, diarizer=diarizer, speakers=two, store=ground, tier=policy)
+    assert all(s.profile is None and s.profile_id for s in again.bundle.speakers)  # known now: by id, no clip
+    assert len(again.data) < len(text.data)
+
+
+def test_edge_daemon_speaks_a_codec_bundle_with_its_configured_models(tmp_path, tiny, codecs, normalize):
+    """The edge daemon's speaker, configured as in edge.toml ([codecs] lyra_models),
+    plays a Lyra bundle into its output folder."""
+    from edge.daemon import Speaker
+    from relay.config import load_edge
+    from relay.signing import SigningKey
+
+    audio = load_audio(shared("whisper", "jfk.flac"))
+    res = encode_audio(audio, tiny, "jfk", 0, tier=TierPolicy("lyra-6000", codecs=codecs))
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(f"""
+[edge]
+name = "ship"
+state_dir = "{tmp_path}/edge"
+output_dir = "{tmp_path}/played"
+play = false
+voice = "espeak:en-us+m3"
+trusted_keys = ["{SigningKey.generate().public.text()}"]
+
+[codecs]
+lyra_models = "{codecs.lyra_models}"
+""")
+    (tmp_path / "edge").mkdir()
+    (tmp_path / "played").mkdir()
+    where = Speaker(load_edge(cfg))(res.data, res.bundle.bundle_id, 0.0)
+    played = load_audio(where)
+    assert abs(len(played) - len(audio)) < 0.05 * SAMPLE_RATE
+    heard = normalize(" ".join(s.text for s in tiny.transcribe(played).segments))
+    said = normalize(" ".join(s.text for s in res.transcript.segments))
+    assert jiwer.wer(said, heard) <= 0.1

@@ -38,14 +38,32 @@ def _import_api():
 class CoquiEngine:
     name = "coqui"
 
-    def __init__(self, tts, speaker: str | None, voice_name: str) -> None:
+    def __init__(self, tts, speaker: str | None, voice_name: str, speaker_wav: str | None = None) -> None:
         self.tts = tts
         self.speaker = speaker
         self.voice_name = voice_name
         self.sample_rate = int(tts.synthesizer.output_sample_rate)
+        self.speaker_wav = speaker_wav
+
+    @property
+    def clones(self) -> bool:
+        """Whether the model speaks in the voice of a clip (XTTS, YourTTS)."""
+        return bool(getattr(getattr(self.tts.synthesizer.tts_model, "config", None), "supports_cloning", False))
+
+    def with_reference(self, audio: np.ndarray, sample_rate: int) -> CoquiEngine:
+        """This model speaking in the voice of ``audio`` (a speaker's reference clip)."""
+        import tempfile
+
+        from relay.audio import write_wav
+
+        path = Path(tempfile.mkstemp(prefix="speech-relay-ref-", suffix=".wav")[1])
+        write_wav(path, audio, sample_rate)
+        return CoquiEngine(self.tts, None, f"{self.voice_name} (cloned)", str(path))
 
     def synthesize(self, text: str, length_scale: float = 1.0) -> np.ndarray:
         kwargs = {"speaker": self.speaker} if self.speaker else {}
+        if self.speaker_wav:
+            kwargs = {"speaker_wav": self.speaker_wav, "language": "en"}
         try:
             wav = self.tts.tts(text=text, speed=1.0 / length_scale, **kwargs)
         except TypeError:  # models without a speed control
