@@ -23,4 +23,8 @@ echo; echo "== relay decode  (edge: a voice per speaker, nearest to their profil
 $R decode out/sample.bundle -o out/sample.rehydrated.wav
 echo; echo "== relay encode again  (the same two voices: profiles now go by reference)"
 $R encode "$SAMPLE" -o out/sample.day2.bundle --title "pyannote sample call, day 2"
-echo; echo "Listen: out/sample.rehydrated.wav (original: $SAMPLE)"
+echo; echo "== relay encode --tier codec2-1200  (when a listener must hear the real voices: Codec2 at 1.2 kbit/s)"
+$R encode "$SAMPLE" -o out/sample.codec2.bundle --title "pyannote sample call, real voices" --tier codec2-1200
+$R decode out/sample.codec2.bundle -o out/sample.codec2.wav
+echo; echo "Listen: out/sample.rehydrated.wav (synthetic voices), out/sample.codec2.wav (real voices);"
+echo "        original: $SAMPLE"

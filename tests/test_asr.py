@@ -26,6 +26,25 @@ def test_jfk_transcript_is_correct(tiny, normalize):
     last = decoded.segments[-1].words[-1]
     assert last.text.lower().startswith("country")
     assert 9.5 < last.end <= 11.0
+    # the pauses are pauses, not stretched words: "Americans | ask not | what ... for you | ask what ..."
+    words = [w for seg in decoded.segments for w in seg.words]
+    pauses = [b.start - a.end for a, b in zip(words, words[1:])]
+    assert sum(p >= 0.5 for p in pauses) >= 3, pauses
+    assert max(w.end - w.start for w in words) < 0.8  # no word swallows a pause
+
+
+def test_word_edges_lose_their_silence_only():
+    """tighten_words on a synthetic frame mask: silence >= 0.15 s at an edge goes, less stays."""
+    import numpy as np
+
+    from ground.transcribe import Word, tighten_words
+
+    loud = np.zeros(100, bool)
+    loud[50:60] = True  # sound from 1.0 to 1.2 s
+    long_start, short_start, quiet = Word("a", 0.4, 1.2), Word("b", 0.9, 1.2), Word("c", 1.5, 1.8)
+    a, b, c = tighten_words((long_start, short_start, quiet), loud)
+    assert a.start == 0.96 and a.end == 1.2  # 0.6 s of silence trimmed, 40 ms of onset kept
+    assert b == short_start and c == quiet
 
 
 def test_words_are_timed_in_order(lj_encoded):

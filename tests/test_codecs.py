@@ -111,3 +111,22 @@ def test_encodec_codes_survive_packing(tmp_path, clips):
     (tmp_path / "junk.th").write_bytes(b"not a checkpoint")
     with pytest.raises(CodecUnavailable, match="cannot be loaded"):
         get_codec("encodec-1.5k", CodecSettings(encodec_checkpoint=str(tmp_path / "junk.th")))
+
+
+def test_encode_refuses_a_tier_it_cannot_make_before_any_work(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import shared
+
+    relay = str(Path(sys.executable).with_name("relay"))
+    jfk = str(shared("whisper", "jfk.flac"))
+    proc = subprocess.run(
+        [relay, "encode", jfk, "--tier", "lyra", "--lyra-models", str(tmp_path), "-o", str(tmp_path / "x.bundle")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "Lyra models not found in" in proc.stderr
+    assert not (tmp_path / "x.bundle").exists()
+    proc = subprocess.run([relay, "encode", jfk, "--tier", "mp3"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown tier 'mp3'" in proc.stderr and "Traceback" not in proc.stderr
