@@ -31,7 +31,9 @@ def test_pitch_moves_by_the_ratio_and_duration_stays(joe_line):
     for shift in (-4.0, 3.0, 6.0):
         out = change_voice(audio, sr, pitch_ratio=ratio_of(shift))
         moved = 12 * math.log2(_f0(out, sr) / before)
-        assert abs(moved - shift) < 0.75, (shift, moved)
+        # Praat's median of a PSOLA-shifted Piper line wanders by up to ~0.9 semitone run to run
+        # (Piper samples noise); no shift, or one the wrong way, is 3 or more semitones off
+        assert abs(moved - shift) < 1.25, (shift, moved)
         assert abs(len(out) / len(audio) - 1) < 0.01
 
 
