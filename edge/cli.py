@@ -14,7 +14,7 @@ voices_app = typer.Typer(help="The TTS voices this edge can speak with.", no_arg
 VOICES_DIR_HELP = "extra folder of Piper voices (NAME.onnx + NAME.onnx.json); repeatable"
 
 
-def _speaker_voices(profiles, voice_dirs: list[Path], match_pitch: bool):
+def _speaker_voices(profiles, voice_dirs: list[Path], match_pitch: bool, codecs=None):
     """A voice per speaker, chosen jointly from the measured voices (edge.voices.cast)."""
     from edge.assign import AssignmentStore
     from edge.catalog import Catalog
@@ -25,7 +25,7 @@ def _speaker_voices(profiles, voice_dirs: list[Path], match_pitch: bool):
     catalog = Catalog([str(d) for d in voice_dirs])
     with console.status("measuring voices (once per voice; about a minute the first time)…"):
         return cast(profiles, catalog, VoiceBank(catalog), AssignmentStore(default_store_path("edge")),
-                    match_pitch=match_pitch)
+                    match_pitch=match_pitch, codecs=codecs)
 
 
 def _engine_for(voice: str | None, speaker_id: int | None, voice_dirs: list[Path]):
@@ -79,8 +79,10 @@ def decode(
     output = output or Path(bundle.name).with_suffix(".wav")
     per_speaker = voice is None and (len(decoded.speakers) > 1 or any(resolved.profiles))
     with console.status("loading voices…"):
-        if per_speaker:
-            chosen = _speaker_voices(resolved.profiles, voice_dirs, match_pitch=not keep_pitch)
+        if not decoded.segments and decoded.clips:  # all real audio: no voice to load
+            voices, prosody, choices = None, {}, []
+        elif per_speaker:
+            chosen = _speaker_voices(resolved.profiles, voice_dirs, match_pitch=not keep_pitch, codecs=codecs)
             voices, prosody, choices = chosen.voices, chosen.prosody, chosen.choices
         else:
             voices, prosody, choices = _engine_for(voice, speaker_id, voice_dirs), {}, []
@@ -90,6 +92,8 @@ def decode(
             f"{decoded.speakers[c.speaker].label} -> {c.voice}" + (" (as before)" if c.remembered else "")
             for c in choices
         )
+    elif voices is None:
+        described = f"coded audio ({', '.join(sorted({c.codec for c in decoded.clips}))})"
     else:
         described = f"voice {voices.voice_name}"
     sink = _open_output(rate, device, output) if play_it else None
@@ -111,7 +115,8 @@ def decode(
     seconds = len(audio) / rate
     drift = seconds / decoded.source.duration - 1 if decoded.source.duration else 0.0
     print(
-        f"{output}: {seconds:.1f} s of speech ({drift:+.1%} vs original), {len(parts)} phrase(s), "
+        f"{output}: {seconds:.1f} s of speech ({drift:+.1%} vs original), "
+        f"{sum(p.clip is None for p in parts)} phrase(s), {sum(p.clip is not None for p in parts)} clip(s), "
         f"{described}, real-time factor {elapsed / max(seconds, 1e-9):.3f}"
     )
 

@@ -59,14 +59,16 @@ class Speaker:
         store = ProfileStore(e.state_dir / "profiles.db")
         try:
             resolved = resolve_speakers(bundle, store)
-            if e.voice == "auto":
+            if not bundle.segments and bundle.clips:  # all real audio: no voice to load
+                voices, prosody = None, {}
+            elif e.voice == "auto":
                 from edge.assign import AssignmentStore
                 from edge.voicebank import VoiceBank
                 from edge.voices import cast
 
                 # the bank and stores are SQLite: opened in this worker thread, per bundle
                 chosen = cast(resolved.profiles, self._catalog, VoiceBank(self._catalog),
-                              AssignmentStore(e.state_dir / "profiles.db"))
+                              AssignmentStore(e.state_dir / "profiles.db"), codecs=self.cfg.codecs.settings())
                 voices, prosody = chosen.voices, chosen.prosody
             else:
                 voices, prosody = self._catalog.load(e.voice), {}

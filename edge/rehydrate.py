@@ -143,8 +143,12 @@ def _voice_of(voices: Voices, speaker: int) -> TTSEngine:
     return voices
 
 
-def output_rate(voices: Voices) -> int:
-    """The output sample rate: the highest of the voices', so none is degraded."""
+def output_rate(voices: Voices | None) -> int:
+    """The output sample rate: the highest of the voices', so none is degraded;
+    16 kHz (the codecs' rate) when nothing is synthesised (``voices`` None:
+    a bundle of audio clips only)."""
+    if voices is None:
+        return SAMPLE_RATE
     engines = list(voices.values()) if isinstance(voices, Mapping) else [voices]
     return max(e.sample_rate for e in engines)
 
@@ -159,7 +163,7 @@ def decode_clip(clip: AudioClip, sample_rate: int, codecs: CodecSettings | None 
 
 def rehydrate(
     bundle: Bundle,
-    voices: Voices,
+    voices: Voices | None,
     prosody: Mapping[int, Prosody] | None = None,
     codecs: CodecSettings | None = None,
 ) -> Iterator[RenderedSegment]:
@@ -186,6 +190,8 @@ def rehydrate(
             continue
         if not seg.text.strip():
             continue
+        if voices is None:
+            raise ValueError("a bundle with text needs voices")
         engine = _voice_of(voices, seg.speaker)
         shape = (prosody or {}).get(seg.speaker, NEUTRAL)
         audio, scale, stretch = _speak(engine, seg, rates.setdefault(id(engine), RateModel()), shape)
@@ -199,7 +205,7 @@ def rehydrate(
 
 def render(
     bundle: Bundle,
-    voices: Voices,
+    voices: Voices | None,
     prosody: Mapping[int, Prosody] | None = None,
     codecs: CodecSettings | None = None,
 ) -> tuple[np.ndarray, list[RenderedSegment]]:
