@@ -52,3 +52,22 @@ def test_bench_rejects_bad_input_in_one_line(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 1 and "no such RTTM file" in proc.stderr
+
+
+def test_bench_scores_rehydrated_turns_against_the_reference(tmp_path):
+    audio = shared("pyannote", "sample.wav")
+    proc = subprocess.run(
+        [
+            RELAY, "bench", str(audio), "--rttm", str(shared("pyannote", "sample.rttm")), "--speakers", "2",
+            "--out", str(tmp_path), "--voice", "piper:en_US-joe-medium", "--tier", "text", "--tier", "codec2-3200",
+        ],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "sample.json").read_text())
+    rows = {r["tier"]: r for r in report["rows"]}
+    assert rows["original"]["der"] <= 0.10  # the ground's own diarization against the RTTM (5.2 % measured)
+    assert rows["codec2-3200"]["der"] <= 0.20  # the real voices: turns survive (8-10 % measured)
+    assert rows["text"]["der"] >= 0.3  # one voice for both speakers: the turns are gone, and the DER says so
+    labels = {lab for *_, lab in report["reference_timeline"]}
+    assert labels == {"speaker90", "speaker91"}  # the RTTM's own speakers, not the original's diarization
