@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from relay.audio import SAMPLE_RATE
+from relay.audio import SAMPLE_RATE, frame_db
 from relay.bundle import AudioClip, Bundle, Segment
 from relay.codecs import CodecSettings, CodecUnavailable, get_codec, resolve_tier
 from relay.wire import encode_bundle
@@ -101,12 +101,9 @@ def segment_confidence(segments: list[Segment], transcript) -> list[Confidence]:
 def sound_regions(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[tuple[float, float]]:
     """Stretches clearly louder than the recording's own background (15 dB
     over its quietest tenth, and above -50 dBFS), gaps under 0.3 s closed."""
-    hop = int(FRAME * sample_rate)
-    n = len(audio) // hop
-    if n == 0:
+    db = frame_db(audio, FRAME, sample_rate)
+    if db.size == 0:
         return []
-    rms = np.sqrt(np.mean(audio[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1) + 1e-12)
-    db = 20 * np.log10(rms)
     loud = db > max(np.percentile(db, 10) + 15, -50)
     regions: list[list[float]] = []
     for i in np.flatnonzero(loud):

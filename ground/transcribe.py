@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ground.models import ResolvedModel, resolve_whisper
-from relay.audio import SAMPLE_RATE
+from relay.audio import SAMPLE_RATE, frame_db
 from relay.bundle import Segment, Word
 from relay.errors import ModelError
 
@@ -121,12 +121,9 @@ EDGE_PAD = 0.04  # kept before the first and after the last loud frame: onsets a
 def loud_frames(audio: np.ndarray) -> np.ndarray:
     """One flag per 20 ms frame: louder than the recording's background
     (12 dB over its quietest tenth, and above -55 dBFS)."""
-    hop = int(FRAME * SAMPLE_RATE)
-    n = len(audio) // hop
-    if n == 0:
+    db = frame_db(audio, FRAME)
+    if db.size == 0:
         return np.zeros(0, bool)
-    rms = np.sqrt(np.mean(audio[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1) + 1e-12)
-    db = 20 * np.log10(rms)
     return db > max(np.percentile(db, 10) + 12, -55)
 
 

@@ -67,6 +67,14 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     write_atomic(path, buf.getvalue())
 
 
+def frame_db(audio: np.ndarray, frame: float = 0.02, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Loudness (dBFS, RMS) of each whole ``frame``-second frame."""
+    hop = int(frame * sample_rate)
+    n = len(audio) // hop
+    rms = np.sqrt(np.mean(audio[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1) + 1e-12)
+    return 20 * np.log10(rms)
+
+
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """High-quality sample-rate conversion (libsoxr), mono float32."""
     if rate_in == rate_out:

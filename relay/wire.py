@@ -50,6 +50,8 @@ from relay.codecs import CODEC_IDS, codec_id
 from relay.dictionary import DEFAULT_DICT_ID, get_dictionary
 from relay.errors import BundleError
 from relay.profiles import PROFILE_ID_SIZE, VoiceProfile
+from relay.varint import get_uvarint as _get_uvarint
+from relay.varint import put_uvarint as _put_uvarint
 
 MAGIC = b"\x89SR"
 VERSION = 1
@@ -60,30 +62,6 @@ ZSTD_LEVEL = 19
 
 
 # --- varints -----------------------------------------------------------------
-
-
-def _put_uvarint(out: bytearray, value: int) -> None:
-    if value < 0:
-        raise ValueError(f"uvarint cannot hold {value}")
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-
-
-def _get_uvarint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise IndexError("varint runs past the end")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
 
 
 def _zigzag(n: int) -> int:

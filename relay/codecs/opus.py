@@ -11,30 +11,15 @@ import av
 import numpy as np
 
 from relay.codecs.base import RATE
+from relay.varint import get_uvarint, put_uvarint
 
 FRAME_MS = 60
-
-
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _packets(data: bytes):
     pos = 0
     while pos < len(data):
-        size = shift = 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            size |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
+        size, pos = get_uvarint(data, pos)
         if pos + size > len(data):
             raise ValueError("opus clip truncated")
         yield data[pos : pos + size]
@@ -62,14 +47,16 @@ class Opus:
         pcm = np.clip(audio * 32767, -32768, 32767).astype(np.int16)
         pcm = np.pad(pcm, (0, -len(pcm) % n + n))  # one frame more: the encoder's look-ahead
         out = bytearray()
+        frames = []
         for i in range(0, len(pcm), n):
             frame = av.AudioFrame.from_ndarray(pcm[None, i : i + n], format="s16", layout="mono")
             frame.sample_rate = RATE
             frame.pts = i
+            frames.append(frame)
+        for frame in [*frames, None]:  # None flushes the encoder
             for packet in ctx.encode(frame):
-                out += _uvarint(packet.size) + bytes(packet)
-        for packet in ctx.encode(None):
-            out += _uvarint(packet.size) + bytes(packet)
+                put_uvarint(out, packet.size)
+                out += bytes(packet)
         return bytes(out)
 
     def decode(self, data: bytes) -> np.ndarray:
