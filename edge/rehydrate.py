@@ -32,6 +32,7 @@ from edge.tts import TTSEngine
 from relay.audio import SAMPLE_RATE, resample
 from relay.bundle import AudioClip, Bundle, Segment
 from relay.codecs import CodecSettings, get_codec
+from relay.errors import RelayError
 
 Voices = TTSEngine | Mapping[int, TTSEngine]  # one voice for all, or one per speaker index
 
@@ -154,8 +155,16 @@ def output_rate(voices: Voices | None) -> int:
 
 
 def decode_clip(clip: AudioClip, sample_rate: int, codecs: CodecSettings | None = None) -> np.ndarray:
-    """A clip's audio at ``sample_rate``, exactly as long as the clip."""
-    audio = get_codec(clip.codec, codecs or CodecSettings()).decode(clip.data)
+    """A clip's audio at ``sample_rate``, exactly as long as the clip. Data a
+    codec cannot read is a :class:`RelayError` (one line, the daemon keeps
+    the bundle and goes on), not a crash that would repeat at every restart."""
+    codec = get_codec(clip.codec, codecs or CodecSettings())
+    try:
+        audio = codec.decode(clip.data)
+    except Exception as exc:
+        raise RelayError(
+            f"audio clip at {clip.start:.2f} s ({clip.codec}) cannot be decoded ({exc.__class__.__name__}: {exc})"
+        ) from None
     audio = np.pad(audio, (0, max(0, int(round(clip.duration * SAMPLE_RATE)) - len(audio))))
     audio = audio[: int(round(clip.duration * SAMPLE_RATE))]
     return resample(audio, SAMPLE_RATE, sample_rate)

@@ -171,7 +171,7 @@ def run_bench(
     from whisper_normalizer.english import EnglishTextNormalizer
 
     from edge.catalog import Catalog
-    from edge.rehydrate import render
+    from edge.rehydrate import output_rate, render
     from edge.voices import cast
     from ground.diarize import Diarizer
     from ground.encode import encode_audio
@@ -247,8 +247,6 @@ def run_bench(
             t0 = time.perf_counter()
             out, _ = render(received, voices, prosody, codecs)
             edge_s = time.perf_counter() - t0
-        from edge.rehydrate import output_rate
-
         heard_audio = resample(out, output_rate(voices), SAMPLE_RATE)[: len(audio)]
         heard_audio = np.pad(heard_audio, (0, len(audio) - len(heard_audio)))
         say(f"{name}: listening")

@@ -253,10 +253,10 @@ def choose_tier(
     for tier in RICHNESS:
         if tier not in ("text", "hybrid"):
             try:
-                get_codec(tier, policy.codecs)
+                codec = get_codec(tier, policy.codecs)
             except CodecUnavailable:
                 continue  # a tier this station cannot make is not a choice
-            if get_codec(tier, policy.codecs).bitrate * sound / duration > 1.2 * policy.budget_bps:
+            if codec.bitrate * sound / duration > 1.2 * policy.budget_bps:
                 continue  # clearly too rich: do not spend the time coding it
         out = apply_tier(bundle, audio, transcript, tier, policy)
         data = encode(out)

@@ -201,3 +201,12 @@ lyra_models = "{codecs.lyra_models}"
     heard = normalize(" ".join(s.text for s in tiny.transcribe(played).segments))
     said = normalize(" ".join(s.text for s in res.transcript.segments))
     assert jiwer.wer(said, heard) <= 0.1
+
+
+def test_a_clip_no_codec_can_read_is_one_line():
+    from edge.rehydrate import decode_clip
+    from relay.bundle import AudioClip
+    from relay.errors import RelayError
+
+    with pytest.raises(RelayError, match=r"audio clip at 1.00 s \(opus-6k\) cannot be decoded"):
+        decode_clip(AudioClip(1.0, 0.5, "opus-6k", b"\x05abc"), SAMPLE_RATE)
