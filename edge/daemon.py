@@ -1,13 +1,24 @@
-"""The edge daemon: fragments in, each bundle spoken once.
+"""The edge daemon: fragments in, each bundle spoken once, whatever arrives.
 
 One MQTT session (persistent, QoS 1, re-established after any drop)
-receives fragments and polls on the edge's data topic, stores them in the
-inbox (:mod:`relay.inbox`), which verifies and accepts or rejects complete
-bundles, and publishes the acks the inbox asks for. A player task speaks
-accepted bundles, most urgent first, one at a time, in a worker thread: on
-the audio device through ``sounddevice``, or as WAV files in ``output_dir``
-when there is no device or ``play = false``. A bundle is marked played when
-its playback finished, so none is played twice.
+receives fragments and polls on the edge's data topic and hands them to the
+inbox (:mod:`relay.inbox`), which checks every part against its signed hash
+before storing it. A complete transfer is decoded in a worker thread (the
+event loop keeps taking messages) and accepted or rejected; acks go back
+signed with this edge's key. Every message is acknowledged to the broker
+once it is handled, whatever it was: a malformed, forged or oversized one
+is counted and logged (one line per kind, then a summary a minute) and
+dropped, never redelivered to fail again.
+
+A player task speaks accepted bundles, most urgent first, one at a time, in
+a worker thread: on the audio device through ``sounddevice``, or as WAV
+files in ``output_dir`` when there is no device or ``play = false``. A bundle
+that cannot be played is quarantined with the reason and the player goes on;
+each outcome goes back to the ground as a play report. A full disk (state
+or output) is waited out with one log line, nothing marked failed for it.
+On every (re)connect the edge tells the ground the holes in every transfer
+in progress, most urgent first, so a fault costs a flash bundle one round
+trip, not a poll timeout.
 """
 
 from __future__ import annotations
@@ -16,19 +27,22 @@ import asyncio
 import contextlib
 import logging
 import time
+from functools import partial
 
 import aiomqtt
 
-from relay.config import EdgeConfig
+from relay.config import ConfigError, EdgeConfig
 from relay.errors import RelayError
 from relay.inbox import ACCEPTED, Inbox
-from relay.link import Fragment, LinkError, Poll, parse_down, topics
-from relay.mqtt import ack, reconnecting
+from relay.link import Ack, LinkError, Poll, parse_down, topics
+from relay.mqtt import ConnectionSettings, ack, reconnecting
 from relay.profiles import ProfileStore
-from relay.service import supervise
-from relay.signing import Keyring, VerifyKey
+from relay.service import Drops, supervise
+from relay.signing import Keyring, SigningKey, VerifyKey
+from relay.storage import Waiter, is_full, persist, persist_blocking
 
 log = logging.getLogger("relay.edge")
+MAX_REPLIES = 1000  # acks waiting for the broker; beyond that they are dropped (a poll asks again)
 
 
 class Speaker:
@@ -45,17 +59,19 @@ class Speaker:
         self._device_ok = cfg.edge.play
 
     def __call__(self, data: bytes, bundle_id: bytes, received: float) -> str:
-        """Speak one bundle; returns where it went (device or file)."""
+        """Speak one bundle; returns where it went (device or file). A full
+        output disk raises ``OSError`` (the daemon waits); anything the bundle
+        itself causes raises and quarantines it."""
         from edge.catalog import Catalog
-        from edge.rehydrate import output_rate, rehydrate, render
+        from edge.playback import DeviceOutput, PlaybackError, WavOutput, play
+        from edge.rehydrate import output_rate, rehydrate
         from edge.voices import resolve_speakers
-        from relay.audio import write_wav
         from relay.wire import decode_bundle
 
         e = self.cfg.edge
         if self._catalog is None:
             self._catalog = Catalog()
-        bundle = decode_bundle(data, f"bundle {bundle_id.hex()}")
+        bundle = decode_bundle(data, f"bundle {bundle_id.hex()}", self.cfg.limits)
         store = ProfileStore(e.state_dir / "profiles.db")
         try:
             resolved = resolve_speakers(bundle, store)
@@ -75,23 +91,20 @@ class Speaker:
         finally:
             store.close()
         rate = output_rate(voices)
+        codecs = self.cfg.codecs.settings()
         if self._device_ok:
-            from edge.playback import DeviceOutput, PlaybackError, play
-
             try:
-                sink = DeviceOutput(rate, e.device)
+                play(rehydrate(bundle, voices, prosody, codecs), DeviceOutput(rate, e.device))
+                return "device"
             except PlaybackError as err:
                 log.warning("%s; writing WAV files to %s instead", err, e.output_dir)
                 self._device_ok = False
-            else:
-                play(rehydrate(bundle, voices, prosody, self.cfg.codecs.settings()), sink)
-                return "device"
-        audio, _ = render(bundle, voices, prosody, self.cfg.codecs.settings())
         # named by arrival, not by now: a playback interrupted by a crash and
         # redone after the restart rewrites the same file instead of adding one
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(received))
         out = e.output_dir / f"{stamp}-{bundle_id.hex()}.wav"
-        write_wav(out, audio, rate)
+        play(rehydrate(bundle, voices, prosody, codecs), WavOutput(out, rate), from_start=True,
+             until=bundle.source.duration)
         return str(out)
 
 
@@ -99,71 +112,158 @@ class EdgeDaemon:
     def __init__(self, config: EdgeConfig) -> None:
         self.cfg = config
         e = config.edge
+        if e.output_dir.exists() and not e.output_dir.is_dir():
+            raise ConfigError(f"edge.output_dir: {e.output_dir} is not a folder")
         keys = [VerifyKey.parse(k, f"edge.trusted_keys[{i}]") for i, k in enumerate(e.trusted_keys)]
-        self.inbox = Inbox(e.state_dir / "inbox.db", e.name, Keyring(keys), ProfileStore(e.state_dir / "profiles.db"))
+        self.key = SigningKey.load(e.signing_key)
+        self.connection = ConnectionSettings(config.broker, config.username)
+        self.state = Waiter(log, f"edge state ({e.state_dir})")
+        self.output = Waiter(log, f"edge output ({e.output_dir})")
+        self.inbox = persist_blocking(lambda: Inbox(
+            e.state_dir / "inbox.db", e.name, Keyring(keys), ProfileStore(e.state_dir / "profiles.db"),
+            config.link, config.limits), self.state)
         self.speaker = Speaker(config)
         self.stop = asyncio.Event()
         self.accepted = asyncio.Event()
-        self.rejected: dict[str, int] = {}
+        self.report = asyncio.Event()  # play reports (or acks) wait to be published
+        self.replies: asyncio.Queue[Ack] = asyncio.Queue(MAX_REPLIES)
+        self.drops = Drops(log)
 
     async def run(self) -> None:
         e = self.cfg.edge
-        e.output_dir.mkdir(parents=True, exist_ok=True)
+        await persist(lambda: e.output_dir.mkdir(parents=True, exist_ok=True), self.output)
+        for bid in await persist(self.inbox.complete, self.state):  # decided when the daemon died
+            await self._finish(bid)
+        for item in await persist(self.inbox.crashed, self.state):
+            log.error("bundle %s (%s) quarantined: playback did not finish %d times", item.bundle_id.hex(),
+                      item.title, self.cfg.link.max_play_attempts)
         ident = f"relay-edge-{e.name}"
-        jobs = {"link": reconnecting(self._session, self.cfg.broker, ident, self.stop, manual_ack=True)}
+        jobs = {"link": reconnecting(self._session, self.connection, ident, self.stop, manual_ack=True),
+                "housekeeping": self._housekeeping()}
         if e.speak:
             jobs["player"] = self._player()
         else:
             log.info("speak = false: bundles are stored and acknowledged, not played")
         await supervise(self.stop, jobs)
 
+    # --- the link --------------------------------------------------------------------------------
+
     async def _session(self, client: aiomqtt.Client) -> None:
         data_topic, ack_topic = topics(self.cfg.broker.topic_prefix, self.cfg.edge.name)
         await client.subscribe(data_topic, qos=1)
-        async with asyncio.TaskGroup() as replies:
+        for hole in await persist(self.inbox.holes, self.state):  # what a fault left, most urgent first
+            self._reply(hole)
+        self.report.set()
+        async with asyncio.TaskGroup() as tasks:
+            # publishing in its own task: a reply waiting for the broker must not keep the
+            # receiving loop from noticing that the link went down (a lost reply is asked for again)
+            tasks.create_task(self._publisher(client, ack_topic))
             async for message in client.messages:
                 try:
-                    msg = parse_down(bytes(message.payload))
-                    reply = self.inbox.poll(msg.bundle_id) if isinstance(msg, Poll) else self._receive(msg)
-                except LinkError as err:
-                    self.rejected[err.reason] = self.rejected.get(err.reason, 0) + 1
-                    log.warning("message on %s ignored: %s", data_topic, err)
-                    reply = None
-                ack(client, message)  # stored: the broker may forget it
-                if reply is not None:
-                    # in a task: a reply waiting for the broker must not keep this loop from
-                    # noticing that the link went down (a lost reply is asked for again by a poll)
-                    replies.create_task(client.publish(ack_topic, reply.pack(), qos=1))
+                    await self._on_message(message)
+                except Exception as err:  # a bug met by one message: logged, the message dropped, the edge goes on
+                    self.drops("error", f"message on {data_topic} could not be handled "
+                                        f"({err.__class__.__name__}: {err})")
+                    log.debug("message handling failed", exc_info=err)
+                ack(client, message)  # handled: the broker may forget it
 
-    def _receive(self, frag: Fragment):
-        result = self.inbox.receive(frag)
-        if result.decided is not None:
-            d = result.decided
-            if d.state == ACCEPTED:
-                log.info("bundle %s accepted: %s (%s)", d.bundle_id.hex(), d.title, d.priority.name.lower())
-                if result.ack is not None and result.ack.missing_profiles:
-                    log.warning("bundle %s refers to %d voice profile(s) this edge lacks; asked the ground for "
-                                "them, a stand-in voice speaks until they come", d.bundle_id.hex(),
-                                len(result.ack.missing_profiles))
-                self.accepted.set()
-            else:
-                log.warning("bundle %s rejected: %s", d.bundle_id.hex(), d.reason)
-        return result.ack
+    async def _on_message(self, message: aiomqtt.Message) -> None:
+        payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
+        try:
+            msg = parse_down(payload, self.cfg.link.max_fragment)
+        except LinkError as err:
+            self.drops(err.reason, f"message on {message.topic}: {err}")
+            return
+        if isinstance(msg, Poll):
+            result = self.inbox.poll(msg)
+        else:
+            result = await persist(lambda: self.inbox.receive(msg), self.state)
+        if result.dropped:
+            self.drops(result.dropped, result.note)
+        if result.ack is not None:
+            self._reply(result.ack)
+        if result.complete is not None:
+            await self._finish(result.complete)
+
+    async def _finish(self, bid: bytes) -> None:
+        """A transfer is complete: decode it off the event loop, then decide."""
+        found = self.inbox.assembly(bid)
+        if found is None:
+            return
+        data, manifest = found
+        outcome = await asyncio.to_thread(self.inbox.check, bid, data, manifest)
+        result = await persist(lambda: self.inbox.decide(bid, data, outcome), self.state)
+        if result.dropped:
+            self.drops(result.dropped, result.note)
+        d = result.decided
+        if d is not None and d.state == ACCEPTED:
+            log.info("bundle %s accepted: %s (%s, seq %s)", d.bundle_id.hex(), d.title,
+                     d.priority.name.lower() if d.priority is not None else "?", d.seq)
+            if result.ack is not None and result.ack.missing_profiles:
+                log.warning("bundle %s refers to %d voice profile(s) this edge lacks; asked the ground for "
+                            "them, a stand-in voice speaks until they come", d.bundle_id.hex(),
+                            len(result.ack.missing_profiles))
+            self.accepted.set()
+        elif d is not None:
+            log.warning("bundle %s rejected: %s", d.bundle_id.hex(), d.reason)
+        if result.ack is not None:
+            self._reply(result.ack)
+
+    def _reply(self, reply: Ack) -> None:
+        try:
+            self.replies.put_nowait(reply)
+        except asyncio.QueueFull:
+            self.drops("replies", "too many acks waiting for the broker; the ground's poll will ask again")
+        self.report.set()
+
+    async def _publisher(self, client: aiomqtt.Client, topic: str) -> None:
+        """Acks, then play reports (each marked sent once the broker has it)."""
+        name = self.cfg.edge.name
+        while True:
+            with contextlib.suppress(TimeoutError):  # also now and then: `relay edge replay` leaves reports too
+                await asyncio.wait_for(self.report.wait(), timeout=30.0)
+            self.report.clear()
+            while not self.replies.empty():
+                reply = self.replies.get_nowait()
+                await client.publish(topic, reply.pack(self.key, name), qos=1)
+            for report in await persist(self.inbox.reports, self.state):
+                await client.publish(topic, report.pack(self.key, name), qos=1)
+                await persist(lambda r=report: self.inbox.reported(r), self.state)
+
+    # --- playing ---------------------------------------------------------------------------------
 
     async def _player(self) -> None:
         while True:
-            item = self.inbox.next_to_play()
+            item = await persist(self.inbox.next_to_play, self.state)
             if item is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.accepted.wait(), timeout=5.0)
                 self.accepted.clear()
                 continue
+            bid = item.bundle_id
+            await persist(partial(self.inbox.start_play, bid), self.state)
             try:
-                data = self.inbox.data(item.bundle_id)
-                where = await asyncio.to_thread(self.speaker, data, item.bundle_id, item.received)
-            except RelayError as err:
-                log.error("bundle %s cannot be spoken: %s", item.bundle_id.hex(), err)
-                where = f"failed: {err}"
-            self.inbox.played(item.bundle_id, "auto", where)
-            log.info("bundle %s played (%s) -> %s", item.bundle_id.hex(), item.title, where)
+                data = self.inbox.data(bid)
+                where = await asyncio.to_thread(self.speaker, data, bid, item.received)
+            except Exception as err:
+                if is_full(err):  # the output disk: wait for space, then play it again
+                    await persist(partial(self.inbox.abandon_play, bid), self.state)
+                    await asyncio.sleep(self.output.delay(err))
+                    continue
+                reason = str(err) if isinstance(err, RelayError) else f"{err.__class__.__name__}: {err}"
+                log.error("bundle %s (%s) cannot be played, quarantined: %s", bid.hex(), item.title, reason)
+                await persist(partial(self.inbox.quarantine, bid, reason), self.state)
+                self.report.set()
+                continue
+            self.output.ok()
+            await persist(partial(self.inbox.played, bid, "auto", where), self.state)
+            self.report.set()
+            log.info("bundle %s played (%s) -> %s", bid.hex(), item.title, where)
 
+    async def _housekeeping(self) -> None:
+        """Transfers the ground gave up on expire (``link.partial_ttl``)."""
+        while True:
+            for bid in await persist(self.inbox.expire, self.state):
+                log.info("transfer %s idle for %.0f s: dropped (the ground resends it if it still wants to)",
+                         bid.hex(), self.cfg.link.partial_ttl)
+            await asyncio.sleep(60.0)

@@ -26,7 +26,7 @@ def _inbox(cfg):
     from relay.signing import Keyring, VerifyKey
 
     keys = [VerifyKey.parse(k, f"edge.trusted_keys[{i}]") for i, k in enumerate(cfg.edge.trusted_keys)]
-    return Inbox(cfg.edge.state_dir / "inbox.db", cfg.edge.name, Keyring(keys))
+    return Inbox(cfg.edge.state_dir / "inbox.db", cfg.edge.name, Keyring(keys), link=cfg.link, limits=cfg.limits)
 
 
 @edge_app.command("run")
@@ -45,7 +45,7 @@ def edge_run(config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HEL
 @edge_app.command("ls")
 def edge_ls(config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
             as_json: bool = typer.Option(False, "--json")) -> None:
-    """Bundles received (accepted or rejected, played or waiting) and those still arriving."""
+    """Bundles received (accepted, rejected or quarantined; played or waiting) and those still arriving."""
     inbox = _inbox(_config(config))
     stored, partial = inbox.bundles(), inbox.partial()
     if as_json:
@@ -53,16 +53,17 @@ def edge_ls(config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP
                "arriving": [{"bundle_id": b.hex(), "fragments": n, "of": c} for b, n, c in partial]}
         print(json.dumps(doc, indent=2))
         return
-    table = Table("bundle", "title", "priority", "state", "duration", "received", "played", box=None,
+    table = Table("bundle", "seq", "title", "priority", "state", "duration", "received", "played", box=None,
                   header_style="bold")
     for s in stored:
-        state = s.state if s.state != "rejected" else f"rejected: {s.reason}"
-        table.add_row(s.bundle_id.hex(), s.title or "", s.priority.name.lower() if s.priority is not None else "",
-                      state, f"{s.duration:.0f} s" if s.duration else "",
+        state = s.state if s.state == "accepted" else f"{s.state}: {s.reason}"
+        table.add_row(s.bundle_id.hex(), str(s.seq or ""), s.title or "",
+                      s.priority.name.lower() if s.priority is not None else "", state,
+                      f"{s.duration:.0f} s" if s.duration else "",
                       time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.received)),
                       f"{s.plays}x" if s.played else "waiting" if s.state == "accepted" else "")
     for b, n, c in partial:
-        table.add_row(b.hex(), "", "", f"arriving: {n}/{c} fragments", "", "", "")
+        table.add_row(b.hex(), "", "", "", f"arriving: {n}/{c} fragments", "", "", "")
     Console().print(table)
     if not stored and not partial:
         print("nothing received yet")
@@ -74,17 +75,21 @@ def _speak(config: Path | None, bundle: str, how: str, output: Path | None, agai
     cfg = _config(config)
     if output is not None:
         cfg = cfg.model_copy(update={"edge": cfg.edge.model_copy(update={"play": False, "output_dir": output})})
+    from relay.errors import RelayError
+    from relay.inbox import InboxError
+
     inbox = _inbox(cfg)
     item = inbox.find(bundle)
-    if item.state != "accepted":
-        from relay.inbox import InboxError
-
+    if item.state == "rejected":
         raise InboxError(f"bundle {item.bundle_id.hex()} was rejected ({item.reason}); it is never played")
     if item.played and not again:
-        from relay.inbox import InboxError
-
         raise InboxError(f"bundle {item.bundle_id.hex()} was already played; relay edge replay plays it again")
-    where = Speaker(cfg)(inbox.data(item.bundle_id), item.bundle_id, time.time() if again else item.received)
+    try:
+        where = Speaker(cfg)(inbox.data(item.bundle_id), item.bundle_id, time.time() if again else item.received)
+    except (RelayError, OSError):
+        raise
+    except Exception as e:  # what the bundle's content causes: one line, as the daemon's quarantine says
+        raise InboxError(f"bundle {item.bundle_id.hex()} cannot be played ({e.__class__.__name__}: {e})") from None
     inbox.played(item.bundle_id, how, where)
     print(f"{item.bundle_id.hex()} ({item.title}) -> {where}")
 

@@ -9,18 +9,25 @@ the whole bundle.
 
 An :class:`Output` is anything that takes float32 mono blocks and, like a
 sound card, blocks while it plays them: :class:`DeviceOutput` is the default
-device through ``sounddevice`` (PortAudio); :class:`RecordingOutput` keeps
-what it is given (for an edge without speakers, and for tests), optionally
-at real-time pace.
+device through ``sounddevice`` (PortAudio); :class:`WavOutput` writes a WAV
+file as it goes (an edge without speakers, ``play = false``), so memory
+holds one phrase and never the whole timeline; :class:`RecordingOutput`
+keeps what it is given (for tests), optionally at real-time pace. Silence
+between phrases is written in blocks of at most a second, so a bundle that
+declares hours allocates nothing for them.
 """
 
 from __future__ import annotations
 
+import os
 import queue
+import tempfile
 import threading
 import time
+import wave
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -29,6 +36,7 @@ from edge.rehydrate import RenderedSegment
 from relay.errors import RelayError
 
 PREFETCH = 8  # phrases synthesized ahead of playback
+SILENCE_BLOCK = 1.0  # seconds of silence written at a time
 
 
 class PlaybackError(RelayError):
@@ -61,15 +69,67 @@ class DeviceOutput:
         except Exception as e:  # PortAudioError, ValueError: no device / bad device / busy
             raise PlaybackError(f"no usable audio output device ({e})") from None
         self.sample_rate = sample_rate
-        self.underflows = 0
 
     def write(self, block: np.ndarray) -> None:
-        if self._stream.write(np.ascontiguousarray(block, np.float32).reshape(-1, 1)):
-            self.underflows += 1
+        try:
+            self._stream.write(np.ascontiguousarray(block, np.float32).reshape(-1, 1))
+        except Exception as e:  # PortAudioError: the device went away mid-bundle
+            raise PlaybackError(f"audio output failed ({e})") from None
 
     def close(self) -> None:
-        self._stream.stop()
-        self._stream.close()
+        try:
+            self._stream.stop()
+            self._stream.close()
+        except Exception as e:
+            raise PlaybackError(f"audio output failed ({e})") from None
+
+
+class WavOutput:
+    """A 16-bit mono WAV file, written block by block into a temporary file
+    beside ``path`` and renamed into place when playback completes: a full
+    disk (``OSError``, ENOSPC, which the edge daemon waits out) or an error
+    leaves no half file behind."""
+
+    def __init__(self, path: str | Path, sample_rate: int) -> None:
+        self.path = Path(path)
+        self.sample_rate = sample_rate
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        self._tmp = Path(tmp)
+        self._file = os.fdopen(fd, "wb")
+        try:
+            self._wav = wave.open(self._file, "wb")
+            self._wav.setnchannels(1)
+            self._wav.setsampwidth(2)
+            self._wav.setframerate(sample_rate)
+        except BaseException:
+            self.abort()
+            raise
+        self.frames = 0
+
+    def write(self, block: np.ndarray) -> None:
+        pcm = (np.clip(np.asarray(block, np.float32), -1.0, 1.0) * 32767).astype("<i2")
+        self._wav.writeframes(pcm.tobytes())
+        self.frames += len(pcm)
+
+    def close(self) -> None:
+        try:
+            self._wav.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Give up: remove the temporary file."""
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        self._tmp.unlink(missing_ok=True)
 
 
 class RecordingOutput:
@@ -110,13 +170,24 @@ class PlaybackReport:
     segments: list[RenderedSegment] = field(default_factory=list)
 
 
-def play(parts: Iterable[RenderedSegment], output: Output, prefetch: int = PREFETCH) -> PlaybackReport:
+def _silence(output: Output, samples: int) -> None:
+    block = int(SILENCE_BLOCK * output.sample_rate)
+    while samples > 0:
+        n = min(samples, block)
+        output.write(np.zeros(n, np.float32))
+        samples -= n
+
+
+def play(parts: Iterable[RenderedSegment], output: Output, prefetch: int = PREFETCH, from_start: bool = False,
+         until: float | None = None) -> PlaybackReport:
     """Write ``parts`` to ``output`` on their timeline, synthesizing ahead in a thread.
 
     Leading silence before the first phrase is skipped, so the listener does
-    not wait for it; from then on each phrase is placed at its start relative
-    to the first, keeping the pauses. An error in synthesis stops playback and
-    is raised here."""
+    not wait for it (``from_start`` keeps it: a file then lines up with the
+    original recording); from then on each phrase is placed at its start
+    relative to the first, keeping the pauses; ``until`` pads the end with
+    silence to that timeline second. An error in synthesis stops playback and
+    is raised here; the output is closed (or, if it can, aborted)."""
     started = time.perf_counter()
     ahead: queue.Queue = queue.Queue(maxsize=prefetch)
     done = object()
@@ -131,9 +202,10 @@ def play(parts: Iterable[RenderedSegment], output: Output, prefetch: int = PREFE
 
     threading.Thread(target=produce, name="rehydrate", daemon=True).start()
     report = PlaybackReport()
-    origin: float | None = None  # timeline second written at output position 0
+    origin: float | None = 0.0 if from_start else None  # timeline second written at output position 0
     written = 0  # samples
     sr = output.sample_rate
+    ok = False
     try:
         while True:
             t = time.perf_counter()
@@ -147,16 +219,26 @@ def play(parts: Iterable[RenderedSegment], output: Output, prefetch: int = PREFE
             part: RenderedSegment = item
             if origin is None:
                 origin = part.start
+            if report.first_sound_s is None:
                 report.first_sound_s = time.perf_counter() - started
             gap = int(round((part.start - origin) * sr)) - written
             if gap > 0:
-                output.write(np.zeros(gap, np.float32))
+                _silence(output, gap)
                 written += gap
             output.write(part.audio)
             written += len(part.audio)
             report.phrases += 1
             report.segments.append(part)
+        if until is not None:
+            tail = int(round((until - (origin or 0.0)) * sr)) - written
+            if tail > 0:
+                _silence(output, tail)
+                written += tail
+        ok = True
     finally:
-        output.close()
+        if ok:
+            output.close()
+        else:
+            getattr(output, "abort", output.close)()
     report.seconds = written / sr
     return report

@@ -3,16 +3,23 @@
 Three tasks share one asyncio loop:
 
 * the spool watcher queues every file that lands in ``spool_dir`` (audio is
-  encoded, a ``.bundle`` goes straight out) once it has stopped growing;
+  encoded, a ``.bundle`` goes straight out) once it has stopped growing; a
+  file that is neither, or a bundle an edge would refuse, is moved to
+  ``spool_dir/.rejected`` with a ``.reason`` file beside it;
 * the encoder takes queued audio, most urgent first, and runs the ground
   pipeline (Whisper, diarization, profiles) in a worker thread;
 * the link session (one MQTT connection, re-established after any drop)
-  publishes one fragment at a time, always of the most urgent bundle, within
-  the bandwidth budget, polls edges whose acks are overdue, and applies the
-  acks that come back.
+  publishes one message at a time, always the most urgent (a fragment, or
+  an overdue poll), within the bandwidth budget, and applies the acks that
+  come back, each verified against the sending edge's own key. An ack that
+  is malformed, unsigned, forged, from an edge this ground does not serve
+  or for a bundle it does not know is counted, logged (one line per kind,
+  then a summary a minute) and dropped; nothing an edge or a stranger sends
+  stops the daemon.
 
 All state is in the outbox (:mod:`relay.outbox`); the daemon holds nothing
-that a kill -9 could lose.
+that a kill -9 could lose, and a full disk is waited out (one log line), not
+turned into failed entries.
 """
 
 from __future__ import annotations
@@ -22,52 +29,67 @@ import contextlib
 import logging
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import aiomqtt
 
 from relay.budget import Budget
-from relay.config import GroundConfig
+from relay.config import ConfigError, GroundConfig
 from relay.errors import RelayError
-from relay.link import Ack, LinkError, Poll, topics
-from relay.mqtt import ack, reconnecting
-from relay.outbox import Outbox
+from relay.link import Ack, LinkError, topics
+from relay.mqtt import ConnectionSettings, ack, reconnecting
+from relay.outbox import Outbox, State
 from relay.profiles import ProfileStore
-from relay.service import supervise
-from relay.signing import SigningKey
+from relay.service import Drops, supervise
+from relay.signing import SigningKey, VerifyKey
+from relay.storage import Waiter, is_full, persist, persist_blocking
 
 log = logging.getLogger("relay.ground")
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".webm"}
+
+
+def edge_keys(config: GroundConfig) -> dict[str, VerifyKey]:
+    """The public key of every edge this ground serves (``[edges.<name>] key``)."""
+    if not config.edges:
+        raise ConfigError("edges: no edge configured (add [edges.<name>] with key = the edge's public key)")
+    if config.ground.default_edge and config.ground.default_edge not in config.edges:
+        raise ConfigError(f"ground.default_edge: {config.ground.default_edge!r} is not one of the [edges]")
+    return {name: VerifyKey.parse(e.key, f"edges.{name}.key") for name, e in config.edges.items()}
 
 
 class GroundDaemon:
     def __init__(self, config: GroundConfig) -> None:
         self.cfg = config
         g = config.ground
+        if g.spool_dir is not None and g.spool_dir.exists() and not g.spool_dir.is_dir():
+            raise ConfigError(f"ground.spool_dir: {g.spool_dir} is not a folder")
+        self.edge_keys = edge_keys(config)
         self.key = SigningKey.load(g.signing_key)
-        self.outbox = Outbox(g.state_dir / "queue.db")
+        self.connection = ConnectionSettings(config.broker, config.username)
+        self.state = Waiter(log, f"ground state ({g.state_dir})")
+        self.outbox = persist_blocking(lambda: Outbox(g.state_dir / "queue.db", config.limits), self.state)
         self.profiles_path = g.state_dir / "profiles.db"
-        self.profiles = ProfileStore(self.profiles_path)
+        self.profiles = persist_blocking(lambda: ProfileStore(self.profiles_path), self.state)
         self.budget = Budget(config.link.rate, config.link.parsed_windows(), burst=config.link.fragment_size)
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()
+        self.drops = Drops(log)
         self._models = None
 
-    # --- edges and topics ------------------------------------------------------------------------
-
-    def edges(self) -> list[str] | None:
-        """The edges this ground sends to: configured, or all (None)."""
-        return list(self.cfg.ground.edges) or None
+    @property
+    def edges(self) -> list[str]:
+        return list(self.edge_keys)
 
     # --- main ------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        requeued = self.outbox.recover()
+        requeued = await persist(self.outbox.recover, self.state)
         if requeued:
             log.info("%d entr%s interrupted while encoding, queued again", requeued, "y" if requeued == 1 else "ies")
         ident = f"relay-ground-{self.cfg.ground.name}"
         jobs = {"encoder": self._encoder(),
-                "link": reconnecting(self._session, self.cfg.broker, ident, self.stop, manual_ack=True)}
+                "link": reconnecting(self._session, self.connection, ident, self.stop, manual_ack=True)}
         if self.cfg.ground.spool_dir is not None:
             jobs["spool"] = self._spool()
         await supervise(self.stop, jobs)
@@ -83,74 +105,96 @@ class GroundDaemon:
     async def _session(self, client: aiomqtt.Client) -> None:
         prefix = self.cfg.broker.topic_prefix
         await client.subscribe(f"{prefix}/+/a", qos=1)
+        # what was in flight when the link dropped may be lost: ask every edge at once, most urgent first
+        await persist(lambda: self.outbox.poll_all_now(self.edges), self.state)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._receive(client))
             tg.create_task(self._send(client))
 
     async def _receive(self, client: aiomqtt.Client) -> None:
-        link = self.cfg.link
         async for message in client.messages:
-            edge = str(message.topic).split("/")[-2]
             try:
-                reply = Ack.unpack(bytes(message.payload))
-            except LinkError as e:
-                log.warning("ack from %s ignored: %s", edge, e)
-                ack(client, message)
-                continue
-            item, delivered = self.outbox.on_ack(reply, edge, link.ack_timeout)
-            for pid in delivered:
-                self.profiles.mark_sent(pid)
-            for pid in reply.missing_profiles:
-                self.profiles.mark_unsent(pid)
-            ack(client, message)  # applied and committed
-            if item is None:
-                log.info("ack from %s for unknown bundle %s ignored", edge, ack.bundle_id.hex())
-            else:
-                log.info("%s: entry %d (%s) %s", edge, item.id, item.title, item.state
-                         + (f", {item.pending} fragment(s) to resend" if item.pending else "")
-                         + (f": {item.reason}" if item.reason and item.state == "failed" else ""))
-            self.wake.set()
+                await self._on_ack(message)
+            except Exception as err:  # a bug met by one message: logged, the message dropped, the ground goes on
+                self.drops("error", f"message on {message.topic} could not be handled "
+                                    f"({err.__class__.__name__}: {err})")
+                log.debug("ack handling failed", exc_info=err)
+            ack(client, message)  # applied and committed, or dropped: the broker may forget it
+
+    async def _on_ack(self, message: aiomqtt.Message) -> None:
+        topic = str(message.topic)
+        parts = topic.split("/")
+        edge = parts[-2] if len(parts) >= 3 and parts[-1] == "a" else ""
+        key = self.edge_keys.get(edge)
+        if key is None:
+            self.drops("unknown edge", f"message on {topic}: no edge {edge!r} is served by this ground")
+            return
+        payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
+        try:
+            reply = Ack.unpack(payload, key, edge)
+        except LinkError as err:
+            self.drops(err.reason, f"ack on {topic}: {err}")
+            return
+        outcome = await persist(lambda: self.outbox.on_ack(reply, edge, self.cfg.link.ack_timeout), self.state)
+        if outcome.item is None:
+            self.drops("unknown bundle", outcome.note)
+            return
+        for pid in outcome.delivered_profiles:
+            await persist(lambda p=pid: self.profiles.mark_sent(p), self.state)
+        for pid in reply.missing_profiles:
+            await persist(lambda p=pid: self.profiles.mark_unsent(p), self.state)
+        item = outcome.item
+        if outcome.note:
+            log.info("%s: entry %d (%s) %s%s", edge, item.id, item.title, outcome.note,
+                     f": {item.reason}" if item.reason and item.state == State.FAILED else
+                     f": {item.play_reason}" if item.play_reason else "")
+        self.wake.set()
 
     async def _send(self, client: aiomqtt.Client) -> None:
         link, prefix = self.cfg.link, self.cfg.broker.topic_prefix
         last_prune = time.time()
         while True:
             await self.budget.wait_window()
-            out = self.outbox.next_fragment(link.fragment_size, self.key.sign, self.edges())
-            if out is None:
-                out = self.outbox.due_poll(link.ack_timeout, link.max_poll_interval, self.edges())
+            out = await persist(lambda: self.outbox.next_out(link.fragment_size, self.key, self.edges,
+                                                             link.ack_timeout, link.max_poll_interval), self.state)
             if out is None:
                 await self._sleep(1.0)
                 continue
-            payload = out.fragment.pack() if out.fragment is not None else Poll(out.bundle_id).pack()
-            await self.budget.take(len(payload))
-            await client.publish(topics(prefix, out.edge)[0], payload, qos=1)
-            self.outbox.sent(out, len(payload), link.ack_timeout)
+            await self.budget.take(len(out.payload))
+            await client.publish(topics(prefix, out.edge)[0], out.payload, qos=1)
+            await persist(lambda o=out: self.outbox.sent(o, link.ack_timeout), self.state)
             if time.time() - last_prune > 600:
-                self.outbox.prune_log()
+                await persist(self.outbox.prune_log, self.state)
                 last_prune = time.time()
 
     # --- encoding --------------------------------------------------------------------------------
 
     async def _encoder(self) -> None:
         while True:
-            item = self.outbox.claim_encoding()
+            item = await persist(self.outbox.claim_encoding, self.state)
             if item is None:
                 await self._sleep(2.0)
                 continue
             log.info("encoding entry %d: %s", item.id, item.source)
             try:
-                bundle_id, data, full = await asyncio.to_thread(self._encode, Path(item.source), item.title)
-            except RelayError as e:
-                self.outbox.fail(item.id, str(e))
+                data, full = await asyncio.to_thread(self._encode, Path(item.source or ""), item.title)
+                stored = await persist(partial(self.outbox.encoded, item.id, data, full), self.state)
+            except Exception as e:
+                if is_full(e):  # a cache or the queue filled: encode it again once there is room
+                    await persist(self.outbox.recover, self.state)
+                    await asyncio.sleep(self.state.delay(e))
+                    continue
+                if not isinstance(e, RelayError):
+                    raise
+                await persist(partial(self.outbox.fail, item.id, str(e)), self.state)
                 log.warning("entry %d failed: %s", item.id, e)
                 continue
-            if self.outbox.encoded(item.id, bundle_id, data, full):
+            if stored:
                 log.info("entry %d ready: %d bytes", item.id, len(data))
             self.wake.set()
 
-    def _encode(self, path: Path, title: str) -> tuple[bytes, bytes, list[bytes]]:
-        """In a worker thread: audio file -> (bundle id, bundle, ids of profiles sent in full)."""
+    def _encode(self, path: Path, title: str) -> tuple[bytes, list[bytes]]:
+        """In a worker thread: audio file -> (bundle, ids of profiles sent in full)."""
         from ground.encode import encode_file
         from ground.tiers import TierPolicy
         from ground.transcribe import Transcriber
@@ -174,15 +218,16 @@ class GroundDaemon:
                 full = [s.profile_id for s in result.plan.speakers if s.profile is not None]
         finally:
             store.close()
-        return result.bundle.bundle_id, result.data, full
+        return result.data, full
 
     # --- the spool folder ------------------------------------------------------------------------
 
     async def _spool(self) -> None:
         spool = self.cfg.ground.spool_dir
+        assert spool is not None
         taken = spool / ".taken"
-        taken.mkdir(parents=True, exist_ok=True)
-        self._recover_taken(taken)
+        await persist(lambda: taken.mkdir(parents=True, exist_ok=True), self.state)
+        await self._recover_taken(taken)
         while True:
             now = time.time()
             for path in sorted(spool.iterdir()):
@@ -193,17 +238,31 @@ class GroundDaemon:
                         continue  # still being written
                     dest = taken / f"{int(now * 1000)}-{path.name}"
                     os.replace(path, dest)  # same filesystem: atomic
-                    self._queue_file(dest)
-                except (OSError, RelayError) as e:
+                except OSError as e:
                     log.warning("spool %s: %s", path.name, e)
+                    continue
+                await self._take(dest)
             await asyncio.sleep(1.0)
 
-    def _recover_taken(self, taken: Path) -> None:
+    async def _recover_taken(self, taken: Path) -> None:
         """Files moved out of the spool by a daemon killed before queueing them."""
         known = {i.source for i in self.outbox.items()}
         for path in sorted(taken.iterdir()):
             if str(path.resolve()) not in known:
-                self._queue_file(path)
+                await self._take(path)
+
+    async def _take(self, path: Path) -> None:
+        try:
+            await persist(lambda: self._queue_file(path), self.state)
+        except RelayError as e:
+            rejected = path.parent.parent / ".rejected"
+            try:
+                rejected.mkdir(exist_ok=True)
+                os.replace(path, rejected / path.name)
+                (rejected / f"{path.name}.reason").write_text(f"{e}\n")
+            except OSError:
+                pass
+            log.warning("spool %s: %s; moved to %s", path.name, e, rejected)
 
     def _queue_file(self, path: Path) -> None:
         edge = self.cfg.ground.default_edge
@@ -211,10 +270,16 @@ class GroundDaemon:
             raise RelayError("no default_edge configured for spooled files")
         title = path.name.split("-", 1)[-1].rsplit(".", 1)[0]
         if path.suffix == ".bundle":
-            row = self.outbox.add_bundle(path.read_bytes(), edge, title=title, source=str(path.resolve()))
+            from relay.fileio import read_bytes
+
+            data = read_bytes(path, "bundle")
+            row = self.outbox.add_bundle(data, edge, title=title, source=str(path.resolve()))
         elif path.suffix.lower() in AUDIO_SUFFIXES:
+            from relay.audio import probe_audio
+
+            probe_audio(path)
             row = self.outbox.add_audio(path, edge, title=title)
         else:
-            raise RelayError(f"not audio or a bundle ({path.suffix or 'no extension'}); left in {path.parent}")
+            raise RelayError(f"not audio or a bundle ({path.suffix or 'no extension'})")
         log.info("spool: queued %s as entry %d for %s", path.name, row, edge)
         self.wake.set()

@@ -1,8 +1,10 @@
-"""Operator commands on the ground: the daemon, its queue, its key, its status.
+"""Operator commands on the ground: the daemon, its queue, its status.
 
 ``relay queue ...`` and ``relay status`` work on the daemon's SQLite queue
 directly (WAL lets them run beside it); the daemon notices new entries
-within a second or two.
+within a second or two. What goes into the queue is checked first, as an
+edge would check it: audio must decode, a bundle must decode within the
+configured limits, the edge must be one the ground serves.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from rich.table import Table
 
 console = Console(stderr=True, soft_wrap=True)
 queue_app = typer.Typer(help="The ground's queue of bundles to send.", no_args_is_help=True)
-keys_app = typer.Typer(help="The ground's Ed25519 signing key.", no_args_is_help=True)
 ground_app = typer.Typer(help="The ground daemon.", no_args_is_help=True)
 CONFIG_HELP = "ground configuration (default: $SPEECH_RELAY_GROUND_CONFIG or /etc/speech-relay/ground.toml)"
 
@@ -33,7 +34,8 @@ def _config(path: Path | None):
 def _outbox(path: Path | None):
     from relay.outbox import Outbox
 
-    return Outbox(_config(path).ground.state_dir / "queue.db")
+    cfg = _config(path)
+    return Outbox(cfg.ground.state_dir / "queue.db", cfg.limits)
 
 
 def _age(t: float | None) -> str:
@@ -59,31 +61,6 @@ def ground_run(config: Path = typer.Option(None, "--config", "-c", help=CONFIG_H
     serve(GroundDaemon(_config(config)))
 
 
-@keys_app.command("init")
-def keys_init(
-    key: Path = typer.Argument(..., help="where to write the private key (PEM, mode 0600)"),
-) -> None:
-    """Create the ground's signing key; prints the public key for the edges' trusted_keys."""
-    from relay.signing import SigningKey, SigningKeyError
-
-    if key.exists():
-        raise SigningKeyError(f"{key}: already exists; not overwriting a signing key")
-    k = SigningKey.generate()
-    k.save(key)
-    pub = key.with_suffix(".pub")
-    pub.write_text(k.public.text() + "\n")
-    print(f"{key}: new signing key; public key (for the edges' trusted_keys), also in {pub}:")
-    print(k.public.text())
-
-
-@keys_app.command("show")
-def keys_show(key: Path = typer.Argument(..., help="the private key file")) -> None:
-    """Print the public key of a signing key."""
-    from relay.signing import SigningKey
-
-    print(SigningKey.load(key).public.text())
-
-
 @queue_app.command("add")
 def queue_add(
     file: Path = typer.Argument(..., help="audio to encode, or an encoded .bundle"),
@@ -93,24 +70,28 @@ def queue_add(
     config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Queue a file for an edge."""
+    """Queue a file for an edge (checked first: audio must decode, a bundle must be one an edge accepts)."""
+    from relay.audio import probe_audio
     from relay.errors import RelayError
     from relay.fileio import read_bytes
     from relay.link import Priority
+    from relay.outbox import Outbox
 
     cfg = _config(config)
     edge = to or cfg.ground.default_edge
     if not edge:
         raise typer.BadParameter("no --to and no default_edge in the configuration", param_hint="--to")
+    if edge not in cfg.edges:
+        known = ", ".join(sorted(cfg.edges)) or "none"
+        raise RelayError(f"--to {edge}: not an edge this ground serves (configured: {known})")
     prio = Priority.parse(priority)
-    from relay.outbox import Outbox
-
-    outbox = Outbox(cfg.ground.state_dir / "queue.db")
     if file.suffix == ".bundle":
-        row = outbox.add_bundle(read_bytes(file, "bundle"), edge, prio, title or "", str(file.resolve()))
+        data = read_bytes(file, "bundle")
+        outbox = Outbox(cfg.ground.state_dir / "queue.db", cfg.limits)
+        row = outbox.add_bundle(data, edge, prio, title or "", str(file.resolve()))
     else:
-        if not file.is_file():
-            raise RelayError(f"{file}: no such file")
+        probe_audio(file)
+        outbox = Outbox(cfg.ground.state_dir / "queue.db", cfg.limits)
         row = outbox.add_audio(file, edge, prio, title or "")
     item = outbox.get(row)
     if as_json:
@@ -132,16 +113,23 @@ def queue_ls(
     if as_json:
         print(json.dumps([i.to_dict() for i in items], indent=2))
         return
-    table = Table("id", "edge", "priority", "state", "title", "bytes", "progress", "age", box=None,
+    table = Table("id", "edge", "priority", "state", "title", "bytes", "progress", "played", "age", box=None,
                   header_style="bold")
     for i in items:
         progress = ""
-        if i.count:
-            progress = f"{i.count - i.pending}/{i.count} fragments"
+        if i.count and i.state == "sending":
+            progress = f"{i.count - i.pending}/{i.count} fragments" + (f", {i.polls} poll(s)" if i.polls else "")
+        elif i.state == "delivered":
+            progress = f"delivered {_age(i.delivered)} ago"
         if i.reason and i.state in ("failed", "cancelled"):
             progress = i.reason
+        played = ""
+        if i.play_state is not None:
+            played = f"{i.play_state} {_age(i.played)} ago" + (f": {i.play_reason}" if i.play_reason else "")
+        elif i.state == "delivered":
+            played = "not yet"
         table.add_row(str(i.id), i.edge, i.priority.name.lower(), str(i.state), i.title,
-                      str(i.bundle_size or ""), progress, _age(i.created))
+                      str(i.bundle_size or ""), progress, played, _age(i.created))
     Console().print(table)
     if not items:
         print("queue empty" + ("" if all_ else " (--all shows finished entries)"))
@@ -174,14 +162,14 @@ def status(
     config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Per edge: backlog, bytes sent, current rate and the backlog's ETA."""
+    """Per edge: backlog, delivered and played, bytes sent, current rate and the backlog's ETA."""
     from relay.budget import eta
 
     cfg = _config(config)
     from relay.outbox import Outbox
 
-    outbox = Outbox(cfg.ground.state_dir / "queue.db")
-    edges = sorted(set(outbox.edges()) | set(cfg.ground.edges) | ({cfg.ground.default_edge} - {None}))
+    outbox = Outbox(cfg.ground.state_dir / "queue.db", cfg.limits)
+    edges = sorted(set(outbox.edges()) | set(cfg.edges))
     rows = []
     for edge in edges:
         n, backlog = outbox.backlog(edge)
@@ -194,10 +182,12 @@ def status(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("edge", "backlog", "acknowledged", "link bytes sent", "rate", "ETA", box=None, header_style="bold")
+    table = Table("edge", "backlog", "delivered", "played", "quarantined", "failed", "link bytes sent", "rate", "ETA",
+                  box=None, header_style="bold")
     for r in rows:
-        table.add_row(r["edge"], f"{r['backlog_entries']} ({r['backlog_bytes']} B)", str(r["acknowledged"]),
-                      str(r["link_bytes_sent"]), f"{r['rate_bytes_per_s']:.1f} B/s", _duration(r["eta_s"]))
+        table.add_row(r["edge"], f"{r['backlog_entries']} ({r['backlog_bytes']} B)", str(r["delivered"]),
+                      str(r["played"]), str(r["quarantined"]), str(r["failed"]), str(r["link_bytes_sent"]),
+                      f"{r['rate_bytes_per_s']:.1f} B/s", _duration(r["eta_s"]))
     Console().print(table)
     if not rows:
         print("no edges yet")
@@ -205,6 +195,5 @@ def status(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(queue_app, name="queue")
-    app.add_typer(keys_app, name="keys")
     app.add_typer(ground_app, name="ground")
     app.command("status")(status)

@@ -59,6 +59,40 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return audio
 
 
+def probe_audio(path: str | Path) -> float:
+    """Check, before queueing, that ``path`` is audio this relay can decode:
+    its duration in seconds (decoding the first frames only). Raises
+    :class:`AudioInputError`, one line naming the file, for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioInputError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise AudioInputError(f"{path}: file is empty")
+    try:
+        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioInputError(f"{path}: contains no audio stream")
+            stream = container.streams.audio[0]
+            frames = 0
+            for frame in container.decode(stream):
+                frames += frame.samples
+                if frames >= 4096:
+                    break
+            if frames == 0:
+                raise AudioInputError(f"{path}: no audio samples could be decoded")
+            if container.duration is not None:
+                return container.duration / 1_000_000
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            return 0.0
+    except AudioInputError:
+        raise
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise AudioInputError(f"{path}: not a readable audio file ({exc.__class__.__name__})") from None
+    finally:
+        gc.collect()
+
+
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     """Write 16-bit PCM WAV atomically (see :func:`relay.fileio.write_atomic`):
     a full disk leaves no half file, and the error is one line."""

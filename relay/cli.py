@@ -12,6 +12,7 @@ mistakes exit 2 (click's convention).
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
@@ -33,6 +34,41 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+keys_app = typer.Typer(help="Ed25519 signing keys: the ground's and each edge's.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("init")
+def keys_init(
+    key: Path = typer.Argument(..., help="where to write the private key (PEM, mode 0600)"),
+) -> None:
+    """Create a signing key (on the ground, or on an edge); prints the public key for the other end."""
+    from relay.signing import SigningKey, SigningKeyError
+
+    if key.exists():
+        raise SigningKeyError(f"{key}: already exists; not overwriting a signing key")
+    try:
+        key.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SigningKeyError(f"{key.parent}: cannot create the folder ({e.strerror})") from None
+    k = SigningKey.generate()
+    k.save(key)
+    pub = key.with_suffix(".pub")
+    try:
+        pub.write_text(k.public.text() + "\n")
+    except OSError as e:
+        raise SigningKeyError(f"{pub}: cannot write the public key ({e.strerror})") from None
+    print(f"{key}: new signing key. Its public key, also in {pub}, goes to the other end "
+          "(a ground's into each edge's trusted_keys; an edge's into the ground's [edges.<name>] key):")
+    print(k.public.text())
+
+
+@keys_app.command("show")
+def keys_show(key: Path = typer.Argument(..., help="the private key file")) -> None:
+    """Print the public key of a signing key."""
+    from relay.signing import SigningKey
+
+    print(SigningKey.load(key).public.text())
 
 
 @app.command()
@@ -146,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except RelayError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (sqlite3.Error, OSError) as exc:  # a full disk, a read-only or vanished folder: the user's to fix
+        from relay.storage import describe, is_full
+
+        what = "disk full: " if is_full(exc) else ""
+        print(f"error: {what}{describe(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

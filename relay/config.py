@@ -3,7 +3,8 @@
 ``config/ground.toml`` and ``config/edge.toml`` document every option. A bad
 file stops the daemon before it does anything, with one line naming the
 file and the key: ``config/edge.toml: link.fragment_size: must be >= 340``.
-Unknown keys are errors too, so a typo is never silently ignored.
+Unknown keys are errors too, so a typo is never silently ignored, and types
+are strict: ``play = "yes"`` is an error, not a guess.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from relay.errors import RelayError
+from relay.limits import Limits
 from relay.link import MAX_FRAGMENT, MIN_FRAGMENT
 
 WINDOW = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
@@ -27,18 +29,21 @@ class ConfigError(RelayError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+FilePath = Annotated[Path, Field(strict=False)]  # TOML has no path type: a string is one
 
 
 class Broker(_Strict):
     host: str = "localhost"
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
-    username: str | None = None
-    password_file: Path | None = None  # read at start; keeps the secret out of the config
+    username: str | None = None  # default: the daemon's name (the broker's ACL keys on it)
+    password_file: FilePath | None = None  # read at start; keeps the secret out of the config
     tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 60
     # seconds to wait for the broker's answer to a connect or a publish: a link that died
     # mid-handshake is given up this fast and tried again
@@ -76,31 +81,51 @@ NAME = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]{1,32}$")]
 
 class GroundSection(_Strict):
     name: NAME = "ground"
-    state_dir: Path = Path("/var/lib/speech-relay")
-    spool_dir: Path | None = None  # audio dropped here is queued for default_edge
+    state_dir: FilePath = Path("/var/lib/speech-relay")
+    spool_dir: FilePath | None = None  # audio dropped here is queued for default_edge
     spool_settle: Annotated[float, Field(ge=0)] = 2.0  # seconds a spool file must be unchanged
-    signing_key: Path = Path("/etc/speech-relay/ground.key")
+    signing_key: FilePath = Path("/etc/speech-relay/ground.key")
     default_edge: NAME | None = None
-    edges: list[NAME] = []  # edges served (acks listened for); default: those in the queue + default_edge
     model: str = "tiny.en"  # Whisper: tiny.en, base, a CTranslate2 folder or a hub name
     diarize: bool = True
 
 
+class EdgeEntry(_Strict):
+    """An edge the ground serves: ``[edges.<name>]``."""
+
+    key: str  # the edge's public key, "ed25519:<base64>" or a file holding it (relay keys init on the edge)
+
+
 class EdgeSection(_Strict):
     name: NAME = "edge"
-    state_dir: Path = Path("/var/lib/speech-relay")
-    output_dir: Path = Path("/var/lib/speech-relay/played")
+    state_dir: FilePath = Path("/var/lib/speech-relay")
+    output_dir: FilePath = Path("/var/lib/speech-relay/played")
     play: bool = True  # through the default audio device; False (or no device): WAV files in output_dir
     speak: bool = True  # False: store and acknowledge only (an archive, or play on demand: relay edge play)
     device: str | None = None
     voice: str = "auto"  # "auto": a voice per speaker from the voice bank; or a voice key
+    signing_key: FilePath = Path("/etc/speech-relay/edge.key")  # signs this edge's acks and play reports
     # "ed25519:<base64>" or paths of files holding one: the grounds whose bundles are played
     trusted_keys: Annotated[list[str], Field(min_length=1)]
 
 
+class EdgeLink(_Strict):
+    """What an edge accepts from the link, before anything is stored (``[link]`` in edge.toml)."""
+
+    max_fragment: Annotated[int, Field(ge=MIN_FRAGMENT, le=MAX_FRAGMENT)] = 65536  # bytes per MQTT message
+    max_partial: Annotated[int, Field(ge=1, le=100_000)] = 32  # transfers in progress at once
+    partial_quota: Annotated[int, Field(ge=1024)] = 128 * 1024 * 1024  # bytes those may declare, in all
+    partial_ttl: Annotated[float, Field(gt=0)] = 3 * 86400.0  # seconds a transfer may sit idle before it is dropped
+    buffer_bytes: Annotated[int, Field(ge=0)] = 4 * 1024 * 1024  # parts held in memory until their hash arrives
+    max_age: Annotated[float, Field(ge=0)] = 30 * 86400.0  # refuse transfers signed longer ago (0: no limit)
+    max_clock_skew: Annotated[float, Field(ge=0)] = 600.0  # seconds the ground's clock may be ahead or behind
+    reply_interval: Annotated[float, Field(ge=0)] = 5.0  # the same ack is sent at most once in this many seconds
+    max_play_attempts: Annotated[int, Field(ge=1, le=100)] = 2  # playbacks the daemon may die in before quarantine
+
+
 class Codecs(_Strict):
-    lyra_models: Path | None = None  # folder with Lyra v2's three .tflite models
-    encodec_checkpoint: Path | None = None  # encodec_24khz-d7cc33bc.th; EnCodec is off without it
+    lyra_models: FilePath | None = None  # folder with Lyra v2's three .tflite models
+    encodec_checkpoint: FilePath | None = None  # encodec_24khz-d7cc33bc.th; EnCodec is off without it
 
     def settings(self):
         from relay.codecs import CodecSettings
@@ -129,16 +154,28 @@ class Tiers(_Strict):
 
 class GroundConfig(_Strict):
     ground: GroundSection = GroundSection()
+    edges: dict[NAME, EdgeEntry] = {}  # the edges served, each with its public key
     broker: Broker = Broker()
     link: Link = Link()
     tiers: Tiers = Tiers()
     codecs: Codecs = Codecs()
+    limits: Limits = Limits()
+
+    @property
+    def username(self) -> str:
+        return self.broker.username or self.ground.name
 
 
 class EdgeConfig(_Strict):
     edge: EdgeSection
     broker: Broker = Broker()
+    link: EdgeLink = EdgeLink()
     codecs: Codecs = Codecs()
+    limits: Limits = Limits()
+
+    @property
+    def username(self) -> str:
+        return self.broker.username or self.edge.name
 
 
 def _describe(err: ValidationError) -> str:
@@ -158,6 +195,8 @@ def load(path: str | Path, model: type[BaseModel]):
         doc = tomllib.loads(path.read_text())
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     try:

@@ -1,4 +1,4 @@
-"""Opening the small SQLite databases both ends keep (profiles, voices, assignments)."""
+"""Opening the small SQLite databases both ends keep (queues, profiles, voices, assignments)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,22 @@ from relay.errors import RelayError
 
 def connect(path: str | Path, schema: str, what: str, error: type[RelayError] = RelayError) -> sqlite3.Connection:
     """Open (creating folders and tables) in WAL mode, autocommit, so a daemon and
-    the CLI can share the file; any failure is one ``error`` naming the file."""
+    the CLI can share the file. Commits are synchronous (``synchronous=FULL``):
+    a daemon acknowledges a message to the broker only after committing it, and
+    that promise must survive a power cut. Any failure is one ``error`` naming
+    the file, or :class:`relay.storage.StorageFull` when the disk is full (a
+    daemon waits that out)."""
+    from relay.storage import StorageFull, is_full
+
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, timeout=10, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
         db.executescript(schema)
         return db
     except (sqlite3.Error, OSError) as exc:
+        if is_full(exc):
+            raise StorageFull(f"{path}: cannot open {what}: disk full ({exc})") from exc
         raise error(f"{path}: cannot open {what} ({exc})") from None

@@ -1,42 +1,73 @@
-"""The edge's durable store: fragments in, verified bundles out, each played once.
+"""The edge's durable store: parts in, verified bundles out, each played once.
 
-Fragments are written to SQLite (WAL) as they arrive, in any order and any
-number of times; a bundle is assembled when its last hole fills, its
-envelope verified (a trusted Ed25519 signature for this edge) and the
-bundle decoded (its own hash checked). Only then is it *accepted*; anything
-else is *rejected* with the reason, logged, acknowledged as rejected so the
-ground stops sending it, and never played.
+Nothing is stored before it is checked. A transfer starts with its manifest
+(part 0), which must carry a trusted ground's signature over this edge's
+name, be fresh (signed within ``max_age``, and not before this store began:
+an edge that lost its store does not replay captured bundles), and fit the
+edge's limits (size, transfers in progress, disk quota). Every other part
+is checked against the hash the manifest (or an earlier, verified part)
+gives for it before it is written to SQLite; a part whose hash is not known
+yet waits in a small, bounded memory buffer, and anything that fails a check
+is dropped and counted, never stored, so a forged part cannot take the place
+of a real one and a flood leaves the disk as it was.
 
-Bundle ids are kept for good, so a bundle that arrives again (the ground
-resent it after losing our ack, the broker redelivered it) is acknowledged
-again but stored and played only once. A bundle is marked played when its
-playback has finished; a daemon killed mid-playback plays it again from the
-start after the restart, but never a finished one.
+When every part is in, the bundle is assembled and decoded (its digest and
+the bundle's own hash checked, every field within :class:`relay.limits.Limits`)
+outside the event loop by the daemon, then *accepted* or, if a trusted ground
+signed something unusable, *rejected* with the reason. Both are acknowledged
+in acks signed with the edge's own key.
+
+Bundle ids are kept for good, so a bundle that arrives again is acknowledged
+again but stored and played once. An accepted bundle is marked played when
+its playback finished; one that cannot be played is *quarantined* with the
+reason (``relay edge ls`` shows it, ``relay edge replay`` can try again),
+and a bundle whose playback the daemon died in ``max_play_attempts`` times is
+quarantined too, so one bundle cannot crash-loop the edge. Each outcome is
+kept as a play report until it has been handed to the broker for the ground.
 
 With a profile store, the inbox also keeps the edge's half of the voice
-profiles: full profiles in an accepted bundle are learnt at once (a later
-bundle may refer to them before this one is played), and profiles a bundle
-only refers to but the edge has never received (its store was lost, or the
-bundle that carried them was rejected) are named in the accepted ack, so
-the ground sends them in full again.
+profiles: full profiles in an accepted bundle are learnt at once, and
+profiles a bundle only refers to but the edge has never received are named
+in its ack, so the ground sends them in full again.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from relay.bundle import Bundle
+from relay.config import EdgeLink
 from relay.db import connect
 from relay.errors import BundleError, RelayError
-from relay.link import Ack, AckState, Envelope, Fragment, LinkError, Priority, ranges
+from relay.limits import DEFAULT_LIMITS, Limits
+from relay.link import (
+    FRAGMENT_HEADER,
+    Ack,
+    AckState,
+    Fragment,
+    IncomingTransfer,
+    LinkError,
+    Manifest,
+    Poll,
+    Priority,
+    RejectCode,
+    bundle_digest,
+    ranges,
+)
 from relay.profiles import PROFILE_ID_SIZE, ProfileStore
 from relay.signing import Keyring
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS transfers (
-    bundle_id BLOB PRIMARY KEY, count INTEGER NOT NULL, received BLOB NOT NULL, first REAL NOT NULL,
-    last REAL NOT NULL
+    bundle_id BLOB PRIMARY KEY, manifest BLOB NOT NULL, count INTEGER NOT NULL, priority INTEGER NOT NULL,
+    size INTEGER NOT NULL, signed_at INTEGER NOT NULL, seq INTEGER NOT NULL, received BLOB NOT NULL,
+    first REAL NOT NULL, last REAL NOT NULL, assemblies INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS fragments (
     bundle_id BLOB NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (bundle_id, idx)
@@ -44,16 +75,17 @@ CREATE TABLE IF NOT EXISTS fragments (
 CREATE TABLE IF NOT EXISTS bundles (
     bundle_id BLOB PRIMARY KEY, state TEXT NOT NULL, reason TEXT, priority INTEGER, title TEXT, duration REAL,
     data BLOB, received REAL NOT NULL, played REAL, plays INTEGER NOT NULL DEFAULT 0,
-    missing_profiles BLOB
+    missing_profiles BLOB, seq INTEGER, signed_at INTEGER, attempts INTEGER NOT NULL DEFAULT 0, report INTEGER
 );
 CREATE INDEX IF NOT EXISTS bundles_unplayed ON bundles (state, played, priority, received);
 CREATE TABLE IF NOT EXISTS plays (bundle_id BLOB NOT NULL, at REAL NOT NULL, how TEXT NOT NULL, output TEXT);
 """
-ACCEPTED, REJECTED = "accepted", "rejected"
+ACCEPTED, REJECTED, QUARANTINED = "accepted", "rejected", "quarantined"
+MAX_ASSEMBLIES = 3  # a transfer whose parts all check but whose whole does not is fetched again this often
 
 
 class InboxError(RelayError):
-    """An operator asked for a bundle the edge does not have."""
+    """An operator asked for a bundle the edge does not have, or for something it cannot do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +93,7 @@ class Stored:
     """A bundle the edge has decided on."""
 
     bundle_id: bytes
-    state: str  # accepted | rejected
+    state: str  # accepted | rejected | quarantined
     reason: str | None
     priority: Priority | None
     title: str | None
@@ -69,120 +101,394 @@ class Stored:
     received: float
     played: float | None
     plays: int
+    seq: int | None = None
 
     def to_dict(self) -> dict:
         return {
             "bundle_id": self.bundle_id.hex(), "state": self.state, "reason": self.reason,
             "priority": self.priority.name.lower() if self.priority is not None else None, "title": self.title,
             "duration": self.duration, "received": self.received, "played": self.played, "plays": self.plays,
+            "seq": self.seq,
         }
 
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """What one incoming message led to: an ack to send (or None) and, when a
-    bundle was just accepted or rejected, its record."""
+    """What one incoming message led to: an ack to publish (or None); when a
+    transfer just completed, its id (assemble and decide it: :meth:`Inbox.finish`);
+    when it was dropped, why (a tag for counting, and a line for the log)."""
 
-    ack: Ack | None
+    ack: Ack | None = None
+    complete: bytes | None = None
     decided: Stored | None = None
+    dropped: str | None = None
+    note: str = ""
 
 
-def _bit(bitmap: bytearray, i: int) -> bool:
+def _bit(bitmap: bytes | bytearray, i: int) -> bool:
     return bool(bitmap[i // 8] >> (i % 8) & 1)
 
 
+def _missing(bitmap: bytes | bytearray, count: int) -> list[int]:
+    return [i for i in range(count) if not _bit(bitmap, i)]
+
+
+class _Buffer:
+    """Parts that arrived before the part holding their hash (the link
+    reordered them): kept in memory, at most ``max_bytes`` in all and a few
+    candidates per place, oldest evicted first, never written to disk. An
+    evicted real part is simply a hole the ground resends."""
+
+    PER_PART = 3
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._parts: OrderedDict[tuple[bytes, int], list[bytes]] = OrderedDict()
+
+    def add(self, frag: Fragment) -> bool:
+        if len(frag.data) > self.max_bytes:
+            return False
+        key = (frag.bundle_id, frag.index)
+        candidates = self._parts.setdefault(key, [])
+        if frag.data in candidates or len(candidates) >= self.PER_PART:
+            return False
+        candidates.append(frag.data)
+        self.size += len(frag.data)
+        while self.size > self.max_bytes:
+            _, old = self._parts.popitem(last=False)
+            self.size -= sum(len(d) for d in old)
+        return True
+
+    def take(self, bundle_id: bytes, index: int) -> list[bytes]:
+        found = self._parts.pop((bundle_id, index), [])
+        self.size -= sum(len(d) for d in found)
+        return found
+
+    def has(self, bundle_id: bytes, index: int) -> bool:
+        return (bundle_id, index) in self._parts
+
+
 class Inbox:
-    def __init__(self, path: str | Path, edge: str, keyring: Keyring, profiles: ProfileStore | None = None) -> None:
+    def __init__(self, path: str | Path, edge: str, keyring: Keyring, profiles: ProfileStore | None = None,
+                 link: EdgeLink | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
         self.path = Path(path)
         self.edge = edge
         self.keyring = keyring
         self.profiles = profiles
+        self.link = link or EdgeLink()
+        self.limits = limits
         self._db = connect(self.path, SCHEMA, "the edge store", InboxError)
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (int(time.time()),))
+        self.epoch = int(self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
+        self._open: dict[bytes, IncomingTransfer] = {}
+        self._buffer = _Buffer(self.link.buffer_bytes)
+        self._replied: dict[tuple[bytes, bytes], float] = {}
 
     def close(self) -> None:
         self._db.close()
 
-    # --- receiving -------------------------------------------------------------------------------
-
-    def receive(self, frag: Fragment) -> Received:
-        known = self.get(frag.bundle_id)
-        if known is not None:  # a resend: say again what we decided
-            return Received(self._decided_ack(known))
-        now = time.time()
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            row = self._db.execute("SELECT count, received FROM transfers WHERE bundle_id = ?",
-                                   (frag.bundle_id,)).fetchone()
-            if row is None:
-                bitmap = bytearray((frag.count + 7) // 8)
-                self._db.execute("INSERT INTO transfers VALUES (?, ?, ?, ?, ?)",
-                                 (frag.bundle_id, frag.count, bytes(bitmap), now, now))
-            else:
-                if row[0] != frag.count:
-                    raise LinkError("count", f"fragment says {frag.count} fragments, earlier ones said {row[0]}")
-                bitmap = bytearray(row[1])
-            if not _bit(bitmap, frag.index):
-                bitmap[frag.index // 8] |= 1 << (frag.index % 8)
-                self._db.execute("INSERT OR IGNORE INTO fragments VALUES (?, ?, ?)",
-                                 (frag.bundle_id, frag.index, frag.data))
-                self._db.execute("UPDATE transfers SET received = ?, last = ? WHERE bundle_id = ?",
-                                 (bytes(bitmap), now, frag.bundle_id))
-            missing = [i for i in range(frag.count) if not _bit(bitmap, i)]
-            decided = self._assemble(frag.bundle_id, frag.count) if not missing else None
-            self._db.execute("COMMIT")
+            yield
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        if decided is not None:
-            return Received(self._decided_ack(decided), decided)
-        if frag.index == frag.count - 1:  # the ground has sent everything once: tell it the holes
-            return Received(Ack(frag.bundle_id, AckState.INCOMPLETE, tuple(ranges(missing))))
-        return Received(None)
+        self._db.execute("COMMIT")
 
-    def poll(self, bundle_id: bytes) -> Ack:
-        known = self.get(bundle_id)
+    # --- receiving -------------------------------------------------------------------------------
+
+    def receive(self, frag: Fragment) -> Received:
+        """Check one fragment and store it if it is real. Never raises for
+        what the sender controls; a full disk raises (the caller waits and
+        offers the same fragment again)."""
+        if len(frag.data) + FRAGMENT_HEADER.size > self.link.max_fragment:
+            return Received(dropped="size", note=f"fragment of {len(frag.data)} bytes over max_fragment")
+        known = self.get(frag.bundle_id)
+        if known is not None:  # a resend: say again what we decided (at most once per reply_interval)
+            return Received(self._limited(self._decided_ack(known)))
+        if frag.index == 0:
+            if frag.bundle_id in self._open or self._transfer(frag.bundle_id) is not None:
+                return Received()  # the manifest again
+            return self._manifest(frag)
+        transfer = self._transfer(frag.bundle_id)
+        if transfer is None or not transfer.known(frag.index):
+            if transfer is not None and transfer.layout.count != frag.count:
+                return Received(dropped="count", note=f"fragment of bundle {frag.bundle_id.hex()} claims "
+                                                      f"{frag.count} parts, its manifest {transfer.layout.count}")
+            if self._buffer.add(frag):
+                return Received(note="held until its hash arrives")
+            return Received(dropped="buffer", note="fragment whose hash is not known yet, and no room to hold it")
+        if transfer.layout.count != frag.count:
+            return Received(dropped="count", note=f"fragment of bundle {frag.bundle_id.hex()} claims "
+                                                  f"{frag.count} parts, its manifest {transfer.layout.count}")
+        received = self._received(frag.bundle_id)
+        had_last = _bit(received, frag.count - 1)
+        if _bit(received, frag.index):
+            return self._progress(transfer, received, frag.index, had_last)  # a duplicate
+        if not transfer.verify(frag.index, frag.data):
+            return Received(dropped="hash", note=f"fragment {frag.index} of bundle {frag.bundle_id.hex()} does not "
+                                                 "match its signed hash (forged or damaged)")
+        received = self._store(transfer, [(frag.index, frag.data)])
+        return self._progress(transfer, received, frag.index, had_last)
+
+    def _manifest(self, frag: Fragment) -> Received:
+        bid = frag.bundle_id
+        try:
+            manifest = Manifest.unpack(frag.data)
+            manifest.check(self.keyring, self.edge, bid, frag.count)
+        except LinkError as e:
+            return Received(dropped=e.reason, note=f"manifest for bundle {bid.hex()}: {e}")
+        # authentic from here on: refusals are answered, so the ground knows
+        if manifest.part_size + FRAGMENT_HEADER.size > self.link.max_fragment:
+            return self._refuse(bid, RejectCode.BAD, f"fragments of {manifest.part_size + FRAGMENT_HEADER.size} "
+                                                     f"bytes are over this edge's max_fragment")
+        if manifest.size > self.limits.max_bundle_bytes:
+            return self._refuse(bid, RejectCode.BAD, f"a bundle of {manifest.size} bytes is over this edge's "
+                                                     f"limit of {self.limits.max_bundle_bytes}")
+        now = time.time()
+        if self.link.max_age and now - manifest.signed_at > self.link.max_age:
+            return self._refuse(bid, RejectCode.STALE, f"signed {(now - manifest.signed_at) / 86400:.1f} days ago "
+                                                       f"(max_age {self.link.max_age / 86400:.1f} days)")
+        if manifest.signed_at < self.epoch - self.link.max_clock_skew:
+            return self._refuse(bid, RejectCode.STALE, "signed before this edge's store began (a replay, or sent "
+                                                       "before the edge lost its state)")
+        if not self._make_room(manifest):
+            return Received(dropped="full", note=f"bundle {bid.hex()}: too many transfers in progress "
+                                                 f"(max_partial {self.link.max_partial}, partial_quota "
+                                                 f"{self.link.partial_quota} bytes); the ground will resend it")
+        received = bytearray((frag.count + 7) // 8)
+        received[0] |= 1
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO transfers (bundle_id, manifest, count, priority, size, signed_at, seq, received, first, "
+                "last) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (bid, frag.data, frag.count, int(manifest.priority), manifest.size, manifest.signed_at, manifest.seq,
+                 bytes(received), now, now))
+        transfer = IncomingTransfer(bid, manifest)
+        self._open[bid] = transfer
+        received = self._store(transfer, [], newly_known=list(transfer.layout.block(0)))
+        return self._progress(transfer, received, 0, had_last=False)
+
+    def _refuse(self, bid: bytes, code: RejectCode, reason: str) -> Received:
+        return Received(self._limited(Ack(bid, AckState.REJECTED, reason=reason, code=code)),
+                        dropped="stale" if code == RejectCode.STALE else "refused",
+                        note=f"bundle {bid.hex()}: {reason}")
+
+    def _make_room(self, manifest: Manifest) -> bool:
+        """Room for one more transfer, evicting less urgent, idle ones if need be."""
+        while True:
+            n, declared = self._db.execute("SELECT count(*), coalesce(sum(size), 0) FROM transfers").fetchone()
+            if n < self.link.max_partial and declared + manifest.size <= self.link.partial_quota:
+                return True
+            victim = self._db.execute(
+                "SELECT bundle_id FROM transfers WHERE priority > ? ORDER BY priority DESC, last LIMIT 1",
+                (int(manifest.priority),)).fetchone()
+            if victim is None or manifest.size > self.link.partial_quota:
+                return False
+            self._forget(victim[0])
+
+    def _transfer(self, bid: bytes) -> IncomingTransfer | None:
+        """The transfer's verified state (from memory, or rebuilt from the store after a restart)."""
+        if bid in self._open:
+            return self._open[bid]
+        row = self._db.execute("SELECT manifest FROM transfers WHERE bundle_id = ?", (bid,)).fetchone()
+        if row is None:
+            return None
+        transfer = IncomingTransfer(bid, Manifest.unpack(bytes(row[0])))
+        for idx, data in self._db.execute(
+                "SELECT idx, data FROM fragments WHERE bundle_id = ? AND idx <= ? ORDER BY idx",
+                (bid, transfer.layout.heads)):
+            transfer.learn(idx, bytes(data))
+        self._open[bid] = transfer
+        return transfer
+
+    def _received(self, bid: bytes) -> bytearray:
+        row = self._db.execute("SELECT received FROM transfers WHERE bundle_id = ?", (bid,)).fetchone()
+        return bytearray(row[0]) if row else bytearray()
+
+    def _store(self, transfer: IncomingTransfer, parts: list[tuple[int, bytes]],
+               newly_known: list[int] | None = None) -> bytearray:
+        """Store verified parts, and every held part that the hashes they reveal now verify."""
+        bid = transfer.bundle_id
+        received = self._received(bid)
+        todo = list(parts)
+        known = list(newly_known or [])
+        accepted: list[tuple[int, bytes]] = []
+        while todo or known:
+            while todo:
+                idx, data = todo.pop()
+                if _bit(received, idx):
+                    continue
+                received[idx // 8] |= 1 << (idx % 8)
+                accepted.append((idx, data))
+                known += transfer.learn(idx, data)
+            while known:
+                idx = known.pop()
+                if _bit(received, idx):
+                    continue
+                for data in self._buffer.take(bid, idx):
+                    if transfer.verify(idx, data):
+                        todo.append((idx, data))
+                        break
+        if accepted:
+            with self._tx():
+                self._db.executemany("INSERT OR IGNORE INTO fragments VALUES (?, ?, ?)",
+                                     [(bid, i, d) for i, d in accepted])
+                self._db.execute("UPDATE transfers SET received = ?, last = ? WHERE bundle_id = ?",
+                                 (bytes(received), time.time(), bid))
+        return received
+
+    def _progress(self, transfer: IncomingTransfer, received: bytearray, index: int, had_last: bool) -> Received:
+        """After a part: complete; or, when the last part arrives (again, or
+        with the manifest it waited for), the holes, for the ground to resend."""
+        bid = transfer.bundle_id
+        count = transfer.layout.count
+        missing = _missing(received, count)
+        if not missing:
+            return Received(complete=bid)
+        if index == count - 1 or (_bit(received, count - 1) and not had_last):
+            return Received(self._limited(Ack(bid, AckState.INCOMPLETE, tuple(ranges(missing)))))
+        return Received()
+
+    def _limited(self, ack: Ack) -> Ack | None:
+        """``ack``, unless the very same ack went out less than ``reply_interval`` ago
+        (replayed messages must not make the edge talk up the thin link)."""
+        now = time.monotonic()
+        key = (ack.bundle_id, ack.body())
+        if now - self._replied.get(key, -1e9) < self.link.reply_interval:
+            return None
+        if len(self._replied) > 4096:
+            self._replied = {k: t for k, t in self._replied.items() if now - t < self.link.reply_interval}
+        self._replied[key] = now
+        return ack
+
+    def poll(self, poll: Poll) -> Received:
+        """A (verified) poll: where the bundle stands."""
+        try:
+            poll.check(self.keyring, self.edge)
+        except LinkError as e:
+            return Received(dropped=e.reason, note=f"poll for bundle {poll.bundle_id.hex()}: {e}")
+        if self.link.max_age and time.time() - poll.signed_at > self.link.max_age:
+            return Received(dropped="stale", note=f"poll for bundle {poll.bundle_id.hex()} signed too long ago")
+        return Received(self._limited(self.status(poll.bundle_id)))
+
+    def status(self, bid: bytes) -> Ack:
+        known = self.get(bid)
         if known is not None:
             return self._decided_ack(known)
-        row = self._db.execute("SELECT count, received FROM transfers WHERE bundle_id = ?", (bundle_id,)).fetchone()
+        row = self._db.execute("SELECT count, received FROM transfers WHERE bundle_id = ?", (bid,)).fetchone()
         if row is None:
-            return Ack(bundle_id, AckState.UNKNOWN)
-        bitmap = bytearray(row[1])
-        return Ack(bundle_id, AckState.INCOMPLETE, tuple(ranges(i for i in range(row[0]) if not _bit(bitmap, i))))
+            return Ack(bid, AckState.UNKNOWN)
+        return Ack(bid, AckState.INCOMPLETE, tuple(ranges(_missing(row[1], row[0]))))
 
-    def _assemble(self, bundle_id: bytes, count: int) -> Stored:
-        """Inside the receive transaction: verify and store, drop the fragments."""
+    def holes(self) -> list[Ack]:
+        """An INCOMPLETE ack for every transfer in progress, most urgent first:
+        what the edge tells the ground when it (re)connects, so holes left by
+        a fault are resent at once, in priority order, not after a poll."""
+        rows = self._db.execute("SELECT bundle_id, count, received FROM transfers ORDER BY priority, first")
+        return [Ack(bid, AckState.INCOMPLETE, tuple(ranges(_missing(rec, n)))) for bid, n, rec in rows]
+
+    # --- deciding --------------------------------------------------------------------------------
+
+    def complete(self) -> list[bytes]:
+        """Transfers with every part in but no decision (the daemon died in between)."""
+        return [bid for bid, n, rec in self._db.execute("SELECT bundle_id, count, received FROM transfers")
+                if not _missing(rec, n)]
+
+    def assembly(self, bid: bytes) -> tuple[bytes, Manifest] | None:
+        """The bundle bytes of a complete transfer, and its manifest."""
+        transfer = self._transfer(bid)
+        if transfer is None:
+            return None
+        parts = self._db.execute("SELECT idx, data FROM fragments WHERE bundle_id = ? AND idx > ? ORDER BY idx",
+                                 (bid, transfer.layout.heads)).fetchall()
+        if len(parts) != transfer.layout.count - 1 - transfer.layout.heads:
+            return None
+        return b"".join(bytes(p[1]) for p in parts), transfer.manifest
+
+    def check(self, bid: bytes, data: bytes, manifest: Manifest) -> Bundle | BundleError | None:
+        """Off the event loop: the decoded bundle, the reason it is unusable, or
+        None when the assembly does not match the signed digest (fetch it again)."""
         from relay.wire import decode_bundle
 
-        parts = self._db.execute("SELECT data FROM fragments WHERE bundle_id = ? ORDER BY idx", (bundle_id,)).fetchall()
-        blob = b"".join(p[0] for p in parts)
-        now = time.time()
-        priority = title = duration = data = None
-        reason, missing = None, b""
+        if len(data) != manifest.size or bundle_digest(data) != manifest.digest:
+            return None
         try:
-            env = Envelope.unpack(blob)
-            priority = env.priority
-            reason = self.keyring.check(env.key_id, env.signature, self.edge, int(env.priority), env.bundle)
-            if reason is None:
-                bundle = decode_bundle(env.bundle, f"bundle {bundle_id.hex()}")
-                if bundle.bundle_id != bundle_id:
-                    reason = "bundle id inside differs from the transfer's"
-                else:
-                    title, duration, data = bundle.source.title, bundle.source.duration, env.bundle
-                    missing = b"".join(self._learn(bundle))
-        except (LinkError, BundleError) as e:
-            reason = str(e)
-        state = ACCEPTED if reason is None else REJECTED
-        self._db.execute(
-            "INSERT INTO bundles (bundle_id, state, reason, priority, title, duration, data, received, "
-            "missing_profiles) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (bundle_id, state, reason, int(priority) if priority is not None else None, title, duration, data, now,
-             missing or None),
-        )
-        self._db.execute("DELETE FROM fragments WHERE bundle_id = ?", (bundle_id,))
-        self._db.execute("DELETE FROM transfers WHERE bundle_id = ?", (bundle_id,))
-        return Stored(bundle_id, state, reason, priority, title, duration, now, None, 0)
+            bundle = decode_bundle(data, f"bundle {bid.hex()}", self.limits)
+        except BundleError as e:
+            return e
+        if bundle.bundle_id != bid:
+            return BundleError("body", f"bundle {bid.hex()}: the bundle inside has id {bundle.bundle_id.hex()}")
+        return bundle
 
-    def _learn(self, bundle) -> list[bytes]:
+    def decide(self, bid: bytes, data: bytes, outcome: Bundle | BundleError | None) -> Received:
+        """Store the decision on a complete transfer (see :meth:`check`)."""
+        row = self._db.execute("SELECT priority, signed_at, seq, assemblies, count FROM transfers WHERE bundle_id = ?",
+                               (bid,)).fetchone()
+        if row is None:
+            known = self.get(bid)
+            return Received(self._decided_ack(known) if known else None)
+        priority, signed_at, seq, assemblies, count = row
+        if outcome is None and assemblies + 1 < MAX_ASSEMBLIES:
+            transfer = self._transfer(bid)
+            heads = transfer.layout.heads if transfer else 0
+            with self._tx():
+                self._db.execute("DELETE FROM fragments WHERE bundle_id = ? AND idx > ?", (bid, heads))
+                keep = bytearray((count + 7) // 8)
+                for i in range(heads + 1):
+                    keep[i // 8] |= 1 << (i % 8)
+                self._db.execute("UPDATE transfers SET received = ?, assemblies = assemblies + 1 WHERE bundle_id = ?",
+                                 (bytes(keep), bid))
+            return Received(Ack(bid, AckState.INCOMPLETE, tuple(ranges(_missing(keep, count)))),
+                            dropped="assembly", note=f"bundle {bid.hex()} does not match its signed digest; "
+                                                     "fetching it again")
+        now = time.time()
+        title = duration = stored = None
+        missing = b""
+        if isinstance(outcome, Bundle):
+            state, reason = ACCEPTED, None
+            title, duration, stored = outcome.source.title, outcome.source.duration, data
+            missing = b"".join(self._learn(outcome))
+        else:
+            state = REJECTED
+            reason = str(outcome) if outcome is not None else "assembled bundle does not match its signed digest"
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO bundles (bundle_id, state, reason, priority, title, duration, data, received, "
+                "missing_profiles, seq, signed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (bid, state, reason, priority, title, duration, stored, now, missing or None, seq, signed_at))
+            self._forget(bid)
+        decided = Stored(bid, state, reason, Priority(priority), title, duration, now, None, 0, seq)
+        return Received(self._decided_ack(decided), decided=decided)
+
+    def finish(self, bid: bytes) -> Received:
+        """:meth:`assembly`, :meth:`check` and :meth:`decide` in one (tests, and
+        callers without an event loop to keep free)."""
+        found = self.assembly(bid)
+        if found is None:
+            return Received()
+        data, manifest = found
+        return self.decide(bid, data, self.check(bid, data, manifest))
+
+    def _forget(self, bid: bytes) -> None:
+        self._db.execute("DELETE FROM fragments WHERE bundle_id = ?", (bid,))
+        self._db.execute("DELETE FROM transfers WHERE bundle_id = ?", (bid,))
+        self._open.pop(bid, None)
+
+    def expire(self) -> list[bytes]:
+        """Drop transfers idle for longer than ``partial_ttl`` (the ground gave up,
+        or will start them again). Returns their ids."""
+        cut = time.time() - self.link.partial_ttl
+        ids = [bytes(r[0]) for r in self._db.execute("SELECT bundle_id FROM transfers WHERE last < ?", (cut,))]
+        with self._tx():
+            for bid in ids:
+                self._forget(bid)
+        return ids
+
+    def _learn(self, bundle: Bundle) -> list[bytes]:
         """Store the bundle's full profiles; return the ids it only refers to
         that the edge does not have."""
         if self.profiles is None:
@@ -196,8 +502,12 @@ class Inbox:
         return missing
 
     def _decided_ack(self, stored: Stored) -> Ack:
-        if stored.state != ACCEPTED:
+        if stored.state == REJECTED:
             return Ack(stored.bundle_id, AckState.REJECTED, reason=stored.reason or "rejected")
+        if stored.state == QUARANTINED:
+            return Ack(stored.bundle_id, AckState.QUARANTINED, reason=stored.reason or "cannot be played")
+        if stored.played is not None:
+            return Ack(stored.bundle_id, AckState.PLAYED)
         return Ack(stored.bundle_id, AckState.ACCEPTED, missing_profiles=tuple(self.missing_profiles(stored.bundle_id)))
 
     def missing_profiles(self, bundle_id: bytes) -> list[bytes]:
@@ -220,26 +530,65 @@ class Inbox:
         return _stored(row) if row else None
 
     def data(self, bundle_id: bytes) -> bytes:
-        row = self._db.execute("SELECT data FROM bundles WHERE bundle_id = ? AND state = ?",
-                               (bundle_id, ACCEPTED)).fetchone()
+        row = self._db.execute("SELECT data FROM bundles WHERE bundle_id = ? AND state IN (?, ?)",
+                               (bundle_id, ACCEPTED, QUARANTINED)).fetchone()
         if row is None or row[0] is None:
             raise InboxError(f"no accepted bundle {bundle_id.hex()} on this edge (relay edge ls lists them)")
-        return row[0]
+        return bytes(row[0])
+
+    def start_play(self, bundle_id: bytes) -> int:
+        """Count a playback attempt before it starts (so a bundle that kills the
+        daemon is not tried for ever); returns the attempts so far."""
+        with self._tx():
+            self._db.execute("UPDATE bundles SET attempts = attempts + 1 WHERE bundle_id = ?", (bundle_id,))
+            row = self._db.execute("SELECT attempts FROM bundles WHERE bundle_id = ?", (bundle_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def abandon_play(self, bundle_id: bytes) -> None:
+        """The attempt ended for a reason that is not the bundle's (a full disk): do not count it."""
+        self._db.execute("UPDATE bundles SET attempts = max(attempts - 1, 0) WHERE bundle_id = ?", (bundle_id,))
 
     def played(self, bundle_id: bytes, how: str, output: str | None) -> None:
-        """Playback finished: record it (once for the automatic play)."""
+        """Playback finished: record it (once for the automatic play) and keep a play report for the ground."""
         now = time.time()
-        self._db.execute("BEGIN IMMEDIATE")
-        self._db.execute("UPDATE bundles SET played = coalesce(played, ?), plays = plays + 1 WHERE bundle_id = ?",
-                         (now, bundle_id))
-        self._db.execute("INSERT INTO plays VALUES (?, ?, ?, ?)", (bundle_id, now, how, output))
-        self._db.execute("COMMIT")
+        with self._tx():
+            self._db.execute(
+                "UPDATE bundles SET played = coalesce(played, ?), plays = plays + 1, attempts = 0, state = ?, "
+                "reason = NULL, report = ? WHERE bundle_id = ?", (now, ACCEPTED, int(AckState.PLAYED), bundle_id))
+            self._db.execute("INSERT INTO plays VALUES (?, ?, ?, ?)", (bundle_id, now, how, output))
 
-    def plays(self, bundle_id: bytes | None = None) -> list[tuple[bytes, float, str, str | None]]:
-        if bundle_id is None:
-            return list(self._db.execute("SELECT bundle_id, at, how, output FROM plays ORDER BY at"))
-        return list(self._db.execute("SELECT bundle_id, at, how, output FROM plays WHERE bundle_id = ? ORDER BY at",
-                                     (bundle_id,)))
+    def quarantine(self, bundle_id: bytes, reason: str) -> None:
+        """The bundle cannot be played: set it aside with the reason, and report it."""
+        self._db.execute("UPDATE bundles SET state = ?, reason = ?, report = ? WHERE bundle_id = ? AND state = ?",
+                         (QUARANTINED, reason, int(AckState.QUARANTINED), bundle_id, ACCEPTED))
+
+    def crashed(self) -> list[Stored]:
+        """After a start: quarantine accepted bundles whose playback the daemon
+        died in ``max_play_attempts`` times. Returns them."""
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM bundles WHERE state = ? AND played IS NULL AND attempts >= ?",
+                                (ACCEPTED, self.link.max_play_attempts)).fetchall()
+        out = []
+        for row in rows:
+            item = _stored(row)
+            self.quarantine(item.bundle_id, f"playback did not finish {self.link.max_play_attempts} times "
+                                            "(the daemon died while playing it)")
+            out.append(item)
+        return out
+
+    def reports(self) -> list[Ack]:
+        """Play reports not yet handed to the broker, most urgent first."""
+        rows = self._db.execute("SELECT bundle_id, report, reason FROM bundles WHERE report IS NOT NULL "
+                                "ORDER BY priority, received").fetchall()
+        return [Ack(bytes(bid), AckState(rep), reason=reason or "") for bid, rep, reason in rows]
+
+    def reported(self, ack: Ack) -> None:
+        """``ack`` (a play report) is with the broker."""
+        self._db.execute("UPDATE bundles SET report = NULL WHERE bundle_id = ? AND report = ?",
+                         (ack.bundle_id, int(ack.state)))
+
+    def plays(self, bundle_id: bytes) -> list[tuple[float, str, str | None]]:
+        return [(at, how, out) for at, how, out in
+                self._db.execute("SELECT at, how, output FROM plays WHERE bundle_id = ? ORDER BY at", (bundle_id,))]
 
     # --- operators -------------------------------------------------------------------------------
 
@@ -265,27 +614,23 @@ class Inbox:
         return [_stored(r) for r in self._db.execute(f"SELECT {_COLUMNS} FROM bundles ORDER BY received")]
 
     def partial(self) -> list[tuple[bytes, int, int]]:
-        """Bundles still arriving: (id, fragments received, count)."""
+        """Bundles still arriving: (id, parts received, count)."""
         out = []
         for bid, count, bitmap in self._db.execute("SELECT bundle_id, count, received FROM transfers"):
-            out.append((bid, sum(bin(b).count("1") for b in bitmap), count))
+            out.append((bytes(bid), sum(bin(b).count("1") for b in bitmap), count))
         return out
 
-    def forget_partial(self, older_than: float) -> int:
-        """Drop transfers idle for ``older_than`` seconds (the ground gave up)."""
-        cut = time.time() - older_than
-        ids = [r[0] for r in self._db.execute("SELECT bundle_id FROM transfers WHERE last < ?", (cut,))]
-        for bid in ids:
-            self._db.execute("DELETE FROM fragments WHERE bundle_id = ?", (bid,))
-            self._db.execute("DELETE FROM transfers WHERE bundle_id = ?", (bid,))
-        return len(ids)
+    def stored_bytes(self) -> int:
+        """Bytes of parts held for transfers in progress."""
+        return int(self._db.execute("SELECT coalesce(sum(length(data)), 0) FROM fragments").fetchone()[0])
 
 
-_COLUMNS = "bundle_id, state, reason, priority, title, duration, received, played, plays"
+_COLUMNS = "bundle_id, state, reason, priority, title, duration, received, played, plays, seq"
 
 
 def _stored(row: tuple) -> Stored:
-    bid, state, reason, prio, title, duration, received, played, plays = row
-    return Stored(bid, state, reason, Priority(prio) if prio is not None else None, title, duration, received,
-                  played, plays)
+    bid, state, reason, prio, title, duration, received, played, plays, seq = row
+    return Stored(bytes(bid), state, reason, Priority(prio) if prio is not None else None, title, duration, received,
+                  played, plays, seq)
+
 

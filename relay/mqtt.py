@@ -25,27 +25,56 @@ from relay.config import Broker
 from relay.errors import RelayError
 
 log = logging.getLogger("relay.mqtt")
+MAX_QUEUED_QOS0 = 1000  # messages at QoS 0 held unprocessed before more are dropped (the relay uses QoS 1)
 
 
-def client(broker: Broker, identifier: str, manual_ack: bool = False) -> aiomqtt.Client:
-    """A client for ``broker``. With ``manual_ack``, a QoS 1 message is
+class ConnectionSettings:
+    """What a daemon needs to connect, read and checked once at its start, so a
+    missing password file or certificate is one line then, not a traceback at
+    every reconnect."""
+
+    def __init__(self, broker: Broker, username: str) -> None:
+        self.broker = broker
+        self.username = username
+        self.password: str | None = None
+        if broker.password_file is not None:
+            try:
+                self.password = broker.password_file.read_text().strip()
+            except OSError as e:
+                raise RelayError(f"{broker.password_file}: cannot read the broker password ({e.strerror})") from None
+            except UnicodeDecodeError:
+                raise RelayError(f"{broker.password_file}: the broker password file is not text") from None
+        self.tls: ssl.SSLContext | None = None
+        if broker.tls:
+            try:
+                self.tls = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
+                if broker.cert_file:
+                    self.tls.load_cert_chain(str(broker.cert_file), str(broker.key_file) if broker.key_file else None)
+            except (OSError, ssl.SSLError) as e:
+                raise RelayError(f"broker TLS files: {e}") from None
+
+
+class _Incoming(asyncio.Queue):
+    """aiomqtt's message queue, bounded for QoS 0 only: QoS 1 messages are
+    paced by the broker's in-flight window (they are acknowledged only after
+    they are handled), and one dropped unacknowledged would stall that window."""
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        if item.qos == 0 and self.qsize() >= MAX_QUEUED_QOS0:
+            return
+        super().put_nowait(item)
+
+
+def client(settings: ConnectionSettings, identifier: str, manual_ack: bool = False) -> aiomqtt.Client:
+    """A client for the broker. With ``manual_ack``, a QoS 1 message is
     acknowledged to the broker only when :func:`ack` is called (after the
     daemon has committed it): killed in between, the daemon gets it again
     from the broker instead of losing it."""
-    password = None
-    if broker.password_file is not None:
-        try:
-            password = broker.password_file.read_text().strip()
-        except OSError as e:
-            raise RelayError(f"{broker.password_file}: cannot read the broker password ({e.strerror})") from None
-    tls = None
-    if broker.tls:
-        tls = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
-        if broker.cert_file:
-            tls.load_cert_chain(str(broker.cert_file), str(broker.key_file) if broker.key_file else None)
+    broker = settings.broker
     c = aiomqtt.Client(
-        broker.host, broker.port, identifier=identifier, clean_session=False, username=broker.username,
-        password=password, tls_context=tls, keepalive=broker.keepalive, timeout=broker.timeout,
+        broker.host, broker.port, identifier=identifier, clean_session=False, username=settings.username,
+        password=settings.password, tls_context=settings.tls, keepalive=broker.keepalive, timeout=broker.timeout,
+        queue_type=_Incoming,
     )
     if manual_ack:  # before connecting: a persistent session's backlog arrives right after CONNACK
         c._client.manual_ack_set(True)  # aiomqtt has no switch for it; paho, underneath, does
@@ -59,7 +88,7 @@ def ack(c: aiomqtt.Client, message: aiomqtt.Message) -> None:
 
 async def reconnecting(
     session: Callable[[aiomqtt.Client], Awaitable[None]],
-    broker: Broker,
+    settings: ConnectionSettings,
     identifier: str,
     stop: asyncio.Event,
     first_wait: float = 1.0,
@@ -69,9 +98,10 @@ async def reconnecting(
     """Connect, run ``session(client)``, and on any connection loss wait and
     connect again, until ``stop`` is set."""
     wait = first_wait
+    broker = settings.broker
     while not stop.is_set():
         try:
-            async with client(broker, identifier, manual_ack) as c:
+            async with client(settings, identifier, manual_ack) as c:
                 log.info("connected to %s:%d as %s", broker.host, broker.port, identifier)
                 wait = first_wait
                 await session(c)

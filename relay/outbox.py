@@ -1,20 +1,27 @@
-"""The ground's durable queue: every bundle from "queued" to "acknowledged".
+"""The ground's durable queue: every bundle from "queued" to "delivered" and "played".
 
 One SQLite table in WAL mode, shared by the ground daemon and the operator's
-``relay queue`` commands. Each row moves through
+``relay ground queue`` commands. Each row moves through
 
-    queued -> encoding -> ready -> sending -> acknowledged
-                     \\-> failed (with a reason)      cancelled (by an operator)
+    queued -> encoding -> ready -> sending -> delivered   (then played, or quarantined, by the edge's report)
+                     \\-> failed (with a reason)           cancelled (by an operator)
 
 and every step is one transaction, so a kill -9 at any moment leaves a state
 a restart can resume from: an ``encoding`` row goes back to ``queued`` (the
 audio is encoded again, nothing was sent); a ``sending`` row keeps its bitmap
-of fragments still to send and its signed envelope, so it resumes where it
-stopped without re-encoding; an ``acknowledged`` row is never sent again.
+of parts still to send and its signed manifest, so it resumes where it
+stopped without signing again; a ``delivered`` row is never sent again.
 
-The sender asks :meth:`Outbox.next_fragment` for one fragment at a time, so a
-flash bundle queued while a bulk one is in flight goes out at the next
-fragment (priority first, then the operator's order, then age).
+*Delivered* means the edge said, in an ack signed with its own key, that it
+verified and stored the bundle; *played* (or *quarantined*, with the edge's
+reason) comes later from the edge's play report. A ``failed`` row failed for
+a reason an operator can act on (the edge refused the bundle, the audio could
+not be encoded); a full disk never fails a row, the daemon waits instead.
+
+The sender asks :meth:`Outbox.next_out` for one message at a time, so a flash
+bundle queued while a bulk one is in flight goes out at the next fragment
+(priority first, then the operator's order, then age), and an overdue poll
+for a flash bundle goes before a bulk bundle's fragments.
 """
 
 from __future__ import annotations
@@ -22,14 +29,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from relay.db import connect
 from relay.errors import RelayError
-from relay.link import Ack, AckState, Envelope, Fragment, Priority, fragment, fragment_count
+from relay.limits import DEFAULT_LIMITS, Limits
+from relay.link import Ack, AckState, OutgoingTransfer, Poll, Priority, RejectCode
+from relay.signing import SigningKey
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -43,7 +53,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     reason TEXT,
     bundle_id BLOB,
     bundle BLOB,
-    envelope BLOB,
+    head BLOB,
     fragment_size INTEGER,
     count INTEGER,
     pending BLOB,
@@ -54,12 +64,21 @@ CREATE TABLE IF NOT EXISTS outbox (
     profiles TEXT NOT NULL DEFAULT '[]',
     created REAL NOT NULL,
     updated REAL NOT NULL,
-    acked REAL
+    delivered REAL,
+    seq INTEGER,
+    signed_at INTEGER,
+    resigns INTEGER NOT NULL DEFAULT 0,
+    played REAL,
+    play_state TEXT,
+    play_reason TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS outbox_bundle ON outbox (bundle_id) WHERE bundle_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, priority, rank, id);
 CREATE TABLE IF NOT EXISTS link_log (t REAL NOT NULL, edge TEXT NOT NULL, bytes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS edge_seq (edge TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
+SCHEMA_VERSION = 2
+MAX_RESIGNS = 3  # an edge that keeps calling a fresh signature stale has a clock problem: fail with its reason
 
 
 class OutboxError(RelayError):
@@ -71,9 +90,14 @@ class State(StrEnum):
     ENCODING = "encoding"
     READY = "ready"
     SENDING = "sending"
-    ACKNOWLEDGED = "acknowledged"
+    DELIVERED = "delivered"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+class PlayState(StrEnum):
+    PLAYED = "played"
+    QUARANTINED = "quarantined"
 
 
 ACTIVE = (State.QUEUED, State.ENCODING, State.READY, State.SENDING)
@@ -92,7 +116,7 @@ class Item:
     reason: str | None
     bundle_id: bytes | None
     bundle_size: int | None
-    envelope_size: int | None
+    head_size: int | None
     count: int | None
     pending: int  # fragments still to send this round
     sent_bytes: int
@@ -100,7 +124,11 @@ class Item:
     polls: int
     created: float
     updated: float
-    acked: float | None
+    delivered: float | None
+    seq: int | None
+    played: float | None
+    play_state: PlayState | None
+    play_reason: str | None
 
     def to_dict(self) -> dict:
         return {
@@ -109,7 +137,9 @@ class Item:
             "bundle_id": self.bundle_id.hex() if self.bundle_id else None, "bundle_bytes": self.bundle_size,
             "fragments": self.count, "pending_fragments": self.pending, "link_bytes_sent": self.sent_bytes,
             "fragments_sent": self.fragments_sent, "polls": self.polls, "created": self.created,
-            "updated": self.updated, "acknowledged": self.acked,
+            "updated": self.updated, "delivered": self.delivered, "seq": self.seq,
+            "played": self.played, "play_state": str(self.play_state) if self.play_state else None,
+            "play_reason": self.play_reason,
         }
 
 
@@ -127,41 +157,64 @@ def _indices(bitmap: bytes | None) -> list[int]:
 
 
 _COLUMNS = (
-    "id, edge, priority, title, source, state, reason, bundle_id, length(bundle), length(envelope), count, pending, "
-    "sent_bytes, fragments_sent, polls, created, updated, acked"
+    "id, edge, priority, title, source, state, reason, bundle_id, length(bundle), length(head), count, pending, "
+    "sent_bytes, fragments_sent, polls, created, updated, delivered, seq, played, play_state, play_reason"
 )
 
 
 def _item(row: tuple) -> Item:
-    (id_, edge, prio, title, source, state, reason, bid, blen, elen, count, pending, sent, frags, polls,
-     created, updated, acked) = row
-    return Item(id_, edge, Priority(prio), title, source, State(state), reason, bid, blen, elen, count,
-                len(_indices(pending)), sent, frags, polls, created, updated, acked)
+    (id_, edge, prio, title, source, state, reason, bid, blen, hlen, count, pending, sent, frags, polls,
+     created, updated, delivered, seq, played, play_state, play_reason) = row
+    return Item(id_, edge, Priority(prio), title, source, State(state), reason, bid, blen, hlen, count,
+                len(_indices(pending)), sent, frags, polls, created, updated, delivered, seq, played,
+                PlayState(play_state) if play_state else None, play_reason)
 
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """What the sender publishes next: a fragment (or a poll) for one row."""
+    """What the sender publishes next for one row: a fragment, or a poll."""
 
     id: int
     edge: str
     priority: Priority
-    fragment: Fragment | None  # None: a poll for ``bundle_id``
     bundle_id: bytes
+    payload: bytes
+    index: int | None  # the part's index; None for a poll
 
 
-Signer = Callable[[str, int, bytes], tuple[bytes, bytes]]  # (edge, priority, bundle) -> (key id, signature)
+@dataclass(frozen=True, slots=True)
+class AckOutcome:
+    """What an edge's ack changed: the row (None if the ground does not know
+    the bundle), the profile ids now known to be on the edge, and a line for the log."""
+
+    item: Item | None
+    delivered_profiles: list[bytes]
+    note: str
 
 
 class Outbox:
     """The ground's queue. One instance per thread (SQLite connections are not shared)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, limits: Limits = DEFAULT_LIMITS) -> None:
         self.path = Path(path)
-        self._db = connect(self.path, SCHEMA, "the ground queue", OutboxError)
+        self.limits = limits
+        self._db = connect(self.path, _migrate_sql(self.path) + SCHEMA, "the ground queue", OutboxError)
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT on an autocommit connection (so the CLI and
+        the daemon never interleave a read-modify-write)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # --- adding ----------------------------------------------------------------------------------
 
@@ -176,7 +229,7 @@ class Outbox:
             )
         except sqlite3.IntegrityError:
             raise OutboxError(f"bundle {bundle_id.hex() if bundle_id else ''} is already queued") from None
-        return int(cur.lastrowid)
+        return int(cur.lastrowid or 0)
 
     def add_audio(self, path: str | Path, edge: str, priority: Priority = Priority.NORMAL, title: str = "") -> int:
         """Queue an audio file; the ground daemon encodes it."""
@@ -185,25 +238,22 @@ class Outbox:
 
     def add_bundle(self, data: bytes, edge: str, priority: Priority = Priority.NORMAL, title: str = "",
                    source: str | None = None, profiles: Iterable[bytes] = ()) -> int:
-        """Queue an encoded bundle (checked by decoding it), ready to send."""
+        """Queue an encoded bundle, ready to send: refused (:class:`relay.errors.BundleError`)
+        if it is corrupt or over the limits, since an edge would refuse it too."""
         from relay.wire import decode_bundle
 
-        bundle = decode_bundle(data, source)
+        bundle = decode_bundle(data, source, self.limits)
         row = self._insert(edge, priority, title or bundle.source.title or "untitled", source, State.READY,
                            bundle.bundle_id, data)
-        self._set_profiles(row, profiles)
-        return row
-
-    def _set_profiles(self, row: int, profiles: Iterable[bytes]) -> None:
         self._db.execute("UPDATE outbox SET profiles = ? WHERE id = ?", (json.dumps([p.hex() for p in profiles]), row))
+        return row
 
     # --- encoding --------------------------------------------------------------------------------
 
     def recover(self) -> int:
         """After a restart: rows caught mid-encoding are queued again. Returns how many."""
-        cur = self._db.execute(
-            "UPDATE outbox SET state = ?, updated = ? WHERE state = ?", (str(State.QUEUED), time.time(),
-                                                                         str(State.ENCODING)))
+        cur = self._db.execute("UPDATE outbox SET state = ?, updated = ? WHERE state = ?",
+                               (str(State.QUEUED), time.time(), str(State.ENCODING)))
         return cur.rowcount
 
     def claim_encoding(self) -> Item | None:
@@ -219,12 +269,16 @@ class Outbox:
                              (str(State.ENCODING), time.time(), row[0]))
         return _item(row)
 
-    def encoded(self, row: int, bundle_id: bytes, data: bytes, profiles: Iterable[bytes] = ()) -> bool:
-        """Store the bundle of an encoding row. False if it was cancelled meanwhile."""
+    def encoded(self, row: int, data: bytes, profiles: Iterable[bytes] = ()) -> bool:
+        """Store the bundle of an encoding row, checked as an edge would check
+        it. False if the row was cancelled meanwhile."""
+        from relay.wire import decode_bundle
+
+        bundle = decode_bundle(data, f"entry {row}", self.limits)
         cur = self._db.execute(
             "UPDATE outbox SET state = ?, bundle_id = ?, bundle = ?, profiles = ?, updated = ? "
             "WHERE id = ? AND state = ?",
-            (str(State.READY), bundle_id, data, json.dumps([p.hex() for p in profiles]), time.time(), row,
+            (str(State.READY), bundle.bundle_id, data, json.dumps([p.hex() for p in profiles]), time.time(), row,
              str(State.ENCODING)),
         )
         return cur.rowcount == 1
@@ -235,120 +289,166 @@ class Outbox:
 
     # --- sending ---------------------------------------------------------------------------------
 
-    def next_fragment(self, fragment_size: int, sign: Signer, edges: Iterable[str] | None = None) -> Outgoing | None:
-        """The next fragment to publish: of the most urgent row with fragments
-        still to send (a ready row starts: its envelope is signed now)."""
-        edge_filter, args = "", [str(State.READY), str(State.SENDING)]
-        if edges is not None:
-            names = list(edges)
-            edge_filter = f" AND edge IN ({','.join('?' * len(names))})"
-            args += names
-        row = self._db.execute(
-            f"SELECT id, edge, priority, state, bundle_id, bundle, envelope, fragment_size, count, pending "
-            "FROM outbox WHERE (state = ? OR (state = ? AND pending IS NOT NULL "
-            "AND pending != zeroblob(length(pending))))"
-            f"{edge_filter} ORDER BY priority, rank, id LIMIT 1",
-            args,
-        ).fetchone()
-        if row is None:
+    def next_out(self, fragment_size: int, key: SigningKey, edges: Iterable[str] | None = None,
+                 ack_timeout: float = 120.0, max_poll_interval: float = 3600.0) -> Outgoing | None:
+        """The next message to publish: a fragment of the most urgent row with
+        parts still to send (a ready row starts: its manifest is signed now),
+        or a poll for a row whose ack is overdue, whichever is more urgent."""
+        names = list(edges) if edges is not None else None
+        frag = self._next_fragment_row(names)
+        poll = self._due_poll_row(names)
+        if frag is None and poll is None:
             return None
-        id_, edge, prio, state, bid, bundle, envelope, fsize, count, pending = row
-        if state == State.READY:
-            kid, sig = sign(edge, prio, bundle)
-            envelope = Envelope(Priority(prio), kid, sig, bundle).pack()
-            fsize, count = fragment_size, fragment_count(len(envelope), fragment_size)
-            pending = _bits(count, range(count))
-            self._db.execute(
-                "UPDATE outbox SET state = ?, envelope = ?, fragment_size = ?, count = ?, pending = ?, polls = 0, "
-                "updated = ? WHERE id = ?",
-                (str(State.SENDING), envelope, fsize, count, pending, time.time(), id_),
-            )
-        index = _indices(pending)[0]
-        frag = next(fragment(bid, envelope, fsize, [index]))
-        return Outgoing(id_, edge, Priority(prio), frag, bid)
+        if poll is not None and (frag is None or poll[1:] < frag[1:]):
+            return self._poll(poll[0], key, ack_timeout, max_poll_interval)
+        return self._fragment(frag[0], fragment_size, key) if frag else None
 
-    def sent(self, out: Outgoing, nbytes: int, ack_timeout: float) -> None:
+    def _edge_filter(self, names: list[str] | None) -> tuple[str, list]:
+        if names is None:
+            return "", []
+        return f" AND edge IN ({','.join('?' * len(names))})", names
+
+    def _next_fragment_row(self, names: list[str] | None) -> tuple | None:
+        where, args = self._edge_filter(names)
+        return self._db.execute(
+            "SELECT id, priority, rank FROM outbox WHERE (state = ? OR (state = ? AND pending IS NOT NULL "
+            f"AND pending != zeroblob(length(pending)))){where} ORDER BY priority, rank, id LIMIT 1",
+            [str(State.READY), str(State.SENDING), *args],
+        ).fetchone()
+
+    def _due_poll_row(self, names: list[str] | None) -> tuple | None:
+        where, args = self._edge_filter(names)
+        return self._db.execute(
+            "SELECT id, priority, rank FROM outbox WHERE state = ? AND next_poll IS NOT NULL AND next_poll <= ? "
+            f"AND (pending IS NULL OR pending = zeroblob(length(pending))){where} ORDER BY priority, rank, id LIMIT 1",
+            [str(State.SENDING), time.time(), *args],
+        ).fetchone()
+
+    def _fragment(self, row: int, fragment_size: int, key: SigningKey) -> Outgoing:
+        with self._tx():
+            id_, edge, prio, state, bid, bundle, head, fsize, pending = self._db.execute(
+                "SELECT id, edge, priority, state, bundle_id, bundle, head, fragment_size, pending FROM outbox "
+                "WHERE id = ?", (row,)).fetchone()
+            if state == State.READY:
+                seq = self._next_seq(edge)
+                transfer = OutgoingTransfer.create(bid, bundle, edge, Priority(prio), fragment_size, key, seq,
+                                                   int(time.time()))
+                pending = _bits(transfer.count, range(transfer.count))
+                self._db.execute(
+                    "UPDATE outbox SET state = ?, head = ?, fragment_size = ?, count = ?, pending = ?, polls = 0, "
+                    "next_poll = NULL, seq = ?, signed_at = ?, updated = ? WHERE id = ?",
+                    (str(State.SENDING), transfer.head_blob(), fragment_size, transfer.count, pending, seq,
+                     int(time.time()), time.time(), id_),
+                )
+            else:
+                transfer = OutgoingTransfer.resume(bid, bundle, head, fsize)
+        index = _indices(pending)[0]
+        return Outgoing(id_, edge, Priority(prio), bid, transfer.fragment(index).pack(), index)
+
+    def _next_seq(self, edge: str) -> int:
+        row = self._db.execute("SELECT seq FROM edge_seq WHERE edge = ?", (edge,)).fetchone()
+        seq = (row[0] if row else 0) + 1
+        self._db.execute("INSERT INTO edge_seq VALUES (?, ?) ON CONFLICT(edge) DO UPDATE SET seq = excluded.seq",
+                         (edge, seq))
+        return seq
+
+    def _poll(self, row: int, key: SigningKey, ack_timeout: float, max_interval: float) -> Outgoing:
+        id_, edge, prio, bid, polls = self._db.execute(
+            "SELECT id, edge, priority, bundle_id, polls FROM outbox WHERE id = ?", (row,)).fetchone()
+        # the next poll's time: stretched by the backoff (sent() counts this one)
+        wait = min(ack_timeout * 2 ** min(polls, 30), max_interval)
+        self._db.execute("UPDATE outbox SET next_poll = ? WHERE id = ?", (time.time() + wait, id_))
+        poll = Poll.create(bid, edge, key, int(time.time()))
+        return Outgoing(id_, edge, Priority(prio), bid, poll.pack(), None)
+
+    def sent(self, out: Outgoing, ack_timeout: float) -> None:
         """``out`` was published (the broker has it). When it was the row's last
         pending fragment, an ack is due within ``ack_timeout``."""
         now = time.time()
+        nbytes = len(out.payload)
         with self._tx():
             row = self._db.execute("SELECT pending, count FROM outbox WHERE id = ?", (out.id,)).fetchone()
             if row is None:
                 return
-            if out.fragment is not None:
-                left = [i for i in _indices(row[0]) if i != out.fragment.index]
+            if out.index is not None:
+                left = [i for i in _indices(row[0]) if i != out.index]
                 self._db.execute(
                     "UPDATE outbox SET pending = ?, sent_bytes = sent_bytes + ?, fragments_sent = fragments_sent + 1, "
                     "next_poll = CASE WHEN ? THEN ? ELSE next_poll END, updated = ? WHERE id = ?",
                     (_bits(row[1], left), nbytes, not left, now + ack_timeout, now, out.id),
                 )
             else:
-                self._db.execute(  # the next poll's time was set, with backoff, by due_poll()
+                self._db.execute(
                     "UPDATE outbox SET sent_bytes = sent_bytes + ?, polls = polls + 1, updated = ? WHERE id = ?",
                     (nbytes, now, out.id),
                 )
             self._db.execute("INSERT INTO link_log VALUES (?, ?, ?)", (now, out.edge, nbytes))
 
-    def due_poll(self, ack_timeout: float, max_interval: float, edges: Iterable[str] | None = None) -> Outgoing | None:
-        """A row whose fragments are all out and whose ack is overdue; the
-        interval doubles with every unanswered poll, up to ``max_interval``."""
-        now = time.time()
-        rows = self._db.execute(
-            "SELECT id, edge, priority, bundle_id, polls, next_poll, pending FROM outbox WHERE state = ? "
-            "AND next_poll IS NOT NULL AND next_poll <= ? ORDER BY priority, next_poll",
-            (str(State.SENDING), now),
-        ).fetchall()
-        wanted = set(edges) if edges is not None else None
-        for id_, edge, prio, bid, polls, _, pending in rows:
-            if _indices(pending) or (wanted is not None and edge not in wanted):
-                continue
-            # the next poll's wait is set in sent(); stretch it here by the backoff
-            wait = min(ack_timeout * 2 ** polls, max_interval)
-            self._db.execute("UPDATE outbox SET next_poll = ? WHERE id = ?", (now + wait, id_))
-            return Outgoing(id_, edge, Priority(prio), None, bid)
-        return None
+    def poll_all_now(self, edges: Iterable[str] | None = None) -> int:
+        """After a (re)connect: every row waiting for its ack is polled at once,
+        most urgent first, instead of after its timeout (what was in flight
+        when the link dropped may be lost)."""
+        where, args = self._edge_filter(list(edges) if edges is not None else None)
+        cur = self._db.execute(
+            "UPDATE outbox SET next_poll = ?, polls = 0 WHERE state = ? AND next_poll IS NOT NULL"
+            f"{where}", [time.time(), str(State.SENDING), *args])
+        return cur.rowcount
 
-    def on_ack(self, ack: Ack, edge: str, ack_timeout: float) -> tuple[Item | None, list[bytes]]:
-        """Apply an edge's ack. Returns the row (None if unknown) and the profile
-        ids now known to be on the edge (acknowledged bundles' full profiles)."""
+    def on_ack(self, ack: Ack, edge: str, ack_timeout: float) -> AckOutcome:
+        """Apply an edge's (verified) ack."""
         now = time.time()
         with self._tx():
             row = self._db.execute(
-                "SELECT id, state, count, pending, profiles FROM outbox WHERE bundle_id = ? AND edge = ?",
-                (ack.bundle_id, edge),
-            ).fetchone()
+                "SELECT id, state, count, pending, profiles, resigns, play_state FROM outbox "
+                "WHERE bundle_id = ? AND edge = ?", (ack.bundle_id, edge)).fetchone()
             if row is None:
-                return None, []
-            id_, state, count, pending, profiles = row
+                return AckOutcome(None, [], f"ack from {edge} for unknown bundle {ack.bundle_id.hex()} ignored")
+            id_, state, count, pending, profiles, resigns, play_state = row
             delivered: list[bytes] = []
-            if state != State.SENDING:
+            note = ""
+            if ack.state in (AckState.ACCEPTED, AckState.PLAYED, AckState.QUARANTINED):
+                if state == State.SENDING:
+                    self._db.execute("UPDATE outbox SET state = ?, delivered = ?, pending = NULL, next_poll = NULL, "
+                                     "reason = NULL, updated = ? WHERE id = ?", (str(State.DELIVERED), now, now, id_))
+                    delivered = [bytes.fromhex(p) for p in json.loads(profiles)]
+                    note = "delivered"
+                if ack.state != AckState.ACCEPTED and state in (State.SENDING, State.DELIVERED):
+                    how = PlayState.PLAYED if ack.state == AckState.PLAYED else PlayState.QUARANTINED
+                    if play_state != PlayState.PLAYED:  # a later manual replay may turn quarantined into played
+                        self._db.execute("UPDATE outbox SET played = ?, play_state = ?, play_reason = ?, updated = ? "
+                                         "WHERE id = ?", (now, str(how), ack.reason or None, now, id_))
+                        note = f"{note}, {how}" if note else str(how)
+            elif state != State.SENDING:
                 pass  # a late or duplicate ack: nothing to do
-            elif ack.state == AckState.ACCEPTED:
-                self._db.execute("UPDATE outbox SET state = ?, acked = ?, pending = NULL, next_poll = NULL, "
-                                 "updated = ? WHERE id = ?", (str(State.ACKNOWLEDGED), now, now, id_))
-                delivered = [bytes.fromhex(p) for p in json.loads(profiles)]
+            elif ack.state == AckState.REJECTED and ack.code == RejectCode.STALE and resigns < MAX_RESIGNS:
+                self._db.execute(
+                    "UPDATE outbox SET state = ?, head = NULL, pending = NULL, count = NULL, next_poll = NULL, "
+                    "resigns = resigns + 1, reason = ?, updated = ? WHERE id = ?",
+                    (str(State.READY), f"edge called the signature stale ({ack.reason}); signed again", now, id_))
+                note = "stale at the edge: signing again"
             elif ack.state == AckState.REJECTED:
                 self._db.execute("UPDATE outbox SET state = ?, reason = ?, next_poll = NULL, updated = ? WHERE id = ?",
                                  (str(State.FAILED), f"edge rejected it: {ack.reason}", now, id_))
+                note = "rejected"
             else:
                 holes = set(range(count)) if ack.state == AckState.UNKNOWN else ack.missing_indices()
                 holes = {i for i in holes if i < count} | set(_indices(pending))
                 self._db.execute("UPDATE outbox SET pending = ?, polls = 0, next_poll = ?, updated = ? WHERE id = ?",
                                  (_bits(count, holes), None if holes else now + ack_timeout, now, id_))
-        item = self.get(id_)
-        return item, delivered
+                note = f"{len(holes)} fragment(s) to resend" if holes else "nothing missing"
+        return AckOutcome(self.get(id_), delivered, note)
 
     # --- operators -------------------------------------------------------------------------------
 
     def get(self, row: int) -> Item:
         found = self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (row,)).fetchone()
         if found is None:
-            raise OutboxError(f"no queue entry {row} (relay queue ls lists them)")
+            raise OutboxError(f"no queue entry {row} (relay ground queue ls lists them)")
         return _item(found)
 
     def items(self, states: Iterable[State] | None = None, edge: str | None = None) -> list[Item]:
-        states = list(states) if states is not None else list(State)
-        args: list = [str(s) for s in states]
+        wanted = list(states) if states is not None else list(State)
+        args: list = [str(s) for s in wanted]
         where = f"state IN ({','.join('?' * len(args))})"
         if edge:
             where += " AND edge = ?"
@@ -382,10 +482,10 @@ class Outbox:
         for item in self.items(ACTIVE, edge):
             n += 1
             if item.state == State.SENDING and item.count:
-                size = (item.envelope_size or 0) / item.count  # average fragment
+                size = ((item.head_size or 0) + (item.bundle_size or 0)) / item.count + 13  # average fragment
                 total += int(item.pending * size)
             elif item.bundle_size:
-                total += item.bundle_size + 100  # envelope and headers, roughly
+                total += int(item.bundle_size * 1.1) + 150  # manifest, hashes and headers, roughly
         return n, total
 
     def rate(self, edge: str, window: float = 600.0) -> float:
@@ -398,11 +498,15 @@ class Outbox:
         return row[0] / max(time.time() - row[1], 1.0)
 
     def totals(self, edge: str) -> dict:
-        row = self._db.execute(
-            "SELECT count(*), coalesce(sum(sent_bytes), 0), coalesce(sum(length(bundle)), 0) FROM outbox "
-            "WHERE edge = ? AND state = ?", (edge, str(State.ACKNOWLEDGED))).fetchone()
+        delivered, played, quarantined, size = self._db.execute(
+            "SELECT count(*), count(play_state = 'played' OR NULL), count(play_state = 'quarantined' OR NULL), "
+            "coalesce(sum(length(bundle)), 0) FROM outbox WHERE edge = ? AND state = ?",
+            (edge, str(State.DELIVERED))).fetchone()
+        failed = self._db.execute("SELECT count(*) FROM outbox WHERE edge = ? AND state = ?",
+                                  (edge, str(State.FAILED))).fetchone()[0]
         sent = self._db.execute("SELECT coalesce(sum(sent_bytes), 0) FROM outbox WHERE edge = ?", (edge,)).fetchone()
-        return {"acknowledged": row[0], "acknowledged_bundle_bytes": row[2], "link_bytes_sent": sent[0]}
+        return {"delivered": delivered, "played": played, "quarantined": quarantined, "failed": failed,
+                "delivered_bundle_bytes": size, "link_bytes_sent": sent[0]}
 
     def edges(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT DISTINCT edge FROM outbox ORDER BY edge")]
@@ -410,21 +514,33 @@ class Outbox:
     def prune_log(self, keep: float = 3600.0) -> None:
         self._db.execute("DELETE FROM link_log WHERE t < ?", (time.time() - keep,))
 
-    # --- helpers ---------------------------------------------------------------------------------
 
-    def _tx(self):
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT on an autocommit connection (so the CLI and
-    the daemon never interleave a read-modify-write)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, *_: object) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+def _migrate_sql(path: Path) -> str:
+    """SQL that brings a queue written by link protocol v1 up to date: states
+    renamed, v1 envelopes dropped (those rows are signed again, in v2)."""
+    if not path.exists():
+        return ""
+    try:
+        db = sqlite3.connect(path, timeout=10)
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            columns = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return ""  # connect() reports it
+    if version >= SCHEMA_VERSION or not columns:
+        return ""
+    return """
+ALTER TABLE outbox RENAME COLUMN envelope TO head;
+ALTER TABLE outbox RENAME COLUMN acked TO delivered;
+ALTER TABLE outbox ADD COLUMN seq INTEGER;
+ALTER TABLE outbox ADD COLUMN signed_at INTEGER;
+ALTER TABLE outbox ADD COLUMN resigns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN played REAL;
+ALTER TABLE outbox ADD COLUMN play_state TEXT;
+ALTER TABLE outbox ADD COLUMN play_reason TEXT;
+UPDATE outbox SET state = 'delivered' WHERE state = 'acknowledged';
+UPDATE outbox SET state = 'ready', head = NULL, pending = NULL, count = NULL, next_poll = NULL
+    WHERE state = 'sending';
+"""

@@ -15,6 +15,8 @@ import asyncio
 import logging
 import signal
 import sys
+import time
+from collections import Counter
 from collections.abc import Coroutine
 from typing import Protocol
 
@@ -25,6 +27,32 @@ class Daemon(Protocol):
     stop: asyncio.Event
 
     async def run(self) -> None: ...
+
+
+class Drops:
+    """What a daemon drops, counted by reason, and logged without flooding the
+    journal: the first of each reason at once, then at most one summary line
+    per reason every ``every`` seconds (an attacker's flood is a count, not a
+    million lines)."""
+
+    def __init__(self, log: logging.Logger, every: float = 60.0) -> None:
+        self.log = log
+        self.every = every
+        self.counts: Counter[str] = Counter()
+        self._logged: dict[str, tuple[float, int]] = {}  # reason -> (when, count then)
+
+    def __call__(self, reason: str, message: str) -> None:
+        self.counts[reason] += 1
+        now = time.monotonic()
+        last = self._logged.get(reason)
+        if last is None:
+            self.log.warning("dropped: %s", message)
+            self._logged[reason] = (now, self.counts[reason])
+        elif now - last[0] >= self.every:
+            more = self.counts[reason] - last[1]
+            self.log.warning("dropped %d more (%s) in the last %.0f s; latest: %s", more, reason, now - last[0],
+                             message)
+            self._logged[reason] = (now, self.counts[reason])
 
 
 class TaskFailed(Exception):

@@ -1,11 +1,13 @@
-"""Ed25519 signatures: the ground signs every bundle it sends, the edge plays
-only what a key it trusts signed.
+"""Ed25519 signatures, both ways: the ground signs every transfer and poll it
+sends, each edge signs every ack and play report it sends back, and each
+side acts only on what a key it trusts signed.
 
-The signature covers the edge's name, the bundle's priority and the bundle
-bytes, so a bundle cannot be replayed to another edge or promoted to flash
-on the way. Keys are identified on the wire by an 8-byte key id (BLAKE2b of
-the public key), so an edge can trust several grounds and a ground can roll
-its key over.
+Every signature covers a context string (what kind of message) and the
+edge's name, so nothing signed for one purpose or one edge can be replayed
+as another (see :mod:`relay.link`). The ground's keys are identified on the
+wire by an 8-byte key id (BLAKE2b of the public key), so an edge can trust
+several grounds and a ground can roll its key over; the ground knows each
+edge's key by the edge's name.
 
 Key files: the private key is PEM (PKCS#8, unencrypted: a daemon must start
 unattended; the file is written mode 0600); a public key is written and
@@ -24,7 +26,7 @@ from pathlib import Path
 from relay.errors import RelayError
 
 PUBLIC_PREFIX = "ed25519:"
-CONTEXT = b"speech-relay envelope v1\0"
+SIGNATURE_SIZE = 64
 
 
 class SigningKeyError(RelayError):
@@ -35,13 +37,9 @@ def key_id(public_raw: bytes) -> bytes:
     return hashlib.blake2b(public_raw, digest_size=8).digest()
 
 
-def signed_message(edge: str, priority: int, bundle: bytes) -> bytes:
-    return CONTEXT + edge.encode() + b"\0" + bytes([priority]) + bundle
-
-
 @dataclass(frozen=True, slots=True)
 class SigningKey:
-    """The ground's private key."""
+    """A daemon's private key (the ground's, or an edge's)."""
 
     _key: object  # cryptography Ed25519PrivateKey
 
@@ -73,10 +71,14 @@ class SigningKey:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+        except FileExistsError:
+            raise SigningKeyError(f"{path}: already exists; not overwriting a signing key") from None
+        except OSError as e:
+            raise SigningKeyError(f"{path}: cannot write the key ({e.strerror})") from None
 
     @property
     def public(self) -> VerifyKey:
@@ -85,9 +87,9 @@ class SigningKey:
         raw = self._key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return VerifyKey(raw)
 
-    def sign(self, edge: str, priority: int, bundle: bytes) -> tuple[bytes, bytes]:
-        """(key id, 64-byte signature) for this bundle going to ``edge`` at ``priority``."""
-        return self.public.key_id, self._key.sign(signed_message(edge, priority, bundle))
+    def sign(self, context: bytes, message: bytes) -> tuple[bytes, bytes]:
+        """(key id, 64-byte signature) over ``context || message``."""
+        return self.public.key_id, self._key.sign(context + message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,28 +123,30 @@ class VerifyKey:
             raise SigningKeyError(f"{where}: not an Ed25519 public key ('ed25519:' and 32 bytes of base64)")
         return cls(raw)
 
-    def verify(self, signature: bytes, edge: str, priority: int, bundle: bytes) -> bool:
+    def verify(self, signature: bytes, context: bytes, message: bytes) -> bool:
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+        if len(signature) != SIGNATURE_SIZE:
+            return False
         try:
-            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, signed_message(edge, priority, bundle))
+            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, context + message)
             return True
         except InvalidSignature:
             return False
 
 
 class Keyring:
-    """The public keys an edge trusts, by key id."""
+    """The public keys an edge trusts (its grounds'), by key id."""
 
     def __init__(self, keys: list[VerifyKey]) -> None:
         self.keys = {k.key_id: k for k in keys}
 
-    def check(self, key_id_: bytes, signature: bytes, edge: str, priority: int, bundle: bytes) -> str | None:
+    def check(self, key_id_: bytes, signature: bytes, context: bytes, message: bytes) -> str | None:
         """None if a trusted key signed this; otherwise why not, in a few words."""
         key = self.keys.get(key_id_)
         if key is None:
             return f"signed by untrusted key {key_id_.hex()}" if any(key_id_) else "unsigned"
-        if not key.verify(signature, edge, priority, bundle):
+        if not key.verify(signature, context, message):
             return f"bad signature (key {key_id_.hex()}): forged or tampered"
         return None

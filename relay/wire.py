@@ -49,6 +49,7 @@ from relay.bundle import CLIP_REASONS, AudioClip, Bundle, Segment, SourceInfo, S
 from relay.codecs import CODEC_IDS, codec_id
 from relay.dictionary import DEFAULT_DICT_ID, get_dictionary
 from relay.errors import BundleError
+from relay.limits import DEFAULT_LIMITS, Limits
 from relay.profiles import PROFILE_ID_SIZE, VoiceProfile
 from relay.varint import get_uvarint as _get_uvarint
 from relay.varint import put_uvarint as _put_uvarint
@@ -116,33 +117,40 @@ def _pack_timings(segments: list[Segment]) -> bytes:
 
 
 def _unpack_timings(
-    blob: bytes, texts: list[str], speakers: bytes
+    blob: bytes, texts: list[list[str]], speakers: bytes, max_ticks: int
 ) -> list[Segment]:
+    """Inverse of :func:`_pack_timings`. Every time is checked against
+    ``max_ticks`` as it is read, so a hostile delta cannot place a word
+    days away (and make the edge allocate for the gap)."""
     segments: list[Segment] = []
     pos = 0
     prev_end = 0
-    for text, spk in zip(texts, speakers):
+
+    def tick(value: int, what: str) -> int:
+        if not 0 <= value <= max_ticks:
+            raise ValueError(f"{what} at {value * TICK:.2f} s is outside the limit of {max_ticks * TICK:.0f} s")
+        return value
+
+    for tokens, spk in zip(texts, speakers):
         head, pos = _get_uvarint(blob, pos)
-        seg_start = prev_end + _unzigzag(head >> 1)
+        seg_start = tick(prev_end + _unzigzag(head >> 1), "a segment")
         if head & 1:
             words: list[Word] = []
             cursor = seg_start
-            for token in text.split():
+            for token in tokens:
                 code, pos = _get_uvarint(blob, pos)
                 gap = 0
                 if code & 1:
                     gap, pos = _get_uvarint(blob, pos)
-                start = cursor + gap
-                cursor = start + (code >> 1)
+                start = tick(cursor + gap, "a word")
+                cursor = tick(start + (code >> 1), "a word")
                 words.append(Word(token, start * TICK, cursor * TICK))
             prev_end = cursor
-            segments.append(
-                Segment(spk, seg_start * TICK, cursor * TICK, text, tuple(words))
-            )
+            segments.append(Segment(spk, seg_start * TICK, cursor * TICK, " ".join(tokens), tuple(words)))
         else:
             dur, pos = _get_uvarint(blob, pos)
-            prev_end = seg_start + dur
-            segments.append(Segment(spk, seg_start * TICK, prev_end * TICK, text))
+            prev_end = tick(seg_start + dur, "a segment")
+            segments.append(Segment(spk, seg_start * TICK, prev_end * TICK, " ".join(tokens)))
     if pos != len(blob):
         raise ValueError(f"{len(blob) - pos} timing bytes left over")
     return segments
@@ -190,13 +198,52 @@ def _pack_clip(clip: AudioClip, n_speakers: int) -> list:
     ]
 
 
-def _unpack_clip(entry: list, n_speakers: int) -> AudioClip:
-    wire_id, speaker, start, duration, reason, data = entry[:6]
+def _unpack_clip(entry: object, n_speakers: int, max_ticks: int) -> AudioClip:
+    fields = _array(entry, "a clip", 64, at_least=6)
+    wire_id = _int(fields[0], "clip codec id", 0, 255)
     if wire_id not in CODEC_IDS:
         raise ValueError(f"clip codec id {wire_id} is unknown")
-    if speaker is not None and not 0 <= speaker < n_speakers:
+    speaker = None if fields[1] is None else _int(fields[1], "clip speaker", 0, max(n_speakers - 1, 0))
+    if speaker is not None and n_speakers == 0:
         raise ValueError("clip refers to an unknown speaker")
-    return AudioClip(start * TICK, duration * TICK, CODEC_IDS[wire_id], bytes(data), speaker, CLIP_REASONS[reason])
+    start = _int(fields[2], "clip start", 0, max_ticks)
+    duration = _int(fields[3], "clip duration", 0, max_ticks - start)
+    reason = _int(fields[4], "clip reason", 0, len(CLIP_REASONS) - 1)
+    data = _bin(fields[5], "clip data")
+    return AudioClip(start * TICK, duration * TICK, CODEC_IDS[wire_id], data, speaker, CLIP_REASONS[reason])
+
+
+# --- typed reading of a decoded body: every field checked before it is used ----------------------
+
+
+def _array(value: object, what: str, max_len: int, at_least: int = 0) -> list:
+    if not isinstance(value, list):
+        raise ValueError(f"{what} is a {type(value).__name__}, not an array")
+    if not at_least <= len(value) <= max_len:
+        raise ValueError(f"{what} has {len(value)} elements (expected {at_least}..{max_len})")
+    return value
+
+
+def _int(value: object, what: str, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{what} is a {type(value).__name__}, not an integer")
+    if not lo <= value <= hi:
+        raise ValueError(f"{what} {value} is outside {lo}..{hi}")
+    return value
+
+
+def _str(value: object, what: str, max_len: int) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is a {type(value).__name__}, not text")
+    if len(value) > max_len:
+        raise ValueError(f"{what} has {len(value)} characters (at most {max_len})")
+    return value
+
+
+def _bin(value: object, what: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise ValueError(f"{what} is a {type(value).__name__}, not bytes")
+    return value
 
 
 def _pack_profile(speaker: Speaker) -> list | None:
@@ -208,13 +255,26 @@ def _pack_profile(speaker: Speaker) -> list | None:
 
 
 def _unpack_speaker(label: object, profile: object) -> Speaker:
+    name = _str(_array(label, "a speaker", 64, at_least=1)[0], "a speaker's label", 200)
     if profile is None:
-        return Speaker(str(label))
-    pid = bytes(profile[0])
+        return Speaker(name)
+    entry = _array(profile, "a voice profile", 16, at_least=1)
+    pid = _bin(entry[0], "a profile id")
     if len(pid) != PROFILE_ID_SIZE:
         raise ValueError(f"profile id of {len(pid)} bytes")
-    full = VoiceProfile.from_wire(pid, profile[1:]) if len(profile) > 1 else None
-    return Speaker(str(label), pid, full)
+    full = None
+    if len(entry) > 1:
+        embedding = _bin(entry[1], "a profile's embedding")
+        figures = _array(entry[2:5], "a profile", 3, 3)
+        f0 = _int(figures[0], "a profile's pitch", 0, 127)  # quarter tones above 55 Hz
+        f0_range = _int(figures[1], "a profile's pitch range", 0, 127)
+        rate = _int(figures[2], "a profile's speaking rate", 0, 65535)
+        reference = entry[5] if len(entry) > 5 else None
+        if reference:
+            ref = _array(reference, "a reference clip", 8, at_least=2)
+            reference = [_int(ref[0], "reference codec id", 0, 255), _bin(ref[1], "a reference clip")]
+        full = VoiceProfile.from_wire(pid, [embedding, f0, f0_range, rate, reference])
+    return Speaker(name, pid, full)
 
 
 def _compressor(dict_id: int) -> zstandard.ZstdCompressor:
@@ -234,13 +294,22 @@ def _compress(payload: bytes, dict_id: int) -> bytes:
     return frame[4:]  # drop the zstd magic number; the bundle header identifies the format
 
 
-def _decompress(body: bytes, dict_id: int) -> bytes:
+def _decompress(body: bytes, dict_id: int, max_size: int) -> bytes:
+    """The body, refusing to inflate past ``max_size`` (a few KB of zeros
+    expand to gigabytes; the frame's own content size is not trusted)."""
     frame = zstandard.FRAME_HEADER + body
     if dict_id:
         dctx = zstandard.ZstdDecompressor(dict_data=get_dictionary(dict_id))
     else:
         dctx = zstandard.ZstdDecompressor()
-    return dctx.decompress(frame, max_output_size=64 * 1024 * 1024)
+    out, size = [], 0
+    with dctx.stream_reader(frame, read_across_frames=False) as reader:
+        while chunk := reader.read(1 << 16):
+            size += len(chunk)
+            if size > max_size:
+                raise BundleError("limits", f"bundle body inflates past {max_size} bytes")
+            out.append(chunk)
+    return b"".join(out)
 
 
 # --- public API --------------------------------------------------------------
@@ -318,8 +387,13 @@ def read_header(data: bytes, source: str | None = None) -> Header:
     return Header(version, flags, dict_id, bytes(bundle_id), created, body_offset, body_len)
 
 
-def decode_bundle(data: bytes, source: str | None = None) -> Bundle:
-    """Unpack bytes into a :class:`Bundle`; any defect raises :class:`BundleError`."""
+def decode_bundle(data: bytes, source: str | None = None, limits: Limits = DEFAULT_LIMITS) -> Bundle:
+    """Unpack bytes into a :class:`Bundle`; any defect, and anything beyond
+    ``limits``, raises :class:`BundleError` (reason ``limits`` for the latter)
+    before memory is allocated for it."""
+    if len(data) > limits.max_bundle_bytes:
+        raise BundleError("limits", f"bundle of {len(data)} bytes is over the limit of {limits.max_bundle_bytes}",
+                          source)
     header = read_header(data, source)
     body = data[header.body_offset : header.body_offset + header.body_len]
     try:
@@ -331,27 +405,68 @@ def decode_bundle(data: bytes, source: str | None = None) -> Bundle:
             source,
         ) from None
     try:
-        payload = _decompress(body, header.dict_id) if header.flags & FLAG_ZSTD else body
-        fields = msgpack.unpackb(payload, raw=False)
-        source_f, speakers_f, seg_spk, text, timings = fields[:5]
-        title, language, duration_ticks = source_f[:3]
-        profiles_f = fields[5] if len(fields) > 5 and fields[5] is not None else [None] * len(speakers_f)
-        if len(profiles_f) != len(speakers_f):
-            raise ValueError("profile count mismatch")
-        speakers = [_unpack_speaker(s[0], p) for s, p in zip(speakers_f, profiles_f)]
-        texts = text.split("\n") if seg_spk else []
-        if len(texts) != len(seg_spk):
-            raise ValueError("segment count mismatch")
-        if any(i >= len(speakers) for i in seg_spk):
-            raise ValueError("segment refers to an unknown speaker")
-        segments = _unpack_timings(timings, texts, seg_spk)
-        clips = [_unpack_clip(c, len(speakers)) for c in fields[6]] if len(fields) > 6 else []
-    except BundleError:
-        raise
+        return _decode_body(header, body, limits)
+    except BundleError as exc:
+        raise BundleError(exc.reason, str(exc), source) from None
+    except _LimitExceeded as exc:
+        raise BundleError("limits", str(exc), source) from None
     except Exception as exc:  # any malformation of a hash-valid body is a bad bundle
         raise BundleError("body", f"malformed bundle body ({exc.__class__.__name__}: {exc})", source) from None
+
+
+class _LimitExceeded(ValueError):
+    """A well-formed body that is bigger than the reader allows."""
+
+
+def _decode_body(header: Header, body: bytes, limits: Limits) -> Bundle:
+    payload = _decompress(body, header.dict_id, limits.max_body_bytes) if header.flags & FLAG_ZSTD else body
+    if len(payload) > limits.max_body_bytes:
+        raise _LimitExceeded(f"bundle body of {len(payload)} bytes is over the limit of {limits.max_body_bytes}")
+    max_items = max(limits.max_segments, limits.max_clips, limits.max_speakers, 256)
+    fields = msgpack.unpackb(
+        payload, raw=False, strict_map_key=True, max_array_len=max_items, max_map_len=16,
+        max_str_len=limits.max_text_chars * 4, max_bin_len=limits.max_body_bytes, max_ext_len=0,
+    )
+    fields = _array(fields, "the body", 64, at_least=5)
+    source_f, speakers_f, seg_spk, text, timings = fields[:5]
+    source_f = _array(source_f, "the source", 64, at_least=3)
+    max_ticks = int(limits.max_duration / TICK)
+    title = _str(source_f[0], "the title", 1000)
+    language = _str(source_f[1], "the language", 32)
+    duration_ticks = source_f[2]
+    if not isinstance(duration_ticks, int) or isinstance(duration_ticks, bool) or duration_ticks < 0:
+        raise ValueError(f"the duration is {duration_ticks!r}, not a number of ticks")
+    if duration_ticks > max_ticks:
+        raise _LimitExceeded(
+            f"bundle declares {duration_ticks * TICK:.0f} s of audio, over the limit of {limits.max_duration:.0f} s"
+        )
+    speakers_f = _array(speakers_f, "the speakers", 1_000_000)
+    if len(speakers_f) > limits.max_speakers:
+        raise _LimitExceeded(f"bundle has {len(speakers_f)} speakers, over the limit of {limits.max_speakers}")
+    profiles_f = fields[5] if len(fields) > 5 and fields[5] is not None else [None] * len(speakers_f)
+    if len(_array(profiles_f, "the profiles", 1_000_000)) != len(speakers_f):
+        raise ValueError("profile count mismatch")
+    speakers = [_unpack_speaker(s, p) for s, p in zip(speakers_f, profiles_f)]
+    seg_spk = _bin(seg_spk, "the segment speakers")
+    if len(seg_spk) > limits.max_segments:
+        raise _LimitExceeded(f"bundle has {len(seg_spk)} segments, over the limit of {limits.max_segments}")
+    text = _str(text, "the text", 1 << 62)
+    if len(text) > limits.max_text_chars:
+        raise _LimitExceeded(f"bundle text of {len(text)} characters is over the limit of {limits.max_text_chars}")
+    texts = [line.split() for line in text.split("\n")] if seg_spk else []
+    if len(texts) != len(seg_spk):
+        raise ValueError("segment count mismatch")
+    if any(i >= len(speakers) for i in seg_spk):
+        raise ValueError("segment refers to an unknown speaker")
+    if (words := sum(len(t) for t in texts)) > limits.max_words:
+        raise _LimitExceeded(f"bundle has {words} words, over the limit of {limits.max_words}")
+    segments = _unpack_timings(_bin(timings, "the timings"), texts, seg_spk, max_ticks)
+    clips_f = _array(fields[6], "the clips", 1_000_000) if len(fields) > 6 else []
+    if len(clips_f) > limits.max_clips:
+        raise _LimitExceeded(f"bundle has {len(clips_f)} audio clips, over the limit of {limits.max_clips}")
+    clips = [_unpack_clip(c, len(speakers), max_ticks) for c in clips_f]
     return Bundle(
-        source=SourceInfo(str(title), duration_ticks * TICK, str(language)),
+        source=SourceInfo(title, duration_ticks * TICK, language),
         speakers=speakers,
         segments=segments,
         clips=clips,

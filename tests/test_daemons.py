@@ -42,6 +42,8 @@ def broker(tmp_path):
 def write_configs(tmp_path: Path, ground_port: int, edge_port: int, key: SigningKey, rate: float,
                   voice: str = "espeak:en-us+m3") -> tuple[Path, Path]:
     key.save(tmp_path / "ground.key")
+    edge_key = SigningKey.generate()
+    edge_key.save(tmp_path / "edge.key")
     ground = tmp_path / "ground.toml"
     ground.write_text(f"""
 [ground]
@@ -49,7 +51,9 @@ name = "g1"
 state_dir = "{tmp_path}/ground"
 signing_key = "{tmp_path}/ground.key"
 default_edge = "ship"
-edges = ["ship"]
+
+[edges.ship]
+key = "{edge_key.public.text()}"
 
 [broker]
 port = {ground_port}
@@ -70,6 +74,7 @@ state_dir = "{tmp_path}/edge"
 output_dir = "{tmp_path}/played"
 play = false
 voice = "{voice}"
+signing_key = "{tmp_path}/edge.key"
 trusted_keys = ["{key.public.text()}"]
 
 [broker]
@@ -149,12 +154,12 @@ def test_twenty_bundles_once_each_flash_first_through_every_fault(broker, tmp_pa
             # what was in flight when the edge died completes through the ground's poll after
             # ack_timeout while other bundles keep the link busy, so it may be acknowledged late
             hit = {a["bundle_id"] for a in arriving()}
-            assert any(q["state"] != "acknowledged" for q in queue(ground_cfg))  # still mid-transfer
+            assert any(q["state"] != "delivered" for q in queue(ground_cfg))  # still mid-transfer
 
             broker.restart()
             edge = daemon("edge", edge_cfg, logs / "edge.log")
-            wait_for(lambda: all(q["state"] == "acknowledged" for q in queue(ground_cfg)), 240,
-                     "every acknowledgement")
+            wait_for(lambda: all(q["state"] == "delivered" for q in queue(ground_cfg)), 240,
+                     "every bundle delivered")
             entries = queue(ground_cfg)
             played = tmp_path / "played"
             wait_for(lambda: len(list(played.glob("*.wav"))) >= len(entries), 120, "every bundle spoken")
@@ -171,7 +176,7 @@ def test_twenty_bundles_once_each_flash_first_through_every_fault(broker, tmp_pa
     assert {w.stem.split("-")[-1] for w in wavs} == ids
     stored = cli_json("edge", "ls", "-c", str(edge_cfg))["bundles"]
     assert len(stored) == 20 and all(b["plays"] == 1 and b["state"] == "accepted" for b in stored)
-    acked = sorted((q for q in entries if q["bundle_id"] not in hit), key=lambda q: q["acknowledged"])
+    acked = sorted((q for q in entries if q["bundle_id"] not in hit), key=lambda q: q["delivered"])
     flash_last = max(i for i, q in enumerate(acked) if q["priority"] == "flash")
     bulk_first = min(i for i, q in enumerate(acked) if q["priority"] == "bulk")
     assert flash_last < bulk_first, [(q["title"], q["priority"]) for q in acked]
@@ -200,7 +205,7 @@ def test_shipped_configurations_are_valid():
 
     root = Path(__file__).resolve().parents[1] / "config"
     ground = load_ground(root / "ground.toml")
-    assert ground.link.fragment_size == 340 and ground.ground.default_edge in ground.ground.edges
+    assert ground.link.fragment_size == 340 and ground.ground.default_edge in ground.edges
     edge = load_edge(root / "edge.toml")
     assert edge.edge.name == ground.ground.default_edge and edge.edge.trusted_keys
     assert ground.tiers.tier == "text" and ground.tiers.codec == "codec2-3200"  # text unless the operator says
