@@ -139,7 +139,7 @@ def main() -> None:
     ap.add_argument("--plot", type=Path)
     args = ap.parse_args()
 
-    from test_link import real_bundle
+    from relay.testing.bundles import real_bundle
 
     rng = random.Random(7)
     with tempfile.TemporaryDirectory(prefix="soak-") as td:

@@ -48,13 +48,17 @@ class LocalBroker:
         self.port = port or free_port()
         self.conf = self.folder / "mosquitto.conf"
         self.log = self.folder / "mosquitto.log"
+        self.conf.write_text(self.configuration())
+        self.proc: subprocess.Popen | None = None
+
+    def configuration(self) -> str:
+        """mosquitto.conf for this broker: anonymous, on loopback, persistent."""
         # max_queued_messages 0: no cap on what waits for an absent client (the relay's queues are the bound)
-        self.conf.write_text(
+        return (
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {self.folder}/\nautosave_interval 1\nmax_queued_messages 0\n"
             f"user {getpass.getuser()}\nlog_dest file {self.log}\n"
         )
-        self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> None:
         self.proc = subprocess.Popen([str(self.exe), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
@@ -70,11 +74,20 @@ class LocalBroker:
                 time.sleep(0.05)
         raise RelayError(f"mosquitto did not open 127.0.0.1:{self.port} within {timeout:.0f} s; see {self.log}")
 
-    def stop(self) -> None:
-        """A clean stop, which writes the persistence file."""
+    def stop(self, timeout: float = 15.0) -> None:
+        """A clean stop, which writes the persistence file; a broker that does
+        not stop within ``timeout`` is killed, as systemd would (mosquitto
+        2.0.11 has been seen to hang on SIGTERM with a bridge reconnecting
+        over TLS; what it held since its last autosave is then lost, and the
+        relay's own acks and polls get it back)."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+                self.killed = getattr(self, "killed", 0) + 1
 
     def restart(self) -> None:
         self.stop()

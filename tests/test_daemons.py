@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 import pytest
-from test_link import real_bundle
 
 from relay.broker import LocalBroker, free_port, mosquitto_path
 from relay.link import Priority
 from relay.linksim import LinkSimThread
 from relay.signing import SigningKey
+from relay.testing.bundles import real_bundle
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 

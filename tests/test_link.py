@@ -9,9 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import shared
 
-from relay.bundle import Bundle, Segment, SourceInfo, Speaker, Word
+from relay.bundle import Bundle, Speaker
 from relay.config import EdgeLink
 from relay.inbox import ACCEPTED, QUARANTINED, REJECTED, Inbox, Received
 from relay.limits import Limits
@@ -33,29 +32,10 @@ from relay.link import (
 from relay.outbox import Outbox, OutboxError, PlayState, State
 from relay.profiles import ProfileStore, VoiceProfile
 from relay.signing import Keyring, SigningKey, VerifyKey
+from relay.testing.bundles import real_bundle
 from relay.wire import decode_bundle, encode_bundle
 
 FRAG = 340
-
-
-def _lj_words() -> list[str]:
-    psv = shared("ljspeech", "transcripts.psv")
-    return " ".join(line.split("|", 1)[1] for line in psv.read_text().splitlines() if "|" in line).split()
-
-
-def real_bundle(words: int = 40, title: str = "call", seed: int = 0) -> bytes:
-    """A bundle of real words: LJSpeech's transcripts from word ``seed`` on,
-    with speech-like word timings."""
-    text = _lj_words()
-    rng = random.Random(seed)
-    ws, t = [], 0.0
-    for i in range(words):
-        d = rng.uniform(0.15, 0.5)
-        ws.append(Word(text[(seed + i) % len(text)], round(t, 2), round(t + d, 2)))
-        t += d + rng.choice([0.0, 0.05, 0.1, 0.4])
-    ws = tuple(ws)
-    seg = Segment(0, ws[0].start, ws[-1].end, " ".join(w.text for w in ws), ws)
-    return encode_bundle(Bundle(SourceInfo(title, ws[-1].end + 0.5, "en"), [Speaker("S1")], [seg]))
 
 
 @pytest.fixture()

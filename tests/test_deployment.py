@@ -1,0 +1,165 @@
+"""The real deployment shape, with faults and an attacker.
+
+Two mosquittos started with the shipped configuration (password files, the
+ACL, the ground's TLS listener, the ship's bridge with its certificate), the
+bridge running over the thin-link simulator; the ground and edge daemons as
+real processes with password files. While 20 bundles of mixed priority go
+across, a hostile broker user on each broker publishes garbage, forged
+parts, manifests, polls and acks on every topic it names, and one message
+over the size limit; the link is cut, each daemon is killed with SIGKILL
+mid-transfer and each broker restarted. Every bundle must arrive, be spoken
+exactly once and be reported played to the ground; every flash bundle must
+be delivered before any bulk one; neither daemon may stop on its own; the
+attacker must hear nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from relay.broker import mosquitto_path
+from relay.link import Priority
+from relay.testing.bundles import real_bundle
+from relay.testing.deployment import Deployment
+from relay.testing.hostile import Hostile
+
+pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed (scripts/setup.sh)")
+
+
+def connect(port: int, user: str, password: str) -> tuple[mqtt.Client, list, list]:
+    got: list[tuple[str, bytes]] = []
+    codes: list = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{user}-{time.monotonic_ns()}")
+    c.username_pw_set(user, password)
+    c.on_message = lambda cl, u, m: got.append((m.topic, bytes(m.payload)))
+    c.on_connect = lambda cl, u, f, rc, p: codes.append(str(rc))
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c, got, codes
+
+
+def until(predicate, timeout: float = 20.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_the_shipped_broker_configuration_starts_and_its_acl_holds(tmp_path):
+    """Each edge reads only its own downlink and writes only its own acks; the
+    ground reaches every edge; a stranger with a password reads nothing; the
+    ship's bridge carries the edge's topics over TLS with its certificate."""
+    with Deployment(tmp_path) as d:
+        pw = d.passwords
+        ground, ground_got, codes = connect(d.ground_broker.port, "ground", pw["ground"])
+        edge, edge_got, _ = connect(d.ship_broker.port, "ship1", pw["ship1"])
+        mallory_g, mallory_g_got, _ = connect(d.ground_broker.port, "mallory", pw["mallory"])
+        mallory_s, mallory_s_got, _ = connect(d.ship_broker.port, "mallory", pw["mallory"])
+        intruder, _, refused = connect(d.ship_broker.port, "ship1", "not-the-password")
+        assert until(lambda: codes and refused)
+        assert codes[0] == "Success" and refused[0] == "Not authorized"
+        ground.subscribe("relay/+/a", 1)
+        edge.subscribe("relay/ship1/d", 1)
+        for c in (mallory_g, mallory_s):
+            c.subscribe("#", 1)
+        assert until(lambda: "relay-bridge-ship1" in d.ground_broker.log.read_text(), 30), "the bridge never came"
+        time.sleep(1.0)
+        ground.publish("relay/ship1/d", b"to ship1", qos=1)
+        assert until(lambda: any(p == b"to ship1" for _, p in edge_got), 30), "the bridge did not carry the downlink"
+        edge.publish("relay/ship1/a", b"ack from ship1", qos=1)
+        edge.publish("relay/ship1/d", b"edge writes its own downlink", qos=1)
+        edge.publish("relay/ship2/a", b"ship1 as ship2", qos=1)
+        ground.publish("relay/ship2/d", b"to ship2", qos=1)
+        mallory_s.publish("relay/ship1/d", b"mallory to ship1", qos=1)
+        mallory_g.publish("relay/ship1/d", b"mallory to ship1 via the ground", qos=1)
+        mallory_g.publish("relay/ship1/a", b"mallory as ship1", qos=1)
+        mallory_g.publish("relay/mallory/a", b"mallory's own", qos=1)
+        assert until(lambda: (b"ack from ship1" in [p for _, p in ground_got]) and
+                     (b"mallory's own" in [p for _, p in ground_got]))
+        time.sleep(2.0)
+        assert sorted(p for _, p in ground_got) == [b"ack from ship1", b"mallory's own"]  # the ground drops mallory
+        assert [p for _, p in edge_got] == [b"to ship1"]
+        assert mallory_g_got == [] and mallory_s_got == []
+        for c in (ground, edge, mallory_g, mallory_s, intruder):
+            c.loop_stop()
+
+
+def edge_ls(d: Deployment) -> dict:
+    proc = d.relay("edge", "ls", "--json", "-c", str(d.edge_config))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def ground_queue(d: Deployment) -> list[dict]:
+    proc = d.relay("queue", "ls", "--all", "--json", "-c", str(d.ground_config))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_twenty_bundles_through_faults_and_an_attacker_once_each_flash_first(tmp_path):
+    with Deployment(tmp_path) as d:
+        kinds = [Priority.BULK, Priority.NORMAL, Priority.PRIORITY, Priority.BULK]
+        for i in range(16):
+            path = tmp_path / f"b{i}.bundle"
+            path.write_bytes(real_bundle(200 + 40 * i, f"b{i}", seed=i * 37))
+            d.queue(path, kinds[i % 4].name.lower())
+        ids = [bytes.fromhex(q["bundle_id"]) for q in ground_queue(d)]
+        targets = ["relay/ship1/d", "relay/ship1/a", "relay/mallory/a", "relay/ground/d", "relay/ship2/a", "relay"]
+        with Hostile(d.ground_broker.port, "mallory", d.passwords["mallory"], targets, ids, seed=1) as at_ground, \
+                Hostile(d.ship_broker.port, "mallory", d.passwords["mallory"], targets, ids, seed=2) as at_ship:
+            d.start("edge")  # first: until the edge has subscribed once, its broker keeps nothing for it
+            d.wait_for(lambda: b"connected" in (d.logs / "edge.log").read_bytes(), 60, "the edge to connect")
+            d.start("ground")
+            d.wait_for(lambda: any(q["fragments_sent"] > 2 for q in ground_queue(d)), 60, "fragments to flow")
+            at_ground.oversized("relay/mallory/a")
+            for j in range(4):  # flash material arrives while the others are in flight
+                path = tmp_path / f"flash{j}.bundle"
+                path.write_bytes(real_bundle(50, f"flash{j}", seed=500 + j))
+                d.queue(path, "flash")
+            assert not any(q["fragments_sent"] for q in ground_queue(d) if q["priority"] == "bulk")
+
+            d.link.cut()  # the satellite goes behind a mast
+            time.sleep(4.0)
+            d.link.restore()
+
+            d.kill("ground")  # mid-publish
+            d.start("ground")
+            d.wait_for(lambda: any(0 < a["fragments"] < a["of"] for a in edge_ls(d)["arriving"]), 90,
+                       "a bundle half received")
+            d.kill("edge")  # mid-receive
+            assert any(q["state"] != "delivered" for q in ground_queue(d))  # still mid-transfer
+            d.ground_broker.restart()
+            d.ship_broker.restart()
+            d.start("edge")
+            d.wait_for(lambda: all(q["state"] == "delivered" for q in ground_queue(d)), 300,
+                       "every bundle delivered", every=1.0)
+            played = tmp_path / "played"
+            d.wait_for(lambda: len(list(played.glob("*.wav"))) >= 20, 120, "every bundle spoken")
+            d.wait_for(lambda: all(q["play_state"] == "played" for q in ground_queue(d)), 120,
+                       "every play report back at the ground", every=1.0)
+            time.sleep(2.0)  # nothing more may appear
+            assert d.alive("ground") and d.alive("edge"), "a daemon stopped on its own"
+        assert at_ground.sent > 100 and at_ship.sent > 100
+        assert at_ground.heard == [] and at_ship.heard == []  # the ACL let it read nothing
+        assert d.link.stats.cuts == 1
+    entries = ground_queue(d)
+    wavs = sorted(played.glob("*.wav"))
+    bundle_ids = {q["bundle_id"] for q in entries}
+    assert len(wavs) == len(bundle_ids) == 20  # exactly once each
+    assert {w.stem.split("-")[-1] for w in wavs} == bundle_ids
+    stored = edge_ls(d)["bundles"]
+    assert len(stored) == 20 and all(b["plays"] == 1 and b["state"] == "accepted" for b in stored)
+    delivered = sorted(entries, key=lambda q: q["delivered"])
+    flash_last = max(i for i, q in enumerate(delivered) if q["priority"] == "flash")
+    bulk_first = min(i for i, q in enumerate(delivered) if q["priority"] == "bulk")
+    assert flash_last < bulk_first, [(q["title"], q["priority"]) for q in delivered]
+    ground_log = (d.logs / "ground.log").read_text()
+    assert "no edge 'mallory'" in ground_log and "Traceback" not in ground_log
+    assert "Traceback" not in (d.logs / "edge.log").read_text()
