@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import os
 import queue
+import struct
 import tempfile
 import threading
 import time
-import wave
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +90,8 @@ class WavOutput:
     disk (``OSError``, ENOSPC, which the edge daemon waits out) or an error
     leaves no half file behind."""
 
+    HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
+
     def __init__(self, path: str | Path, sample_rate: int) -> None:
         self.path = Path(path)
         self.sample_rate = sample_rate
@@ -97,24 +99,27 @@ class WavOutput:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         self._tmp = Path(tmp)
         self._file = os.fdopen(fd, "wb")
+        self.frames = 0
         try:
-            self._wav = wave.open(self._file, "wb")
-            self._wav.setnchannels(1)
-            self._wav.setsampwidth(2)
-            self._wav.setframerate(sample_rate)
+            self._file.write(self._header())
         except BaseException:
             self.abort()
             raise
-        self.frames = 0
+
+    def _header(self) -> bytes:
+        data = 2 * self.frames
+        return self.HEADER.pack(b"RIFF", 36 + data, b"WAVE", b"fmt ", 16, 1, 1, self.sample_rate, 2 * self.sample_rate,
+                                2, 16, b"data", data)
 
     def write(self, block: np.ndarray) -> None:
         pcm = (np.clip(np.asarray(block, np.float32), -1.0, 1.0) * 32767).astype("<i2")
-        self._wav.writeframes(pcm.tobytes())
+        self._file.write(pcm.tobytes())
         self.frames += len(pcm)
 
     def close(self) -> None:
         try:
-            self._wav.close()
+            self._file.seek(0)
+            self._file.write(self._header())
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()

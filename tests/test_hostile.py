@@ -1,0 +1,278 @@
+"""The daemons against what a hostile or broken peer sends them, over a real broker.
+
+One mosquitto with no ACL (as if an attacker held the ground's broker
+credentials), both daemons as real processes. Each test sends what the issue
+list found could stop a daemon or lose a bundle, and checks that the daemon
+logs it, drops it and goes on, and that the real traffic still arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import paho.mqtt.client as mqtt
+import pytest
+
+from relay.broker import LocalBroker, mosquitto_path
+from relay.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
+from relay.link import Ack, AckState, Fragment, OutgoingTransfer, Priority
+from relay.signing import SigningKey
+from relay.testing.bundles import real_bundle
+from relay.testing.hostile import Hostile
+from relay.wire import encode_bundle
+
+pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed (scripts/setup.sh)")
+RELAY = str(Path(sys.executable).with_name("relay"))
+
+
+class Pair:
+    """A ground and an edge daemon on one broker (topic prefix "relay", edge "ship1")."""
+
+    def __init__(self, tmp: Path, broker: LocalBroker, ground_limits: str = "", edge_extra: str = "") -> None:
+        self.tmp = tmp
+        self.broker = broker
+        self.ground_key, self.edge_key = SigningKey.generate(), SigningKey.generate()
+        self.ground_key.save(tmp / "ground.key")
+        self.edge_key.save(tmp / "edge.key")
+        self.ground_config = tmp / "ground.toml"
+        self.ground_config.write_text(f"""
+[ground]
+state_dir = "{tmp}/ground"
+signing_key = "{tmp}/ground.key"
+default_edge = "ship1"
+[edges.ship1]
+key = "{self.edge_key.public.text()}"
+[broker]
+host = "127.0.0.1"
+port = {broker.port}
+[link]
+ack_timeout = 3
+max_poll_interval = 6
+{ground_limits}
+""")
+        self.edge_config = tmp / "edge.toml"
+        self.edge_config.write_text(f"""
+[edge]
+name = "ship1"
+state_dir = "{tmp}/edge"
+output_dir = "{tmp}/played"
+play = false
+voice = "espeak:en-us+m3"
+signing_key = "{tmp}/edge.key"
+trusted_keys = ["{self.ground_key.public.text()}"]
+[broker]
+host = "127.0.0.1"
+port = {broker.port}
+{edge_extra}
+""")
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str) -> None:
+        cfg = self.ground_config if name == "ground" else self.edge_config
+        log = (self.tmp / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen([RELAY, name, "run", "-c", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text()
+
+    def alive(self, name: str) -> bool:
+        return self.procs[name].poll() is None
+
+    def relay(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([RELAY, *args], capture_output=True, text=True, timeout=120)
+
+    def queue(self, data: bytes, name: str, priority: str = "normal") -> None:
+        path = self.tmp / f"{name}.bundle"
+        path.write_bytes(data)
+        proc = self.relay("queue", "add", str(path), "-p", priority, "-c", str(self.ground_config))
+        assert proc.returncode == 0, proc.stderr
+
+    def entries(self) -> list[dict]:
+        import json
+
+        proc = self.relay("queue", "ls", "--all", "--json", "-c", str(self.ground_config))
+        return json.loads(proc.stdout)
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(30)
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture()
+def pair(tmp_path):
+    with LocalBroker(tmp_path / "broker") as broker:
+        p = Pair(tmp_path, broker)
+        yield p
+        p.stop()
+
+
+def publisher(port: int) -> mqtt.Client:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"raw-{time.monotonic_ns()}")
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
+
+
+def test_no_ack_stops_the_ground(pair):
+    """Acks for bundles the ground never sent (a second ground on the broker),
+    signed by the real edge; a profile id of 2**40; unsigned and forged acks;
+    garbage; an edge the ground does not serve: all logged and dropped."""
+    pair.start("ground")
+    wait_for(lambda: "connected" in pair.log("ground"), 60, "the ground to connect")
+    raw = publisher(pair.broker.port)
+    key = pair.edge_key
+    huge = msgpack.packb([2, bytes(8), 1, [], "", [2**40], 0])  # used to allocate a terabyte, then crash-loop
+    bad = [
+        Ack(os.urandom(8), AckState.ACCEPTED).pack(key, "ship1"),  # a bundle this ground does not know
+        huge + key.sign(b"speech-relay ack v2\0", b"ship1\0" + huge)[1],
+        Ack(os.urandom(8), AckState.ACCEPTED).body(),  # unsigned
+        Ack(os.urandom(8), AckState.ACCEPTED).pack(SigningKey.generate(), "ship1"),  # forged
+        os.urandom(5000),
+        b"",
+    ]
+    for _ in range(3):  # redelivered or repeated: still nothing
+        for payload in bad:
+            raw.publish("relay/ship1/a", payload, qos=1).wait_for_publish(5)
+        raw.publish("relay/nobody/a", Ack(os.urandom(8), AckState.PLAYED).pack(key, "nobody"), qos=1)
+    pair.queue(real_bundle(60), "real")
+    pair.start("edge")
+    wait_for(lambda: all(e["state"] == "delivered" for e in pair.entries()), 120, "the real bundle delivered")
+    assert pair.alive("ground")
+    log = pair.log("ground")
+    for line in ("for unknown bundle", "wrong types", "not signed by ship1's key", "no edge 'nobody'"):
+        assert line in log, line
+    assert len(re.findall("dropped: ack on relay/ship1/a: ack not signed", log)) == 1  # one line, then a count
+    assert "Traceback" not in log
+    raw.loop_stop()
+
+
+def test_a_flood_on_the_edges_topic_stores_nothing_and_delays_little(pair):
+    """Ten seconds of garbage, forged manifests and parts for the real transfer
+    (as if the ground's broker password had leaked): the real bundle still
+    arrives and plays, the edge's store does not grow, the edge stays up."""
+    pair.start("edge")
+    wait_for(lambda: "connected" in pair.log("edge"), 60, "the edge to connect")
+    db = pair.tmp / "edge" / "inbox.db"
+    before = sum(p.stat().st_size for p in db.parent.glob("inbox.db*"))
+    data = real_bundle(150, "real")
+    from relay.wire import decode_bundle
+
+    bid = decode_bundle(data).bundle_id
+    with Hostile(pair.broker.port, None, None, ["relay/ship1/d"], [bid], rate=2000, seed=3) as flood:
+        time.sleep(2.0)
+        pair.queue(data, "real", "flash")
+        pair.start("ground")
+        time.sleep(8.0)
+    assert flood.sent > 5000
+    wait_for(lambda: pair.entries()[0]["state"] == "delivered", 120, "the real bundle delivered")
+    wait_for(lambda: pair.entries()[0]["play_state"] == "played", 120, "the real bundle played")
+    after = sum(p.stat().st_size for p in db.parent.glob("inbox.db*"))
+    assert after - before < 512 * 1024, (before, after)  # the real bundle, not the flood
+    assert pair.alive("edge") and pair.alive("ground")
+    log = pair.log("edge")
+    assert "dropped" in log and "Traceback" not in log
+    assert len(log.splitlines()) < 200  # counted, not a line per message
+
+
+def test_oversized_bundles_are_rejected_and_unplayable_ones_quarantined_and_the_next_one_plays(tmp_path):
+    """A ground with limits far above the edge's sends a 55-hour bundle: the edge
+    rejects it (allocating nothing) and says why. A bundle whose audio clip no
+    codec can read is accepted, quarantined when it cannot play, and reported.
+    The bundle behind both plays."""
+    with LocalBroker(tmp_path / "broker") as broker:
+        pair = Pair(tmp_path, broker, ground_limits="[limits]\nmax_duration = 600000.0\n")
+        try:
+            word = (Word("hello", 0.5, 0.9),)
+            long = Bundle(SourceInfo("55 hours", 55 * 3600.0, "en"), [Speaker("S1")],
+                          [Segment(0, 0.5, 0.9, "hello", word)])
+            broken = Bundle(SourceInfo("broken clip", 3.0, "en"), [Speaker("S1")], [],
+                            [AudioClip(0.0, 2.0, "opus-6k", b"\x05not opus", 0)])
+            pair.queue(encode_bundle(long), "long", "flash")
+            pair.queue(encode_bundle(broken), "broken", "priority")
+            pair.queue(real_bundle(40, "fine"), "fine", "normal")
+            pair.start("edge")
+            pair.start("ground")
+            wait_for(lambda: all(e["state"] in ("failed", "delivered") and (e["state"] == "failed" or e["play_state"])
+                                 for e in pair.entries()), 180, "every bundle decided and played or not")
+            by_title = {e["title"]: e for e in pair.entries()}
+            assert by_title["55 hours"]["state"] == "failed" and "over the limit" in by_title["55 hours"]["reason"]
+            assert by_title["broken clip"]["play_state"] == "quarantined"
+            assert "cannot be decoded" in by_title["broken clip"]["play_reason"]
+            assert by_title["fine"]["play_state"] == "played"
+            import json
+
+            ls = json.loads(pair.relay("edge", "ls", "--json", "-c", str(pair.edge_config)).stdout)["bundles"]
+            assert [b["reason"][:10] for b in ls if b["state"] == "quarantined"] == ["audio clip"]
+            assert pair.alive("edge") and pair.alive("ground")
+        finally:
+            pair.stop()
+
+
+def test_a_replay_to_an_edge_that_lost_its_store_is_refused(pair):
+    """Captured parts of a delivered bundle, replayed after the edge lost its store
+    (an attacker with write access to the broker): refused as stale, not played again."""
+    pair.queue(real_bundle(30, "once"), "once")
+    pair.start("edge")
+    pair.start("ground")
+    wait_for(lambda: pair.entries()[0]["play_state"] == "played", 120, "the bundle played")
+    entry = pair.entries()[0]
+    pair.procs["edge"].send_signal(signal.SIGTERM)
+    pair.procs["edge"].wait(30)
+    for f in (pair.tmp / "edge").glob("inbox.db*"):
+        f.unlink()  # the store is lost
+    time.sleep(1.1)
+    pair.start("edge")
+    wait_for(lambda: pair.log("edge").count("connected to") >= 2, 60, "the edge back")
+    # the captured transfer, as the attacker recorded it (signed by the real ground, weeks ago or a second ago)
+    old = OutgoingTransfer.create(bytes.fromhex(entry["bundle_id"]), real_bundle(30, "once"), "ship1",
+                                  Priority.FLASH, 340, pair.ground_key, 1, int(time.time()) - 3600)
+    raw = publisher(pair.broker.port)
+    for i in range(old.count):
+        raw.publish("relay/ship1/d", old.fragment(i).pack(), qos=1).wait_for_publish(5)
+    time.sleep(3.0)
+    assert len(list((pair.tmp / "played").glob("*.wav"))) == 1  # not played again
+    assert "signed before this edge's store began" in pair.log("edge")
+    raw.loop_stop()
+
+
+def test_fragments_of_the_wrong_size_count_or_origin_do_not_lock_a_transfer(pair):
+    """A part claiming another count, a part 30 MiB long, a forged manifest for the
+    real bundle id first: the real transfer completes anyway."""
+    data = real_bundle(200, "real")
+    from relay.wire import decode_bundle
+
+    bid = decode_bundle(data).bundle_id
+    pair.start("edge")
+    wait_for(lambda: "connected" in pair.log("edge"), 60, "the edge to connect")
+    raw = publisher(pair.broker.port)
+    stranger = SigningKey.generate()
+    forged = OutgoingTransfer.create(bid, os.urandom(len(data)), "ship1", Priority.FLASH, 340, stranger, 1,
+                                     int(time.time()))
+    for payload in (forged.fragment(0).pack(), Fragment(bid, 1, 9999, b"x" * 327).pack(),
+                    Fragment(bid, 2, 4, os.urandom(30 * 1024 * 1024)).pack()):
+        raw.publish("relay/ship1/d", payload, qos=1).wait_for_publish(30)
+    pair.queue(data, "real")
+    pair.start("ground")
+    wait_for(lambda: pair.entries()[0]["state"] == "delivered", 120, "the real bundle delivered")
+    log = pair.log("edge")
+    assert "untrusted key" in log and "over the limit" in log
+    raw.loop_stop()
