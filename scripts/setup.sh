@@ -18,6 +18,9 @@ need=()
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 dpkg -s libportaudio2 >/dev/null 2>&1 || need+=(libportaudio2)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)  # the MQTT broker
+command -v openssl >/dev/null || need+=(openssl)  # scripts/make-certs.sh: the broker link's certificates
+command -v systemd-analyze >/dev/null || need+=(systemd)  # the tests score the shipped units' hardening
+command -v unshare >/dev/null || need+=(util-linux)  # the tests run daemons on a small, full disk
 "$PY" -c "import sys; sys.exit(sys.version_info < (3, 11))" || { echo "setup: Python >= 3.11 required" >&2; exit 1; }
 if [ ${#need[@]} -gt 0 ]; then
   echo "== apt: ${need[*]}"
