@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from relay import wire
 from relay.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
 from relay.config import ConfigError, EdgeConfig, GroundConfig, load
-from relay.errors import BundleError, RelayError
+from relay.errors import BundleError
 from relay.inbox import Inbox
 from relay.limits import Limits
 from relay.link import Ack, Fragment, LinkError, Manifest, OutgoingTransfer, Priority, parse_down
