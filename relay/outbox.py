@@ -126,6 +126,7 @@ class Item:
     updated: float
     delivered: float | None
     seq: int | None
+    signed_at: int | None  # when its transfer started (signed); None before
     played: float | None
     play_state: PlayState | None
     play_reason: str | None
@@ -137,7 +138,7 @@ class Item:
             "bundle_id": self.bundle_id.hex() if self.bundle_id else None, "bundle_bytes": self.bundle_size,
             "fragments": self.count, "pending_fragments": self.pending, "link_bytes_sent": self.sent_bytes,
             "fragments_sent": self.fragments_sent, "polls": self.polls, "created": self.created,
-            "updated": self.updated, "delivered": self.delivered, "seq": self.seq,
+            "updated": self.updated, "delivered": self.delivered, "seq": self.seq, "started": self.signed_at,
             "played": self.played, "play_state": str(self.play_state) if self.play_state else None,
             "play_reason": self.play_reason,
         }
@@ -158,15 +159,15 @@ def _indices(bitmap: bytes | None) -> list[int]:
 
 _COLUMNS = (
     "id, edge, priority, title, source, state, reason, bundle_id, length(bundle), length(head), count, pending, "
-    "sent_bytes, fragments_sent, polls, created, updated, delivered, seq, played, play_state, play_reason"
+    "sent_bytes, fragments_sent, polls, created, updated, delivered, seq, signed_at, played, play_state, play_reason"
 )
 
 
 def _item(row: tuple) -> Item:
     (id_, edge, prio, title, source, state, reason, bid, blen, hlen, count, pending, sent, frags, polls,
-     created, updated, delivered, seq, played, play_state, play_reason) = row
+     created, updated, delivered, seq, signed_at, played, play_state, play_reason) = row
     return Item(id_, edge, Priority(prio), title, source, State(state), reason, bid, blen, hlen, count,
-                len(_indices(pending)), sent, frags, polls, created, updated, delivered, seq, played,
+                len(_indices(pending)), sent, frags, polls, created, updated, delivered, seq, signed_at, played,
                 PlayState(play_state) if play_state else None, play_reason)
 
 

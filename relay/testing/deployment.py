@@ -236,6 +236,24 @@ keepalive = 10
         return subprocess.run([RELAY, *args], capture_output=True, text=True, timeout=120,
                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
+    def arriving(self) -> list[tuple[int, int]]:
+        """(parts received, count) of every transfer in progress at the edge, read
+        straight from its store (a command would be too slow to catch one)."""
+        import sqlite3
+
+        db = self.folder / "edge" / "inbox.db"
+        if not db.exists():
+            return []
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            try:
+                rows = con.execute("SELECT count, received FROM transfers").fetchall()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return []
+        return [(sum(bin(b).count("1") for b in rec), n) for n, rec in rows]
+
     def queue(self, path: Path, priority: str) -> None:
         proc = self.relay("queue", "add", str(path), "-p", priority, "-c", str(self.ground_config))
         if proc.returncode:
