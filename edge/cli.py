@@ -62,10 +62,10 @@ def decode(
 ) -> None:
     """Speak a bundle with local TTS voices, each phrase at its original time;
     play its coded-audio clips on the same timeline."""
-    from edge.rehydrate import output_rate, rehydrate, render
+    from edge.rehydrate import output_rate, rehydrate
     from edge.voices import resolve_speakers
-    from relay.audio import write_wav
     from relay.codecs import CodecSettings
+    from relay.errors import RelayError
     from relay.fileio import read_bytes
     from relay.profiles import ProfileStore, default_store_path
     from relay.wire import decode_bundle
@@ -107,12 +107,19 @@ def decode(
             f"{report.first_sound_s or 0:.2f} s, waited on the synthesizer {report.waited_s:.2f} s"
         )
         return
+    from edge.playback import WavOutput, play
+
     clips = f" and {len(decoded.clips)} audio clip(s)" if decoded.clips else ""
     with console.status(f"speaking {len(decoded.segments)} segment(s){clips}…"):
-        audio, parts = render(decoded, voices, prosody, codecs)
+        # streamed to the file phrase by phrase: memory for what is spoken, not for the declared duration
+        try:
+            report = play(rehydrate(decoded, voices, prosody, codecs), WavOutput(output, rate), from_start=True,
+                          until=decoded.source.duration)
+        except OSError as e:
+            raise RelayError(f"{output}: cannot write ({e.strerror or e})") from None
+    parts = report.segments
     elapsed = time.perf_counter() - started
-    write_wav(output, audio, rate)
-    seconds = len(audio) / rate
+    seconds = report.seconds
     drift = seconds / decoded.source.duration - 1 if decoded.source.duration else 0.0
     print(
         f"{output}: {seconds:.1f} s of speech ({drift:+.1%} vs original), "

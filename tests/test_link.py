@@ -503,3 +503,37 @@ def test_edge_names_profiles_it_lacks_and_the_ground_sends_them_again(tmp_path, 
     assert edge_store.get(profile.profile_id) is not None
     first = inbox.bundles()[0].bundle_id
     assert inbox.status(first).missing_profiles == ()  # no longer reported once known
+
+
+def test_an_assembly_that_does_not_match_its_digest_is_fetched_again_then_rejected(tmp_path, key):
+    """Every part matched its hash but the whole does not match the signed digest
+    (a ground bug): the parts are fetched again, not rejected for good at once."""
+    inbox = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]))
+    data = real_bundle(100)
+    t = OutgoingTransfer.create(os.urandom(8), data, "ship", Priority.NORMAL, FRAG, key, 1, int(time.time()))
+    m = Manifest.unpack(t.part(0))
+    bad = Manifest(m.priority, m.key_id, m.signed_at, m.seq, m.size, m.part_size, bytes(16), m.hashes, b"")
+    sig = key.sign(b"speech-relay manifest v2\0", Manifest.signed_message("ship", t.bundle_id, t.count, bad.body()))[1]
+    parts = [bad.body() + sig] + [t.part(i) for i in range(1, t.count)]
+    for attempt in range(3):
+        results = [deliver(inbox, Fragment(t.bundle_id, i, t.count, p)) for i, p in enumerate(parts) if
+                   attempt == 0 or i > 0]
+        final = results[-1]
+        if attempt < 2:
+            assert final.ack.state == AckState.INCOMPLETE and final.dropped == "assembly"
+            assert final.ack.missing_indices() == set(range(1, t.count))
+        else:
+            assert final.decided.state == REJECTED and "digest" in final.decided.reason
+
+
+def test_a_transfer_completed_just_before_a_crash_is_decided_after_the_restart(tmp_path, key):
+    inbox = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]))
+    data = real_bundle(60)
+    t = OutgoingTransfer.create(decode_bundle(data).bundle_id, data, "ship", Priority.NORMAL, FRAG, key, 1,
+                                int(time.time()))
+    completes = [inbox.receive(t.fragment(i)).complete for i in range(t.count)]
+    assert completes[-1] == t.bundle_id  # complete, but the daemon dies before deciding
+    inbox.close()
+    again = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]))
+    assert again.complete() == [t.bundle_id]
+    assert again.finish(t.bundle_id).decided.state == ACCEPTED and again.complete() == []
