@@ -32,14 +32,15 @@ import msgpack  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from relay.broker import LocalBroker  # noqa: E402
-from relay.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word  # noqa: E402
-from relay.link import Ack, AckState, Fragment, OutgoingTransfer, Priority  # noqa: E402
-from relay.signing import SigningKey  # noqa: E402
+from relay.format.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word  # noqa: E402
+from relay.format.wire import decode_bundle, encode_bundle  # noqa: E402
+from relay.link.messages import Ack, AckState, Fragment, Priority  # noqa: E402
+from relay.link.signing import SigningKey  # noqa: E402
+from relay.link.transfer import OutgoingTransfer  # noqa: E402
+from relay.testing.broker import LocalBroker  # noqa: E402
 from relay.testing.bundles import real_bundle  # noqa: E402
 from relay.testing.hostile import Hostile  # noqa: E402
 from relay.testing.pair import Pair, publisher, wait_for  # noqa: E402
-from relay.wire import decode_bundle, encode_bundle  # noqa: E402
 
 console = Console()
 

@@ -42,8 +42,8 @@ from ground.diarize import Diarizer  # noqa: E402
 from ground.encode import encode_audio  # noqa: E402
 from ground.evaluate import load_rttm, score, word_attribution  # noqa: E402
 from ground.transcribe import TranscribeOptions, Transcriber  # noqa: E402
-from relay.audio import load_audio  # noqa: E402
-from relay.wire import field_costs  # noqa: E402
+from relay.audio.io import load_audio  # noqa: E402
+from relay.format.wire import field_costs  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "pyannote"
 FILES = ["sample", "dev00", "dev01", "trn01", "trn02", "trn03", "trn04"]

@@ -72,9 +72,9 @@ def worker(voice: str, folder: Path) -> None:
     from edge.rehydrate import mix, output_rate, rehydrate
     from edge.voicebank import VoiceBank
     from edge.voices import cast, resolve_speakers
-    from relay.audio import write_wav
+    from relay.audio.io import write_wav
+    from relay.format.wire import decode_bundle
     from relay.profiles import ProfileStore
-    from relay.wire import decode_bundle
 
     t0 = time.perf_counter()
     catalog = Catalog()
@@ -121,8 +121,8 @@ def _speaker_figures(folder: Path, stem: str, audio, rate: int, bundle, bank, en
     import numpy as np
 
     from edge.catalog import Catalog
-    from relay.audio import resample
-    from relay.pitch import pitch_stats
+    from relay.audio.io import resample
+    from relay.audio.pitch import pitch_stats
 
     doc = json.loads((folder / f"{stem}.cast.json").read_text())
     choices = {int(k): v for k, v in doc["choices"].items()}
@@ -190,9 +190,9 @@ def main() -> None:
     from ground.diarize import DiarizationOptions, Diarizer
     from ground.encode import encode_file
     from ground.transcribe import Transcriber
-    from relay.audio import SAMPLE_RATE, load_audio
-    from relay.speaker_encoder import SpeakerEncoder
-    from relay.wire import decode_bundle
+    from relay.audio.io import SAMPLE_RATE, load_audio
+    from relay.audio.speaker_encoder import SpeakerEncoder
+    from relay.format.wire import decode_bundle
 
     console = Console(width=160)
     norm = EnglishTextNormalizer()

@@ -35,8 +35,8 @@ from edge.engines.piper import PiperEngine  # noqa: E402
 from edge.rehydrate import render  # noqa: E402
 from ground.encode import encode_file  # noqa: E402
 from ground.transcribe import TranscribeOptions, Transcriber  # noqa: E402
-from relay.audio import SAMPLE_RATE, resample  # noqa: E402
-from relay.wire import field_costs  # noqa: E402
+from relay.audio.io import SAMPLE_RATE, resample  # noqa: E402
+from relay.format.wire import field_costs  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 AAC_BPS, OPUS_BPS = 64_000, 6_000

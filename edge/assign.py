@@ -37,7 +37,7 @@ import numpy as np
 from edge.voicebank import VoiceTraits
 from relay.db import connect
 from relay.errors import ModelError
-from relay.profiles import VoiceProfile
+from relay.format.profile import VoiceProfile
 
 PITCH_WEIGHT = 0.03  # cost per semitone of pitch difference (1 - cosine is in [0, 2])
 NO_PROFILE_COST = 1.0

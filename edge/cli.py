@@ -64,11 +64,11 @@ def decode(
     play its coded-audio clips on the same timeline."""
     from edge.rehydrate import output_rate, rehydrate
     from edge.voices import resolve_speakers
-    from relay.codecs import CodecSettings
+    from relay.audio.codecs import CodecSettings
     from relay.errors import RelayError
     from relay.fileio import read_bytes
+    from relay.format.wire import decode_bundle
     from relay.profiles import ProfileStore, default_store_path
-    from relay.wire import decode_bundle
 
     codecs = CodecSettings(lyra_models=str(lyra_models) if lyra_models else None)
     decoded = decode_bundle(read_bytes(bundle, "bundle"), str(bundle))

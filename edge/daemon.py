@@ -2,7 +2,7 @@
 
 One MQTT session (persistent, QoS 1, re-established after any drop)
 receives fragments and polls on the edge's data topic and hands them to the
-inbox (:mod:`relay.inbox`), which checks every part against its signed hash
+inbox (:mod:`relay.link.inbox`), which checks every part against its signed hash
 before storing it. A complete transfer is decoded in a worker thread (the
 event loop keeps taking messages) and accepted or rejected; acks go back
 signed with this edge's key. Every message is acknowledged to the broker
@@ -33,12 +33,12 @@ import aiomqtt
 
 from relay.config import ConfigError, EdgeConfig
 from relay.errors import RelayError
-from relay.inbox import ACCEPTED, Inbox
-from relay.link import Ack, LinkError, Poll, parse_down, topics
-from relay.mqtt import ConnectionSettings, ack, reconnecting
+from relay.link.inbox import ACCEPTED, Inbox
+from relay.link.messages import Ack, LinkError, Poll, parse_down, topics
+from relay.link.mqtt import ConnectionSettings, ack, reconnecting
+from relay.link.service import Drops, supervise
+from relay.link.signing import Keyring, SigningKey, VerifyKey
 from relay.profiles import ProfileStore
-from relay.service import Drops, supervise
-from relay.signing import Keyring, SigningKey, VerifyKey
 from relay.storage import Waiter, is_full, persist, persist_blocking
 
 log = logging.getLogger("relay.edge")
@@ -66,7 +66,7 @@ class Speaker:
         from edge.playback import DeviceOutput, PlaybackError, WavOutput, play
         from edge.rehydrate import output_rate, rehydrate
         from edge.voices import resolve_speakers
-        from relay.wire import decode_bundle
+        from relay.format.wire import decode_bundle
 
         e = self.cfg.edge
         if self._catalog is None:

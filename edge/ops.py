@@ -22,8 +22,8 @@ def _config(path: Path | None):
 
 
 def _inbox(cfg):
-    from relay.inbox import Inbox
-    from relay.signing import Keyring, VerifyKey
+    from relay.link.inbox import Inbox
+    from relay.link.signing import Keyring, VerifyKey
 
     keys = [VerifyKey.parse(k, f"edge.trusted_keys[{i}]") for i, k in enumerate(cfg.edge.trusted_keys)]
     return Inbox(cfg.edge.state_dir / "inbox.db", cfg.edge.name, Keyring(keys), link=cfg.link, limits=cfg.limits)
@@ -34,7 +34,7 @@ def edge_run(config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HEL
              no_play: bool = typer.Option(False, "--no-play", help="write WAV files instead of playing")) -> None:
     """Run the edge daemon (receive, verify, acknowledge, speak) until stopped."""
     from edge.daemon import EdgeDaemon
-    from relay.service import serve
+    from relay.link.service import serve
 
     cfg = _config(config)
     if no_play:
@@ -76,7 +76,7 @@ def _speak(config: Path | None, bundle: str, how: str, output: Path | None, agai
     if output is not None:
         cfg = cfg.model_copy(update={"edge": cfg.edge.model_copy(update={"play": False, "output_dir": output})})
     from relay.errors import RelayError
-    from relay.inbox import InboxError
+    from relay.link.inbox import InboxError
 
     inbox = _inbox(cfg)
     item = inbox.find(bundle)

@@ -87,7 +87,7 @@ def change_voice(
         return audio
     y = out.values[0].astype(np.float32)
     if int(round(out.sampling_frequency)) != sample_rate:
-        from relay.audio import resample
+        from relay.audio.io import resample
 
         y = resample(y, int(round(out.sampling_frequency)), sample_rate)
     return y

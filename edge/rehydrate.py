@@ -29,10 +29,10 @@ import numpy as np
 
 from edge.prosody import Prosody
 from edge.tts import TTSEngine
-from relay.audio import SAMPLE_RATE, resample
-from relay.bundle import AudioClip, Bundle, Segment
-from relay.codecs import CodecSettings, get_codec
+from relay.audio.codecs import CodecSettings, get_codec
+from relay.audio.io import SAMPLE_RATE, resample
 from relay.errors import RelayError
+from relay.format.bundle import AudioClip, Bundle, Segment
 
 Voices = TTSEngine | Mapping[int, TTSEngine]  # one voice for all, or one per speaker index
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from edge.catalog import Catalog, Voice
-from relay.audio import resample
+from relay.audio.io import resample
+from relay.audio.pitch import pitch_stats
 from relay.db import connect
 from relay.errors import ModelError
 from relay.paths import cache_dir
-from relay.pitch import pitch_stats
 
 PASSAGE = (
     "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. "
@@ -82,7 +82,7 @@ class VoiceBank:
     @property
     def encoder(self):
         if self._encoder is None:
-            from relay.speaker_encoder import SpeakerEncoder
+            from relay.audio.speaker_encoder import SpeakerEncoder
 
             self._encoder = SpeakerEncoder()
         return self._encoder

@@ -23,10 +23,11 @@ from edge.catalog import Catalog, Voice
 from edge.prosody import Prosody
 from edge.tts import TTSEngine
 from edge.voicebank import VoiceBank
-from relay.audio import SAMPLE_RATE
-from relay.bundle import Bundle
-from relay.codecs import CodecSettings, get_codec
-from relay.profiles import ProfileStore, VoiceProfile
+from relay.audio.codecs import CodecSettings, get_codec
+from relay.audio.io import SAMPLE_RATE
+from relay.format.bundle import Bundle
+from relay.format.profile import VoiceProfile
+from relay.profiles import ProfileStore
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ import bisect
 from collections.abc import Sequence
 
 from ground.diarize import Turn
-from relay.bundle import Segment, Word
+from relay.format.bundle import Segment, Word
 
 
 class _Index:

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from relay.audio import SAMPLE_RATE, resample
-from relay.codecs import CodecSettings, CodecUnavailable, get_codec, tiers
+from relay.audio.codecs import CodecSettings, CodecUnavailable, get_codec, tiers
+from relay.audio.io import SAMPLE_RATE, resample
 
 AAC_BPS = 64000
 TEXT_TIERS = ["text", "hybrid"]
@@ -178,9 +178,9 @@ def run_bench(
     from ground.evaluate import load_rttm, to_annotation
     from ground.tiers import TierPolicy, apply_tier
     from ground.transcribe import Transcriber
-    from relay.audio import load_audio
-    from relay.speaker_encoder import SpeakerEncoder
-    from relay.wire import decode_bundle, encode_bundle
+    from relay.audio.io import load_audio
+    from relay.audio.speaker_encoder import SpeakerEncoder
+    from relay.format.wire import decode_bundle, encode_bundle
 
     codecs = codecs or CodecSettings()
     say = progress or (lambda text, advance=0: None)

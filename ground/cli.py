@@ -75,8 +75,8 @@ def encode(
     from ground.encode import encode_audio
     from ground.tiers import TierPolicy
     from ground.transcribe import TranscribeOptions, Transcriber
-    from relay.audio import load_audio
-    from relay.codecs import CodecSettings, get_codec
+    from relay.audio.codecs import CodecSettings, get_codec
+    from relay.audio.io import load_audio
 
     if profile_bits not in (4, 8):
         raise typer.BadParameter("must be 4 or 8", param_hint="--profile-bits")
@@ -160,7 +160,7 @@ def speakers_add(
     from ground.diarize import Diarizer
     from ground.enroll import enroll
     from ground.transcribe import Transcriber
-    from relay.audio import load_audio
+    from relay.audio.io import load_audio
 
     samples = load_audio(clip)
     store = _store(store_path)
@@ -231,8 +231,8 @@ def bench(
 
     from ground.bench import available_tiers, markdown, plot, run_bench, table_rows, write_json
     from ground.diarize import DiarizationOptions
-    from relay.audio import load_audio
-    from relay.codecs import CodecSettings, resolve_tier
+    from relay.audio.codecs import CodecSettings, resolve_tier
+    from relay.audio.io import load_audio
     from relay.errors import RelayError
 
     load_audio(audio)  # a bad file fails now, in one line

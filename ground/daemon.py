@@ -17,7 +17,7 @@ Three tasks share one asyncio loop:
   then a summary a minute) and dropped; nothing an edge or a stranger sends
   stops the daemon.
 
-All state is in the outbox (:mod:`relay.outbox`); the daemon holds nothing
+All state is in the outbox (:mod:`relay.link.outbox`); the daemon holds nothing
 that a kill -9 could lose, and a full disk is waited out (one log line), not
 turned into failed entries.
 """
@@ -34,15 +34,15 @@ from pathlib import Path
 
 import aiomqtt
 
-from relay.budget import Budget
 from relay.config import ConfigError, GroundConfig
 from relay.errors import RelayError
-from relay.link import Ack, LinkError, topics
-from relay.mqtt import ConnectionSettings, ack, reconnecting
-from relay.outbox import Outbox, State
+from relay.link.budget import Budget
+from relay.link.messages import Ack, LinkError, topics
+from relay.link.mqtt import ConnectionSettings, ack, reconnecting
+from relay.link.outbox import Outbox, State
+from relay.link.service import Drops, supervise
+from relay.link.signing import SigningKey, VerifyKey
 from relay.profiles import ProfileStore
-from relay.service import Drops, supervise
-from relay.signing import SigningKey, VerifyKey
 from relay.storage import Waiter, is_full, persist, persist_blocking
 
 log = logging.getLogger("relay.ground")
@@ -275,7 +275,7 @@ class GroundDaemon:
             data = read_bytes(path, "bundle")
             row = self.outbox.add_bundle(data, edge, title=title, source=str(path.resolve()))
         elif path.suffix.lower() in AUDIO_SUFFIXES:
-            from relay.audio import probe_audio
+            from relay.audio.io import probe_audio
 
             probe_audio(path)
             row = self.outbox.add_audio(path, edge, title=title)

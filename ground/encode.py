@@ -18,9 +18,9 @@ from ground.diarize import Diarization, DiarizationOptions, Diarizer
 from ground.speakers import SpeakerPlan, plan_speakers
 from ground.tiers import TierPolicy, choose_tier
 from ground.transcribe import TranscribeOptions, Transcriber, Transcript
-from relay.audio import load_audio
-from relay.bundle import Bundle, SourceInfo, Speaker
-from relay.codecs import get_codec
+from relay.audio.codecs import get_codec
+from relay.audio.io import load_audio
+from relay.format.bundle import Bundle, SourceInfo, Speaker
 from relay.profiles import ProfileStore
 
 

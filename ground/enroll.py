@@ -20,7 +20,8 @@ from ground.diarize import Diarizer
 from ground.profile import measure_profile
 from ground.transcribe import Transcriber
 from relay.errors import AudioInputError
-from relay.profiles import MATCH_THRESHOLD, ProfileError, ProfileStore, VoiceProfile
+from relay.format.profile import VoiceProfile
+from relay.profiles import MATCH_THRESHOLD, ProfileError, ProfileStore
 
 MIN_ENROLL_SECONDS = 3.0
 

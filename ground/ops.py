@@ -32,7 +32,7 @@ def _config(path: Path | None):
 
 
 def _outbox(path: Path | None):
-    from relay.outbox import Outbox
+    from relay.link.outbox import Outbox
 
     cfg = _config(path)
     return Outbox(cfg.ground.state_dir / "queue.db", cfg.limits)
@@ -56,7 +56,7 @@ def _duration(seconds: float | None) -> str:
 def ground_run(config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP)) -> None:
     """Run the ground daemon (spool, encoder, sender) until stopped."""
     from ground.daemon import GroundDaemon
-    from relay.service import serve
+    from relay.link.service import serve
 
     serve(GroundDaemon(_config(config)))
 
@@ -71,11 +71,11 @@ def queue_add(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Queue a file for an edge (checked first: audio must decode, a bundle must be one an edge accepts)."""
-    from relay.audio import probe_audio
+    from relay.audio.io import probe_audio
     from relay.errors import RelayError
     from relay.fileio import read_bytes
-    from relay.link import Priority
-    from relay.outbox import Outbox
+    from relay.link.messages import Priority
+    from relay.link.outbox import Outbox
 
     cfg = _config(config)
     edge = to or cfg.ground.default_edge
@@ -107,7 +107,7 @@ def queue_ls(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List the queue, most urgent first."""
-    from relay.outbox import ACTIVE
+    from relay.link.outbox import ACTIVE
 
     items = _outbox(config).items(None if all_ else ACTIVE)
     if as_json:
@@ -152,7 +152,7 @@ def queue_bump(
     config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
 ) -> None:
     """Move an entry to the front of its priority (or of another)."""
-    from relay.link import Priority
+    from relay.link.messages import Priority
 
     item = _outbox(config).bump(entry, Priority.parse(priority) if priority else None)
     print(f"entry {item.id} ({item.title}) is now first among {item.priority.name.lower()}")
@@ -163,10 +163,10 @@ def status(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per edge: backlog, delivered and played, bytes sent, current rate and the backlog's ETA."""
-    from relay.budget import eta
+    from relay.link.budget import eta
 
     cfg = _config(config)
-    from relay.outbox import Outbox
+    from relay.link.outbox import Outbox
 
     outbox = Outbox(cfg.ground.state_dir / "queue.db", cfg.limits)
     edges = sorted(set(outbox.edges()) | set(cfg.edges))

@@ -1,6 +1,6 @@
 """Measure a speaker's voice profile from their stretches of a recording.
 
-Pitch comes from :func:`relay.pitch.pitch_stats` (Praat), as on the edge. The median of voiced frames
+Pitch comes from :func:`relay.audio.pitch.pitch_stats` (Praat), as on the edge. The median of voiced frames
 sets the voice's register; the 10th-90th percentile spread, in semitones,
 how animated it is. Speaking rate is words per minute of speaking time (the
 spans of the speaker's segments, pauses between segments excluded), so a
@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from ground.diarize import Diarization
-from relay.bundle import Segment
-from relay.pitch import pitch_stats
-from relay.profiles import VoiceProfile
+from relay.audio.pitch import pitch_stats
+from relay.format.bundle import Segment
+from relay.format.profile import VoiceProfile
 
 MAX_PITCH_SECONDS = 120.0  # enough for stable statistics; bounds cost on long recordings
 

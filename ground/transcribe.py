@@ -2,7 +2,7 @@
 
 Whisper runs with word timestamps and the Silero VAD that ships in the
 faster-whisper wheel, so silence and noise between utterances cost neither
-compute nor bundle bytes. The output is :class:`relay.bundle.Segment` objects
+compute nor bundle bytes. The output is :class:`relay.format.bundle.Segment` objects
 whose text is exactly their words joined by spaces, which the wire format
 relies on.
 """
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ground.models import ResolvedModel, resolve_whisper
-from relay.audio import SAMPLE_RATE, frame_db
-from relay.bundle import Segment, Word
+from relay.audio.io import SAMPLE_RATE, frame_db
 from relay.errors import ModelError
+from relay.format.bundle import Segment, Word
 
 
 @dataclass(frozen=True, slots=True)

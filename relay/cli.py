@@ -24,7 +24,7 @@ from rich.table import Table
 
 from relay.errors import RelayError
 from relay.fileio import read_bytes
-from relay.wire import decode_bundle, field_costs
+from relay.format.wire import decode_bundle, field_costs
 
 app = typer.Typer(
     name="relay",
@@ -43,7 +43,7 @@ def keys_init(
     key: Path = typer.Argument(..., help="where to write the private key (PEM, mode 0600)"),
 ) -> None:
     """Create a signing key (on the ground, or on an edge); prints the public key for the other end."""
-    from relay.signing import SigningKey, SigningKeyError
+    from relay.link.signing import SigningKey, SigningKeyError
 
     if key.exists():
         raise SigningKeyError(f"{key}: already exists; not overwriting a signing key")
@@ -66,7 +66,7 @@ def keys_init(
 @keys_app.command("show")
 def keys_show(key: Path = typer.Argument(..., help="the private key file")) -> None:
     """Print the public key of a signing key."""
-    from relay.signing import SigningKey
+    from relay.link.signing import SigningKey
 
     print(SigningKey.load(key).public.text())
 
@@ -142,7 +142,7 @@ def link_sim(
     """Simulate a thin link on loopback: point a daemon's broker.port here."""
     import asyncio
 
-    from relay.linksim import LinkSim
+    from relay.testing.linksim import LinkSim
 
     host, _, port = to.rpartition(":")
     if not host or not port.isdigit():

@@ -18,8 +18,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from relay.errors import RelayError
-from relay.limits import Limits
-from relay.link import MAX_FRAGMENT, MIN_FRAGMENT
+from relay.format.limits import Limits
+from relay.link.messages import MAX_FRAGMENT, MIN_FRAGMENT
 
 WINDOW = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 
@@ -128,7 +128,7 @@ class Codecs(_Strict):
     encodec_checkpoint: FilePath | None = None  # encodec_24khz-d7cc33bc.th; EnCodec is off without it
 
     def settings(self):
-        from relay.codecs import CodecSettings
+        from relay.audio.codecs import CodecSettings
 
         def text(p: Path | None) -> str | None:
             return str(p) if p else None
@@ -147,7 +147,7 @@ class Tiers(_Strict):
     @field_validator("tier", "codec", "reference_clips")
     @classmethod
     def _known(cls, value: str) -> str:
-        from relay.codecs import resolve_tier
+        from relay.audio.codecs import resolve_tier
 
         return resolve_tier(value) if value else value
 

@@ -39,7 +39,7 @@ def ljspeech() -> list[tuple[Path, str]]:
 @pytest.fixture(scope="session")
 def codecs():
     """Codec settings with the Lyra v2 models from ../shared/models/lyra."""
-    from relay.codecs import CodecSettings
+    from relay.audio.codecs import CodecSettings
 
     return CodecSettings(lyra_models=str(shared_models("lyra")))
 
@@ -111,6 +111,6 @@ def pyannote_refs():
 @pytest.fixture(scope="session")
 def pyannote_diarized(diarizer):
     """Every pyannote test file diarized once: {uri: Diarization}."""
-    from relay.audio import load_audio
+    from relay.audio.io import load_audio
 
     return {uri: diarizer(load_audio(shared("pyannote", f"{uri}.wav"))) for uri in PYANNOTE_FILES}

@@ -6,7 +6,7 @@ import jiwer
 import pytest
 
 from ground.encode import encode_file
-from relay.wire import decode_bundle
+from relay.format.wire import decode_bundle
 from tests.conftest import JFK_TEXT, shared
 
 
@@ -59,7 +59,7 @@ def test_transcript_tier_bits_per_second(lj_encoded):
     """Text + word timings (the transcript tier) <= 100 bit/s pooled over LJSpeech;
     the whole bundle, header and digest included, stays under 200 bit/s even on
     clips of 2 to 10 seconds."""
-    from relay.wire import field_costs
+    from relay.format.wire import field_costs
 
     seconds = sum(res.duration for *_, res in lj_encoded)
     content = sum(c["text"] + c["timings"] for c in (field_costs(res.bundle) for *_, res in lj_encoded))
@@ -82,7 +82,7 @@ def test_packaged_models_resolve_offline(model, base_listener):
 
 def test_joined_base_model_transcribes(base_listener, normalize):
     """The base model's two halves joined into one file load and transcribe correctly."""
-    from relay.audio import load_audio
+    from relay.audio.io import load_audio
 
     t = base_listener.transcribe(load_audio(shared("whisper", "jfk.flac")))
     assert jiwer.wer(normalize(JFK_TEXT), normalize(" ".join(s.text for s in t.segments))) <= 0.05
@@ -93,7 +93,7 @@ def _transcode(src, dst, codec: str, rate: int) -> None:
     import av
     import numpy as np
 
-    from relay.audio import load_audio
+    from relay.audio.io import load_audio
 
     pcm = (load_audio(src) * 32767).astype(np.int16)[None, :]
     with av.open(str(dst), "w") as container:

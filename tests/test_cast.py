@@ -22,9 +22,9 @@ from edge.catalog import Catalog
 from edge.rehydrate import render
 from edge.voicebank import VoiceBank
 from edge.voices import cast
-from relay.audio import resample
-from relay.pitch import pitch_stats
-from relay.speaker_encoder import SpeakerEncoder
+from relay.audio.io import resample
+from relay.audio.pitch import pitch_stats
+from relay.audio.speaker_encoder import SpeakerEncoder
 
 TWO_SPEAKER = ["sample", "dev00", "dev01", "trn03"]
 

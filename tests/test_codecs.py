@@ -9,9 +9,9 @@ import jiwer
 import numpy as np
 import pytest
 
-from relay.audio import load_audio
-from relay.codecs import CodecSettings, CodecUnavailable, get_codec, resolve_tier, tiers
-from relay.codecs.base import pack_bits, unpack_bits
+from relay.audio.codecs import CodecSettings, CodecUnavailable, get_codec, resolve_tier, tiers
+from relay.audio.codecs.base import pack_bits, unpack_bits
+from relay.audio.io import load_audio
 
 # Whisper base on 6 LJSpeech clips heard 5.5 % WER from the originals; codec2-700C
 # measured 31-36 %, 1200 7-13 %, the rest 3-8 % over runs (int8 Whisper on two threads
@@ -87,12 +87,12 @@ def test_encodec_codes_survive_packing(tmp_path, clips):
     10-bit packing (the codes the model makes are the codes it decodes), not
     EnCodec's quality, which relay bench reports when a real checkpoint is set."""
     torch = pytest.importorskip("torch")
-    from relay.torchaudio_compat import ensure_torchaudio
+    from relay.audio.torchaudio_compat import ensure_torchaudio
 
     ensure_torchaudio()
     from encodec import EncodecModel
 
-    from relay.audio import resample
+    from relay.audio.io import resample
 
     model = EncodecModel.encodec_model_24khz(pretrained=False)
     checkpoint = tmp_path / "encodec_random.th"

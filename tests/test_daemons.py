@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from relay.broker import free_port
-from relay.signing import SigningKey
+from relay.link.signing import SigningKey
+from relay.testing.broker import free_port
 from relay.testing.bundles import real_bundle
 
 RELAY = str(Path(sys.executable).with_name("relay"))

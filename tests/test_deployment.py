@@ -21,9 +21,9 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from relay.broker import mosquitto_path
-from relay.link import Priority
-from relay.outbox import Outbox
+from relay.link.messages import Priority
+from relay.link.outbox import Outbox
+from relay.testing.broker import mosquitto_path
 from relay.testing.bundles import real_bundle
 from relay.testing.deployment import Deployment
 from relay.testing.hostile import Hostile

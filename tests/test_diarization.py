@@ -8,7 +8,7 @@ from conftest import shared
 
 from ground.diarize import DiarizationOptions
 from ground.evaluate import score
-from relay.audio import load_audio
+from relay.audio.io import load_audio
 from relay.errors import ModelError
 
 

@@ -6,7 +6,7 @@ import re
 
 import zstandard
 
-from relay.dictionary import dictionary_bytes, get_dictionary
+from relay.format.dictionary import dictionary_bytes, get_dictionary
 from tests.conftest import JFK_TEXT
 
 

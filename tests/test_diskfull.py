@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.broker import LocalBroker, mosquitto_path
-from relay.signing import SigningKey
+from relay.link.signing import SigningKey
+from relay.testing.broker import LocalBroker, mosquitto_path
 from relay.testing.bundles import real_bundle
 
 RELAY = str(Path(sys.executable).with_name("relay"))

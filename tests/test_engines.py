@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge.catalog import Catalog
-from relay.audio import resample
+from relay.audio.io import resample
 from relay.errors import ModelError
 
 SENTENCE = "The ship will reach the harbour at dawn, and the crew expects calm weather for the next three days."
@@ -81,7 +81,7 @@ def test_piper_voices_folder_and_multi_speaker_models(tmp_path):
 
 def _tiny_vits(folder: Path) -> tuple[Path, Path]:
     """A real Coqui VITS model with random weights, saved the way Coqui saves checkpoints."""
-    from relay.torchaudio_compat import ensure_torchaudio
+    from relay.audio.torchaudio_compat import ensure_torchaudio
 
     ensure_torchaudio()
     import torch

@@ -23,15 +23,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay import wire
-from relay.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
 from relay.config import ConfigError, EdgeConfig, GroundConfig, load
 from relay.errors import BundleError
-from relay.inbox import Inbox
-from relay.limits import Limits
-from relay.link import Ack, Fragment, LinkError, Manifest, OutgoingTransfer, Priority, parse_down
-from relay.profiles import VoiceProfile
-from relay.signing import Keyring, SigningKey
+from relay.format import wire
+from relay.format.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
+from relay.format.limits import Limits
+from relay.format.profile import VoiceProfile
+from relay.link.inbox import Inbox
+from relay.link.messages import Ack, Fragment, LinkError, Priority, parse_down
+from relay.link.signing import Keyring, SigningKey
+from relay.link.transfer import Manifest, OutgoingTransfer
 
 LIMITS = Limits(max_bundle_bytes=64 * 1024, max_body_bytes=256 * 1024, max_duration=3600.0, max_segments=500,
                 max_words=5000, max_text_chars=50_000, max_speakers=16, max_clips=200)

@@ -18,14 +18,15 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from relay.broker import LocalBroker, mosquitto_path
-from relay.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
-from relay.link import Ack, AckState, Fragment, OutgoingTransfer, Priority
-from relay.signing import SigningKey
+from relay.format.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
+from relay.format.wire import encode_bundle
+from relay.link.messages import Ack, AckState, Fragment, Priority
+from relay.link.signing import SigningKey
+from relay.link.transfer import OutgoingTransfer
+from relay.testing.broker import LocalBroker, mosquitto_path
 from relay.testing.bundles import real_bundle
 from relay.testing.hostile import Hostile
 from relay.testing.pair import Pair, publisher, wait_for
-from relay.wire import encode_bundle
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed (scripts/setup.sh)")
 RELAY = str(Path(sys.executable).with_name("relay"))
@@ -81,7 +82,7 @@ def test_a_flood_on_the_edges_topic_stores_nothing_and_delays_little(pair):
     db = pair.tmp / "edge" / "inbox.db"
     before = sum(p.stat().st_size for p in db.parent.glob("inbox.db*"))
     data = real_bundle(150, "real")
-    from relay.wire import decode_bundle
+    from relay.format.wire import decode_bundle
 
     bid = decode_bundle(data).bundle_id
     with Hostile(pair.broker.port, None, None, ["relay/ship1/d"], [bid], rate=2000, seed=3) as flood:
@@ -165,7 +166,7 @@ def test_fragments_of_the_wrong_size_count_or_origin_do_not_lock_a_transfer(pair
     """A part claiming another count, a part 30 MiB long, a forged manifest for the
     real bundle id first: the real transfer completes anyway."""
     data = real_bundle(200, "real")
-    from relay.wire import decode_bundle
+    from relay.format.wire import decode_bundle
 
     bid = decode_bundle(data).bundle_id
     pair.start("edge")

@@ -10,30 +10,18 @@ import time
 import numpy as np
 import pytest
 
-from relay.bundle import Bundle, Speaker
 from relay.config import EdgeLink
-from relay.inbox import ACCEPTED, QUARANTINED, REJECTED, Inbox, Received
-from relay.limits import Limits
-from relay.link import (
-    Ack,
-    AckState,
-    Fragment,
-    IncomingTransfer,
-    Layout,
-    LinkError,
-    Manifest,
-    OutgoingTransfer,
-    Poll,
-    Priority,
-    RejectCode,
-    parse_down,
-    payload_size,
-)
-from relay.outbox import Outbox, OutboxError, PlayState, State
-from relay.profiles import ProfileStore, VoiceProfile
-from relay.signing import Keyring, SigningKey, VerifyKey
+from relay.format.bundle import Bundle, Speaker
+from relay.format.limits import Limits
+from relay.format.profile import VoiceProfile
+from relay.format.wire import decode_bundle, encode_bundle
+from relay.link.inbox import ACCEPTED, QUARANTINED, REJECTED, Inbox, Received
+from relay.link.messages import Ack, AckState, Fragment, LinkError, Poll, Priority, RejectCode, parse_down
+from relay.link.outbox import Outbox, OutboxError, PlayState, State
+from relay.link.signing import Keyring, SigningKey, VerifyKey
+from relay.link.transfer import IncomingTransfer, Layout, Manifest, OutgoingTransfer, payload_size
+from relay.profiles import ProfileStore
 from relay.testing.bundles import real_bundle
-from relay.wire import decode_bundle, encode_bundle
 
 FRAG = 340
 
@@ -455,7 +443,7 @@ def test_keys_round_trip(tmp_path, key):
     assert again.public == key.public
     (tmp_path / "ground.pub").write_text(key.public.text() + "\n")
     assert VerifyKey.parse(str(tmp_path / "ground.pub")) == key.public == VerifyKey.parse(key.public.text())
-    from relay.signing import SigningKeyError
+    from relay.link.signing import SigningKeyError
 
     with pytest.raises(SigningKeyError, match="not an Ed25519 public key"):
         VerifyKey.parse("ed25519:AAAA")

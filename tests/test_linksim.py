@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from relay.linksim import LinkSim
+from relay.testing.linksim import LinkSim
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 

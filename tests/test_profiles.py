@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from relay.bundle import Bundle, Segment, SourceInfo, Speaker, Word
 from relay.errors import BundleError
-from relay.profiles import ProfileError, ProfileStore, VoiceProfile, dequantize, quantize
-from relay.wire import decode_bundle, encode_bundle, field_costs
+from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, Word
+from relay.format.profile import VoiceProfile, dequantize, quantize
+from relay.format.wire import decode_bundle, encode_bundle, field_costs
+from relay.profiles import ProfileError, ProfileStore
 
 
 def _unit(seed: int) -> np.ndarray:
@@ -71,7 +72,7 @@ def test_bundles_without_profiles_have_no_profile_field():
 def test_malformed_profile_is_a_bundle_error():
     import msgpack
 
-    from relay import wire
+    from relay.format import wire
 
     b = _bundle([Speaker("S1")])
     fields = [v for _, v in wire._body_fields(b)] + [[[b"\x01\x02"]]]  # a 2-byte profile id

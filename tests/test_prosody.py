@@ -9,9 +9,9 @@ import pytest
 
 from edge.catalog import Catalog
 from edge.prosody import MAX_PITCH_SHIFT, Prosody, change_voice, ratio_of
-from relay.audio import resample
+from relay.audio.io import resample
+from relay.audio.pitch import pitch_stats
 from relay.errors import ModelError
-from relay.pitch import pitch_stats
 
 LINE = "The radio said a storm would reach the station by morning, so we tied everything down."
 

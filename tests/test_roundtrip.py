@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edge.rehydrate import phrases, rehydrate, render
-from relay.audio import SAMPLE_RATE, resample
-from relay.wire import decode_bundle
+from relay.audio.io import SAMPLE_RATE, resample
+from relay.format.wire import decode_bundle
 
 
 def test_rehydrated_speech_says_what_the_bundle_says(lj_encoded, piper, base_listener, normalize):

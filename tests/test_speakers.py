@@ -8,7 +8,7 @@ from conftest import shared
 
 from ground.attribute import attribute
 from ground.diarize import Turn
-from relay.bundle import Segment, Word
+from relay.format.bundle import Segment, Word
 from relay.profiles import ProfileStore
 
 
@@ -56,8 +56,8 @@ def test_sample_words_land_on_the_right_speaker(tiny, diarizer, pyannote_refs):
 
 
 def test_pitch_separates_a_low_and_a_high_voice():
-    from relay.audio import load_audio
-    from relay.pitch import pitch_stats
+    from relay.audio.io import load_audio
+    from relay.audio.pitch import pitch_stats
 
     # trn03 is 29 s of one man (AMI speaker MEO069); LJSpeech is one woman
     male, _ = pitch_stats(load_audio(shared("pyannote", "trn03.wav")))
@@ -79,8 +79,8 @@ def _mix(*parts: np.ndarray) -> np.ndarray:
 def test_enrolled_speaker_is_named_and_recurring_profiles_cost_almost_nothing(tiny, diarizer, tmp_path):
     from ground.encode import encode_audio
     from ground.enroll import enroll
-    from relay.audio import load_audio
-    from relay.wire import decode_bundle, field_costs
+    from relay.audio.io import load_audio
+    from relay.format.wire import decode_bundle, field_costs
 
     store = ProfileStore(tmp_path / "ground.db")
     lj = [load_audio(shared("ljspeech", f"LJ001-{i:04d}.flac")) for i in (1, 2, 3, 4)]
@@ -110,7 +110,7 @@ def test_enrolled_speaker_is_named_and_recurring_profiles_cost_almost_nothing(ti
 
 def test_enrolling_twice_or_from_silence_fails_clearly(tiny, diarizer, tmp_path):
     from ground.enroll import enroll
-    from relay.audio import load_audio
+    from relay.audio.io import load_audio
     from relay.errors import AudioInputError
     from relay.profiles import ProfileError
 

@@ -12,8 +12,8 @@ from conftest import shared
 
 from ground.encode import encode_audio
 from ground.tiers import RICHNESS, TierPolicy
-from relay.audio import SAMPLE_RATE, load_audio, resample
-from relay.wire import decode_bundle
+from relay.audio.io import SAMPLE_RATE, load_audio, resample
+from relay.format.wire import decode_bundle
 
 JINGLE_HZ = 392.0  # G4: the jingle's fundamental
 
@@ -142,8 +142,8 @@ def test_budget_picks_the_richest_tier_that_fits(call, codecs, base_listener, di
 def test_reference_clips_carry_each_speakers_own_voice_once(call, base_listener, diarizer, tmp_path):
     from edge.voices import reference_audio
     from ground.diarize import DiarizationOptions
+    from relay.audio.speaker_encoder import SpeakerEncoder
     from relay.profiles import ProfileStore
-    from relay.speaker_encoder import SpeakerEncoder
 
     audio, text = call
     two = DiarizationOptions(num_speakers=2)
@@ -176,7 +176,7 @@ def test_edge_daemon_speaks_a_codec_bundle_with_its_configured_models(tmp_path, 
     plays a Lyra bundle into its output folder."""
     from edge.daemon import Speaker
     from relay.config import load_edge
-    from relay.signing import SigningKey
+    from relay.link.signing import SigningKey
 
     audio = load_audio(shared("whisper", "jfk.flac"))
     res = encode_audio(audio, tiny, "jfk", 0, tier=TierPolicy("lyra-6000", codecs=codecs))
@@ -205,8 +205,8 @@ lyra_models = "{codecs.lyra_models}"
 
 def test_a_clip_no_codec_can_read_is_one_line():
     from edge.rehydrate import decode_clip
-    from relay.bundle import AudioClip
     from relay.errors import RelayError
+    from relay.format.bundle import AudioClip
 
     with pytest.raises(RelayError, match=r"audio clip at 1.00 s \(opus-6k\) cannot be decoded"):
         decode_clip(AudioClip(1.0, 0.5, "opus-6k", b"\x05abc"), SAMPLE_RATE)

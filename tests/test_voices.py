@@ -9,10 +9,10 @@ from conftest import shared
 from edge.assign import AssignmentStore, assign_voices
 from edge.catalog import Catalog
 from edge.voicebank import VoiceBank
-from relay.audio import load_audio, resample
-from relay.bundle import Bundle, Segment, SourceInfo, Speaker, Word
-from relay.profiles import VoiceProfile
-from relay.speaker_encoder import SpeakerEncoder
+from relay.audio.io import load_audio, resample
+from relay.audio.speaker_encoder import SpeakerEncoder
+from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, Word
+from relay.format.profile import VoiceProfile
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def fast_traits(bank):
 @pytest.fixture(scope="module")
 def woman_and_man(encoder):
     """Profiles of two real people: an LJSpeech reader (female) and AMI's MEO069 (male)."""
-    from relay.pitch import pitch_stats
+    from relay.audio.pitch import pitch_stats
 
     out = []
     for audio in (load_audio(shared("ljspeech", "LJ001-0001.flac")), load_audio(shared("pyannote", "trn03.wav"))):
@@ -45,8 +45,8 @@ def woman_and_man(encoder):
 
 def two_speaker_bundle() -> bytes:
     """A two-speaker bundle with real profiles (LJSpeech reader, AMI MEO069), made by the real encoder."""
-    from relay.pitch import pitch_stats
-    from relay.wire import encode_bundle
+    from relay.audio.pitch import pitch_stats
+    from relay.format.wire import encode_bundle
 
     encoder = SpeakerEncoder()
     profiles = []

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay import wire
-from relay.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
 from relay.errors import BundleError
-from relay.wire import TICK, decode_bundle, encode_bundle, field_costs, read_header
+from relay.format import wire
+from relay.format.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
+from relay.format.wire import TICK, decode_bundle, encode_bundle, field_costs, read_header
 
 
 def words_at(text: str, start: float, step: float = 0.3, gap_every: int = 3) -> tuple[Word, ...]:

@@ -27,7 +27,7 @@ MAX_SPEAKERS_LISTED = 64
 
 
 def _import_api():
-    from relay.torchaudio_compat import ensure_torchaudio
+    from relay.audio.torchaudio_compat import ensure_torchaudio
 
     ensure_torchaudio()  # Coqui imports torchaudio, whose PyPI build wants CUDA torch
     from TTS.api import TTS
@@ -54,7 +54,7 @@ class CoquiEngine:
         """This model speaking in the voice of ``audio`` (a speaker's reference clip)."""
         import tempfile
 
-        from relay.audio import write_wav
+        from relay.audio.io import write_wav
 
         path = Path(tempfile.mkstemp(prefix="speech-relay-ref-", suffix=".wav")[1])
         write_wav(path, audio, sample_rate)

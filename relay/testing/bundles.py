@@ -12,8 +12,8 @@ import os
 import random
 from pathlib import Path
 
-from relay.bundle import Bundle, Segment, SourceInfo, Speaker, Word
-from relay.wire import encode_bundle
+from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, Word
+from relay.format.wire import encode_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("SPEECH_RELAY_SHARED", ROOT.parent / "shared")) / "data"

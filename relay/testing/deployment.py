@@ -7,7 +7,7 @@ configuration including ``conf.d``) with the *shipped* files in ``conf.d``:
 ``config/mosquitto-bridge.conf`` on the ship's; only their paths
 (``/etc/mosquitto/speech-relay/``), ports, the ground's address and the edge's
 name are moved to this run's. The ship's bridge dials the ground's TLS
-listener through the thin-link simulator (:mod:`relay.linksim`), logging in
+listener through the thin-link simulator (:mod:`relay.testing.linksim`), logging in
 with the certificate ``scripts/make-certs.sh`` made for it. The ground daemon
 talks to the ground's broker, the edge daemon to the ship's, both with user
 names and password files as an operator would set them up, and both run as
@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from relay.broker import LocalBroker, free_port
 from relay.errors import RelayError
-from relay.linksim import LinkSimThread
-from relay.signing import SigningKey
+from relay.link.signing import SigningKey
+from relay.testing.broker import LocalBroker, free_port
+from relay.testing.linksim import LinkSimThread
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"

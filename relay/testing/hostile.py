@@ -11,8 +11,9 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from relay.link import VERSION, Ack, AckState, Fragment, OutgoingTransfer, Poll, Priority
-from relay.signing import SigningKey
+from relay.link.messages import VERSION, Ack, AckState, Fragment, Poll, Priority
+from relay.link.signing import SigningKey
+from relay.link.transfer import OutgoingTransfer
 
 
 class Hostile:

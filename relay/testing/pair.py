@@ -15,8 +15,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from relay.broker import LocalBroker
-from relay.signing import SigningKey
+from relay.link.signing import SigningKey
+from relay.testing.broker import LocalBroker
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 

@@ -105,18 +105,18 @@ def get_codec(name: str, settings: CodecSettings = CodecSettings()) -> AudioCode
     codec_id(name)
     family, rate = name.split("-", 1)
     if family == "codec2":
-        from relay.codecs.codec2 import Codec2
+        from relay.audio.codecs.codec2 import Codec2
 
         return Codec2(rate)
     if family == "opus":
-        from relay.codecs.opus import Opus
+        from relay.audio.codecs.opus import Opus
 
         return Opus(_nominal(name))
     if family == "lyra":
-        from relay.codecs.lyra import Lyra
+        from relay.audio.codecs.lyra import Lyra
 
         return Lyra(_nominal(name), settings.lyra_dir())
-    from relay.codecs.encodec import EnCodec
+    from relay.audio.codecs.encodec import EnCodec
 
     return EnCodec(_nominal(name), settings.encodec_checkpoint)
 

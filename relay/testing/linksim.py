@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from relay.budget import Budget
+from relay.link.budget import Budget
 
 log = logging.getLogger("relay.linksim")
 CHUNK = 512  # bytes per step through the throttle: small, so directions and connections interleave

@@ -28,7 +28,7 @@ with one line that says what to install or configure; nothing downloads.
 
 from __future__ import annotations
 
-from relay.codecs.base import (
+from relay.audio.codecs.base import (
     CODEC_IDS,
     AudioCodec,
     CodecSettings,

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from relay.audio.torchaudio_compat import ensure_torchaudio
 from relay.errors import ModelError
 from relay.paths import cache_dir
-from relay.torchaudio_compat import ensure_torchaudio
 
 SAMPLE_RATE = 16_000
 DIMENSION = 192

@@ -10,8 +10,8 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from relay.codecs.base import RATE
-from relay.varint import get_uvarint, put_uvarint
+from relay.audio.codecs.base import RATE
+from relay.format.varint import get_uvarint, put_uvarint
 
 FRAME_MS = 60
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from relay.codecs.base import CodecUnavailable
+from relay.audio.codecs.base import CodecUnavailable
 
 FRAME = 320
 BITS_PER_STAGE = 4

@@ -6,7 +6,7 @@ Layout (all multi-byte integers big-endian; ``uvarint`` is LEB128)::
                                     files and most other formats from matching)
     version    1 byte    1
     flags      1 byte    bit 0: body is zstd-compressed; other bits must be 0
-    dict_id    uvarint   zstd dictionary id (0 = none); see relay.dictionary
+    dict_id    uvarint   zstd dictionary id (0 = none); see relay.format.dictionary
     bundle_id  8 bytes   random id, the key for dedup on the edge
     created    4 bytes   unix seconds
     body_len   uvarint   length of the body
@@ -45,14 +45,14 @@ from dataclasses import dataclass
 import msgpack
 import zstandard
 
-from relay.bundle import CLIP_REASONS, AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
-from relay.codecs import CODEC_IDS, codec_id
-from relay.dictionary import DEFAULT_DICT_ID, get_dictionary
+from relay.audio.codecs import CODEC_IDS, codec_id
 from relay.errors import BundleError
-from relay.limits import DEFAULT_LIMITS, Limits
-from relay.profiles import PROFILE_ID_SIZE, VoiceProfile
-from relay.varint import get_uvarint as _get_uvarint
-from relay.varint import put_uvarint as _put_uvarint
+from relay.format.bundle import CLIP_REASONS, AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
+from relay.format.dictionary import DEFAULT_DICT_ID, get_dictionary
+from relay.format.limits import DEFAULT_LIMITS, Limits
+from relay.format.profile import PROFILE_ID_SIZE, VoiceProfile
+from relay.format.varint import get_uvarint as _get_uvarint
+from relay.format.varint import put_uvarint as _put_uvarint
 
 MAGIC = b"\x89SR"
 VERSION = 1

@@ -12,7 +12,7 @@ is dropped and counted, never stored, so a forged part cannot take the place
 of a real one and a flood leaves the disk as it was.
 
 When every part is in, the bundle is assembled and decoded (its digest and
-the bundle's own hash checked, every field within :class:`relay.limits.Limits`)
+the bundle's own hash checked, every field within :class:`relay.format.limits.Limits`)
 outside the event loop by the daemon, then *accepted* or, if a trusted ground
 signed something unusable, *rejected* with the reason. Both are acknowledged
 in acks signed with the edge's own key.
@@ -40,27 +40,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from relay.bundle import Bundle
 from relay.config import EdgeLink
 from relay.db import connect
 from relay.errors import BundleError, RelayError
-from relay.limits import DEFAULT_LIMITS, Limits
-from relay.link import (
-    FRAGMENT_HEADER,
-    Ack,
-    AckState,
-    Fragment,
-    IncomingTransfer,
-    LinkError,
-    Manifest,
-    Poll,
-    Priority,
-    RejectCode,
-    bundle_digest,
-    ranges,
-)
-from relay.profiles import PROFILE_ID_SIZE, ProfileStore
-from relay.signing import Keyring
+from relay.format.bundle import Bundle
+from relay.format.limits import DEFAULT_LIMITS, Limits
+from relay.format.profile import PROFILE_ID_SIZE
+from relay.link.messages import FRAGMENT_HEADER, Ack, AckState, Fragment, LinkError, Poll, Priority, RejectCode, ranges
+from relay.link.signing import Keyring
+from relay.link.transfer import IncomingTransfer, Manifest, bundle_digest
+from relay.profiles import ProfileStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
@@ -412,7 +401,7 @@ class Inbox:
     def check(self, bid: bytes, data: bytes, manifest: Manifest) -> Bundle | BundleError | None:
         """Off the event loop: the decoded bundle, the reason it is unusable, or
         None when the assembly does not match the signed digest (fetch it again)."""
-        from relay.wire import decode_bundle
+        from relay.format.wire import decode_bundle
 
         if len(data) != manifest.size or bundle_digest(data) != manifest.digest:
             return None

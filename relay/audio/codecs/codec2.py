@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from relay.audio import resample
-from relay.codecs.base import RATE, CodecUnavailable, pack_bits, unpack_bits
+from relay.audio.codecs.base import RATE, CodecUnavailable, pack_bits, unpack_bits
+from relay.audio.io import resample
 
 CODEC2_RATE = 8000
 MODES = {"3200": 3200, "1200": 1200, "700C": 700}

@@ -37,9 +37,10 @@ from pathlib import Path
 
 from relay.db import connect
 from relay.errors import RelayError
-from relay.limits import DEFAULT_LIMITS, Limits
-from relay.link import Ack, AckState, OutgoingTransfer, Poll, Priority, RejectCode
-from relay.signing import SigningKey
+from relay.format.limits import DEFAULT_LIMITS, Limits
+from relay.link.messages import Ack, AckState, Poll, Priority, RejectCode
+from relay.link.signing import SigningKey
+from relay.link.transfer import OutgoingTransfer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -241,7 +242,7 @@ class Outbox:
                    source: str | None = None, profiles: Iterable[bytes] = ()) -> int:
         """Queue an encoded bundle, ready to send: refused (:class:`relay.errors.BundleError`)
         if it is corrupt or over the limits, since an edge would refuse it too."""
-        from relay.wire import decode_bundle
+        from relay.format.wire import decode_bundle
 
         bundle = decode_bundle(data, source, self.limits)
         row = self._insert(edge, priority, title or bundle.source.title or "untitled", source, State.READY,
@@ -273,7 +274,7 @@ class Outbox:
     def encoded(self, row: int, data: bytes, profiles: Iterable[bytes] = ()) -> bool:
         """Store the bundle of an encoding row, checked as an edge would check
         it. False if the row was cancelled meanwhile."""
-        from relay.wire import decode_bundle
+        from relay.format.wire import decode_bundle
 
         bundle = decode_bundle(data, f"entry {row}", self.limits)
         cur = self._db.execute(

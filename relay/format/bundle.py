@@ -1,7 +1,7 @@
 """The in-memory bundle: what a recording becomes before it crosses the link.
 
 These dataclasses are the contract between the ground station (which fills
-them from ASR and diarization), the wire format (:mod:`relay.wire`, which
+them from ASR and diarization), the wire format (:mod:`relay.format.wire`, which
 packs them into a few hundred bytes) and the edge (which speaks them again).
 Times are seconds from the start of the source audio.
 """
@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from relay.profiles import VoiceProfile
+from relay.format.profile import VoiceProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ CLIP_REASONS = ("forced", "low-confidence", "non-speech")
 class AudioClip:
     """A stretch of the recording that travels as coded audio, not text.
 
-    ``codec`` is a tier name from :mod:`relay.codecs`; ``data`` is that
+    ``codec`` is a tier name from :mod:`relay.audio.codecs`; ``data`` is that
     codec's bytes for exactly this stretch. ``speaker`` is an index into the
     bundle's speakers, or ``None`` for sound that is nobody's speech (music,
     a jingle). ``reason`` says why it is audio: the operator forced an audio

@@ -4,7 +4,7 @@ side acts only on what a key it trusts signed.
 
 Every signature covers a context string (what kind of message) and the
 edge's name, so nothing signed for one purpose or one edge can be replayed
-as another (see :mod:`relay.link`). The ground's keys are identified on the
+as another (see :mod:`relay.link.messages`). The ground's keys are identified on the
 wire by an 8-byte key id (BLAKE2b of the public key), so an edge can trust
 several grounds and a ground can roll its key over; the ground knows each
 edge's key by the edge's name.

@@ -28,7 +28,7 @@ DEFAULT_DICT_ID = 1
 def get_dictionary(dict_id: int) -> zstandard.ZstdCompressionDict:
     """The dictionary with this header number; ``KeyError`` if we have none."""
     name = DICTIONARIES[dict_id]
-    data = files("relay.dictionaries").joinpath(name).read_bytes()
+    data = files("relay.format.dictionaries").joinpath(name).read_bytes()
     return zstandard.ZstdCompressionDict(data)
 
 

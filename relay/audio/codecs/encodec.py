@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from relay.audio import resample
-from relay.codecs.base import RATE, CodecUnavailable
+from relay.audio.codecs.base import RATE, CodecUnavailable
+from relay.audio.io import resample
 
 ENCODEC_RATE = 24000
 BITS = 10  # log2 of the codebook size
@@ -35,7 +35,7 @@ class EnCodec:
         try:
             import torch
 
-            from relay.torchaudio_compat import ensure_torchaudio
+            from relay.audio.torchaudio_compat import ensure_torchaudio
 
             ensure_torchaudio()  # encodec imports torchaudio, whose PyPI extension does not load beside CPU torch
             from encodec import EncodecModel

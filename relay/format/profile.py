@@ -1,0 +1,162 @@
+"""A voice profile on the wire: a few hundred bytes that say what a speaker sounds like.
+
+A profile is what the edge needs to pick and tune a voice for a speaker:
+the direction of their CAM++ speaker embedding (192 dimensions, int4 or
+int8), their median pitch and pitch range, and how fast they talk. It is
+identified by a short id (6 bytes of BLAKE2b over its first version), so
+once the edge holds a profile a bundle can name it by id instead of sending
+it again: the same presenter every day costs almost nothing after the first
+broadcast. The stores that keep profiles at each end are :mod:`relay.profiles`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+PROFILE_ID_SIZE = 6
+EMBEDDING_DIM = 192
+F0_REF = 55.0  # Hz; pitch is sent in quarter tones above A1
+
+
+def quantize(embedding: np.ndarray, bits: int = 4) -> bytes:
+    """Unit vector -> int8 bytes (192) or packed int4 nibbles (96).
+
+    Only the direction matters for cosine similarity, so each vector is
+    scaled to use the full integer range and the scale is not sent. The
+    length tells the reader which width it is.
+    """
+    v = np.asarray(embedding, dtype=np.float32).reshape(-1)
+    peak = float(np.max(np.abs(v))) if v.size else 0.0
+    if not math.isfinite(peak) or peak == 0.0:
+        raise ValueError("cannot quantize an empty or non-finite embedding")
+    if bits == 8:
+        return np.round(v / peak * 127).astype(np.int8).tobytes()
+    if bits == 4:
+        if v.size % 2:
+            raise ValueError("4-bit packing needs an even dimension")
+        q = (np.round(v / peak * 7).astype(np.int8) & 0x0F).astype(np.uint8)
+        return (q[0::2] << 4 | q[1::2]).astype(np.uint8).tobytes()
+    raise ValueError(f"embeddings are quantized to 8 or 4 bits, not {bits}")
+
+
+def dequantize(data: bytes) -> np.ndarray:
+    """Bytes from :func:`quantize` -> unit float vector."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if len(raw) == EMBEDDING_DIM:
+        v = raw.view(np.int8).astype(np.float32)
+    elif len(raw) == EMBEDDING_DIM // 2:
+        nibbles = np.stack([raw >> 4, raw & 0x0F], axis=1).reshape(-1).astype(np.int8)
+        v = np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.float32)
+    else:
+        raise ValueError(f"an embedding of {len(raw)} bytes is neither int8 nor int4 x {EMBEDDING_DIM}")
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm else v
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceProfile:
+    """What a speaker sounds like, in wire precision.
+
+    ``f0_median`` is in Hz, ``f0_range`` in semitones (10th to 90th
+    percentile of voiced frames), ``rate`` in words per minute of speaking
+    time. ``name`` is set for enrolled speakers. ``profile_id`` is fixed when
+    the profile is first made and kept when the store refines the profile.
+    """
+
+    embedding: bytes  # int8 x 192, or int4 x 192 packed in 96 bytes
+    f0_median: float
+    f0_range: float
+    rate: float
+    name: str | None = None
+    profile_id: bytes = b""
+    # optional: a few seconds of the speaker's own voice, coded (relay.audio.codecs), for edges whose
+    # TTS can clone a voice from a clip; not part of the id, so adding one later keeps the id
+    reference: bytes = b""
+    reference_codec: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.embedding) not in (EMBEDDING_DIM, EMBEDDING_DIM // 2):
+            raise ValueError(
+                f"profile embedding must be {EMBEDDING_DIM} int8 or int4 values, got {len(self.embedding)} bytes"
+            )
+        if not self.profile_id:
+            object.__setattr__(self, "profile_id", self.content_hash())
+
+    @classmethod
+    def create(
+        cls,
+        embedding: np.ndarray,
+        f0_median: float,
+        f0_range: float,
+        rate: float,
+        name: str | None = None,
+        bits: int = 4,
+    ) -> VoiceProfile:
+        """A new profile, its figures rounded to what the wire carries."""
+        f0_q, range_q, rate_q = _quantize_prosody(f0_median, f0_range, rate)
+        f0, rng, wpm = _dequantize_prosody(f0_q, range_q, rate_q)
+        return cls(quantize(embedding, bits), f0, rng, wpm, name)
+
+    def content_hash(self) -> bytes:
+        fields = [self.embedding, *_quantize_prosody(self.f0_median, self.f0_range, self.rate)]
+        return hashlib.blake2b(b"".join(map(bytes, fields)), digest_size=PROFILE_ID_SIZE).digest()
+
+    @property
+    def id_hex(self) -> str:
+        return self.profile_id.hex()
+
+    def vector(self) -> np.ndarray:
+        """The embedding as a unit float vector."""
+        return dequantize(self.embedding)
+
+    def similarity(self, embedding: np.ndarray) -> float:
+        """Cosine similarity with a unit embedding (or another profile's vector)."""
+        return float(np.dot(self.vector(), embedding))
+
+    def wire_fields(self) -> list:
+        """``[embedding, f0, range, rate]`` as small integers: quarter tones above
+        55 Hz, quarter tones of range, words per minute. Each fits in one or
+        two msgpack bytes. A reference clip follows as ``[codec id, bytes]``."""
+        fields = [self.embedding, *_quantize_prosody(self.f0_median, self.f0_range, self.rate)]
+        if self.reference:
+            from relay.audio.codecs import codec_id
+
+            fields.append([codec_id(self.reference_codec), self.reference])
+        return fields
+
+    @classmethod
+    def from_wire(cls, profile_id: bytes, fields: list, name: str | None = None) -> VoiceProfile:
+        embedding, f0_q, range_q, rate_q = fields[:4]
+        f0, rng, wpm = _dequantize_prosody(int(f0_q), int(range_q), int(rate_q))
+        reference, codec = b"", ""
+        if len(fields) > 4 and fields[4]:
+            from relay.audio.codecs import CODEC_IDS
+
+            wire_id, reference = int(fields[4][0]), bytes(fields[4][1])
+            if wire_id not in CODEC_IDS:
+                raise ValueError(f"reference clip codec id {wire_id} is unknown")
+            codec = CODEC_IDS[wire_id]
+        return cls(bytes(embedding), f0, rng, wpm, name, bytes(profile_id), reference, codec)
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id_hex,
+            "name": self.name,
+            "f0_median_hz": round(self.f0_median, 1),
+            "f0_range_semitones": round(self.f0_range, 2),
+            "rate_wpm": round(self.rate),
+            **({"reference": {"codec": self.reference_codec, "bytes": len(self.reference)}} if self.reference else {}),
+        }
+
+
+def _quantize_prosody(f0: float, f0_range: float, rate: float) -> tuple[int, int, int]:
+    f0_q = int(round(24 * math.log2(max(f0, F0_REF) / F0_REF))) if f0 > 0 else 0
+    return min(f0_q, 127), min(int(round(max(f0_range, 0.0) * 4)), 127), min(int(round(max(rate, 0.0))), 65535)
+
+
+def _dequantize_prosody(f0_q: int, range_q: int, rate_q: int) -> tuple[float, float, float]:
+    return (F0_REF * 2 ** (f0_q / 24) if f0_q else 0.0), range_q / 4, float(rate_q)
