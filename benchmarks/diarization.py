@@ -39,10 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ground.diarize import Diarizer  # noqa: E402
-from ground.encode import encode_audio  # noqa: E402
+from ground.encoder import Encoder  # noqa: E402
 from ground.evaluate import load_rttm, score, word_attribution  # noqa: E402
-from ground.transcribe import TranscribeOptions, Transcriber  # noqa: E402
+from ground.transcribe import Transcriber  # noqa: E402
 from relay.audio.io import load_audio  # noqa: E402
+from relay.config import GroundConfig, GroundSection  # noqa: E402
 from relay.format.wire import field_costs  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "pyannote"
@@ -98,12 +99,13 @@ def main() -> None:
     diarizer = Diarizer()
     load_s = time.perf_counter() - t0
     references = load_rttm(DATA / name for name in RTTMS)
-    options = TranscribeOptions(beam_size=args.beam_size)
+    ground = Encoder(GroundConfig(ground=GroundSection(model=args.model, beam_size=args.beam_size)),
+                     transcriber=transcriber, diarizer=diarizer, store=None)
 
     hypotheses, per_file = {}, {}
     for uri in track(FILES, description="diarizing", console=console):
         audio = load_audio(DATA / f"{uri}.wav")
-        result = encode_audio(audio, transcriber, uri, 0, options, diarizer)
+        result = ground.encode(audio, uri)
         hypotheses[uri] = result.diarization
         costs = field_costs(result.bundle)
         accuracy, scored = word_attribution(result.bundle.segments, references[uri])
@@ -162,7 +164,7 @@ def main() -> None:
         clips = [load_audio(DATA / f"{uri}.wav") for uri in FILES]
         need = int(args.long_minutes * 60 * 16000)
         long_audio = np.concatenate([clips[i % len(clips)] for i in range(need // len(clips[0]) + 1)])[:need]
-        result = encode_audio(long_audio, transcriber, "long", 0, options, diarizer)
+        result = ground.encode(long_audio, "long")
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         summary["long"] = {
             "minutes": args.long_minutes, "bytes": len(result.data), "bits_per_second": result.bits_per_second,

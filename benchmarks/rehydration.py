@@ -188,10 +188,11 @@ def main() -> None:
     from edge.catalog import Catalog
     from edge.voicebank import VoiceBank
     from ground.diarize import DiarizationOptions, Diarizer
-    from ground.encode import encode_file
+    from ground.encoder import Encoder
     from ground.transcribe import Transcriber
     from relay.audio.io import SAMPLE_RATE, load_audio
     from relay.audio.speaker_encoder import SpeakerEncoder
+    from relay.config import GroundConfig, GroundSection
     from relay.format.wire import decode_bundle
 
     console = Console(width=160)
@@ -200,11 +201,12 @@ def main() -> None:
     clips = sorted((DATA / "ljspeech").glob("*.flac")) + [DATA / "pyannote" / f"{s}.wav" for s in TWO_SPEAKER]
     folder = Path(tempfile.mkdtemp(prefix="rehydration-"))
     base, diarizer = Transcriber("base"), Diarizer()
+    one = Encoder(GroundConfig(ground=GroundSection(model="base", diarize=False)), transcriber=base, store=None)
+    two_ = Encoder(GroundConfig(ground=GroundSection(model="base")), transcriber=base, diarizer=diarizer, store=None)
     originals: dict[str, str] = {}
     for clip in track(clips, description="encoding (Whisper base)", console=console):
         two = clip.suffix == ".wav"
-        result = encode_file(clip, base, diarizer=diarizer if two else None,
-                             speakers=DiarizationOptions(num_speakers=2) if two else None)
+        result = (two_ if two else one).encode_file(clip, speakers=DiarizationOptions(num_speakers=2) if two else None)
         (folder / f"{clip.stem}.bundle").write_bytes(result.data)
         originals[clip.stem] = norm(" ".join(s.text for s in result.transcript.segments))
     encoder = SpeakerEncoder()

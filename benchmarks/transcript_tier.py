@@ -33,9 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 from edge.engines.piper import PiperEngine  # noqa: E402
 from edge.rehydrate import render  # noqa: E402
-from ground.encode import encode_file  # noqa: E402
+from ground.encoder import Encoder  # noqa: E402
 from ground.transcribe import TranscribeOptions, Transcriber  # noqa: E402
 from relay.audio.io import SAMPLE_RATE, resample  # noqa: E402
+from relay.config import GroundConfig, GroundSection  # noqa: E402
 from relay.format.wire import field_costs  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -77,10 +78,12 @@ def main() -> None:
     listener = transcriber if args.listener == args.model else Transcriber(args.listener, cpu_threads=args.threads)
     load_s = time.perf_counter() - t0
     options = TranscribeOptions(beam_size=args.beam_size)
+    ground = Encoder(GroundConfig(ground=GroundSection(model=args.model, beam_size=args.beam_size, diarize=False)),
+                     transcriber=transcriber, store=None)
 
     rows = []
     for path, ref in track(clips(), description="encode → decode → re-transcribe", console=console):
-        res = encode_file(path, transcriber, title="", options=options)
+        res = ground.encode_file(path, title="")
         t = time.perf_counter()
         audio, _ = render(res.bundle, engine)
         tts_s = time.perf_counter() - t

@@ -118,7 +118,7 @@ def assign_voices(
     used: set[str] = set()
     for i, p in enumerate(profiles):
         key = store.get(p.profile_id) if (store is not None and p is not None) else None
-        if key in by_key and key not in used:
+        if p is not None and key is not None and key in by_key and key not in used:
             chosen[i] = Choice(i, key, p.similarity(by_key[key].embedding), True)
             used.add(key)
     rest = [i for i in range(len(profiles)) if i not in chosen]

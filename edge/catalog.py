@@ -18,12 +18,12 @@ voice can be stored and honoured across bundles.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from edge.prosody import VARIANTS, Variant, VariantEngine
 from edge.tts import TTSEngine
+from relay.config import Voices
 from relay.errors import ModelError
 
 
@@ -76,21 +76,23 @@ class Backend(Protocol):
     def load(self, voice: Voice) -> TTSEngine: ...
 
 
-def backends(voice_dirs: Iterable[str] = ()) -> list[Backend]:
-    """All known backends, Piper first (the default)."""
+def backends(settings: Voices | None = None) -> list[Backend]:
+    """All known backends, Piper first (the default), set up from ``[voices]``."""
     from edge.engines.coqui import CoquiBackend
     from edge.engines.espeak import EspeakBackend
     from edge.engines.kokoro import KokoroBackend
     from edge.engines.piper import PiperBackend
 
-    return [PiperBackend(voice_dirs), KokoroBackend(), CoquiBackend(), EspeakBackend()]
+    v = settings or Voices()
+    return [PiperBackend(v.dirs), KokoroBackend(v.kokoro_model, v.kokoro_voices),
+            CoquiBackend(v.coqui_model, str(v.coqui_config) if v.coqui_config else None), EspeakBackend()]
 
 
 class Catalog:
     """The voices of every available backend, loaded lazily and cached."""
 
-    def __init__(self, voice_dirs: Iterable[str] = ()) -> None:
-        self.backends = {b.name: b for b in backends(voice_dirs)}
+    def __init__(self, settings: Voices | None = None) -> None:
+        self.backends = {b.name: b for b in backends(settings)}
         self._statuses: dict[str, BackendStatus] = {}
         self._voices: dict[str, list[Voice]] = {}
         self._loaded: dict[str, TTSEngine] = {}
@@ -133,7 +135,7 @@ class Catalog:
                     if not suffix:
                         return v
                     for variant in variants_of(v) if varies(v) else []:
-                        if variant.variant.suffix == "~" + suffix:
+                        if variant.variant is not None and variant.variant.suffix == "~" + suffix:
                             return variant
         status = self.status(engine) if engine in self.backends else None
         if status is not None and not status.available:

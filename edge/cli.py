@@ -1,7 +1,17 @@
-"""Edge-side commands for ``relay``: ``decode`` and ``voices``."""
+"""``relay edge``: the edge's commands, in the order an operator meets them.
+
+``run`` the daemon; ``decode`` a bundle by hand; the ``voices`` it can speak
+with; what it has received (``ls``), and ``play`` or ``replay`` one; the
+edge's signing ``keys``. Every command reads the same configuration as the
+daemon (``-c edge.toml``, else ``$SPEECH_RELAY_EDGE_CONFIG``, else
+``/etc/speech-relay/edge.toml`` if it exists, else the packaged defaults):
+the same profile store, voice assignments and voices, so a bundle decoded
+here sounds as the daemon would speak it.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -9,46 +19,60 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from relay.cli import keys_app, ordered
+
 console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
+edge_app = typer.Typer(help="The edge: the daemon, decoding, voices, what was received, keys.", no_args_is_help=True,
+                       cls=ordered("run", "decode", "voices", "ls", "play", "replay", "keys"))
 voices_app = typer.Typer(help="The TTS voices this edge can speak with.", no_args_is_help=True)
+CONFIG_HELP = ("edge configuration (default: $SPEECH_RELAY_EDGE_CONFIG, /etc/speech-relay/edge.toml, "
+               "or the packaged defaults)")
+Config = typer.Option(None, "--config", "-c", help=CONFIG_HELP)
 VOICES_DIR_HELP = "extra folder of Piper voices (NAME.onnx + NAME.onnx.json); repeatable"
 
 
-def _speaker_voices(profiles, voice_dirs: list[Path], match_pitch: bool, codecs=None):
-    """A voice per speaker, chosen jointly from the measured voices (edge.voices.cast)."""
-    from edge.assign import AssignmentStore
-    from edge.catalog import Catalog
-    from edge.voicebank import VoiceBank
-    from edge.voices import cast
-    from relay.profiles import default_store_path
+def _config(path: Path | None, voice_dirs: list[Path] | None = None):
+    from relay.config import edge_config, override
 
-    catalog = Catalog([str(d) for d in voice_dirs])
-    with console.status("measuring voices (once per voice; about a minute the first time)…"):
-        return cast(profiles, catalog, VoiceBank(catalog), AssignmentStore(default_store_path("edge")),
-                    match_pitch=match_pitch, codecs=codecs)
+    cfg = edge_config(path)
+    if voice_dirs:
+        cfg = override(cfg, "voices", dirs=[*cfg.voices.dirs, *voice_dirs])
+    return cfg
 
 
-def _engine_for(voice: str | None, speaker_id: int | None, voice_dirs: list[Path]):
-    """A Piper ``.onnx`` path, a voice key or name from ``relay voices ls``, or the default voice."""
-    from edge.catalog import Catalog
-    from edge.engines.piper import PiperEngine
+def _inbox(cfg):
+    from relay.link.inbox import Inbox
+    from relay.link.signing import Keyring, VerifyKey
 
-    if voice is None or voice.endswith(".onnx") or Path(voice).is_file():
-        return PiperEngine(voice, speaker_id)
-    return Catalog([str(d) for d in voice_dirs]).load(voice)
+    keys = [VerifyKey.parse(k, f"edge.trusted_keys[{i}]") for i, k in enumerate(cfg.edge.trusted_keys)]
+    return Inbox(cfg.edge.inbox_db, cfg.edge.name, Keyring(keys), link=cfg.link, limits=cfg.limits)
 
 
+@edge_app.command("run")
+def edge_run(config: Path = Config,
+             no_play: bool = typer.Option(False, "--no-play", help="write WAV files instead of playing")) -> None:
+    """Run the edge daemon (receive, verify, acknowledge, speak) until stopped."""
+    from edge.daemon import EdgeDaemon
+    from relay.config import override
+    from relay.link.service import serve
+
+    cfg = _config(config)
+    if no_play:
+        cfg = override(cfg, "edge", play=False)
+    serve(EdgeDaemon(cfg))
+
+
+@edge_app.command("decode")
 def decode(
     bundle: Path = typer.Argument(..., help="bundle file"),
     output: Path = typer.Option(None, "-o", "--output", help="WAV to write (default: BUNDLE name + .wav)"),
+    config: Path = Config,
     voice: str = typer.Option(
-        None, "--voice", help="a voice key from 'relay voices ls' or a Piper .onnx path (default: Piper en_US joe)"
+        None, "--voice", help="a voice key from 'relay edge voices ls' or a Piper .onnx path (default: edge.voice, "
+        "'auto': a voice per speaker)"
     ),
     speaker_id: int = typer.Option(None, "--speaker-id", help="speaker of a multi-speaker Piper .onnx"),
     voice_dirs: list[Path] = typer.Option([], "--voices", help=VOICES_DIR_HELP),
-    store_path: Path = typer.Option(
-        None, "--profiles", help="edge profile store (default: $SPEECH_RELAY_HOME/edge/profiles.db)"
-    ),
     keep_pitch: bool = typer.Option(
         False, "--keep-pitch", help="speak at each voice's own pitch rather than moving it toward the speaker's"
     ),
@@ -56,65 +80,46 @@ def decode(
         False, "--play", help="play on the audio output while speaking (writes the WAV instead if there is none)"
     ),
     device: str = typer.Option(None, "--device", help="output device for --play (name or index; default device)"),
-    lyra_models: Path = typer.Option(
-        None, "--lyra-models", envvar="SPEECH_RELAY_LYRA", help="folder of Lyra v2's .tflite models, for Lyra clips"
-    ),
+    lyra_models: Path = typer.Option(None, "--lyra-models", help="folder of Lyra v2's .tflite models, for Lyra clips"),
 ) -> None:
     """Speak a bundle with local TTS voices, each phrase at its original time;
     play its coded-audio clips on the same timeline."""
-    from edge.rehydrate import output_rate, rehydrate
-    from edge.voices import resolve_speakers
-    from relay.audio.codecs import CodecSettings
+    from edge.playback import PlaybackError
+    from edge.player import Player
+    from relay.config import override
     from relay.errors import RelayError
     from relay.fileio import read_bytes
     from relay.format.wire import decode_bundle
-    from relay.profiles import ProfileStore, default_store_path
 
-    codecs = CodecSettings(lyra_models=str(lyra_models) if lyra_models else None)
-    decoded = decode_bundle(read_bytes(bundle, "bundle"), str(bundle))
-    resolved = resolve_speakers(decoded, ProfileStore(store_path or default_store_path("edge")))
-    for pid in resolved.missing:
+    cfg = _config(config, voice_dirs)
+    cfg = override(cfg, "edge", voice=voice, match_pitch=False if keep_pitch else None)
+    cfg = override(cfg, "codecs", lyra_models=lyra_models)
+    player = Player(cfg, speaker_id=speaker_id)
+    player.check()
+    decoded = decode_bundle(read_bytes(bundle, "bundle"), str(bundle), cfg.limits)
+    with console.status("loading voices (measuring new ones once: about a minute the first time)…"):
+        performance = player.prepare(decoded)
+    for pid in performance.missing:
         label = next(s.label for s in decoded.speakers if s.profile_id == pid)
         console.print(f"note: speaker {label} refers to voice profile {pid.hex()}, which this edge has not received")
     output = output or Path(bundle.name).with_suffix(".wav")
-    per_speaker = voice is None and (len(decoded.speakers) > 1 or any(resolved.profiles))
-    with console.status("loading voices…"):
-        if not decoded.segments and decoded.clips:  # all real audio: no voice to load
-            voices, prosody, choices = None, {}, []
-        elif per_speaker:
-            chosen = _speaker_voices(resolved.profiles, voice_dirs, match_pitch=not keep_pitch, codecs=codecs)
-            voices, prosody, choices = chosen.voices, chosen.prosody, chosen.choices
-        else:
-            voices, prosody, choices = _engine_for(voice, speaker_id, voice_dirs), {}, []
-    rate = output_rate(voices)
-    if choices:
-        described = ", ".join(
-            f"{decoded.speakers[c.speaker].label} -> {c.voice}" + (" (as before)" if c.remembered else "")
-            for c in choices
-        )
-    elif voices is None:
-        described = f"coded audio ({', '.join(sorted({c.codec for c in decoded.clips}))})"
-    else:
-        described = f"voice {voices.voice_name}"
-    sink = _open_output(rate, device, output) if play_it else None
+    described = performance.described()
     started = time.perf_counter()
-    if sink is not None:
-        from edge.playback import play
-
-        report = play(rehydrate(decoded, voices, prosody, codecs), sink)
-        print(
-            f"played {report.seconds:.1f} s, {report.phrases} phrase(s), {described}; first sound after "
-            f"{report.first_sound_s or 0:.2f} s, waited on the synthesizer {report.waited_s:.2f} s"
-        )
-        return
-    from edge.playback import WavOutput, play
-
+    if play_it:
+        try:
+            report = player.to_device(performance, int(device) if device and device.isdigit() else device)
+        except PlaybackError as e:
+            console.print(f"note: {e}; writing {output} instead")
+        else:
+            print(
+                f"played {report.seconds:.1f} s, {report.phrases} phrase(s), {described}; first sound after "
+                f"{report.first_sound_s or 0:.2f} s, waited on the synthesizer {report.waited_s:.2f} s"
+            )
+            return
     clips = f" and {len(decoded.clips)} audio clip(s)" if decoded.clips else ""
     with console.status(f"speaking {len(decoded.segments)} segment(s){clips}…"):
-        # streamed to the file phrase by phrase: memory for what is spoken, not for the declared duration
-        try:
-            report = play(rehydrate(decoded, voices, prosody, codecs), WavOutput(output, rate), from_start=True,
-                          until=decoded.source.duration)
+        try:  # streamed to the file phrase by phrase: memory for what is spoken, not for the declared duration
+            report = player.to_file(performance, output)
         except OSError as e:
             raise RelayError(f"{output}: cannot write ({e.strerror or e})") from None
     parts = report.segments
@@ -126,17 +131,6 @@ def decode(
         f"{sum(p.clip is None for p in parts)} phrase(s), {sum(p.clip is not None for p in parts)} clip(s), "
         f"{described}, real-time factor {elapsed / max(seconds, 1e-9):.3f}"
     )
-
-
-def _open_output(rate: int, device: str | None, fallback: Path):
-    """The audio device for --play, or None (with a note) when there is none."""
-    from edge.playback import DeviceOutput, PlaybackError
-
-    try:
-        return DeviceOutput(rate, int(device) if device and device.isdigit() else device)
-    except PlaybackError as e:
-        console.print(f"note: {e}; writing {fallback} instead")
-        return None
 
 
 def _voice_json(voice, traits) -> dict:
@@ -151,6 +145,7 @@ def _voice_json(voice, traits) -> dict:
 def voices_ls(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     voice_dirs: list[Path] = typer.Option([], "--voices", help=VOICES_DIR_HELP),
+    config: Path = Config,
 ) -> None:
     """List engines (available or why not) and every voice they offer, with
     what the voice bank measured of each (pitch, rate, speaker embedding)."""
@@ -159,7 +154,7 @@ def voices_ls(
     from edge.catalog import Catalog
     from edge.voicebank import VoiceBank
 
-    catalog = Catalog([str(d) for d in voice_dirs])
+    catalog = Catalog(_config(config, voice_dirs).voices)
     voices = catalog.voices()
     bank = VoiceBank(catalog)
     traits = {v.key: bank.get(v) for v in voices}
@@ -192,6 +187,7 @@ def voices_ls(
 def voices_measure(
     engine: list[str] = typer.Option([], "--engine", help="only this engine's voices; repeatable"),
     voice_dirs: list[Path] = typer.Option([], "--voices", help=VOICES_DIR_HELP),
+    config: Path = Config,
 ) -> None:
     """Measure voices for the bank (speaker embedding, pitch, rate), once each."""
     from rich.progress import Progress
@@ -199,7 +195,7 @@ def voices_measure(
     from edge.catalog import Catalog
     from edge.voicebank import VoiceBank
 
-    catalog = Catalog([str(d) for d in voice_dirs])
+    catalog = Catalog(_config(config, voice_dirs).voices)
     unknown = set(engine) - set(catalog.backends)
     if unknown:
         raise typer.BadParameter(f"unknown engine {sorted(unknown)[0]!r}", param_hint="--engine")
@@ -211,9 +207,74 @@ def voices_measure(
     print(f"measured {len(measured)} voice(s); {len(todo) - len(measured)} failed; bank: {bank.path}")
 
 
-def register(app: typer.Typer) -> None:
-    from edge.ops import register as register_ops
+@edge_app.command("ls")
+def edge_ls(config: Path = Config, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Bundles received (accepted, rejected or quarantined; played or waiting) and those still arriving."""
+    inbox = _inbox(_config(config))
+    stored, partial = inbox.bundles(), inbox.partial()
+    if as_json:
+        doc = {"bundles": [s.to_dict() for s in stored],
+               "arriving": [{"bundle_id": b.hex(), "fragments": n, "of": c} for b, n, c in partial]}
+        print(json.dumps(doc, indent=2))
+        return
+    table = Table("bundle", "seq", "title", "priority", "state", "duration", "received", "played", box=None,
+                  header_style="bold")
+    for s in stored:
+        state = s.state if s.state == "accepted" else f"{s.state}: {s.reason}"
+        table.add_row(s.bundle_id.hex(), str(s.seq or ""), s.title or "",
+                      s.priority.name.lower() if s.priority is not None else "", state,
+                      f"{s.duration:.0f} s" if s.duration else "",
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.received)),
+                      f"{s.plays}x" if s.played else "waiting" if s.state == "accepted" else "")
+    for b, n, c in partial:
+        table.add_row(b.hex(), "", "", "", f"arriving: {n}/{c} fragments", "", "", "")
+    Console().print(table)
+    if not stored and not partial:
+        print("nothing received yet")
 
-    register_ops(app)
-    app.command("decode")(decode)
-    app.add_typer(voices_app, name="voices")
+
+def _speak(config: Path | None, bundle: str, how: str, output: Path | None, again: bool) -> None:
+    from edge.player import Player
+    from relay.config import override
+    from relay.errors import RelayError
+    from relay.link.inbox import InboxError
+
+    cfg = _config(config)
+    if output is not None:
+        cfg = override(cfg, "edge", play=False, output_dir=output)
+    inbox = _inbox(cfg)
+    item = inbox.find(bundle)
+    if item.state == "rejected":
+        raise InboxError(f"bundle {item.bundle_id.hex()} was rejected ({item.reason}); it is never played")
+    if item.played and not again:
+        raise InboxError(f"bundle {item.bundle_id.hex()} was already played; relay edge replay plays it again")
+    try:
+        where = Player(cfg).speak(inbox.data(item.bundle_id), item.bundle_id, time.time() if again else item.received)
+    except (RelayError, OSError):
+        raise
+    except Exception as e:  # what the bundle's content causes: one line, as the daemon's quarantine says
+        raise InboxError(f"bundle {item.bundle_id.hex()} cannot be played ({e.__class__.__name__}: {e})") from None
+    inbox.played(item.bundle_id, how, where)
+    print(f"{item.bundle_id.hex()} ({item.title}) -> {where}")
+
+
+@edge_app.command("play")
+def edge_play(bundle: str = typer.Argument(..., help="bundle id (a unique prefix will do)"),
+              output: Path = typer.Option(None, "-o", "--output", help="write a WAV into this folder instead"),
+              config: Path = Config) -> None:
+    """Play a received bundle that has not been played yet (now, from this shell)."""
+    _speak(config, bundle, "play", output, again=False)
+
+
+@edge_app.command("replay")
+def edge_replay(bundle: str = typer.Argument(..., help="bundle id (a unique prefix will do)"),
+                output: Path = typer.Option(None, "-o", "--output", help="write a WAV into this folder instead"),
+                config: Path = Config) -> None:
+    """Play a received bundle again (a quarantined one too: it may play now)."""
+    _speak(config, bundle, "replay", output, again=True)
+
+
+def register(app: typer.Typer) -> None:
+    edge_app.add_typer(voices_app, name="voices")
+    edge_app.add_typer(keys_app, name="keys", help="This edge's Ed25519 signing key (it signs acks and reports).")
+    app.add_typer(edge_app, name="edge")

@@ -26,11 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from functools import partial
 
 import aiomqtt
 
+from edge.player import Player
 from relay.config import ConfigError, EdgeConfig
 from relay.errors import RelayError
 from relay.link.inbox import ACCEPTED, Inbox
@@ -45,84 +45,24 @@ log = logging.getLogger("relay.edge")
 MAX_REPLIES = 1000  # acks waiting for the broker; beyond that they are dropped (a poll asks again)
 
 
-class Speaker:
-    """Speaks bundles: voices loaded once, an output per bundle (worker thread only)."""
-
-    def __init__(self, cfg: EdgeConfig) -> None:
-        self.cfg = cfg
-        self._catalog = None
-        if cfg.edge.speak and cfg.edge.voice != "auto":
-            from edge.catalog import Catalog
-
-            self._catalog = Catalog()
-            self._catalog.find(cfg.edge.voice)  # a wrong key stops the start with one line, not every bundle later
-        self._device_ok = cfg.edge.play
-
-    def __call__(self, data: bytes, bundle_id: bytes, received: float) -> str:
-        """Speak one bundle; returns where it went (device or file). A full
-        output disk raises ``OSError`` (the daemon waits); anything the bundle
-        itself causes raises and quarantines it."""
-        from edge.catalog import Catalog
-        from edge.playback import DeviceOutput, PlaybackError, WavOutput, play
-        from edge.rehydrate import output_rate, rehydrate
-        from edge.voices import resolve_speakers
-        from relay.format.wire import decode_bundle
-
-        e = self.cfg.edge
-        if self._catalog is None:
-            self._catalog = Catalog()
-        bundle = decode_bundle(data, f"bundle {bundle_id.hex()}", self.cfg.limits)
-        store = ProfileStore(e.state_dir / "profiles.db")
-        try:
-            resolved = resolve_speakers(bundle, store)
-            if not bundle.segments and bundle.clips:  # all real audio: no voice to load
-                voices, prosody = None, {}
-            elif e.voice == "auto":
-                from edge.assign import AssignmentStore
-                from edge.voicebank import VoiceBank
-                from edge.voices import cast
-
-                # the bank and stores are SQLite: opened in this worker thread, per bundle
-                chosen = cast(resolved.profiles, self._catalog, VoiceBank(self._catalog),
-                              AssignmentStore(e.state_dir / "profiles.db"), codecs=self.cfg.codecs.settings())
-                voices, prosody = chosen.voices, chosen.prosody
-            else:
-                voices, prosody = self._catalog.load(e.voice), {}
-        finally:
-            store.close()
-        rate = output_rate(voices)
-        codecs = self.cfg.codecs.settings()
-        if self._device_ok:
-            try:
-                play(rehydrate(bundle, voices, prosody, codecs), DeviceOutput(rate, e.device))
-                return "device"
-            except PlaybackError as err:
-                log.warning("%s; writing WAV files to %s instead", err, e.output_dir)
-                self._device_ok = False
-        # named by arrival, not by now: a playback interrupted by a crash and
-        # redone after the restart rewrites the same file instead of adding one
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(received))
-        out = e.output_dir / f"{stamp}-{bundle_id.hex()}.wav"
-        play(rehydrate(bundle, voices, prosody, codecs), WavOutput(out, rate), from_start=True,
-             until=bundle.source.duration)
-        return str(out)
-
-
 class EdgeDaemon:
     def __init__(self, config: EdgeConfig) -> None:
         self.cfg = config
         e = config.edge
-        if e.output_dir.exists() and not e.output_dir.is_dir():
-            raise ConfigError(f"edge.output_dir: {e.output_dir} is not a folder")
+        if e.played_dir.exists() and not e.played_dir.is_dir():
+            raise ConfigError(f"edge.output_dir: {e.played_dir} is not a folder")
+        if not e.trusted_keys:
+            raise ConfigError("edge.trusted_keys: required (the public key `relay ground keys init` printed)")
         keys = [VerifyKey.parse(k, f"edge.trusted_keys[{i}]") for i, k in enumerate(e.trusted_keys)]
         self.key = SigningKey.load(e.signing_key)
         self.connection = ConnectionSettings(config.broker, config.username)
         self.state = Waiter(log, f"edge state ({e.state_dir})")
-        self.output = Waiter(log, f"edge output ({e.output_dir})")
+        self.output = Waiter(log, f"edge output ({e.played_dir})")
         self.inbox = persist_blocking(lambda: Inbox(
-            e.state_dir / "inbox.db", e.name, Keyring(keys), ProfileStore(e.state_dir / "profiles.db"),
-            config.link, config.limits), self.state)
-        self.speaker = Speaker(config)
+            e.inbox_db, e.name, Keyring(keys), ProfileStore(e.profiles_db), config.link, config.limits), self.state)
+        self.player = Player(config)
+        if e.speak:
+            self.player.check()
         self.stop = asyncio.Event()
         self.accepted = asyncio.Event()
         self.report = asyncio.Event()  # play reports (or acks) wait to be published
@@ -131,7 +71,7 @@ class EdgeDaemon:
 
     async def run(self) -> None:
         e = self.cfg.edge
-        await persist(lambda: e.output_dir.mkdir(parents=True, exist_ok=True), self.output)
+        await persist(lambda: e.played_dir.mkdir(parents=True, exist_ok=True), self.output)
         for bid in await persist(self.inbox.complete, self.state):  # decided when the daemon died
             await self._finish(bid)
         for item in await persist(self.inbox.crashed, self.state):
@@ -228,7 +168,7 @@ class EdgeDaemon:
                 await client.publish(topic, reply.pack(self.key, name), qos=1)
             for report in await persist(self.inbox.reports, self.state):
                 await client.publish(topic, report.pack(self.key, name), qos=1)
-                await persist(lambda r=report: self.inbox.reported(r), self.state)
+                await persist(partial(self.inbox.reported, report), self.state)
 
     # --- playing ---------------------------------------------------------------------------------
 
@@ -244,7 +184,7 @@ class EdgeDaemon:
             await persist(partial(self.inbox.start_play, bid), self.state)
             try:
                 data = self.inbox.data(bid)
-                where = await asyncio.to_thread(self.speaker, data, bid, item.received)
+                where = await asyncio.to_thread(self.player.speak, data, bid, item.received)
             except Exception as err:
                 if is_full(err):  # the output disk: wait for space, then play it again
                     await persist(partial(self.inbox.abandon_play, bid), self.state)

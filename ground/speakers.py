@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ground.diarize import Diarization
-from ground.profile import measure_profile
+from ground.measure import measure_profile
 from relay.audio.codecs import AudioCodec
 from relay.audio.io import SAMPLE_RATE
 from relay.format.bundle import Segment, Speaker
@@ -92,8 +92,8 @@ def plan_speakers(
     candidates: list[tuple[float, int, VoiceProfile]] = []
     if store is not None:
         stored = list(store)
-        for old, profile in measured.items():
-            vec = profile.vector()
+        for old, mine in measured.items():
+            vec = mine.vector()
             for known in stored:
                 sim = known.similarity(vec)
                 if sim >= threshold:
@@ -110,7 +110,7 @@ def plan_speakers(
     anonymous = 0
     for old in order:
         label = None
-        profile = measured.get(old)
+        profile: VoiceProfile | None = measured.get(old)
         if old in chosen:
             known, _ = chosen[old]
             label = known.name

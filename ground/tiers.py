@@ -1,6 +1,8 @@
 """Which stretches of a recording travel as text and which as coded audio.
 
-Tiers, per bundle (``relay encode --tier``):
+The settings are :class:`relay.config.Tiers` (``[tiers]`` in ground.toml,
+``relay ground encode --tier``) and :class:`relay.config.Codecs`. Tiers, per
+bundle:
 
 * ``text``: everything as text, spoken again by the edge's voices. The
   cheapest by far (~100 bit/s), and all a clear talker needs.
@@ -27,8 +29,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from relay.audio.codecs import CodecSettings, CodecUnavailable, get_codec, resolve_tier
+from relay.audio.codecs import CodecUnavailable, get_codec
 from relay.audio.io import SAMPLE_RATE, frame_db
+from relay.config import Codecs, Tiers
 from relay.format.bundle import AudioClip, Bundle, Segment
 from relay.format.wire import encode_bundle
 
@@ -41,37 +44,6 @@ PAD_BEFORE, PAD_AFTER = 0.10, 0.15  # seconds around a segment's words: onsets a
 MERGE_GAP = 0.3  # clips closer than this are one clip (each clip costs a header and a codec warm-up)
 MIN_SOUND = 0.5  # seconds: shorter non-speech sounds (a click, a breath) are not worth sending
 FRAME = 0.02
-
-
-@dataclass(frozen=True, slots=True)
-class TierPolicy:
-    """How the ground chooses tiers; ``[tiers]`` in ground.toml."""
-
-    tier: str = "text"
-    codec: str = "codec2-3200"  # what hybrid uses for the stretches that stay audio
-    min_logprob: float = -0.8
-    max_no_speech: float = 0.6
-    budget_bps: float | None = None
-    codecs: CodecSettings = field(default_factory=CodecSettings)
-    reference_clips: str | None = None  # audio tier for per-speaker reference clips in profiles; None: none
-
-    @classmethod
-    def from_config(cls, tiers, codecs) -> TierPolicy:
-        """From ground.toml's ``[tiers]`` and ``[codecs]`` (relay.config)."""
-        return cls(
-            tiers.tier, tiers.codec, tiers.min_logprob, tiers.max_no_speech, tiers.budget, codecs.settings(),
-            tiers.reference_clips or None,
-        )
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tier", resolve_tier(self.tier))
-        object.__setattr__(self, "codec", resolve_tier(self.codec))
-        if self.codec in ("text", "hybrid"):
-            raise ValueError("the hybrid codec must be an audio tier")
-        if self.reference_clips is not None:
-            object.__setattr__(self, "reference_clips", resolve_tier(self.reference_clips))
-            if self.reference_clips in ("text", "hybrid"):
-                raise ValueError("reference clips need an audio tier")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +121,7 @@ def non_speech(audio: np.ndarray, segments: list[Segment]) -> list[tuple[float, 
 
 
 def _clips(
-    audio: np.ndarray, spans: list[tuple[float, float, int | None, str]], codec_name: str, settings: CodecSettings
+    audio: np.ndarray, spans: list[tuple[float, float, int | None, str]], codec_name: str, settings: Codecs
 ) -> list[AudioClip]:
     """Cover every span with clips and code them.
 
@@ -201,7 +173,7 @@ def _clips(
     return out
 
 
-def apply_tier(bundle: Bundle, audio: np.ndarray, transcript, tier: str, policy: TierPolicy) -> Bundle:
+def apply_tier(bundle: Bundle, audio: np.ndarray, transcript, tier: str, tiers: Tiers, codecs: Codecs) -> Bundle:
     """The bundle with its stretches moved to audio as ``tier`` says."""
     if tier == "text":
         return replace(bundle, clips=[])
@@ -209,22 +181,24 @@ def apply_tier(bundle: Bundle, audio: np.ndarray, transcript, tier: str, policy:
         sounds = non_speech(audio, bundle.segments)
         conf = segment_confidence(bundle.segments, transcript)
         doubtful = [
-            c.logprob < policy.min_logprob or c.no_speech > policy.max_no_speech for c in conf
+            c.logprob < tiers.min_logprob or c.no_speech > tiers.max_no_speech for c in conf
         ]
-        spans = [
+        spans: list[tuple[float, float, int | None, str]] = [
             (a, b, s.speaker, "low-confidence")
             for s, d in zip(bundle.segments, doubtful) if d
             for a, b in speech_spans(s)
         ]
         spans += [(a, b, None, "non-speech") for a, b in sounds]
         keep = [s for s, d in zip(bundle.segments, doubtful) if not d]
-        clips = _clips(audio, spans, policy.codec, policy.codecs) if spans else []
+        clips = _clips(audio, spans, tiers.codec, codecs) if spans else []
         return replace(bundle, segments=keep, clips=clips)
     # every word and every sound, short ones too: Whisper's word times miss onsets and
     # quiet words, and a listener who asked for the real voice should hear all of it
-    spans = [(a, b, s.speaker, "forced") for s in bundle.segments for a, b in speech_spans(s)]
-    spans += [(a, b, None, "non-speech") for a, b in sound_regions(audio)]
-    return replace(bundle, segments=[], clips=_clips(audio, spans, tier, policy.codecs))
+    forced: list[tuple[float, float, int | None, str]] = [
+        (a, b, s.speaker, "forced") for s in bundle.segments for a, b in speech_spans(s)]
+    forced += [(a, b, None, "non-speech") for a, b in sound_regions(audio)]
+    spans = forced
+    return replace(bundle, segments=[], clips=_clips(audio, spans, tier, codecs))
 
 
 @dataclass(slots=True)
@@ -239,28 +213,29 @@ def choose_tier(
     bundle: Bundle,
     audio: np.ndarray,
     transcript,
-    policy: TierPolicy,
+    tiers: Tiers,
+    codecs: Codecs,
     encode: Callable[[Bundle], bytes] = encode_bundle,
 ) -> TierChoice:
-    """Apply the policy's tier, or with a budget the richest tier that fits."""
-    if policy.budget_bps is None:
-        out = apply_tier(bundle, audio, transcript, policy.tier, policy)
+    """Apply the configured tier, or with a budget the richest tier that fits."""
+    if tiers.budget is None:
+        out = apply_tier(bundle, audio, transcript, tiers.tier, tiers, codecs)
         data = encode(out)
-        return TierChoice(policy.tier, out, data, {policy.tier: len(data)})
+        return TierChoice(tiers.tier, out, data, {tiers.tier: len(data)})
     duration = max(bundle.source.duration, 1e-3)
     sound = min(duration, sum(b - a for a, b in sound_regions(audio)))
     tried: dict[str, int] = {}
     for tier in RICHNESS:
         if tier not in ("text", "hybrid"):
             try:
-                codec = get_codec(tier, policy.codecs)
+                codec = get_codec(tier, codecs)
             except CodecUnavailable:
                 continue  # a tier this station cannot make is not a choice
-            if codec.bitrate * sound / duration > 1.2 * policy.budget_bps:
+            if codec.bitrate * sound / duration > 1.2 * tiers.budget:
                 continue  # clearly too rich: do not spend the time coding it
-        out = apply_tier(bundle, audio, transcript, tier, policy)
+        out = apply_tier(bundle, audio, transcript, tier, tiers, codecs)
         data = encode(out)
         tried[tier] = len(data)
-        if len(data) * 8 / duration <= policy.budget_bps or tier == "text":
+        if len(data) * 8 / duration <= tiers.budget or tier == "text":
             return TierChoice(tier, out, data, tried)
     raise AssertionError("unreachable: text always fits")

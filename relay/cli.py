@@ -1,9 +1,12 @@
-"""The ``relay`` command.
+"""The ``relay`` command, grouped by where each part runs.
 
-The core registers what needs only the bundle format (``inspect``); the ground
-and edge packages add their commands (``encode``, ``decode``…) through the
-``speech_relay.commands`` entry point group, so ``relay`` never imports them
-and a machine with only one side installed gets only that side's commands.
+``relay ground …`` (run, encode, speakers, queue, status, keys) and ``relay
+edge …`` (run, decode, voices, ls, play, replay, keys) come from the
+``ground`` and ``edge`` packages, and ``relay bench`` from ``bench``, through
+the ``speech_relay.commands`` entry point group, so ``relay`` never imports
+them and a machine with only one side installed gets only that side's
+commands. The core itself offers what needs only the bundle format and the
+link: ``inspect`` and ``link-sim``, and the ``keys`` commands both sides use.
 
 Errors a user can cause print one line, ``error: …``, and exit 1; usage
 mistakes exit 2 (click's convention).
@@ -17,14 +20,29 @@ import sys
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from relay.errors import RelayError
 from relay.fileio import read_bytes
 from relay.format.wire import decode_bundle, field_costs
+
+
+def ordered(*order: str) -> type[TyperGroup]:
+    """A command group that lists its commands in ``order`` (the order an
+    operator meets them), not alphabetically or as plugins happened to load."""
+
+    class Ordered(TyperGroup):
+        def list_commands(self, ctx: Any) -> list[str]:  # a click Context (typer vendors its own)
+            names = super().list_commands(ctx)
+            return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
+
+    return Ordered
+
 
 app = typer.Typer(
     name="relay",
@@ -32,17 +50,17 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=ordered("ground", "edge", "inspect", "bench", "link-sim"),
 )
 console = Console()
 keys_app = typer.Typer(help="Ed25519 signing keys: the ground's and each edge's.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
 
 
 @keys_app.command("init")
 def keys_init(
     key: Path = typer.Argument(..., help="where to write the private key (PEM, mode 0600)"),
 ) -> None:
-    """Create a signing key (on the ground, or on an edge); prints the public key for the other end."""
+    """Create this station's signing key; prints its public key for the other end."""
     from relay.link.signing import SigningKey, SigningKeyError
 
     if key.exists():

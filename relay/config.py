@@ -13,13 +13,15 @@ import re
 import tomllib
 from datetime import time as dtime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from relay.env import environment
 from relay.errors import RelayError
 from relay.format.limits import Limits
 from relay.link.messages import MAX_FRAGMENT, MIN_FRAGMENT
+from relay.paths import cache_dir, state_dir
 
 WINDOW = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 
@@ -71,6 +73,7 @@ class Link(_Strict):
         out = []
         for w in self.windows:
             m = WINDOW.match(w)
+            assert m is not None  # checked by _windows
             end = dtime(23, 59, 59) if m[3] == "24" else dtime(int(m[3]), int(m[4]))
             out.append((dtime(int(m[1]), int(m[2])), end))
         return out
@@ -81,13 +84,27 @@ NAME = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]{1,32}$")]
 
 class GroundSection(_Strict):
     name: NAME = "ground"
-    state_dir: FilePath = Path("/var/lib/speech-relay")
+    # queue.db and profiles.db; default: $SPEECH_RELAY_HOME/ground or ~/.local/share/speech-relay/ground
+    state_dir: FilePath = Field(default_factory=lambda: state_dir("ground"))
     spool_dir: FilePath | None = None  # audio dropped here is queued for default_edge
     spool_settle: Annotated[float, Field(ge=0)] = 2.0  # seconds a spool file must be unchanged
     signing_key: FilePath = Path("/etc/speech-relay/ground.key")
     default_edge: NAME | None = None
     model: str = "tiny.en"  # Whisper: tiny.en, base, a CTranslate2 folder or a hub name
+    language: str | None = None  # a language code; default: detect (English for .en models)
+    beam_size: Annotated[int, Field(ge=1, le=10)] = 5
+    threads: Annotated[int, Field(ge=0, le=256)] = 0  # CPU threads for Whisper; 0 = all cores
     diarize: bool = True
+    pipeline: str = "offline"  # diarization: "offline" (the packaged models) or a pyannote hub pipeline name
+    profile_bits: Literal[4, 8] = 4  # voice embedding width on the wire
+
+    @property
+    def queue_db(self) -> Path:
+        return self.state_dir / "queue.db"
+
+    @property
+    def profiles_db(self) -> Path:
+        return self.state_dir / "profiles.db"
 
 
 class EdgeEntry(_Strict):
@@ -98,15 +115,29 @@ class EdgeEntry(_Strict):
 
 class EdgeSection(_Strict):
     name: NAME = "edge"
-    state_dir: FilePath = Path("/var/lib/speech-relay")
-    output_dir: FilePath = Path("/var/lib/speech-relay/played")
+    # inbox.db and profiles.db (received profiles, voice assignments); default: $SPEECH_RELAY_HOME/edge
+    state_dir: FilePath = Field(default_factory=lambda: state_dir("edge"))
+    output_dir: FilePath | None = None  # WAVs when not playing; default: state_dir/played
     play: bool = True  # through the default audio device; False (or no device): WAV files in output_dir
     speak: bool = True  # False: store and acknowledge only (an archive, or play on demand: relay edge play)
     device: str | None = None
     voice: str = "auto"  # "auto": a voice per speaker from the voice bank; or a voice key
+    match_pitch: bool = True  # move each voice toward its speaker's pitch and range
     signing_key: FilePath = Path("/etc/speech-relay/edge.key")  # signs this edge's acks and play reports
-    # "ed25519:<base64>" or paths of files holding one: the grounds whose bundles are played
-    trusted_keys: Annotated[list[str], Field(min_length=1)]
+    # "ed25519:<base64>" or paths of files holding one: the grounds whose bundles are played (the daemon needs one)
+    trusted_keys: list[str] = []
+
+    @property
+    def inbox_db(self) -> Path:
+        return self.state_dir / "inbox.db"
+
+    @property
+    def profiles_db(self) -> Path:
+        return self.state_dir / "profiles.db"
+
+    @property
+    def played_dir(self) -> Path:
+        return self.output_dir or self.state_dir / "played"
 
 
 class EdgeLink(_Strict):
@@ -124,19 +155,29 @@ class EdgeLink(_Strict):
 
 
 class Codecs(_Strict):
-    lyra_models: FilePath | None = None  # folder with Lyra v2's three .tflite models
+    """Where the model-based codecs find their weights (``[codecs]``, both ends)."""
+
+    # folder with Lyra v2's three .tflite models; default $SPEECH_RELAY_LYRA, else <cache>/lyra
+    lyra_models: FilePath | None = Field(default_factory=lambda: environment().lyra)
     encodec_checkpoint: FilePath | None = None  # encodec_24khz-d7cc33bc.th; EnCodec is off without it
 
-    def settings(self):
-        from relay.audio.codecs import CodecSettings
+    def lyra_dir(self) -> Path:
+        return self.lyra_models.expanduser() if self.lyra_models else cache_dir() / "lyra"
 
-        def text(p: Path | None) -> str | None:
-            return str(p) if p else None
 
-        return CodecSettings(text(self.lyra_models), text(self.encodec_checkpoint))
+class Voices(_Strict):
+    """Where the edge finds voices beyond the packaged ones (``[voices]`` in edge.toml)."""
+
+    dirs: list[FilePath] = Field(default_factory=lambda: list(environment().voices))  # Piper .onnx + .onnx.json
+    kokoro_model: FilePath | None = Field(default_factory=lambda: environment().kokoro_model)
+    kokoro_voices: FilePath | None = Field(default_factory=lambda: environment().kokoro_voices)
+    coqui_model: str | None = Field(default_factory=lambda: environment().coqui_model)  # a name or a checkpoint
+    coqui_config: FilePath | None = Field(default_factory=lambda: environment().coqui_config)
 
 
 class Tiers(_Strict):
+    """Which stretches travel as text and which as coded audio (``[tiers]``; ground.tiers explains)."""
+
     tier: str = "text"  # text, hybrid, or an audio tier (codec2-700C .. opus-12k, or codec2/lyra/opus)
     codec: str = "codec2-3200"  # the audio tier hybrid uses for what stays audio
     min_logprob: Annotated[float, Field(le=0)] = -0.8  # hybrid: segments Whisper is less sure of go as audio
@@ -151,14 +192,22 @@ class Tiers(_Strict):
 
         return resolve_tier(value) if value else value
 
+    @model_validator(mode="after")
+    def _audio_where_audio_is_needed(self) -> Tiers:
+        if self.codec in ("text", "hybrid"):
+            raise ValueError("codec: the hybrid codec must be an audio tier")
+        if self.reference_clips in ("text", "hybrid"):
+            raise ValueError("reference_clips: reference clips need an audio tier")
+        return self
+
 
 class GroundConfig(_Strict):
-    ground: GroundSection = GroundSection()
+    ground: GroundSection = Field(default_factory=GroundSection)
     edges: dict[NAME, EdgeEntry] = {}  # the edges served, each with its public key
     broker: Broker = Broker()
     link: Link = Link()
-    tiers: Tiers = Tiers()
-    codecs: Codecs = Codecs()
+    tiers: Tiers = Field(default_factory=Tiers)
+    codecs: Codecs = Field(default_factory=Codecs)
     limits: Limits = Limits()
 
     @property
@@ -167,10 +216,11 @@ class GroundConfig(_Strict):
 
 
 class EdgeConfig(_Strict):
-    edge: EdgeSection
+    edge: EdgeSection = Field(default_factory=EdgeSection)
     broker: Broker = Broker()
     link: EdgeLink = EdgeLink()
-    codecs: Codecs = Codecs()
+    voices: Voices = Field(default_factory=Voices)
+    codecs: Codecs = Field(default_factory=Codecs)
     limits: Limits = Limits()
 
     @property
@@ -184,7 +234,7 @@ def _describe(err: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         return f"{where}: unknown key"
     if first["type"] == "missing":
-        return f"{where}: required" + (" (relay keys init prints a ground's key)" if "trusted_keys" in where else "")
+        return f"{where}: required"
     return f"{where}: {first['msg'].removeprefix('Value error, ')}"
 
 
@@ -211,3 +261,47 @@ def load_ground(path: str | Path) -> GroundConfig:
 
 def load_edge(path: str | Path) -> EdgeConfig:
     return load(path, EdgeConfig)
+
+
+SYSTEM_CONFIG = {"ground": Path("/etc/speech-relay/ground.toml"), "edge": Path("/etc/speech-relay/edge.toml")}
+
+
+def config_path(role: str, path: str | Path | None) -> Path | None:
+    """Which file a command reads: ``-c PATH``, else ``$SPEECH_RELAY_<ROLE>_CONFIG``, else the
+    system one (``/etc/speech-relay/<role>.toml``) if it exists; None: the packaged defaults."""
+    if path is not None:
+        return Path(path)
+    env = environment()
+    named = env.ground_config if role == "ground" else env.edge_config
+    if named is not None:
+        return named
+    return SYSTEM_CONFIG[role] if SYSTEM_CONFIG[role].exists() else None
+
+
+def ground_config(path: str | Path | None = None) -> GroundConfig:
+    """The ground's configuration as every command and the daemon see it (:func:`config_path`)."""
+    found = config_path("ground", path)
+    return load_ground(found) if found else GroundConfig()
+
+
+def edge_config(path: str | Path | None = None) -> EdgeConfig:
+    """The edge's configuration as every command and the daemon see it (:func:`config_path`)."""
+    found = config_path("edge", path)
+    return load_edge(found) if found else EdgeConfig()
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def override(settings: M, section: str, /, **values: object) -> M:
+    """``settings`` with ``section``'s keys replaced by the given values (None: keep),
+    validated again, so a command-line flag is checked exactly as the file's key."""
+    changes = {k: v for k, v in values.items() if v is not None}
+    if not changes:
+        return settings
+    doc = settings.model_dump()
+    doc[section] = {**doc[section], **changes}
+    try:
+        return type(settings).model_validate(doc, strict=False)
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None

@@ -20,7 +20,8 @@ def connect(path: str | Path, schema: str, what: str, error: type[RelayError] = 
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, timeout=10, isolation_level=None)
+        # used by one thread at a time, not always the same one (a daemon's worker threads)
+        db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(schema)

@@ -11,20 +11,25 @@ R=.venv/bin/relay
 # Located without importing pyannote.audio (whose import pulls in torchaudio).
 SAMPLE=$(.venv/bin/python -c "import importlib.util as u, pathlib; print(pathlib.Path(u.find_spec('pyannote.audio').origin).parent / 'sample' / 'sample.wav')")
 mkdir -p out
-# The demo's ground and edge profile stores, fresh each run (a real station keeps
-# them under ~/.local/share/speech-relay or $SPEECH_RELAY_HOME).
+# The demo's ground and edge, each with its own configuration and state (profile
+# stores, voice assignments), fresh each run; a real station's are
+# /etc/speech-relay/*.toml and /var/lib/speech-relay (config/, systemd/).
 rm -rf out/state
-export SPEECH_RELAY_HOME="$PWD/out/state"
-echo; echo "== relay encode  (ground: Whisper tiny.en + pyannote diarization -> bundle)"
-$R encode "$SAMPLE" -o out/sample.bundle --title "pyannote sample call"
+mkdir -p out/state
+printf '[ground]\nstate_dir = "%s/out/state/ground"\n' "$PWD" > out/state/ground.toml
+printf '[edge]\nstate_dir = "%s/out/state/edge"\n' "$PWD" > out/state/edge.toml
+G=(-c out/state/ground.toml)
+E=(-c out/state/edge.toml)
+echo; echo "== relay ground encode  (ground: Whisper tiny.en + pyannote diarization -> bundle)"
+$R ground encode "${G[@]}" "$SAMPLE" -o out/sample.bundle --title "pyannote sample call"
 echo; echo "== relay inspect"
 $R inspect out/sample.bundle
-echo; echo "== relay decode  (edge: a voice per speaker, nearest to their profile, at the original timing)"
-$R decode out/sample.bundle -o out/sample.rehydrated.wav
-echo; echo "== relay encode again  (the same two voices: profiles now go by reference)"
-$R encode "$SAMPLE" -o out/sample.day2.bundle --title "pyannote sample call, day 2"
-echo; echo "== relay encode --tier codec2-1200  (when a listener must hear the real voices: Codec2 at 1.2 kbit/s)"
-$R encode "$SAMPLE" -o out/sample.codec2.bundle --title "pyannote sample call, real voices" --tier codec2-1200
-$R decode out/sample.codec2.bundle -o out/sample.codec2.wav
+echo; echo "== relay edge decode  (edge: a voice per speaker, nearest to their profile, at the original timing)"
+$R edge decode "${E[@]}" out/sample.bundle -o out/sample.rehydrated.wav
+echo; echo "== relay ground encode again  (the same two voices: profiles now go by reference)"
+$R ground encode "${G[@]}" "$SAMPLE" -o out/sample.day2.bundle --title "pyannote sample call, day 2"
+echo; echo "== relay ground encode --tier codec2-1200  (when a listener must hear the real voices: Codec2 at 1.2 kbit/s)"
+$R ground encode "${G[@]}" "$SAMPLE" -o out/sample.codec2.bundle --title "pyannote sample call, real voices" --tier codec2-1200
+$R edge decode "${E[@]}" out/sample.codec2.bundle -o out/sample.codec2.wav
 echo; echo "Listen: out/sample.rehydrated.wav (synthetic voices), out/sample.codec2.wav (real voices);"
 echo "        original: $SAMPLE"

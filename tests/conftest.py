@@ -14,6 +14,22 @@ JFK_TEXT = (
 )
 
 
+# Test modules that load the speech models or run the daemons for minutes: marked ``slow``, so
+# ``pytest -m "not slow"`` runs the protocol, format, store, configuration and command-line
+# checks in seconds (CI runs everything).
+SLOW = {
+    "test_asr", "test_bench", "test_cast", "test_cli", "test_codecs", "test_diarization", "test_engines",
+    "test_prosody", "test_roundtrip", "test_speakers", "test_tiers", "test_voices", "test_deployment",
+    "test_hostile", "test_diskfull", "test_fuzz",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in SLOW:
+            item.add_marker(pytest.mark.slow)
+
+
 def shared_models(*parts: str) -> Path:
     path = SHARED.parent.joinpath("models", *parts)
     if not path.exists():
@@ -39,9 +55,21 @@ def ljspeech() -> list[tuple[Path, str]]:
 @pytest.fixture(scope="session")
 def codecs():
     """Codec settings with the Lyra v2 models from ../shared/models/lyra."""
-    from relay.audio.codecs import CodecSettings
+    from relay.config import Codecs
 
-    return CodecSettings(lyra_models=str(shared_models("lyra")))
+    return Codecs(lyra_models=shared_models("lyra"))
+
+
+def encoder(transcriber, diarizer=None, store=None, codecs=None, **tiers):
+    """The ground's Encoder around models a test already loaded: diarizing when
+    given a diarizer, matching against ``store`` (none by default), with
+    ``tiers`` as in ``[tiers]`` (tier, codec, budget, min_logprob, reference_clips)."""
+    from ground.encoder import Encoder
+    from relay.config import Codecs, GroundConfig, GroundSection, Tiers
+
+    config = GroundConfig(ground=GroundSection(diarize=diarizer is not None), tiers=Tiers(**tiers),
+                          codecs=codecs or Codecs())
+    return Encoder(config, transcriber=transcriber, diarizer=diarizer, store=store)
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +104,7 @@ def piper():
 @pytest.fixture(scope="session")
 def lj_encoded(ljspeech, tiny):
     """Every LJSpeech clip encoded once with tiny.en: (path, reference, EncodeResult)."""
-    from ground.encode import encode_file
-
-    return [(path, ref, encode_file(path, tiny, title="")) for path, ref in ljspeech]
+    return [(path, ref, encoder(tiny).encode_file(path, title="")) for path, ref in ljspeech]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import jiwer
 import pytest
 
-from ground.encode import encode_file
 from relay.format.wire import decode_bundle
-from tests.conftest import JFK_TEXT, shared
+from tests.conftest import JFK_TEXT, encoder, shared
 
 
 def test_ljspeech_wer_with_tiny_en(lj_encoded, normalize):
@@ -19,7 +18,7 @@ def test_ljspeech_wer_with_tiny_en(lj_encoded, normalize):
 
 
 def test_jfk_transcript_is_correct(tiny, normalize):
-    res = encode_file(shared("whisper", "jfk.flac"), tiny)
+    res = encoder(tiny).encode_file(shared("whisper", "jfk.flac"))
     decoded = decode_bundle(res.data)
     assert normalize(decoded.text()) == normalize(JFK_TEXT)
     # word timings survive the bundle: "country" ends the speech near 10.5 s of 11 s
@@ -114,6 +113,6 @@ def _transcode(src, dst, codec: str, rate: int) -> None:
 def test_compressed_formats_transcribe(tiny, normalize, tmp_path, ext, codec, rate):
     clip = tmp_path / f"jfk.{ext}"
     _transcode(shared("whisper", "jfk.flac"), clip, codec, rate)
-    res = encode_file(clip, tiny)
+    res = encoder(tiny).encode_file(clip)
     assert abs(res.duration - 11.0) < 0.2
     assert jiwer.wer(normalize(JFK_TEXT), normalize(res.bundle.text())) <= 0.05

@@ -15,7 +15,7 @@ import math
 import jiwer
 import numpy as np
 import pytest
-from conftest import shared
+from conftest import encoder, shared
 
 from edge.assign import AssignmentStore
 from edge.catalog import Catalog
@@ -33,7 +33,6 @@ TWO_SPEAKER = ["sample", "dev00", "dev01", "trn03"]
 def casts(base_listener, diarizer, tmp_path_factory):
     """Per file: the bundle, its transcript, the cast, and the rendered speech."""
     from ground.diarize import DiarizationOptions
-    from ground.encode import encode_file
 
     catalog = Catalog()
     bank = VoiceBank(catalog)
@@ -41,7 +40,7 @@ def casts(base_listener, diarizer, tmp_path_factory):
     out = {}
     for uri in TWO_SPEAKER:
         two = DiarizationOptions(num_speakers=2)
-        res = encode_file(shared("pyannote", f"{uri}.wav"), base_listener, diarizer=diarizer, speakers=two)
+        res = encoder(base_listener, diarizer).encode_file(shared("pyannote", f"{uri}.wav"), speakers=two)
         profiles = [s.profile for s in res.bundle.speakers]
         chosen = cast(profiles, catalog, bank, store)
         speech, parts = render(res.bundle, chosen.voices, chosen.prosody)

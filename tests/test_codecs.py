@@ -9,9 +9,10 @@ import jiwer
 import numpy as np
 import pytest
 
-from relay.audio.codecs import CodecSettings, CodecUnavailable, get_codec, resolve_tier, tiers
+from relay.audio.codecs import CodecUnavailable, audio_tiers, get_codec, resolve_tier
 from relay.audio.codecs.base import pack_bits, unpack_bits
 from relay.audio.io import load_audio
+from relay.config import Codecs
 
 # Whisper base on 6 LJSpeech clips heard 5.5 % WER from the originals; codec2-700C
 # measured 31-36 %, 1200 7-13 %, the rest 3-8 % over runs (int8 Whisper on two threads
@@ -26,7 +27,7 @@ def clips(ljspeech):
     return [(load_audio(path), ref) for path, ref in ljspeech[:6]]
 
 
-@pytest.mark.parametrize("name", [t for t in tiers() if not t.startswith("encodec")])
+@pytest.mark.parametrize("name", [t for t in audio_tiers() if not t.startswith("encodec")])
 def test_tier_codes_at_its_rate_and_stays_intelligible(name, clips, codecs, base_listener, normalize):
     codec = get_codec(name, codecs)
     refs, heard, coded, seconds = [], [], 0, 0.0
@@ -74,11 +75,11 @@ def test_tier_names():
 
 def test_missing_models_say_what_and_where(tmp_path):
     with pytest.raises(CodecUnavailable, match=r"Lyra models not found in .*empty.*github.com/google/lyra"):
-        get_codec("lyra-3200", CodecSettings(lyra_models=str(tmp_path / "empty")))
+        get_codec("lyra-3200", Codecs(lyra_models=tmp_path / "empty"))
     with pytest.raises(CodecUnavailable, match="EnCodec needs a checkpoint.*never downloaded"):
         get_codec("encodec-1.5k")
     with pytest.raises(CodecUnavailable, match="does not exist"):
-        get_codec("encodec-1.5k", CodecSettings(encodec_checkpoint=str(tmp_path / "encodec_24khz.th")))
+        get_codec("encodec-1.5k", Codecs(encodec_checkpoint=tmp_path / "encodec_24khz.th"))
 
 
 def test_encodec_codes_survive_packing(tmp_path, clips):
@@ -97,7 +98,7 @@ def test_encodec_codes_survive_packing(tmp_path, clips):
     model = EncodecModel.encodec_model_24khz(pretrained=False)
     checkpoint = tmp_path / "encodec_random.th"
     torch.save(model.state_dict(), checkpoint)
-    codec = get_codec("encodec-1.5k", CodecSettings(encodec_checkpoint=str(checkpoint)))
+    codec = get_codec("encodec-1.5k", Codecs(encodec_checkpoint=checkpoint))
     audio = clips[0][0]
     data = codec.encode(audio)
     assert abs(len(data) * 8 / (len(audio) / 16000) - 1500) < 15  # 2 codebooks x 10 bits x 75 frames/s
@@ -110,7 +111,7 @@ def test_encodec_codes_survive_packing(tmp_path, clips):
     assert abs(len(codec.decode(data)) - len(audio)) < 16000 * 0.03
     (tmp_path / "junk.th").write_bytes(b"not a checkpoint")
     with pytest.raises(CodecUnavailable, match="cannot be loaded"):
-        get_codec("encodec-1.5k", CodecSettings(encodec_checkpoint=str(tmp_path / "junk.th")))
+        get_codec("encodec-1.5k", Codecs(encodec_checkpoint=tmp_path / "junk.th"))
 
 
 def test_encode_refuses_a_tier_it_cannot_make_before_any_work(tmp_path):
@@ -123,10 +124,12 @@ def test_encode_refuses_a_tier_it_cannot_make_before_any_work(tmp_path):
     relay = str(Path(sys.executable).with_name("relay"))
     jfk = str(shared("whisper", "jfk.flac"))
     proc = subprocess.run(
-        [relay, "encode", jfk, "--tier", "lyra", "--lyra-models", str(tmp_path), "-o", str(tmp_path / "x.bundle")],
+        [relay, "ground", "encode", jfk, "--tier", "lyra", "--lyra-models", str(tmp_path), "-o",
+            str(tmp_path / "x.bundle")],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "Lyra models not found in" in proc.stderr
     assert not (tmp_path / "x.bundle").exists()
-    proc = subprocess.run([relay, "encode", jfk, "--tier", "mp3"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([relay, "ground", "encode", jfk, "--tier", "mp3"], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 2 and "unknown tier 'mp3'" in proc.stderr and "Traceback" not in proc.stderr

@@ -67,19 +67,19 @@ keepalive = 5
 def test_config_errors_name_the_key(tmp_path):
     bad = tmp_path / "ground.toml"
     bad.write_text('[link]\nfragment_size = 100\n')
-    proc = subprocess.run([RELAY, "queue", "ls", "-c", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run([RELAY, "ground", "queue", "ls", "-c", str(bad)], capture_output=True, text=True)
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0
     assert "link.fragment_size" in proc.stderr and "340" in proc.stderr
     bad.write_text('[link]\nfragmnet_size = 400\n')
-    proc = subprocess.run([RELAY, "queue", "ls", "-c", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run([RELAY, "ground", "queue", "ls", "-c", str(bad)], capture_output=True, text=True)
     assert "link.fragmnet_size: unknown key" in proc.stderr
     bad.write_text('[tiers]\ntier = "mp3"\n')
-    proc = subprocess.run([RELAY, "queue", "ls", "-c", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run([RELAY, "ground", "queue", "ls", "-c", str(bad)], capture_output=True, text=True)
     assert "tiers.tier: unknown tier 'mp3'" in proc.stderr and proc.stderr.strip().count("\n") == 0
     edge = tmp_path / "edge.toml"
-    edge.write_text('[edge]\nname = "ship"\n')
-    proc = subprocess.run([RELAY, "edge", "ls", "-c", str(edge)], capture_output=True, text=True)
-    assert "edge.trusted_keys" in proc.stderr and "Traceback" not in proc.stderr
+    edge.write_text(f'[edge]\nname = "ship"\nstate_dir = "{tmp_path}/edge"\n')
+    proc = subprocess.run([RELAY, "edge", "run", "-c", str(edge)], capture_output=True, text=True)
+    assert "edge.trusted_keys: required" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_shipped_configurations_are_valid():
@@ -110,7 +110,7 @@ def test_operator_mistakes_are_one_line(tmp_path):
     text = ground.read_text()
     # a bool given as text, a spool folder that is a file, a password file that is not there
     ground.write_text(text.replace("[ground]", "[ground]\ndiarize = \"yes\""))
-    one_line(run("queue", "ls", "-c", str(ground)), "ground.diarize", "boolean")
+    one_line(run("ground", "queue", "ls", "-c", str(ground)), "ground.diarize", "boolean")
     (tmp_path / "notes.txt").write_text("meeting notes\n" * 40)
     ground.write_text(text.replace("[ground]", f'[ground]\nspool_dir = "{tmp_path}/notes.txt"'))
     one_line(run("ground", "run", "-c", str(ground)), "spool_dir", "not a folder")
@@ -122,12 +122,13 @@ def test_operator_mistakes_are_one_line(tmp_path):
     one_line(run("ground", "run", "-c", str(ground)), "edges.ship.key")
     ground.write_text(text)
     # notes are not audio; an edge the ground does not serve; a corrupt bundle
-    one_line(run("queue", "add", str(tmp_path / "notes.txt"), "-c", str(ground)), "notes.txt", "no audio stream")
+    one_line(run("ground", "queue", "add", str(tmp_path / "notes.txt"), "-c", str(ground)), "notes.txt",
+        "no audio stream")
     bundle = tmp_path / "b.bundle"
     bundle.write_bytes(real_bundle(20))
-    one_line(run("queue", "add", str(bundle), "--to", "ship7", "-c", str(ground)), "ship7", "not an edge")
+    one_line(run("ground", "queue", "add", str(bundle), "--to", "ship7", "-c", str(ground)), "ship7", "not an edge")
     bundle.write_bytes(real_bundle(20)[:-3])
-    one_line(run("queue", "add", str(bundle), "-c", str(ground)), "truncated")
+    one_line(run("ground", "queue", "add", str(bundle), "-c", str(ground)), "truncated")
     # the edge's own key missing; a play flag given as text
     etext = edge.read_text()
     edge.write_text(etext.replace(f'"{tmp_path}/edge.key"', f'"{tmp_path}/nope.key"'))
@@ -135,12 +136,12 @@ def test_operator_mistakes_are_one_line(tmp_path):
     edge.write_text(etext.replace("play = false", 'play = "yes"'))
     one_line(run("edge", "ls", "-c", str(edge)), "edge.play", "boolean")
     # keys: into a folder that does not exist yet (made), over an existing key (refused)
-    made = run("keys", "init", str(tmp_path / "new" / "folder" / "edge.key"))
+    made = run("ground", "keys", "init", str(tmp_path / "new" / "folder" / "edge.key"))
     assert made.returncode == 0 and "ed25519:" in made.stdout, made.stderr
-    one_line(run("keys", "init", str(tmp_path / "new" / "folder" / "edge.key")), "already exists")
+    one_line(run("ground", "keys", "init", str(tmp_path / "new" / "folder" / "edge.key")), "already exists")
     blocked = tmp_path / "file"
     blocked.write_text("x")
-    one_line(run("keys", "init", str(blocked / "edge.key")), "cannot create the folder")
+    one_line(run("ground", "keys", "init", str(blocked / "edge.key")), "cannot create the folder")
 
 
 def test_an_unknown_voice_stops_the_edge_at_start_with_one_line(tmp_path):

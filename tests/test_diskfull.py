@@ -123,7 +123,7 @@ def relay(*args: str) -> subprocess.CompletedProcess:
 
 
 def entries(ground: Path) -> list[dict]:
-    proc = relay("queue", "ls", "--all", "--json", "-c", str(ground))
+    proc = relay("ground", "queue", "ls", "--all", "--json", "-c", str(ground))
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -141,27 +141,28 @@ def test_a_full_output_disk_delays_playback_and_loses_nothing(tmp_path):
         for i in range(6):
             path = tmp_path / f"b{i}.bundle"
             path.write_bytes(real_bundle(40, f"b{i}", seed=i))
-            assert relay("queue", "add", str(path), "-c", str(ground_cfg)).returncode == 0
+            assert relay("ground", "queue", "add", str(path), "-c", str(ground_cfg)).returncode == 0
         played = tmp_path / "played"
         edge = in_small_disk([RELAY, "edge", "run", "-c", str(edge_cfg)], {played: "16m"}, tmp_path / "edge.log")
-        ground = subprocess.Popen([RELAY, "ground", "run", "-c", str(ground_cfg)],
-                                  stdout=(tmp_path / "ground.log").open("ab"), stderr=subprocess.STDOUT)
+        ground = None
         try:
             wait_for(lambda: seen_by(edge, played).exists() and
-                     "connected" in (tmp_path / "edge.log").read_text(), 60, "the edge")
-            filler = fill(seen_by(edge, played))
-            wait_for(lambda: all(e["state"] == "delivered" for e in entries(ground_cfg)), 120, "delivery")
+                     "connected" in (tmp_path / "edge.log").read_text(), 600, "the edge")
+            filler = fill(seen_by(edge, played))  # full before the first bundle can arrive
+            ground = subprocess.Popen([RELAY, "ground", "run", "-c", str(ground_cfg)],
+                                      stdout=(tmp_path / "ground.log").open("ab"), stderr=subprocess.STDOUT)
+            wait_for(lambda: all(e["state"] == "delivered" for e in entries(ground_cfg)), 600, "delivery")
             time.sleep(4.0)  # the player tries, and waits
             assert not any(e["play_state"] for e in entries(ground_cfg))  # nothing played, nothing failed
             log = (tmp_path / "edge.log").read_text()
             assert log.count("disk full") == 1 and "quarantined" not in log
             filler.unlink()
-            wait_for(lambda: all(e["play_state"] == "played" for e in entries(ground_cfg)), 120, "every bundle played")
+            wait_for(lambda: all(e["play_state"] == "played" for e in entries(ground_cfg)), 600, "every bundle played")
             assert len(list(seen_by(edge, played).glob("*.wav"))) == 6
             assert "space again" in (tmp_path / "edge.log").read_text()
             assert edge.poll() is None and ground.poll() is None
         finally:
-            stop(ground, edge)
+            stop(*(p for p in (ground, edge) if p is not None))
 
 
 def test_a_full_state_disk_holds_messages_at_the_broker_until_space_returns(tmp_path):
@@ -172,18 +173,18 @@ def test_a_full_state_disk_holds_messages_at_the_broker_until_space_returns(tmp_
         ground = subprocess.Popen([RELAY, "ground", "run", "-c", str(ground_cfg)],
                                   stdout=(tmp_path / "ground.log").open("ab"), stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: "connected" in (tmp_path / "edge.log").read_text(), 60, "the edge")
+            wait_for(lambda: "connected" in (tmp_path / "edge.log").read_text(), 600, "the edge")
             filler = fill(seen_by(edge, state))
             for i in range(4):
                 path = tmp_path / f"b{i}.bundle"
                 path.write_bytes(real_bundle(300, f"b{i}", seed=i))
-                assert relay("queue", "add", str(path), "-c", str(ground_cfg)).returncode == 0
-            wait_for(lambda: "disk full" in (tmp_path / "edge.log").read_text(), 60, "the edge to notice")
+                assert relay("ground", "queue", "add", str(path), "-c", str(ground_cfg)).returncode == 0
+            wait_for(lambda: "disk full" in (tmp_path / "edge.log").read_text(), 600, "the edge to notice")
             time.sleep(3.0)
             assert edge.poll() is None  # waiting, not crash-looping
             assert not any(e["state"] in ("delivered", "failed") for e in entries(ground_cfg))
             filler.unlink()
-            wait_for(lambda: all(e["play_state"] == "played" for e in entries(ground_cfg)), 180, "every bundle")
+            wait_for(lambda: all(e["play_state"] == "played" for e in entries(ground_cfg)), 600, "every bundle")
             log = (tmp_path / "edge.log").read_text()
             assert log.count("disk full") == 1 and "Traceback" not in log
         finally:
@@ -200,11 +201,11 @@ def test_an_edge_started_on_a_full_disk_waits_instead_of_crash_looping(tmp_path)
         edge = subprocess.Popen([UNSHARE, "-Urm", "sh", "-c", script], stdout=(tmp_path / "edge.log").open("ab"),
                                 stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: "disk full" in (tmp_path / "edge.log").read_text(), 60, "the edge to notice")
+            wait_for(lambda: "disk full" in (tmp_path / "edge.log").read_text(), 600, "the edge to notice")
             time.sleep(2.0)
             assert edge.poll() is None
             (seen_by(edge, state) / "filler").unlink()
-            wait_for(lambda: "connected" in (tmp_path / "edge.log").read_text(), 60, "the edge to start")
+            wait_for(lambda: "connected" in (tmp_path / "edge.log").read_text(), 600, "the edge to start")
         finally:
             stop(edge)
 
@@ -216,9 +217,9 @@ def test_queue_add_on_a_full_disk_is_one_line(tmp_path):
         bundle = tmp_path / "b.bundle"
         bundle.write_bytes(real_bundle(100))
         state.mkdir()
-        script = (f"mount -t tmpfs -o size=1m tmpfs {state} && {RELAY} queue ls -c {ground_cfg} >/dev/null && "
+        script = (f"mount -t tmpfs -o size=1m tmpfs {state} && {RELAY} ground queue ls -c {ground_cfg} >/dev/null && "
                   f"head -c 2000000 /dev/zero > {state}/filler 2>/dev/null; "
-                  f"exec {RELAY} queue add {bundle} -c {ground_cfg}")
+                  f"exec {RELAY} ground queue add {bundle} -c {ground_cfg}")
         proc = subprocess.run([UNSHARE, "-Urm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert proc.returncode == 1 and len(lines) == 1, proc.stderr

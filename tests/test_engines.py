@@ -12,6 +12,7 @@ import pytest
 
 from edge.catalog import Catalog
 from relay.audio.io import resample
+from relay.config import Voices
 from relay.errors import ModelError
 
 SENTENCE = "The ship will reach the harbour at dawn, and the crew expects calm weather for the next three days."
@@ -27,7 +28,7 @@ def test_engines_are_detected_and_unavailable_ones_say_why(catalog, monkeypatch)
     assert st["piper"].available and st["kokoro"].available and st["espeak"].available
     monkeypatch.delenv("SPEECH_RELAY_COQUI_MODEL", raising=False)
     assert not Catalog().statuses["coqui"].available
-    assert "SPEECH_RELAY_COQUI_MODEL" in Catalog().statuses["coqui"].detail
+    assert "coqui_model" in Catalog().statuses["coqui"].detail
     keys = [v.key for v in catalog.voices(variants=False)]
     assert len(keys) == len(set(keys))
     assert "piper:en_US-joe-medium" in keys
@@ -72,10 +73,10 @@ def test_piper_voices_folder_and_multi_speaker_models(tmp_path):
     shutil.copy(joe, tmp_path / "trio.onnx")
     Path(tmp_path / "trio.onnx.json").write_text(json.dumps(multi))
     (tmp_path / "orphan.onnx").write_bytes(b"no config beside it")
-    keys = {v.key: v for v in Catalog([str(tmp_path)]).voices() if v.engine == "piper"}
+    keys = {v.key: v for v in Catalog(Voices(dirs=[tmp_path])).voices() if v.engine == "piper"}
     assert {"piper:crew", "piper:trio#0", "piper:trio#1", "piper:trio#2"} <= set(keys)
     assert keys["piper:trio#1"].name == "trio bob" and not any("orphan" in k for k in keys)
-    crew = Catalog([str(tmp_path)]).load("piper:crew")
+    crew = Catalog(Voices(dirs=[tmp_path])).load("piper:crew")
     assert len(crew.synthesize("Hello crew.")) > 0
 
 

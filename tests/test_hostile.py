@@ -45,7 +45,7 @@ def test_no_ack_stops_the_ground(pair):
     signed by the real edge; a profile id of 2**40; unsigned and forged acks;
     garbage; an edge the ground does not serve: all logged and dropped."""
     pair.start("ground")
-    wait_for(lambda: "connected" in pair.log("ground"), 60, "the ground to connect")
+    wait_for(lambda: "connected" in pair.log("ground"), 600, "the ground to connect")
     raw = publisher(pair.broker.port)
     key = pair.edge_key
     huge = msgpack.packb([2, bytes(8), 1, [], "", [2**40], 0])  # used to allocate a terabyte, then crash-loop
@@ -63,7 +63,7 @@ def test_no_ack_stops_the_ground(pair):
         raw.publish("relay/nobody/a", Ack(os.urandom(8), AckState.PLAYED).pack(key, "nobody"), qos=1)
     pair.queue(real_bundle(60), "real")
     pair.start("edge")
-    wait_for(lambda: all(e["state"] == "delivered" for e in pair.entries()), 120, "the real bundle delivered")
+    wait_for(lambda: all(e["state"] == "delivered" for e in pair.entries()), 600, "the real bundle delivered")
     assert pair.alive("ground")
     log = pair.log("ground")
     for line in ("for unknown bundle", "wrong types", "not signed by ship1's key", "no edge 'nobody'"):
@@ -78,7 +78,7 @@ def test_a_flood_on_the_edges_topic_stores_nothing_and_delays_little(pair):
     (as if the ground's broker password had leaked): the real bundle still
     arrives and plays, the edge's store does not grow, the edge stays up."""
     pair.start("edge")
-    wait_for(lambda: "connected" in pair.log("edge"), 60, "the edge to connect")
+    wait_for(lambda: "connected" in pair.log("edge"), 600, "the edge to connect")
     db = pair.tmp / "edge" / "inbox.db"
     before = sum(p.stat().st_size for p in db.parent.glob("inbox.db*"))
     data = real_bundle(150, "real")
@@ -91,8 +91,8 @@ def test_a_flood_on_the_edges_topic_stores_nothing_and_delays_little(pair):
         pair.start("ground")
         time.sleep(8.0)
     assert flood.sent > 5000
-    wait_for(lambda: pair.entries()[0]["state"] == "delivered", 120, "the real bundle delivered")
-    wait_for(lambda: pair.entries()[0]["play_state"] == "played", 120, "the real bundle played")
+    wait_for(lambda: pair.entries()[0]["state"] == "delivered", 600, "the real bundle delivered")
+    wait_for(lambda: pair.entries()[0]["play_state"] == "played", 600, "the real bundle played")
     after = sum(p.stat().st_size for p in db.parent.glob("inbox.db*"))
     assert after - before < 512 * 1024, (before, after)  # the real bundle, not the flood
     assert pair.alive("edge") and pair.alive("ground")
@@ -120,7 +120,7 @@ def test_oversized_bundles_are_rejected_and_unplayable_ones_quarantined_and_the_
             pair.start("edge")
             pair.start("ground")
             wait_for(lambda: all(e["state"] in ("failed", "delivered") and (e["state"] == "failed" or e["play_state"])
-                                 for e in pair.entries()), 180, "every bundle decided and played or not")
+                                 for e in pair.entries()), 600, "every bundle decided and played or not")
             by_title = {e["title"]: e for e in pair.entries()}
             assert by_title["55 hours"]["state"] == "failed" and "over the limit" in by_title["55 hours"]["reason"]
             assert by_title["broken clip"]["play_state"] == "quarantined"
@@ -141,7 +141,7 @@ def test_a_replay_to_an_edge_that_lost_its_store_is_refused(pair):
     pair.queue(real_bundle(30, "once"), "once")
     pair.start("edge")
     pair.start("ground")
-    wait_for(lambda: pair.entries()[0]["play_state"] == "played", 120, "the bundle played")
+    wait_for(lambda: pair.entries()[0]["play_state"] == "played", 600, "the bundle played")
     entry = pair.entries()[0]
     pair.procs["edge"].send_signal(signal.SIGTERM)
     pair.procs["edge"].wait(30)
@@ -149,7 +149,7 @@ def test_a_replay_to_an_edge_that_lost_its_store_is_refused(pair):
         f.unlink()  # the store is lost
     time.sleep(1.1)
     pair.start("edge")
-    wait_for(lambda: pair.log("edge").count("connected to") >= 2, 60, "the edge back")
+    wait_for(lambda: pair.log("edge").count("connected to") >= 2, 600, "the edge back")
     # the captured transfer, as the attacker recorded it (signed by the real ground, weeks ago or a second ago)
     old = OutgoingTransfer.create(bytes.fromhex(entry["bundle_id"]), real_bundle(30, "once"), "ship1",
                                   Priority.FLASH, 340, pair.ground_key, 1, int(time.time()) - 3600)
@@ -170,7 +170,7 @@ def test_fragments_of_the_wrong_size_count_or_origin_do_not_lock_a_transfer(pair
 
     bid = decode_bundle(data).bundle_id
     pair.start("edge")
-    wait_for(lambda: "connected" in pair.log("edge"), 60, "the edge to connect")
+    wait_for(lambda: "connected" in pair.log("edge"), 600, "the edge to connect")
     raw = publisher(pair.broker.port)
     stranger = SigningKey.generate()
     forged = OutgoingTransfer.create(bid, os.urandom(len(data)), "ship1", Priority.FLASH, 340, stranger, 1,
@@ -180,7 +180,7 @@ def test_fragments_of_the_wrong_size_count_or_origin_do_not_lock_a_transfer(pair
         raw.publish("relay/ship1/d", payload, qos=1).wait_for_publish(30)
     pair.queue(data, "real")
     pair.start("ground")
-    wait_for(lambda: pair.entries()[0]["state"] == "delivered", 120, "the real bundle delivered")
+    wait_for(lambda: pair.entries()[0]["state"] == "delivered", 600, "the real bundle delivered")
     log = pair.log("edge")
     assert "untrusted key" in log and "over the limit" in log
     raw.loop_stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import shared
+from conftest import encoder, shared
 
 from ground.attribute import attribute
 from ground.diarize import Turn
@@ -44,10 +44,9 @@ def test_words_outside_every_turn_go_to_the_nearest_or_previous_speaker():
 def test_sample_words_land_on_the_right_speaker(tiny, diarizer, pyannote_refs):
     """Each word whose span lies in one reference speaker's turn must get that
     speaker (after the best one-to-one renaming); >= 85 % of such words."""
-    from ground.encode import encode_file
     from ground.evaluate import word_attribution
 
-    result = encode_file(shared("pyannote", "sample.wav"), tiny, diarizer=diarizer)
+    result = encoder(tiny, diarizer).encode_file(shared("pyannote", "sample.wav"))
     accuracy, scored = word_attribution(result.bundle.segments, pyannote_refs["sample"])
     assert scored >= 30
     assert accuracy >= 0.85, accuracy
@@ -77,7 +76,6 @@ def _mix(*parts: np.ndarray) -> np.ndarray:
 
 
 def test_enrolled_speaker_is_named_and_recurring_profiles_cost_almost_nothing(tiny, diarizer, tmp_path):
-    from ground.encode import encode_audio
     from ground.enroll import enroll
     from relay.audio.io import load_audio
     from relay.format.wire import decode_bundle, field_costs
@@ -89,8 +87,9 @@ def test_enrolled_speaker_is_named_and_recurring_profiles_cost_almost_nothing(ti
 
     sample = load_audio(shared("pyannote", "sample.wav"))
     broadcast = _mix(sample[: 16000 * 15], lj[2], lj[3])
-    first = encode_audio(broadcast, tiny, "day 1", 0, diarizer=diarizer, store=store)
-    first.plan.commit(store)
+    ground = encoder(tiny, diarizer, store)
+    first = ground.encode(broadcast, "day 1")
+    ground.commit(first, sent=True)
     labels = [s.label for s in first.bundle.speakers]
     assert "Linda" in labels
     linda = next(s for s in first.bundle.speakers if s.label == "Linda")
@@ -100,7 +99,7 @@ def test_enrolled_speaker_is_named_and_recurring_profiles_cost_almost_nothing(ti
     linda_text = " ".join(s.text for s in first.bundle.segments if s.speaker == linda_idx).lower()
     assert "chinese" in linda_text and "hello" not in linda_text
 
-    second = encode_audio(broadcast, tiny, "day 2", 0, diarizer=diarizer, store=store)
+    second = ground.encode(broadcast, "day 2")
     assert [s.profile_state for s in second.bundle.speakers] == ["ref"] * len(second.bundle.speakers)
     cost1, cost2 = field_costs(first.bundle)["profiles"], field_costs(second.bundle)["profiles"]
     assert cost2 <= 8 * len(second.bundle.speakers) + 4 and cost2 * 5 < cost1

@@ -8,10 +8,9 @@ from __future__ import annotations
 import jiwer
 import numpy as np
 import pytest
-from conftest import shared
+from conftest import encoder, shared
 
-from ground.encode import encode_audio
-from ground.tiers import RICHNESS, TierPolicy
+from ground.tiers import RICHNESS
 from relay.audio.io import SAMPLE_RATE, load_audio, resample
 from relay.format.wire import decode_bundle
 
@@ -48,7 +47,7 @@ def test_hybrid_sends_the_jingle_as_audio_and_the_speech_as_text(program, tiny, 
     from edge.rehydrate import render
 
     audio, span, ref = program
-    res = encode_audio(audio, tiny, "news", 0, tier=TierPolicy("hybrid", codec="opus-6k"))
+    res = encoder(tiny, tier="hybrid", codec="opus-6k").encode(audio, "news")
     bundle = decode_bundle(res.data)
     music = [c for c in bundle.clips if c.reason == "non-speech"]
     assert _covered(span, music) >= 0.9, bundle.clips
@@ -56,7 +55,7 @@ def test_hybrid_sends_the_jingle_as_audio_and_the_speech_as_text(program, tiny, 
     assert jiwer.wer(normalize(ref), normalize(bundle.text())) <= 0.1  # the speech stayed text
     words = [w for s in bundle.segments for w in s.words]
     assert not any(w.start < span[1] - 0.2 and w.end > span[0] + 0.2 for w in words)  # no word over the jingle
-    all_audio = encode_audio(audio, tiny, "news", 0, tier=TierPolicy("opus-6k"))
+    all_audio = encoder(tiny, tier="opus-6k").encode(audio, "news")
     assert len(res.data) < 0.5 * len(all_audio.data)
 
     out, parts = render(bundle, piper)
@@ -71,11 +70,11 @@ def test_hybrid_sends_the_jingle_as_audio_and_the_speech_as_text(program, tiny, 
 
 def test_hybrid_sends_doubtful_segments_as_audio(program, tiny):
     audio = program[0]
-    text_only = encode_audio(audio, tiny, "news", 0)
+    text_only = encoder(tiny).encode(audio, "news")
     conf = text_only.transcript.confidences
     assert len(conf) >= 2 and min(conf) < max(conf)
     threshold = (min(conf) + max(conf)) / 2  # between the least and the most sure: some each way
-    res = encode_audio(audio, tiny, "news", 0, tier=TierPolicy("hybrid", min_logprob=threshold))
+    res = encoder(tiny, tier="hybrid", min_logprob=threshold).encode(audio, "news")
     doubtful = [s for s, c in zip(text_only.bundle.segments, conf) if c < threshold]
     sure = [s for s, c in zip(text_only.bundle.segments, conf) if c >= threshold]
     clips = [c for c in res.bundle.clips if c.reason == "low-confidence"]
@@ -92,7 +91,7 @@ def call(base_listener, diarizer):
 
     audio = load_audio(shared("pyannote", "sample.wav"))
     two = DiarizationOptions(num_speakers=2)
-    return audio, encode_audio(audio, base_listener, "call", 0, diarizer=diarizer, speakers=two)
+    return audio, encoder(base_listener, diarizer).encode(audio, "call", speakers=two)
 
 
 def test_forced_audio_tier_sends_every_speaker_as_coded_audio(call, codecs, base_listener, diarizer, piper, normalize):
@@ -101,8 +100,7 @@ def test_forced_audio_tier_sends_every_speaker_as_coded_audio(call, codecs, base
 
     audio, text = call
     two = DiarizationOptions(num_speakers=2)
-    policy = TierPolicy("lyra-6000", codecs=codecs)
-    res = choose = encode_audio(audio, base_listener, "call", 0, diarizer=diarizer, speakers=two, tier=policy)
+    res = choose = encoder(base_listener, diarizer, codecs=codecs, tier="lyra-6000").encode(audio, "call", speakers=two)
     bundle = decode_bundle(res.data)
     assert bundle.segments == [] and choose.tier == "lyra-6000"
     assert {c.speaker for c in bundle.clips if c.reason == "forced"} == {0, 1}  # diarization kept per clip
@@ -128,14 +126,13 @@ def test_budget_picks_the_richest_tier_that_fits(call, codecs, base_listener, di
     duration = len(audio) / SAMPLE_RATE
     two = DiarizationOptions(num_speakers=2)
     for budget in (3000.0, 1000.0):
-        policy = TierPolicy(budget_bps=budget, codecs=codecs)
-        res = encode_audio(audio, base_listener, "call", 0, diarizer=diarizer, speakers=two, tier=policy)
+        res = encoder(base_listener, diarizer, codecs=codecs, budget=budget).encode(audio, "call", speakers=two)
         assert len(res.data) * 8 / duration <= budget, res.tried
         assert res.tier not in ("text", "hybrid")  # an audio tier fits these budgets
         richer = RICHNESS[: RICHNESS.index(res.tier)]
         assert all(res.tried[t] * 8 / duration > budget for t in richer if t in res.tried)
         print(f"budget {budget:.0f} bit/s: {res.tier}, tried {res.tried}")
-    res = encode_audio(audio, base_listener, "call", 0, tier=TierPolicy(budget_bps=20, codecs=codecs))
+    res = encoder(base_listener, codecs=codecs, budget=20).encode(audio, "call")
     assert res.tier == "text"  # text always goes, even over a budget nothing meets
 
 
@@ -148,38 +145,38 @@ def test_reference_clips_carry_each_speakers_own_voice_once(call, base_listener,
     audio, text = call
     two = DiarizationOptions(num_speakers=2)
     ground = ProfileStore(tmp_path / "ground.db")
-    policy = TierPolicy(reference_clips="opus-6k")
-    res = encode_audio(audio, base_listener, "call", 0, diarizer=diarizer, speakers=two, store=ground, tier=policy)
+    station = encoder(base_listener, diarizer, ground, reference_clips="opus-6k")
+    res = station.encode(audio, "call", speakers=two)
     bundle = decode_bundle(res.data)
     profiles = [s.profile for s in bundle.speakers]
     assert len(profiles) == 2 and all(p is not None and p.reference_codec == "opus-6k" for p in profiles)
     extra = len(res.data) - len(text.data)
     assert sum(len(p.reference) for p in profiles) <= extra + 64  # the clips are what the bundle grew by
     assert all(len(p.reference) <= 5 * 6000 / 8 * 1.1 for p in profiles)  # <= 5 s at 6 kbit/s
-    encoder = SpeakerEncoder()
+    campplus = SpeakerEncoder()
     clips = [reference_audio(p) for p in profiles]
     assert all(3.0 <= len(c) / SAMPLE_RATE <= 5.2 for c in clips)
-    heard = [encoder.embed(c) for c in clips]
+    heard = [campplus.embed(c) for c in clips]
     for i, p in enumerate(profiles):  # each clip is the voice of its own speaker, not the other's
         assert p.similarity(heard[i]) > p.similarity(heard[1 - i]), i
     edge = ProfileStore(tmp_path / "edge.db")
     edge.put(profiles[0])
     assert edge.get(profiles[0].profile_id).reference == profiles[0].reference  # the edge keeps it
-    res.plan.commit(ground)
-    again = encode_audio(audio, base_listener, "call", 0, diarizer=diarizer, speakers=two, store=ground, tier=policy)
+    station.commit(res, sent=True)
+    again = station.encode(audio, "call", speakers=two)
     assert all(s.profile is None and s.profile_id for s in again.bundle.speakers)  # known now: by id, no clip
     assert len(again.data) < len(text.data)
 
 
 def test_edge_daemon_speaks_a_codec_bundle_with_its_configured_models(tmp_path, tiny, codecs, normalize):
-    """The edge daemon's speaker, configured as in edge.toml ([codecs] lyra_models),
-    plays a Lyra bundle into its output folder."""
-    from edge.daemon import Speaker
+    """The edge's player, configured as in edge.toml ([codecs] lyra_models),
+    speaks a Lyra bundle into its output folder as the daemon does."""
+    from edge.player import Player
     from relay.config import load_edge
     from relay.link.signing import SigningKey
 
     audio = load_audio(shared("whisper", "jfk.flac"))
-    res = encode_audio(audio, tiny, "jfk", 0, tier=TierPolicy("lyra-6000", codecs=codecs))
+    res = encoder(tiny, codecs=codecs, tier="lyra-6000").encode(audio, "jfk")
     cfg = tmp_path / "edge.toml"
     cfg.write_text(f"""
 [edge]
@@ -195,7 +192,7 @@ lyra_models = "{codecs.lyra_models}"
 """)
     (tmp_path / "edge").mkdir()
     (tmp_path / "played").mkdir()
-    where = Speaker(load_edge(cfg))(res.data, res.bundle.bundle_id, 0.0)
+    where = Player(load_edge(cfg)).speak(res.data, res.bundle.bundle_id, 0.0)
     played = load_audio(where)
     assert abs(len(played) - len(audio)) < 0.05 * SAMPLE_RATE
     heard = normalize(" ".join(s.text for s in tiny.transcribe(played).segments))

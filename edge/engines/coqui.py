@@ -14,7 +14,6 @@ error line.
 from __future__ import annotations
 
 import logging
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -115,10 +114,11 @@ def load_coqui(model: str, config: str | None = None):
 def _is_network_error(exc: BaseException) -> bool:
     import requests
 
-    while exc is not None:
-        if isinstance(exc, (requests.RequestException, ConnectionError, TimeoutError)):
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (requests.RequestException, ConnectionError, TimeoutError)):
             return True
-        exc = exc.__cause__ or exc.__context__
+        seen = seen.__cause__ or seen.__context__
     return False
 
 
@@ -126,8 +126,8 @@ class CoquiBackend:
     name = "coqui"
 
     def __init__(self, model: str | None = None, config: str | None = None) -> None:
-        self.model = model or os.environ.get("SPEECH_RELAY_COQUI_MODEL")
-        self.config = config or os.environ.get("SPEECH_RELAY_COQUI_CONFIG")
+        self.model = model  # [voices] coqui_model: a name (downloaded where there is internet) or a checkpoint
+        self.config = config  # [voices] coqui_config: that checkpoint's config.json
         self._tts = None
 
     def status(self) -> BackendStatus:
@@ -136,7 +136,7 @@ class CoquiBackend:
         if importlib.util.find_spec("TTS") is None:
             return BackendStatus(self.name, False, "coqui-tts is not installed")
         if not self.model:
-            return BackendStatus(self.name, False, "no model configured (set SPEECH_RELAY_COQUI_MODEL)")
+            return BackendStatus(self.name, False, "no model configured ([voices] coqui_model)")
         try:
             self._load()
         except ModelError as exc:
@@ -150,6 +150,7 @@ class CoquiBackend:
 
     def voices(self) -> list[Voice]:
         tts = self._load()
+        assert self.model is not None  # status() said it is available
         stem = Path(self.model).stem if Path(self.model).exists() else self.model.replace("/", "_")
         lang = str(getattr(tts.synthesizer.tts_config, "phoneme_language", None) or "en")
         speakers = list(tts.speakers or []) if tts.is_multi_speaker else []

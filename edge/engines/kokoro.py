@@ -15,7 +15,6 @@ Another Kokoro model and voice file can be named with
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 
 import numpy as np
@@ -53,13 +52,13 @@ class KokoroEngine:
 class KokoroBackend:
     name = "kokoro"
 
-    def __init__(self) -> None:
+    def __init__(self, model: Path | None = None, voices: Path | None = None) -> None:
+        self.model, self.voices_file = model, voices  # [voices] kokoro_model / kokoro_voices; default: packaged
         self._kokoro = None
 
     def _paths(self) -> tuple[Path, Path]:
-        model, voices = os.environ.get("SPEECH_RELAY_KOKORO_MODEL"), os.environ.get("SPEECH_RELAY_KOKORO_VOICES")
-        if model and voices:
-            return Path(model), Path(voices)
+        if self.model and self.voices_file:
+            return Path(self.model), Path(self.voices_file)
         return _packaged()
 
     def status(self) -> BackendStatus:

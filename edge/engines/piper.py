@@ -9,7 +9,6 @@ from a path. A multi-speaker model contributes one voice per speaker id.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -81,9 +80,8 @@ def _voices_of(model: Path) -> list[Voice]:
 class PiperBackend:
     name = "piper"
 
-    def __init__(self, voice_dirs: Iterable[str] = ()) -> None:
-        env = [d for d in os.environ.get("SPEECH_RELAY_VOICES", "").split(os.pathsep) if d]
-        self.dirs = [Path(d) for d in [*voice_dirs, *env]]
+    def __init__(self, voice_dirs: Iterable[str | Path] = ()) -> None:
+        self.dirs = [Path(d) for d in voice_dirs]
 
     def status(self) -> BackendStatus:
         try:

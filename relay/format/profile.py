@@ -102,8 +102,10 @@ class VoiceProfile:
         return cls(quantize(embedding, bits), f0, rng, wpm, name)
 
     def content_hash(self) -> bytes:
-        fields = [self.embedding, *_quantize_prosody(self.f0_median, self.f0_range, self.rate)]
-        return hashlib.blake2b(b"".join(map(bytes, fields)), digest_size=PROFILE_ID_SIZE).digest()
+        # as the first profiles were hashed: each figure as bytes(n), n zero bytes (ids are forever)
+        figures = _quantize_prosody(self.f0_median, self.f0_range, self.rate)
+        data = self.embedding + b"".join(bytes(n) for n in figures)
+        return hashlib.blake2b(data, digest_size=PROFILE_ID_SIZE).digest()
 
     @property
     def id_hex(self) -> str:

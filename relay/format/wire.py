@@ -278,15 +278,13 @@ def _unpack_speaker(label: object, profile: object) -> Speaker:
 
 
 def _compressor(dict_id: int) -> zstandard.ZstdCompressor:
-    params = dict(
+    return zstandard.ZstdCompressor(
         level=ZSTD_LEVEL,
+        dict_data=get_dictionary(dict_id) if dict_id else None,
         write_checksum=False,  # the bundle digest covers it
         write_content_size=True,
         write_dict_id=False,  # the header carries it
     )
-    if dict_id:
-        return zstandard.ZstdCompressor(dict_data=get_dictionary(dict_id), **params)
-    return zstandard.ZstdCompressor(**params)
 
 
 def _compress(payload: bytes, dict_id: int) -> bytes:

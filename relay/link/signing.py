@@ -23,6 +23,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from relay.errors import RelayError
 
 PUBLIC_PREFIX = "ed25519:"
@@ -41,17 +43,14 @@ def key_id(public_raw: bytes) -> bytes:
 class SigningKey:
     """A daemon's private key (the ground's, or an edge's)."""
 
-    _key: object  # cryptography Ed25519PrivateKey
+    _key: Ed25519PrivateKey
 
     @classmethod
     def generate(cls) -> SigningKey:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
         return cls(Ed25519PrivateKey.generate())
 
     @classmethod
     def load(cls, path: str | Path) -> SigningKey:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
         from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
         try:

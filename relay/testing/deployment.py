@@ -255,7 +255,7 @@ keepalive = 10
         return [(sum(bin(b).count("1") for b in rec), n) for n, rec in rows]
 
     def queue(self, path: Path, priority: str) -> None:
-        proc = self.relay("queue", "add", str(path), "-p", priority, "-c", str(self.ground_config))
+        proc = self.relay("ground", "queue", "add", str(path), "-p", priority, "-c", str(self.ground_config))
         if proc.returncode:
             raise RelayError(f"queue add {path}: {proc.stderr.strip()}")
 

@@ -106,7 +106,8 @@ class LinkSim:
     async def __aexit__(self, *exc: object) -> None:
         if self._flapper:
             self._flapper.cancel()
-        self._server.close()
+        if self._server is not None:
+            self._server.close()
         for t in list(self._conns):
             t.cancel()
         await asyncio.gather(*self._conns, return_exceptions=True)
@@ -136,6 +137,7 @@ class LinkSim:
             writer.transport.abort()
             return
         task = asyncio.current_task()
+        assert task is not None  # a connection handler always runs in a task
         self._conns.add(task)
         self.stats.connections += 1
         up_writer = None

@@ -81,11 +81,11 @@ port = {broker.port}
     def queue(self, data: bytes, name: str, priority: str = "normal") -> None:
         path = self.tmp / f"{name}.bundle"
         path.write_bytes(data)
-        proc = self.relay("queue", "add", str(path), "-p", priority, "-c", str(self.ground_config))
+        proc = self.relay("ground", "queue", "add", str(path), "-p", priority, "-c", str(self.ground_config))
         assert proc.returncode == 0, proc.stderr
 
     def entries(self) -> list[dict]:
-        proc = self.relay("queue", "ls", "--all", "--json", "-c", str(self.ground_config))
+        proc = self.relay("ground", "queue", "ls", "--all", "--json", "-c", str(self.ground_config))
         return json.loads(proc.stdout)
 
     def stop(self) -> None:

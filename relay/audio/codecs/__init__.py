@@ -31,16 +31,11 @@ from __future__ import annotations
 from relay.audio.codecs.base import (
     CODEC_IDS,
     AudioCodec,
-    CodecSettings,
     CodecUnavailable,
-    codec_by_id,
+    audio_tiers,
     codec_id,
     get_codec,
     resolve_tier,
-    tiers,
 )
 
-__all__ = [
-    "CODEC_IDS", "AudioCodec", "CodecSettings", "CodecUnavailable", "codec_by_id", "codec_id", "get_codec",
-    "resolve_tier", "tiers",
-]
+__all__ = ["CODEC_IDS", "AudioCodec", "CodecUnavailable", "audio_tiers", "codec_id", "get_codec", "resolve_tier"]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from relay.errors import RelayError
+
+if TYPE_CHECKING:
+    from relay.config import Codecs
 
 RATE = 16000  # what every codec takes and returns
 
@@ -35,24 +35,6 @@ class AudioCodec(Protocol):
     def decode(self, data: bytes) -> np.ndarray: ...
 
 
-@dataclass(frozen=True, slots=True)
-class CodecSettings:
-    """Where the model-based codecs find their weights (ground and edge config
-    ``[codecs]``). Unset, Lyra looks in ``$SPEECH_RELAY_LYRA`` and then in
-    ``~/.cache/speech-relay/lyra``; EnCodec has no default: it needs a path."""
-
-    lyra_models: str | None = None
-    encodec_checkpoint: str | None = None
-
-    def lyra_dir(self) -> Path:
-        for candidate in (self.lyra_models, os.environ.get("SPEECH_RELAY_LYRA")):
-            if candidate:
-                return Path(candidate).expanduser()
-        from relay.paths import cache_dir
-
-        return cache_dir() / "lyra"
-
-
 # wire id -> tier name. Ids are forever: a new tier gets a new id.
 CODEC_IDS: dict[int, str] = {
     1: "codec2-3200",
@@ -68,7 +50,7 @@ CODEC_IDS: dict[int, str] = {
 _BY_NAME = {name: i for i, name in CODEC_IDS.items()}
 
 
-def tiers() -> list[str]:
+def audio_tiers() -> list[str]:
     """Every audio tier name, cheapest first."""
     return sorted(CODEC_IDS.values(), key=lambda n: (_nominal(n), n))
 
@@ -88,7 +70,7 @@ def resolve_tier(name: str) -> str:
     name = FAMILY_DEFAULT.get(name, name)
     if name in ("text", "hybrid") or name in CODEC_IDS.values():
         return name
-    known = ["text", "hybrid", *FAMILY_DEFAULT, *tiers()]
+    known = ["text", "hybrid", *FAMILY_DEFAULT, *audio_tiers()]
     raise ValueError(f"unknown tier {name!r} (one of: {', '.join(known)})")
 
 
@@ -96,12 +78,19 @@ def codec_id(name: str) -> int:
     try:
         return _BY_NAME[name]
     except KeyError:
-        raise CodecUnavailable(f"unknown audio tier {name!r} (known: {', '.join(tiers())})") from None
+        raise CodecUnavailable(f"unknown audio tier {name!r} (known: {', '.join(audio_tiers())})") from None
+
+
+def get_codec(name: str, codecs: Codecs | None = None) -> AudioCodec:
+    """The codec for a tier name, loaded once per process; ``codecs`` (``[codecs]``
+    in the configuration) says where the model-based ones find their weights."""
+    from relay.config import Codecs
+
+    return _codec(name, codecs or Codecs())
 
 
 @cache
-def get_codec(name: str, settings: CodecSettings = CodecSettings()) -> AudioCodec:
-    """The codec for a tier name, loaded once per process."""
+def _codec(name: str, settings: Codecs) -> AudioCodec:
     codec_id(name)
     family, rate = name.split("-", 1)
     if family == "codec2":
@@ -118,13 +107,8 @@ def get_codec(name: str, settings: CodecSettings = CodecSettings()) -> AudioCode
         return Lyra(_nominal(name), settings.lyra_dir())
     from relay.audio.codecs.encodec import EnCodec
 
-    return EnCodec(_nominal(name), settings.encodec_checkpoint)
-
-
-def codec_by_id(wire_id: int, settings: CodecSettings = CodecSettings()) -> AudioCodec:
-    if wire_id not in CODEC_IDS:
-        raise CodecUnavailable(f"audio clip uses codec id {wire_id}, which this relay does not know")
-    return get_codec(CODEC_IDS[wire_id], settings)
+    checkpoint = str(settings.encodec_checkpoint) if settings.encodec_checkpoint else None
+    return EnCodec(_nominal(name), checkpoint)
 
 
 def pack_bits(frames: list[bytes], bits: int) -> bytes:

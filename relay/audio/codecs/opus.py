@@ -53,8 +53,8 @@ class Opus:
             frame.sample_rate = RATE
             frame.pts = i
             frames.append(frame)
-        for frame in [*frames, None]:  # None flushes the encoder
-            for packet in ctx.encode(frame):
+        for pending in [*frames, None]:  # None flushes the encoder
+            for packet in ctx.encode(pending):
                 put_uvarint(out, packet.size)
                 out += bytes(packet)
         return bytes(out)

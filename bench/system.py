@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from relay.audio.codecs import CodecSettings, CodecUnavailable, get_codec, tiers
+from relay.audio.codecs import CodecUnavailable, audio_tiers, get_codec
 from relay.audio.io import SAMPLE_RATE, resample
+from relay.config import Codecs
 
 AAC_BPS = 64000
 TEXT_TIERS = ["text", "hybrid"]
@@ -103,10 +104,10 @@ def rss_peak() -> Iterator[list[float]]:
         peak[0] = max(peak[0], _vm("VmRSS"))
 
 
-def available_tiers(codecs: CodecSettings) -> tuple[list[str], dict[str, str]]:
+def available_tiers(codecs: Codecs) -> tuple[list[str], dict[str, str]]:
     """Text tiers, then every audio tier this machine can run (cheapest first)."""
     ok, skipped = list(TEXT_TIERS), {}
-    for name in tiers():
+    for name in audio_tiers():
         try:
             get_codec(name, codecs)
             ok.append(name)
@@ -160,29 +161,31 @@ def run_bench(
     rttm: Path | None = None,
     model: str = "tiny.en",
     listener_model: str = "base",
-    codecs: CodecSettings | None = None,
+    codecs: Codecs | None = None,
     voice: str | None = None,
     speakers=None,
     only: list[str] | None = None,
     progress=None,
 ) -> BenchReport:
     """Run every tier; ``progress(description, advance)`` is told of each step."""
+    import tempfile
+
     import jiwer
     from whisper_normalizer.english import EnglishTextNormalizer
 
-    from edge.catalog import Catalog
-    from edge.rehydrate import output_rate, render
-    from edge.voices import cast
+    from edge.player import Player
+    from edge.rehydrate import render
     from ground.diarize import Diarizer
-    from ground.encode import encode_audio
+    from ground.encoder import Encoder
     from ground.evaluate import load_rttm, to_annotation
-    from ground.tiers import TierPolicy, apply_tier
+    from ground.tiers import apply_tier
     from ground.transcribe import Transcriber
     from relay.audio.io import load_audio
     from relay.audio.speaker_encoder import SpeakerEncoder
+    from relay.config import EdgeConfig, EdgeSection, GroundConfig, GroundSection, Tiers
     from relay.format.wire import decode_bundle, encode_bundle
 
-    codecs = codecs or CodecSettings()
+    codecs = codecs or Codecs()
     say = progress or (lambda text, advance=0: None)
     normalize = EnglishTextNormalizer()
     audio = load_audio(audio_path)
@@ -197,17 +200,22 @@ def run_bench(
     listener = transcriber if listener_model == model else Transcriber(listener_model)
     diarizer = Diarizer()
     encoder = SpeakerEncoder()
-    catalog = Catalog()
+    ground = Encoder(GroundConfig(ground=GroundSection(model=model), codecs=codecs), transcriber=transcriber,
+                     diarizer=diarizer, store=None)  # every speaker new: the bench never touches the station's stores
+    scratch = tempfile.TemporaryDirectory(prefix="relay-bench-")
+    player = Player(EdgeConfig(edge=EdgeSection(state_dir=Path(scratch.name), voice=voice or "auto", play=False),
+                               codecs=codecs))
 
     say("ground: transcribing and diarizing the original")
     with rss_peak() as ground_peak:
-        base = encode_audio(audio, transcriber, audio_path.stem, input_bytes, diarizer=diarizer, speakers=speakers)
+        base = ground.encode(audio, audio_path.stem, input_bytes, speakers)
     shared_s = sum(v for k, v in base.timings.items() if k != "pack")
     heard_original = normalize(_words(listener.transcribe(audio)))
     if rttm is not None:
         refs = load_rttm([rttm])
         reference = refs.get(audio_path.stem) or next(iter(refs.values()))
     else:
+        assert base.diarization is not None  # the bench always diarizes
         reference = to_annotation(base.diarization, audio_path.stem)
 
     from pyannote.core import Segment, Timeline
@@ -227,27 +235,20 @@ def run_bench(
         jiwer.wer(ref_norm, heard_original) if ref_norm else None, 0.0, der0, 1.0,
         shared_s / duration, 0.0, ground_peak[0], timeline=timeline0,
     ))
-    voices = prosody = None
     for name in names:
         say(f"{name}: packing")
-        policy = TierPolicy(name, codecs=codecs)
         with rss_peak() as peak:
             t0 = time.perf_counter()
-            bundle = apply_tier(base.bundle, audio, base.transcript, name, policy)
+            bundle = apply_tier(base.bundle, audio, base.transcript, name, Tiers(), codecs)
             data = encode_bundle(bundle)
             pack_s = time.perf_counter() - t0
             received = decode_bundle(data, name)
             say(f"{name}: rehydrating")
-            if voices is None:
-                if voice:
-                    voices, prosody = catalog.load(voice), {}
-                else:
-                    chosen = cast([s.profile for s in received.speakers], catalog, _bank(catalog))
-                    voices, prosody = chosen.voices, chosen.prosody
+            performance = player.prepare(received)  # as the edge would: the same voices every time
             t0 = time.perf_counter()
-            out, _ = render(received, voices, prosody, codecs)
+            out, _ = render(received, performance.voices, performance.prosody, codecs)
             edge_s = time.perf_counter() - t0
-        heard_audio = resample(out, output_rate(voices), SAMPLE_RATE)[: len(audio)]
+        heard_audio = resample(out, performance.rate, SAMPLE_RATE)[: len(audio)]
         heard_audio = np.pad(heard_audio, (0, len(audio) - len(heard_audio)))
         say(f"{name}: listening")
         heard = normalize(_words(listener.transcribe(heard_audio)))
@@ -262,16 +263,11 @@ def run_bench(
             len(received.clips), sum(c.duration for c in received.clips), timeline,
         ))
         say(f"{name}: done", 1)
+    scratch.cleanup()
     return BenchReport(
         str(audio_path), duration, input_bytes, model, listener_model, reference_text is not None,
         str(rttm) if rttm else None, _timeline(reference), rows, skipped,
     )
-
-
-def _bank(catalog):
-    from edge.voicebank import VoiceBank
-
-    return VoiceBank(catalog)
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -313,13 +309,13 @@ def plot(report: BenchReport, rate_png: Path, timeline_png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in report.rows if r.dwer is not None]
+    rows = [(r, r.dwer) for r in report.rows if r.dwer is not None]
     fig, ax = plt.subplots(figsize=(8, 5))
-    for r in rows:
+    for r, dwer in rows:
         family = r.tier.split("-")[0]
         marker = {"text": "o", "hybrid": "o", "original": "*"}.get(family, "s")
-        ax.scatter(r.bits_per_second, 100 * r.dwer, marker=marker, s=60)
-        ax.annotate(r.tier, (r.bits_per_second, 100 * r.dwer), textcoords="offset points", xytext=(5, 4),
+        ax.scatter(r.bits_per_second, 100 * dwer, marker=marker, s=60)
+        ax.annotate(r.tier, (r.bits_per_second, 100 * dwer), textcoords="offset points", xytext=(5, 4),
                     fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("bundle bit rate (bit/s, log)")

@@ -68,7 +68,8 @@ def _campplus_class():
         def dimension(self) -> int:
             return DIMENSION
 
-        def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None,
+                    **kwargs: object) -> torch.Tensor:  # pyannote passes weights by name; nothing else
             rows = []
             for b in range(waveforms.shape[0]):
                 if waveforms.shape[-1] < 400:  # fewer samples than one 25 ms frame

@@ -1,0 +1,167 @@
+"""Bundle -> speech: the edge's pipeline, built once, used by every caller.
+
+:class:`Player` holds what the edge keeps between bundles (the voice catalog,
+the voice bank, the stores of received profiles and of which voice speaks
+whom) and the settings it plays with (:class:`relay.config.EdgeConfig`:
+``[edge]`` voice, device and pitch matching, ``[voices]``, ``[codecs]``,
+``[limits]``). The edge daemon, ``relay edge decode``, ``relay edge
+play|replay`` and the system bench all go through it, so a bundle sounds
+the same whichever of them speaks it.
+
+For each bundle :meth:`Player.prepare` resolves its speakers' profiles
+(learning those it carries) and chooses who speaks whom: ``voice = "auto"``
+gives every speaker of a multi-speaker or profiled bundle their own voice
+from the voice bank (:func:`edge.voices.cast`), else the packaged Piper
+voice; a voice key or a Piper ``.onnx`` speaks everything. Then the phrases
+are synthesized one by one and streamed (:mod:`edge.playback`) to the sound
+card, or to a WAV file on the original timeline, so memory holds a phrase,
+not the bundle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.assign import AssignmentStore, Choice
+from edge.catalog import Catalog, Voice
+from edge.playback import DeviceOutput, PlaybackError, PlaybackReport, WavOutput, play
+from edge.prosody import Prosody
+from edge.rehydrate import RenderedSegment, Voices, output_rate, rehydrate
+from edge.voicebank import VoiceBank
+from edge.voices import cast, resolve_speakers
+from relay.config import EdgeConfig
+from relay.format.bundle import Bundle
+from relay.format.wire import decode_bundle
+from relay.profiles import ProfileStore
+
+
+@dataclass(slots=True)
+class Performance:
+    """Who speaks a bundle: the voices (one per speaker index, one for all, or
+    None for a bundle of audio clips only), how each speaker's voice is moved
+    toward their pitch, the cast's choices, and the profile ids the bundle
+    refers to that this edge has never received (a stand-in voice speaks)."""
+
+    bundle: Bundle
+    voices: Voices | None
+    prosody: dict[int, Prosody] = field(default_factory=dict)
+    choices: list[Choice] = field(default_factory=list)
+    missing: list[bytes] = field(default_factory=list)
+
+    @property
+    def rate(self) -> int:
+        return output_rate(self.voices)
+
+    def described(self) -> str:
+        if self.choices:
+            return ", ".join(f"{self.bundle.speakers[c.speaker].label} -> {c.voice}"
+                             + (" (as before)" if c.remembered else "") for c in self.choices)
+        if self.voices is None:
+            return f"coded audio ({', '.join(sorted({c.codec for c in self.bundle.clips}))})"
+        return f"voice {getattr(self.voices, 'voice_name', '?')}"
+
+
+class Player:
+    """The edge pipeline; one per process or thread (its stores are SQLite)."""
+
+    def __init__(self, config: EdgeConfig | None = None, *, speaker_id: int | None = None,
+                 catalog: Catalog | None = None) -> None:
+        self.config = config or EdgeConfig()
+        self.speaker_id = speaker_id  # of a multi-speaker Piper .onnx given as the voice
+        self.catalog = catalog or Catalog(self.config.voices)
+        self._bank: VoiceBank | None = None
+        self._profiles: ProfileStore | None = None
+        self._assignments: AssignmentStore | None = None
+        self._device_ok = self.config.edge.play
+
+    @property
+    def voice(self) -> str:
+        return self.config.edge.voice
+
+    def check(self) -> None:
+        """A voice that does not exist stops the caller now, in one line, not at every bundle later."""
+        if self.voice != "auto" and not self._is_onnx(self.voice):
+            self.catalog.find(self.voice)
+
+    @staticmethod
+    def _is_onnx(voice: str) -> bool:
+        return voice.endswith(".onnx") or Path(voice).is_file()
+
+    @property
+    def bank(self) -> VoiceBank:
+        if self._bank is None:
+            self._bank = VoiceBank(self.catalog)
+        return self._bank
+
+    @property
+    def profiles(self) -> ProfileStore:
+        if self._profiles is None:
+            self._profiles = ProfileStore(self.config.edge.profiles_db)
+        return self._profiles
+
+    @property
+    def assignments(self) -> AssignmentStore:
+        if self._assignments is None:
+            self._assignments = AssignmentStore(self.config.edge.profiles_db)
+        return self._assignments
+
+    def prepare(self, bundle: Bundle, on_measure: Callable[[Voice], None] | None = None) -> Performance:
+        """The voices for ``bundle`` (measuring voices the bank has not met yet, once)."""
+        resolved = resolve_speakers(bundle, self.profiles)
+        if not bundle.segments and bundle.clips:  # all real audio: no voice to load
+            return Performance(bundle, None, missing=resolved.missing)
+        if self.voice == "auto" and (len(bundle.speakers) > 1 or any(resolved.profiles)):
+            chosen = cast(resolved.profiles, self.catalog, self.bank, self.assignments,
+                          match_pitch=self.config.edge.match_pitch, on_measure=on_measure, codecs=self.config.codecs)
+            return Performance(bundle, chosen.voices, chosen.prosody, chosen.choices, resolved.missing)
+        return Performance(bundle, self._single_voice(), missing=resolved.missing)
+
+    def _single_voice(self):
+        from edge.engines.piper import PiperEngine
+
+        if self.voice == "auto":
+            return PiperEngine(None)  # the packaged voice
+        if self._is_onnx(self.voice):
+            return PiperEngine(self.voice, self.speaker_id)
+        return self.catalog.load(self.voice)
+
+    def phrases(self, performance: Performance) -> Iterator[RenderedSegment]:
+        """Each phrase and clip as it is ready, in time order."""
+        return rehydrate(performance.bundle, performance.voices, performance.prosody, self.config.codecs)
+
+    def to_device(self, performance: Performance, device: str | int | None = None) -> PlaybackReport:
+        """Play on the sound card while the rest is synthesized; :class:`PlaybackError` if there is none."""
+        target = device if device is not None else self.config.edge.device
+        return play(self.phrases(performance), DeviceOutput(performance.rate, target))
+
+    def to_file(self, performance: Performance, path: str | Path) -> PlaybackReport:
+        """A WAV on the original timeline (silences kept, as long as the recording), written as it is spoken."""
+        return play(self.phrases(performance), WavOutput(path, performance.rate), from_start=True,
+                    until=performance.bundle.source.duration)
+
+    def speak(self, data: bytes, bundle_id: bytes, received: float) -> str:
+        """What the edge daemon does with a bundle it accepted: speak it on the
+        device (``play = true``) or into a WAV in the output folder; returns where.
+        A full output disk raises ``OSError`` (the daemon waits); anything the
+        bundle itself causes raises, and the daemon quarantines it."""
+        bundle = decode_bundle(data, f"bundle {bundle_id.hex()}", self.config.limits)
+        performance = self.prepare(bundle)
+        if self._device_ok:
+            try:
+                self.to_device(performance)
+                return "device"
+            except PlaybackError as err:
+                import logging
+
+                logging.getLogger("relay.edge").warning("%s; writing WAV files to %s instead", err,
+                                                        self.config.edge.played_dir)
+                self._device_ok = False
+        # named by arrival, not by now: a playback interrupted by a crash and
+        # redone after the restart rewrites the same file instead of adding one
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(received))
+        out = self.config.edge.played_dir / f"{stamp}-{bundle_id.hex()}.wav"
+        self.to_file(performance, out)
+        return str(out)

@@ -1,0 +1,179 @@
+"""Audio -> bundle: the ground station's pipeline, built once, used by every caller.
+
+:class:`Encoder` holds what the ground loads once (Whisper, pyannote's
+diarization with CAM++, the profile store) and the settings it encodes with
+(:class:`relay.config.GroundConfig`: model, beam, diarization, tiers,
+codecs). ``relay ground encode``, the ground daemon, ``relay ground speakers
+add`` and the system bench all go through it, so they transcribe, diarize,
+match speakers and choose tiers the same way, against the same profile
+store. Each recording: transcribe (faster-whisper), diarize (pyannote), give
+each word its speaker, attach voice profiles, choose what travels as coded
+audio, pack. Diarization can be off, so a station without the speaker models
+still sends text, as one speaker.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ground.attribute import attribute
+from ground.diarize import Diarization, DiarizationOptions, Diarizer
+from ground.enroll import Enrollment, enroll
+from ground.speakers import SpeakerPlan, plan_speakers
+from ground.tiers import choose_tier
+from ground.transcribe import TranscribeOptions, Transcriber, Transcript
+from relay.audio.codecs import get_codec
+from relay.audio.io import load_audio
+from relay.config import GroundConfig
+from relay.env import environment
+from relay.format.bundle import Bundle, SourceInfo, Speaker
+from relay.profiles import ProfileStore
+
+
+@dataclass(slots=True)
+class EncodeResult:
+    """The bundle, its bytes, and the figures an operator wants to see."""
+
+    bundle: Bundle
+    data: bytes
+    input_bytes: int
+    transcript: Transcript
+    diarization: Diarization | None = None
+    plan: SpeakerPlan | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    tier: str = "text"
+    tried: dict[str, int] = field(default_factory=dict)  # tier -> bundle bytes, when a budget chose
+
+    @property
+    def duration(self) -> float:
+        return self.transcript.duration
+
+    @property
+    def bits_per_second(self) -> float:
+        return len(self.data) * 8 / self.duration if self.duration else 0.0
+
+    @property
+    def ratio(self) -> float:
+        """How many times smaller than the input file."""
+        return self.input_bytes / len(self.data)
+
+    @property
+    def rtf(self) -> float:
+        """Ground real-time factor: ASR, diarization and packing together."""
+        return sum(self.timings.values()) / self.duration if self.duration else 0.0
+
+
+class Encoder:
+    """The ground pipeline. Models load on first use (a daemon starts at once, and
+    a bad configuration fails before minutes of loading); pass ``transcriber`` or
+    ``diarizer`` to share models already loaded. ``store`` is the profile store
+    speakers are matched against: by default the configuration's
+    (``ground.state_dir/profiles.db``, the daemon's), ``None`` for none."""
+
+    def __init__(self, config: GroundConfig | None = None, *, transcriber: Transcriber | None = None,
+                 diarizer: Diarizer | None = None, store: ProfileStore | None | bool = True,
+                 hf_token: str | None = None) -> None:
+        self.config = config or GroundConfig()
+        self.hf_token = hf_token or environment().hf_token  # for a hub pipeline (ground.pipeline)
+        self._transcriber = transcriber
+        self._diarizer = diarizer
+        self._store: ProfileStore | None = store if isinstance(store, ProfileStore) else None
+        self._own_store = store is True
+
+    @property
+    def transcriber(self) -> Transcriber:
+        if self._transcriber is None:
+            g = self.config.ground
+            self._transcriber = Transcriber(g.model, cpu_threads=g.threads)
+        return self._transcriber
+
+    @property
+    def diarizer(self) -> Diarizer | None:
+        if self._diarizer is None and self.config.ground.diarize:
+            self._diarizer = Diarizer(self.config.ground.pipeline, token=self.hf_token)
+        return self._diarizer
+
+    @property
+    def store(self) -> ProfileStore | None:
+        if self._store is None and self._own_store and self.config.ground.diarize:
+            self._store = ProfileStore(self.config.ground.profiles_db)
+        return self._store
+
+    def check(self) -> None:
+        """Fail now, in one line, if a codec the settings need is missing (before minutes of ASR)."""
+        tiers, codecs = self.config.tiers, self.config.codecs
+        if tiers.budget is None:
+            for name in {tiers.tier, tiers.codec if tiers.tier == "hybrid" else ""} - {"", "text", "hybrid"}:
+                get_codec(name, codecs)
+        if tiers.reference_clips:
+            get_codec(tiers.reference_clips, codecs)
+
+    def encode(self, audio: np.ndarray, title: str, input_bytes: int = 0,
+               speakers: DiarizationOptions | None = None) -> EncodeResult:
+        """Transcribe (and diarize) decoded 16 kHz audio and pack the bundle.
+        With a profile store, speakers are matched against known profiles; call
+        :meth:`commit` once the bundle is safely stored."""
+        g = self.config.ground
+        transcript = self.transcriber.transcribe(audio, TranscribeOptions(beam_size=g.beam_size, language=g.language))
+        timings = {"asr": transcript.elapsed}
+
+        def pack(bundle: Bundle, diarization: Diarization | None = None,
+                 plan: SpeakerPlan | None = None) -> EncodeResult:
+            t0 = time.perf_counter()
+            choice = choose_tier(bundle, audio, transcript, self.config.tiers, self.config.codecs)
+            timings["pack"] = time.perf_counter() - t0
+            return EncodeResult(choice.bundle, choice.data, input_bytes, transcript, diarization, plan, timings,
+                                choice.tier, choice.tried)
+
+        source = SourceInfo(title=title, duration=transcript.duration, language=transcript.language)
+        diarizer = self.diarizer
+        if diarizer is None:  # everything by one speaker
+            return pack(Bundle(source, [Speaker("S1")], transcript.segments))
+        t0 = time.perf_counter()
+        diarization = diarizer(audio, speakers)
+        timings["diarization"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        segments = attribute(transcript.segments, diarization.turns, diarization.exclusive)
+        tiers = self.config.tiers
+        reference = get_codec(tiers.reference_clips, self.config.codecs) if tiers.reference_clips else None
+        plan = plan_speakers(segments, diarization, audio, self.store, bits=g.profile_bits,
+                             reference_codec=reference)
+        if not plan.speakers:  # no words at all: keep the one-speaker shape
+            plan.speakers.append(Speaker("S1"))
+        timings["speakers"] = time.perf_counter() - t0
+        return pack(Bundle(source, plan.speakers, plan.segments), diarization, plan)
+
+    def encode_file(self, path: str | Path, title: str | None = None,
+                    speakers: DiarizationOptions | None = None) -> EncodeResult:
+        path = Path(path)
+        audio = load_audio(path)
+        return self.encode(audio, title if title is not None else path.stem, path.stat().st_size, speakers)
+
+    def commit(self, result: EncodeResult, sent: bool) -> list[bytes]:
+        """The bundle is safely stored: remember its new speakers. ``sent``: it has
+        reached the edge as far as the ground can know (written to a file the
+        operator carries); otherwise (the daemon) profiles count as sent only
+        when the edge acknowledges. Returns the ids of the profiles it carries in full."""
+        store = self.store
+        if store is None or result.plan is None:
+            return []
+        if sent:
+            result.plan.commit(store)
+        else:
+            for profile in result.plan.remember:
+                store.put(profile, sent=False)
+        return [s.profile_id for s in result.plan.speakers if s.profile is not None]
+
+    def enroll(self, name: str, audio: np.ndarray, source: str = "clip") -> Enrollment:
+        """Enroll a named speaker from a clip, through the same pipeline (ground.enroll)."""
+        diarizer = self.diarizer
+        store = self.store
+        if diarizer is None or store is None:
+            from relay.config import ConfigError
+
+            raise ConfigError("enrolling speakers needs diarization (ground.diarize = true)")
+        return enroll(name, audio, self.transcriber, diarizer, store, source, self.config.ground.profile_bits)
