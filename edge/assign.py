@@ -112,7 +112,7 @@ def assign_voices(
 ) -> list[Choice]:
     """One voice per speaker (index order of ``profiles``); see the module doc."""
     if not voices:
-        raise ModelError("no measured voices to choose from (relay voices measure)")
+        raise ModelError("no measured voices to choose from (relay edge voices measure)")
     by_key = {v.key: v for v in voices}
     chosen: dict[int, Choice] = {}
     used: set[str] = set()

@@ -140,7 +140,7 @@ class Catalog:
         status = self.status(engine) if engine in self.backends else None
         if status is not None and not status.available:
             raise ModelError(f"voice {key!r}: the {engine} engine is unavailable here ({status.detail})")
-        raise ModelError(f"no voice {key!r} (relay voices ls lists them)")
+        raise ModelError(f"no voice {key!r} (relay edge voices ls lists them)")
 
     def load(self, voice: Voice | str) -> TTSEngine:
         voice = self.find(voice) if isinstance(voice, str) else voice

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from relay.cli import keys_app, ordered
+from relay.cli import keys_app, ordered, with_flags
 
 console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 edge_app = typer.Typer(help="The edge: the daemon, decoding, voices, what was received, keys.", no_args_is_help=True,
@@ -32,11 +32,11 @@ VOICES_DIR_HELP = "extra folder of Piper voices (NAME.onnx + NAME.onnx.json); re
 
 
 def _config(path: Path | None, voice_dirs: list[Path] | None = None):
-    from relay.config import edge_config, override
+    from relay.config import edge_config
 
     cfg = edge_config(path)
     if voice_dirs:
-        cfg = override(cfg, "voices", dirs=[*cfg.voices.dirs, *voice_dirs])
+        cfg = with_flags(cfg, "voices", dirs=[*cfg.voices.dirs, *voice_dirs])
     return cfg
 
 
@@ -53,12 +53,11 @@ def edge_run(config: Path = Config,
              no_play: bool = typer.Option(False, "--no-play", help="write WAV files instead of playing")) -> None:
     """Run the edge daemon (receive, verify, acknowledge, speak) until stopped."""
     from edge.daemon import EdgeDaemon
-    from relay.config import override
     from relay.link.service import serve
 
     cfg = _config(config)
     if no_play:
-        cfg = override(cfg, "edge", play=False)
+        cfg = with_flags(cfg, "edge", play=False)
     serve(EdgeDaemon(cfg))
 
 
@@ -86,14 +85,13 @@ def decode(
     play its coded-audio clips on the same timeline."""
     from edge.playback import PlaybackError
     from edge.player import Player
-    from relay.config import override
     from relay.errors import RelayError
     from relay.fileio import read_bytes
     from relay.format.wire import decode_bundle
 
     cfg = _config(config, voice_dirs)
-    cfg = override(cfg, "edge", voice=voice, match_pitch=False if keep_pitch else None)
-    cfg = override(cfg, "codecs", lyra_models=lyra_models)
+    cfg = with_flags(cfg, "edge", voice=voice, match_pitch=False if keep_pitch else None)
+    cfg = with_flags(cfg, "codecs", lyra_models=lyra_models)
     player = Player(cfg, speaker_id=speaker_id)
     player.check()
     decoded = decode_bundle(read_bytes(bundle, "bundle"), str(bundle), cfg.limits)
@@ -180,7 +178,7 @@ def voices_ls(
         )
     out.print(table)
     measured = sum(1 for t in traits.values() if t)
-    out.print(f"{len(voices)} voice(s), {measured} measured (relay voices measure)")
+    out.print(f"{len(voices)} voice(s), {measured} measured (relay edge voices measure)")
 
 
 @voices_app.command("measure")
@@ -235,13 +233,12 @@ def edge_ls(config: Path = Config, as_json: bool = typer.Option(False, "--json")
 
 def _speak(config: Path | None, bundle: str, how: str, output: Path | None, again: bool) -> None:
     from edge.player import Player
-    from relay.config import override
     from relay.errors import RelayError
     from relay.link.inbox import InboxError
 
     cfg = _config(config)
     if output is not None:
-        cfg = override(cfg, "edge", play=False, output_dir=output)
+        cfg = with_flags(cfg, "edge", play=False, output_dir=output)
     inbox = _inbox(cfg)
     item = inbox.find(bundle)
     if item.state == "rejected":

@@ -33,29 +33,23 @@ from relay.profiles import ProfileStore
 
 @dataclass(slots=True)
 class ResolvedSpeakers:
-    """One profile (or None) per bundle speaker, and what was learnt or missed."""
+    """One profile (or None) per bundle speaker, and the ids the edge lacks."""
 
     profiles: list[VoiceProfile | None]
-    learnt: list[bytes] = field(default_factory=list)
     missing: list[bytes] = field(default_factory=list)
 
 
 def resolve_speakers(bundle: Bundle, store: ProfileStore | None) -> ResolvedSpeakers:
-    out = ResolvedSpeakers([])
+    """Learn the bundle's full profiles (:meth:`ProfileStore.learn`) and look up the rest."""
+    missing = store.learn(bundle) if store is not None else [s.profile_id for s in bundle.speakers
+                                                             if s.profile_id and s.profile is None]
+    profiles: list[VoiceProfile | None] = []
     for speaker in bundle.speakers:
-        if speaker.profile is not None:
-            if store is not None:
-                store.put(speaker.profile)
-                out.learnt.append(speaker.profile_id)
-            out.profiles.append(speaker.profile)
-        elif speaker.profile_id:
-            known = store.get(speaker.profile_id) if store is not None else None
-            if known is None:
-                out.missing.append(speaker.profile_id)
-            out.profiles.append(known)
+        if speaker.profile is not None or not speaker.profile_id:
+            profiles.append(speaker.profile)
         else:
-            out.profiles.append(None)
-    return out
+            profiles.append(store.get(speaker.profile_id) if store is not None else None)
+    return ResolvedSpeakers(profiles, missing)
 
 
 def reference_audio(profile: VoiceProfile, codecs: Codecs | None = None):
@@ -76,7 +70,7 @@ def auto_measured(voice: Voice) -> bool:
     """Voices measured on first use: Piper's and espeak-ng's (fast), Kokoro's five
     pure styles (~1 min once) and the variants of these, so two speakers get two
     natural voices out of the box; Kokoro blends and Coqui wait for
-    ``relay voices measure``."""
+    ``relay edge voices measure``."""
     return voice.engine in ("piper", "espeak") or (voice.engine == "kokoro" and len(voice.params) == 1)
 
 

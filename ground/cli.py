@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from relay.cli import keys_app, ordered
+from relay.cli import keys_app, ordered, with_flags
 
 console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 ground_app = typer.Typer(help="The ground station: the daemon, encoding, speakers, the queue, keys.",
@@ -126,13 +126,12 @@ def encode(
     from ground.diarize import DiarizationOptions
     from ground.encoder import Encoder
     from relay.audio.io import load_audio
-    from relay.config import override
     from relay.fileio import write_atomic
 
-    cfg = override(_config(config), "ground", model=model, language=language, beam_size=beam_size, threads=threads,
+    cfg = with_flags(_config(config), "ground", model=model, language=language, beam_size=beam_size, threads=threads,
                    diarize=diarize, pipeline=pipeline, profile_bits=profile_bits)
-    cfg = override(cfg, "tiers", tier=tier, codec=hybrid_codec, budget=budget, reference_clips=reference_clips)
-    cfg = override(cfg, "codecs", lyra_models=lyra_models, encodec_checkpoint=encodec_checkpoint)
+    cfg = with_flags(cfg, "tiers", tier=tier, codec=hybrid_codec, budget=budget, reference_clips=reference_clips)
+    cfg = with_flags(cfg, "codecs", lyra_models=lyra_models, encodec_checkpoint=encodec_checkpoint)
     try:
         speakers = DiarizationOptions(num_speakers, min_speakers, max_speakers)
     except ValueError as exc:
@@ -198,9 +197,8 @@ def speakers_add(
     the name when the voice matches."""
     from ground.encoder import Encoder
     from relay.audio.io import load_audio
-    from relay.config import override
 
-    cfg = override(_config(config), "ground", model=model, profile_bits=profile_bits, diarize=True)
+    cfg = with_flags(_config(config), "ground", model=model, profile_bits=profile_bits, diarize=True)
     samples = load_audio(clip)
     encoder = Encoder(cfg)
     with console.status("loading models…"):

@@ -47,7 +47,7 @@ def enroll(
     if not name or len(name) > 64 or any(c in name for c in "\n\r\t"):
         raise ProfileError(f"speaker name {name!r} must be 1-64 printable characters")
     if store.by_name(name) is not None:
-        raise ProfileError(f"a speaker named {name!r} is already enrolled (remove it first: relay speakers rm)")
+        raise ProfileError(f"a speaker named {name!r} is already enrolled (remove it first: relay ground speakers rm)")
     diarization = diarizer(audio)
     if diarization.num_speakers == 0:
         raise AudioInputError(f"{source}: no speech found to enroll")

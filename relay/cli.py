@@ -20,9 +20,10 @@ import sys
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
@@ -53,6 +54,22 @@ app = typer.Typer(
     cls=ordered("ground", "edge", "inspect", "bench", "link-sim"),
 )
 console = Console()
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def with_flags(settings: M, section: str, /, **flags: object) -> M:
+    """``settings`` with command-line flags applied to ``section`` (None: not given), each
+    checked exactly as the configuration's key; a bad value is a usage error (exit 2)."""
+    from relay.config import ConfigError, override
+
+    try:
+        return override(settings, section, **flags)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
 keys_app = typer.Typer(help="Ed25519 signing keys: the ground's and each edge's.", no_args_is_help=True)
 
 

@@ -110,7 +110,7 @@ class GroundSection(_Strict):
 class EdgeEntry(_Strict):
     """An edge the ground serves: ``[edges.<name>]``."""
 
-    key: str  # the edge's public key, "ed25519:<base64>" or a file holding it (relay keys init on the edge)
+    key: str  # the edge's public key, "ed25519:<base64>" or a file holding it (relay edge keys init on the edge)
 
 
 class EdgeSection(_Strict):

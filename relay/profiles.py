@@ -19,8 +19,8 @@ import numpy as np
 
 from relay.db import connect
 from relay.errors import RelayError
+from relay.format.bundle import Bundle
 from relay.format.profile import VoiceProfile
-from relay.paths import state_dir
 
 MATCH_THRESHOLD = 0.6  # cosine similarity above which two embeddings are one speaker
 NAME_BONUS = 0.02  # an enrolled (named) profile wins a near tie over an anonymous one
@@ -28,14 +28,6 @@ NAME_BONUS = 0.02  # an enrolled (named) profile wins a near tie over an anonymo
 
 class ProfileError(RelayError):
     """A profile store is unreadable, or a name is unknown or taken."""
-
-
-# --- store -------------------------------------------------------------------
-
-
-def default_store_path(role: str) -> Path:
-    """``$SPEECH_RELAY_HOME/<role>/profiles.db`` (default ``~/.local/share/speech-relay``)."""
-    return state_dir(role) / "profiles.db"
 
 
 _SCHEMA = """
@@ -125,6 +117,18 @@ class ProfileStore:
             )
         except sqlite3.IntegrityError:
             raise ProfileError(f"a speaker named {profile.name!r} is already enrolled") from None
+
+    def learn(self, bundle: Bundle) -> list[bytes]:
+        """The edge's one way of learning profiles: keep every full profile the
+        bundle carries; return the ids it only refers to that this store lacks
+        (the edge asks the ground for them)."""
+        missing = []
+        for speaker in bundle.speakers:
+            if speaker.profile is not None:
+                self.put(speaker.profile)
+            elif speaker.profile_id and self.get(speaker.profile_id) is None:
+                missing.append(speaker.profile_id)
+        return missing
 
     def was_sent(self, profile_id: bytes) -> bool:
         row = self._db.execute("SELECT sent FROM profiles WHERE id = ?", (profile_id,)).fetchone()

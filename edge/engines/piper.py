@@ -64,7 +64,7 @@ def _voices_of(model: Path) -> list[Voice]:
     try:
         config = json.loads(Path(f"{model}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return []  # not a usable voice; `relay voices ls` shows only what loads
+        return []  # not a usable voice; `relay edge voices ls` shows only what loads
     lang = str((config.get("language") or {}).get("code") or config.get("espeak", {}).get("voice") or "?")
     stem = model.stem
     count = int(config.get("num_speakers") or 1)

@@ -440,7 +440,7 @@ class Inbox:
         if isinstance(outcome, Bundle):
             state, reason = ACCEPTED, None
             title, duration, stored = outcome.source.title, outcome.source.duration, data
-            missing = b"".join(self._learn(outcome))
+            missing = b"".join(self.profiles.learn(outcome)) if self.profiles is not None else b""
         else:
             state = REJECTED
             reason = str(outcome) if outcome is not None else "assembled bundle does not match its signed digest"
@@ -476,19 +476,6 @@ class Inbox:
             for bid in ids:
                 self._forget(bid)
         return ids
-
-    def _learn(self, bundle: Bundle) -> list[bytes]:
-        """Store the bundle's full profiles; return the ids it only refers to
-        that the edge does not have."""
-        if self.profiles is None:
-            return []
-        missing = []
-        for speaker in bundle.speakers:
-            if speaker.profile is not None:
-                self.profiles.put(speaker.profile)
-            elif speaker.profile_id and self.profiles.get(speaker.profile_id) is None:
-                missing.append(speaker.profile_id)
-        return missing
 
     def _decided_ack(self, stored: Stored) -> Ack:
         if stored.state == REJECTED:
@@ -574,10 +561,6 @@ class Inbox:
         """``ack`` (a play report) is with the broker."""
         self._db.execute("UPDATE bundles SET report = NULL WHERE bundle_id = ? AND report = ?",
                          (ack.bundle_id, int(ack.state)))
-
-    def plays(self, bundle_id: bytes) -> list[tuple[float, str, str | None]]:
-        return [(at, how, out) for at, how, out in
-                self._db.execute("SELECT at, how, output FROM plays WHERE bundle_id = ? ORDER BY at", (bundle_id,))]
 
     # --- operators -------------------------------------------------------------------------------
 
