@@ -55,15 +55,24 @@ def describe(exc: BaseException) -> str:
 
 class Waiter:
     """Pacing for one condition: one log line when it starts, one when it ends,
-    a doubling pause (``first`` .. ``longest`` seconds) between tries."""
+    a doubling pause (``first`` .. ``longest`` seconds) between tries. A disk at
+    its limit flaps (a write fits, the next does not): an episode that starts
+    within ``quiet`` seconds of the last one's end is logged only if it lasts a
+    minute, so a flapping disk is a line or two, not a line per write."""
 
-    def __init__(self, log: logging.Logger, what: str, first: float = 0.5, longest: float = 30.0) -> None:
+    LONG = 60.0  # a quiet episode this long is logged after all
+
+    def __init__(self, log: logging.Logger, what: str, first: float = 0.5, longest: float = 30.0,
+                 quiet: float = 600.0) -> None:
         self.log = log
         self.what = what
         self.first = first
         self.longest = longest
+        self.quiet = quiet
         self._wait = first
         self.since: float | None = None
+        self._ended: float | None = None  # when the last episode ended
+        self._logged = False  # this episode's start was logged
 
     @property
     def waiting(self) -> bool:
@@ -71,18 +80,26 @@ class Waiter:
 
     def delay(self, exc: BaseException) -> float:
         """Note a failure; the seconds to pause before trying again."""
+        now = time.monotonic()
         if self.since is None:
-            self.since = time.monotonic()
-            self.log.warning("%s: disk full (%s); waiting for space, nothing is dropped", self.what, describe(exc))
+            self.since = now
             self._wait = self.first
+            self._logged = False
         else:
             self._wait = min(self._wait * 2, self.longest)
+        recent = self._ended is not None and self.since - self._ended <= self.quiet
+        if not self._logged and (not recent or now - self.since >= self.LONG):
+            self.log.warning("%s: disk full (%s); waiting for space, nothing is dropped", self.what, describe(exc))
+            self._logged = True
         return self._wait
 
     def ok(self) -> None:
         if self.since is not None:
-            self.log.info("%s: space again after %.0f s; resuming", self.what, time.monotonic() - self.since)
+            now = time.monotonic()
+            if self._logged:
+                self.log.info("%s: space again after %.0f s; resuming", self.what, now - self.since)
             self.since = None
+            self._ended = now
 
 
 async def persist(fn: Callable[[], T], waiter: Waiter) -> T:
