@@ -175,9 +175,9 @@ def main() -> None:
                                 time.sleep(2.0)  # systemd's RestartSec
                                 d.start(name)
                             elif what == "restart ground broker":
-                                d.ground_broker.restart()
+                                d.restart_broker("ground")
                             else:
-                                d.ship_broker.restart()
+                                d.restart_broker("ship")
                             faults.append((time.time() - start, what))
                             turn += 1
                             next_fault = time.time() + args.fault_every
@@ -218,7 +218,7 @@ def main() -> None:
             "reported_played": sum(1 for e in entries if e.play_state == "played"),
             "fragments": fragments, "resent_fragments": fragments - sum(e.count or 0 for e in entries),
             "polls": polls, "faults": [f"{t:.0f}s {w}" for t, w in faults], "link_cuts": wire.cuts,
-            "daemon_starts": dict(d.starts),
+            "daemon_starts": dict(d.starts), "broker_hangs_restarted": dict(d.broker_hangs),
             "attack_messages": sum(a.sent for a in attackers), "attacker_heard": sum(len(a.heard) for a in attackers),
             "dropped_log_lines": {"ground": ground_drops, "edge": edge_drops},
             "overhead_down": round(payload_down / bundle_bytes, 4),
@@ -236,7 +236,8 @@ def main() -> None:
     table.add_row("play reports at the ground", str(result["reported_played"]))
     table.add_row("elapsed", f"{elapsed:.0f} s")
     table.add_row("faults", f"{len(faults)} ({', '.join(w for _, w in faults[:4])}...), {wire.cuts} link cuts; "
-                            f"daemon starts {result['daemon_starts']}")
+                            f"daemon starts {result['daemon_starts']}; hung brokers restarted by the watchdog "
+                            f"{result['broker_hangs_restarted'] or 0}")
     table.add_row("attack", f"{result['attack_messages']} messages; heard {result['attacker_heard']}; "
                             f"log lines about drops: ground {ground_drops}, edge {edge_drops}")
     table.add_row("fragments", f"{fragments} ({result['resent_fragments']} resent), {polls} polls")

@@ -6,7 +6,8 @@ edge …`` (run, decode, voices, ls, play, replay, keys) come from the
 the ``speech_relay.commands`` entry point group, so ``relay`` never imports
 them and a machine with only one side installed gets only that side's
 commands. The core itself offers what needs only the bundle format and the
-link: ``inspect`` and ``link-sim``, and the ``keys`` commands both sides use.
+link: ``inspect``, ``link-sim`` and ``broker-check``, and the ``keys``
+commands both sides use.
 
 Errors a user can cause print one line, ``error: …``, and exit 1; usage
 mistakes exit 2 (click's convention).
@@ -51,7 +52,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    cls=ordered("ground", "edge", "inspect", "bench", "link-sim"),
+    cls=ordered("ground", "edge", "inspect", "bench", "link-sim", "broker-check"),
 )
 console = Console()
 
@@ -198,6 +199,24 @@ def link_sim(
         asyncio.run(serve())
     except OSError as e:
         raise RelayError(f"link-sim: cannot listen on 127.0.0.1:{listen} ({e.strerror})") from None
+
+
+@app.command("broker-check")
+def broker_check(
+    broker: str = typer.Argument("127.0.0.1:1883", help="the broker, HOST:PORT"),
+    timeout: float = typer.Option(20.0, "--timeout", min=0.1, help="seconds to wait for its answer"),
+) -> None:
+    """Is the broker answering? Exit 0 if it answers an MQTT CONNECT in time, 1 if
+    not (the watchdog, systemd/relay-broker-watchdog.*, then restarts it)."""
+    from relay.link.mqtt import probe
+
+    host, _, port = broker.rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter(f"{broker!r}: expected HOST:PORT", param_hint="BROKER")
+    took = probe(host, int(port), timeout)
+    if took is None:
+        raise RelayError(f"broker {broker} did not answer an MQTT CONNECT within {timeout:g} s")
+    print(f"broker {broker} answered in {took * 1000:.0f} ms")
 
 
 def _load_plugins() -> None:

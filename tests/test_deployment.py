@@ -135,8 +135,8 @@ def test_twenty_bundles_through_faults_and_an_attacker_once_each_flash_first(tmp
                        every=0.02)
             d.kill("edge")  # mid-receive
             assert any(q["state"] != "delivered" for q in ground_queue(d))  # still mid-transfer
-            d.ground_broker.restart()
-            d.ship_broker.restart()
+            d.restart_broker("ground")
+            d.restart_broker("ship")
             d.start("edge")
             # deadlines only: a loaded machine may take long, a passing run does not wait for them
             d.wait_for(lambda: all(q["state"] == "delivered" for q in ground_queue(d)), 900,

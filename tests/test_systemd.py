@@ -1,6 +1,8 @@
 """The shipped systemd units, as systemd itself scores them (``systemd-analyze
-security --offline=true``): exposure at most 2.0 for both daemons, and the
-edge still able to open the sound card and both to reach their broker."""
+security --offline=true``): exposure at most 2.0 for both daemons and the
+broker watchdog, the edge still able to open the sound card and each unit
+to reach the local broker. And the probe the watchdog runs, against a live
+broker and a dead one."""
 
 from __future__ import annotations
 
@@ -24,12 +26,39 @@ def exposure(unit: str) -> tuple[float, str]:
 
 
 @pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed (scripts/setup.sh installs systemd)")
-@pytest.mark.parametrize("unit", ["relay-ground.service", "relay-edge.service"])
+@pytest.mark.parametrize("unit", ["relay-ground.service", "relay-edge.service", "relay-broker-watchdog.service"])
 def test_units_are_hardened(unit):
     score, report = exposure(unit)
     assert score <= 2.0, report
     text = (ROOT / "systemd" / unit).read_text()
     assert "IPAddressAllow=localhost" in text and "AF_INET" in text  # the broker stays reachable
+    if unit == "relay-broker-watchdog.service":
+        assert "relay broker-check" in text and "systemctl restart mosquitto.service" in text
     if unit == "relay-edge.service":
         assert "DeviceAllow=char-alsa rw" in text and "SupplementaryGroups=audio" in text
         assert "PrivateDevices=yes" not in text  # would hide /dev/snd
+
+
+def test_broker_check_tells_a_live_broker_from_a_dead_one(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from relay.testing.broker import LocalBroker, free_port, mosquitto_path
+
+    if mosquitto_path() is None:
+        pytest.skip("mosquitto is not installed (scripts/setup.sh)")
+    relay = str(Path(sys.executable).with_name("relay"))
+    with LocalBroker(tmp_path) as broker:
+        alive = subprocess.run([relay, "broker-check", f"127.0.0.1:{broker.port}"], capture_output=True, text=True)
+        assert alive.returncode == 0 and "answered in" in alive.stdout
+        broker.proc.send_signal(19)  # SIGSTOP: the port still accepts, the broker answers no one (a hang)
+        try:
+            hung = subprocess.run([relay, "broker-check", f"127.0.0.1:{broker.port}", "--timeout", "2"],
+                                  capture_output=True, text=True)
+        finally:
+            broker.proc.send_signal(18)  # SIGCONT
+    assert hung.returncode == 1 and hung.stderr.startswith("error: ") and "did not answer" in hung.stderr
+    dead = subprocess.run([relay, "broker-check", f"127.0.0.1:{free_port()}", "--timeout", "2"],
+                          capture_output=True, text=True)
+    assert dead.returncode == 1 and dead.stderr.count("\n") == 1

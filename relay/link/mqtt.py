@@ -114,3 +114,39 @@ async def reconnecting(
         except TimeoutError:
             pass
         wait = min(wait * 2, max_wait)
+
+
+def probe(host: str, port: int, timeout: float = 10.0) -> float | None:
+    """Seconds a broker took to answer an anonymous MQTT CONNECT with a CONNACK
+    (any return code: "not authorized" is an answer too), or None if it did not
+    within ``timeout``. A broker that accepts connections but never answers is
+    hung, not busy: mosquitto 2.0.11's TLS bridge has been seen to spin at full
+    CPU after the link drops mid-handshake, answering nobody, until restarted
+    (the watchdog in ``systemd/relay-broker-watchdog.*`` does that)."""
+    import os
+    import socket
+    import time
+
+    ident = f"relay-probe-{os.getpid()}".encode()
+    body = b"\x00\x04MQTT\x04\x02\x00\x0a" + len(ident).to_bytes(2, "big") + ident
+    packet = bytes([0x10, len(body)]) + body
+    started = time.monotonic()
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(max(0.1, timeout - (time.monotonic() - started)))
+            s.sendall(packet)
+            answer = b""
+            while len(answer) < 4:
+                chunk = s.recv(4 - len(answer))
+                if not chunk:
+                    return None
+                answer += chunk
+            if answer[0] != 0x20:
+                return None
+            try:
+                s.sendall(b"\xe0\x00")  # DISCONNECT
+            except OSError:
+                pass
+            return time.monotonic() - started
+    except OSError:
+        return None

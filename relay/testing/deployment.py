@@ -11,7 +11,11 @@ listener through the thin-link simulator (:mod:`relay.testing.linksim`), logging
 with the certificate ``scripts/make-certs.sh`` made for it. The ground daemon
 talks to the ground's broker, the edge daemon to the ship's, both with user
 names and password files as an operator would set them up, and both run as
-real ``relay ... run`` processes that a test can kill and restart.
+real ``relay ... run`` processes that a test can kill and restart. A
+watchdog probes both brokers every few seconds and restarts one that stops
+answering, as ``systemd/relay-broker-watchdog.*`` does in the field (Debian's
+mosquitto 2.0.11 can hang after a TLS bridge loses the link mid-handshake);
+``broker_hangs`` counts what it had to do.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay.errors import RelayError
+from relay.link.mqtt import probe
 from relay.link.signing import SigningKey
 from relay.testing.broker import LocalBroker, free_port
 from relay.testing.linksim import LinkSimThread
@@ -104,10 +110,14 @@ class Deployment:
     passwords: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     starts: dict[str, int] = field(default_factory=dict)
+    broker_hangs: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
         self.logs = self.folder / "logs"
+        self._brokers_lock = threading.Lock()
+        self._watching = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     # --- setting up ------------------------------------------------------------------------------
 
@@ -138,14 +148,45 @@ class Deployment:
                      "restart_timeout 10 300": "restart_timeout 1 5"})
         self.ship_broker.start()
         self._write_configs()
+        self._watching.set()
+        self._watchdog = threading.Thread(target=self._watch, name="broker-watchdog", daemon=True)
+        self._watchdog.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._watching.clear()
+        if self._watchdog is not None:
+            self._watchdog.join(30)
         for name in list(self.procs):
             self.stop(name)
         self.ship_broker.stop()
         self.link.__exit__()
         self.ground_broker.stop()
+
+    def broker(self, which: str) -> ShippedBroker:
+        return self.ground_broker if which == "ground" else self.ship_broker
+
+    def restart_broker(self, which: str) -> None:
+        """Restart the ``ground`` or the ``ship`` broker (a clean stop: its persistence is written)."""
+        with self._brokers_lock:
+            self.broker(which).restart()
+
+    def _watch(self, every: float = 3.0, misses: int = 3) -> None:
+        missed = {"ground": 0, "ship": 0}
+        while self._watching.wait(every) and self._watching.is_set():
+            for which in missed:
+                with self._brokers_lock:
+                    b = self.broker(which)
+                    if b.pid is None or probe("127.0.0.1", b.port, timeout=5.0) is not None:
+                        missed[which] = 0
+                        continue
+                    missed[which] += 1
+                    if missed[which] >= misses and b.proc is not None:
+                        b.proc.kill()  # hung: a clean stop would not be answered either
+                        b.proc.wait(10)
+                        b.start()
+                        self.broker_hangs[which] = self.broker_hangs.get(which, 0) + 1
+                        missed[which] = 0
 
     def _write_configs(self) -> None:
         f = self.folder
