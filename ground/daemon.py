@@ -105,8 +105,8 @@ class GroundDaemon:
     async def _session(self, client: aiomqtt.Client) -> None:
         prefix = self.cfg.broker.topic_prefix
         await client.subscribe(f"{prefix}/+/a", qos=1)
-        # what was in flight when the link dropped may be lost: ask every edge at once, most urgent first
-        await persist(lambda: self.outbox.poll_all_now(self.edges), self.state)
+        # what was in flight when the link dropped may be lost: ask at once about the urgent bundles
+        await persist(lambda: self.outbox.poll_urgent_now(self.edges), self.state)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._receive(client))
             tg.create_task(self._send(client))

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_bytes INTEGER NOT NULL DEFAULT 0,
     fragments_sent INTEGER NOT NULL DEFAULT 0,
     polls INTEGER NOT NULL DEFAULT 0,
+    polls_sent INTEGER NOT NULL DEFAULT 0,
     next_poll REAL,
     profiles TEXT NOT NULL DEFAULT '[]',
     created REAL NOT NULL,
@@ -122,7 +123,7 @@ class Item:
     pending: int  # fragments still to send this round
     sent_bytes: int
     fragments_sent: int
-    polls: int
+    polls: int  # sent, in all
     created: float
     updated: float
     delivered: float | None
@@ -160,7 +161,7 @@ def _indices(bitmap: bytes | None) -> list[int]:
 
 _COLUMNS = (
     "id, edge, priority, title, source, state, reason, bundle_id, length(bundle), length(head), count, pending, "
-    "sent_bytes, fragments_sent, polls, created, updated, delivered, seq, signed_at, played, play_state, play_reason"
+    "sent_bytes, fragments_sent, polls_sent, created, updated, delivered, seq, signed_at, played, play_state, play_reason"
 )
 
 
@@ -201,6 +202,8 @@ class Outbox:
         self.path = Path(path)
         self.limits = limits
         self._db = connect(self.path, _migrate_sql(self.path) + SCHEMA, "the ground queue", OutboxError)
+        if "polls_sent" not in {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}:
+            self._db.execute("ALTER TABLE outbox ADD COLUMN polls_sent INTEGER NOT NULL DEFAULT 0")
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -381,19 +384,23 @@ class Outbox:
                 )
             else:
                 self._db.execute(
-                    "UPDATE outbox SET sent_bytes = sent_bytes + ?, polls = polls + 1, updated = ? WHERE id = ?",
+                    "UPDATE outbox SET sent_bytes = sent_bytes + ?, polls = polls + 1, polls_sent = polls_sent + 1, "
+                    "updated = ? WHERE id = ?",
                     (nbytes, now, out.id),
                 )
             self._db.execute("INSERT INTO link_log VALUES (?, ?, ?)", (now, out.edge, nbytes))
 
-    def poll_all_now(self, edges: Iterable[str] | None = None) -> int:
-        """After a (re)connect: every row waiting for its ack is polled at once,
-        most urgent first, instead of after its timeout (what was in flight
-        when the link dropped may be lost)."""
+    def poll_urgent_now(self, edges: Iterable[str] | None = None, up_to: Priority = Priority.PRIORITY) -> int:
+        """After a (re)connect: every flash and priority row waiting for its ack
+        is polled at once, most urgent first, instead of after its timeout (what
+        was in flight when the link dropped may be lost, and an urgent bundle
+        must not wait for it). Less urgent rows keep their timeouts: a poll
+        costs the thin link 85 bytes, and the broker keeps acks for a ground
+        that is away, so most are not lost at all."""
         where, args = self._edge_filter(list(edges) if edges is not None else None)
         cur = self._db.execute(
-            "UPDATE outbox SET next_poll = ?, polls = 0 WHERE state = ? AND next_poll IS NOT NULL"
-            f"{where}", [time.time(), str(State.SENDING), *args])
+            "UPDATE outbox SET next_poll = ?, polls = 0 WHERE state = ? AND next_poll IS NOT NULL AND priority <= ?"
+            f"{where}", [time.time(), str(State.SENDING), int(up_to), *args])
         return cur.rowcount
 
     def on_ack(self, ack: Ack, edge: str, ack_timeout: float) -> AckOutcome:
@@ -542,6 +549,7 @@ ALTER TABLE outbox ADD COLUMN resigns INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE outbox ADD COLUMN played REAL;
 ALTER TABLE outbox ADD COLUMN play_state TEXT;
 ALTER TABLE outbox ADD COLUMN play_reason TEXT;
+ALTER TABLE outbox ADD COLUMN polls_sent INTEGER NOT NULL DEFAULT 0;
 UPDATE outbox SET state = 'delivered' WHERE state = 'acknowledged';
 UPDATE outbox SET state = 'ready', head = NULL, pending = NULL, count = NULL, next_poll = NULL
     WHERE state = 'sending';
