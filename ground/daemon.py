@@ -72,7 +72,8 @@ class GroundDaemon:
         self.outbox = persist_blocking(lambda: Outbox(g.queue_db, config.limits), self.state)
         self.profiles = persist_blocking(lambda: ProfileStore(g.profiles_db), self.state)
         self.encoder = Encoder(config)  # models load when the first recording comes
-        self.budget = Budget(config.link.rate, config.link.parsed_windows(), burst=config.link.fragment_size)
+        self.budget = Budget(config.link.rate, config.link.parsed_windows(),
+                             burst=config.link.fragment_size + config.link.overhead)
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()
         self.drops = Drops(log)
@@ -160,7 +161,7 @@ class GroundDaemon:
             if out is None:
                 await self._sleep(1.0)
                 continue
-            await self.budget.take(len(out.payload))
+            await self.budget.take(len(out.payload) + link.overhead)
             await client.publish(topics(prefix, out.edge)[0], out.payload, qos=1)
             await persist(partial(self.outbox.sent, out, link.ack_timeout), self.state)
             if time.time() - last_prune > 600:

@@ -55,7 +55,11 @@ class Broker(_Strict):
 
 class Link(_Strict):
     fragment_size: Annotated[int, Field(ge=MIN_FRAGMENT, le=MAX_FRAGMENT)] = 340
-    rate: Annotated[float, Field(ge=0)] = 0.0  # bytes per second the ground may send; 0 = no limit
+    rate: Annotated[float, Field(ge=0)] = 0.0  # link bytes per second the ground may send; 0 = no limit
+    # bytes the link adds to each message on the wire (MQTT framing and topic, TLS record), counted against
+    # the rate: the rate is of the link, not of the payload, so the link's queue does not grow (its acks
+    # and PUBACKs, which travel back behind it, would wait in it)
+    overhead: Annotated[int, Field(ge=0, le=4096)] = 60
     windows: list[str] = []  # daily UTC windows "HH:MM-HH:MM" when sending is allowed; empty = always
     ack_timeout: Annotated[float, Field(gt=0)] = 120.0  # seconds before a silent edge is polled
     max_poll_interval: Annotated[float, Field(gt=0)] = 3600.0
