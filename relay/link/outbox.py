@@ -161,7 +161,8 @@ def _indices(bitmap: bytes | None) -> list[int]:
 
 _COLUMNS = (
     "id, edge, priority, title, source, state, reason, bundle_id, length(bundle), length(head), count, pending, "
-    "sent_bytes, fragments_sent, polls_sent, created, updated, delivered, seq, signed_at, played, play_state, play_reason"
+    "sent_bytes, fragments_sent, polls_sent, created, updated, delivered, seq, signed_at, played, play_state, "
+    "play_reason"
 )
 
 
