@@ -146,7 +146,9 @@ class EdgeDaemon:
             self.accepted.set()
         elif d is not None:
             log.warning("bundle %s rejected: %s", d.bundle_id.hex(), d.reason)
-        if result.ack is not None:
+        if d is not None:
+            self.report.set()  # the decision goes up from the store (Inbox.reports), which keeps it until sent
+        elif result.ack is not None:
             self._reply(result.ack)
 
     def _reply(self, reply: Ack) -> None:

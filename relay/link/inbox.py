@@ -447,8 +447,9 @@ class Inbox:
         with self._tx():
             self._db.execute(
                 "INSERT INTO bundles (bundle_id, state, reason, priority, title, duration, data, received, "
-                "missing_profiles, seq, signed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (bid, state, reason, priority, title, duration, stored, now, missing or None, seq, signed_at))
+                "missing_profiles, seq, signed_at, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (bid, state, reason, priority, title, duration, stored, now, missing or None, seq, signed_at,
+                 int(AckState.ACCEPTED if state == ACCEPTED else AckState.REJECTED)))
             self._forget(bid)
         decided = Stored(bid, state, reason, Priority(priority), title, duration, now, None, 0, seq)
         return Received(self._decided_ack(decided), decided=decided)
@@ -552,13 +553,24 @@ class Inbox:
         return out
 
     def reports(self) -> list[Ack]:
-        """Play reports not yet handed to the broker, most urgent first."""
-        rows = self._db.execute("SELECT bundle_id, report, reason FROM bundles WHERE report IS NOT NULL "
+        """What the ground must hear and the broker does not have yet, most urgent
+        first: each decision (accepted, rejected) and each play report (played,
+        quarantined). Kept in the store until :meth:`reported`, so an edge killed,
+        or a broker restarted, before an ack was handed over sends it again."""
+        rows = self._db.execute(f"SELECT {_COLUMNS}, report FROM bundles WHERE report IS NOT NULL "
                                 "ORDER BY priority, received").fetchall()
-        return [Ack(bytes(bid), AckState(rep), reason=reason or "") for bid, rep, reason in rows]
+        out = []
+        for row in rows:
+            stored, report = _stored(row[:-1]), AckState(row[-1])
+            if report == AckState.ACCEPTED and stored.state == ACCEPTED and stored.played is None:
+                out.append(self._decided_ack(stored))  # with the profiles it still lacks
+            else:
+                out.append(Ack(stored.bundle_id, report, reason=stored.reason or "" if report != AckState.PLAYED
+                               else ""))
+        return out
 
     def reported(self, ack: Ack) -> None:
-        """``ack`` (a play report) is with the broker."""
+        """``ack`` (a decision or a play report) is with the broker."""
         self._db.execute("UPDATE bundles SET report = NULL WHERE bundle_id = ? AND report = ?",
                          (ack.bundle_id, int(ack.state)))
 
