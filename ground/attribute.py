@@ -110,3 +110,41 @@ def attribute(segments: Sequence[Segment], turns: Sequence[Turn], exclusive: Seq
 
 def _piece(words: list[Word], speaker: int | None) -> Segment:
     return Segment(speaker or 0, words[0].start, words[-1].end, " ".join(w.text for w in words), tuple(words))
+
+
+SNAP = 0.5  # seconds a phrase's edge may move to meet its speaker's turn edge
+
+
+def fit_spans(segments: Sequence[Segment], turns: Sequence[Turn], snap: float = SNAP) -> list[Segment]:
+    """Move each phrase's outer edges to where its speaker's turn starts and ends.
+
+    Whisper's word times are ±0.2 s at best and often start a phrase late or end
+    it early (a trailing syllable, a breath); pyannote's segmentation marks
+    speech at 17 ms resolution. A phrase's first word starts where the turn of
+    its own speaker that it lies in starts, and its last word ends where that
+    turn ends, when that is at most ``snap`` s away and no other phrase is in
+    between. Words inside a phrase are not moved, and nothing reaches into
+    time the diarizer calls silence: the edge then speaks each phrase over the
+    time the speaker actually talked.
+    """
+    out = list(segments)
+    for i, seg in enumerate(out):
+        if not seg.words:
+            continue
+        mine = [t for t in turns if t.speaker == seg.speaker]
+        first, last = seg.words[0], seg.words[-1]
+        start, end = first.start, last.end
+        before = max((s.end for s in out[:i] if s.words), default=0.0)
+        after = min((s.start for s in out[i + 1:] if s.words), default=float("inf"))
+        for t in mine:
+            if t.start <= first.start + 1e-3 and t.end > first.start and first.start - t.start <= snap:
+                start = max(t.start, before)
+            if t.end >= last.end - 1e-3 and t.start < last.end and t.end - last.end <= snap:
+                end = min(t.end, after)
+        if start >= first.start and end <= last.end:
+            continue
+        words = list(seg.words)
+        words[0] = Word(first.text, round(min(start, first.start), 3), first.end)
+        words[-1] = Word(words[-1].text, words[-1].start, round(max(end, words[-1].end), 3))
+        out[i] = Segment(seg.speaker, words[0].start, words[-1].end, seg.text, tuple(words))
+    return out

@@ -15,11 +15,15 @@ ground station has already decoded the file once).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from ground.clustering import bounded_agglomerative
 from ground.pyannote_campplus import (
     DIMENSION,
     SAMPLE_RATE,
@@ -133,6 +137,7 @@ def _build_offline(segmentation_step: float, embedder):
         embedding_batch_size=16,
         segmentation_batch_size=16,
     )
+    pipeline.clustering = bounded_agglomerative()
     return pipeline.instantiate({"segmentation": {"min_duration_off": 0.0}, "clustering": dict(CLUSTERING)})
 
 
@@ -149,6 +154,17 @@ def _build_hub(name: str, token: str | None):
     if pipeline is None:
         raise ModelError(f"cannot load diarization pipeline {name!r} (gated model: accept its terms, pass a token)")
     return pipeline
+
+
+def _hook(progress: Callable[[str, float, float], None]) -> Callable[..., None]:
+    """pyannote's hook (step name, artefact, total=, completed=) as (stage, done, total)."""
+
+    def hook(step: str, artefact: object = None, file: object = None, total: int | None = None,
+             completed: int | None = None) -> None:
+        if total and completed is not None:
+            progress(f"diarization: {step}", float(completed), float(total))
+
+    return hook
 
 
 def _turns(annotation, order: dict[str, int], duration: float) -> list[Turn]:
@@ -189,7 +205,8 @@ class Diarizer:
             self.pipeline = _build_hub(pipeline, token)
             self.embedder = build_campplus()  # profiles are CAM++ whatever the pipeline embeds with
 
-    def __call__(self, audio: np.ndarray, options: DiarizationOptions | None = None) -> Diarization:
+    def __call__(self, audio: np.ndarray, options: DiarizationOptions | None = None,
+                 progress: Callable[[str, float, float], None] | None = None) -> Diarization:
         import torch
 
         options = options or DiarizationOptions()
@@ -201,12 +218,16 @@ class Diarizer:
             # pyannote warns (multi-line) when it finds fewer speakers than asked for;
             # callers compare Diarization.num_speakers with their options instead
             warnings.filterwarnings("ignore", message=r"\s*The detected number of speakers")
-            output = self.pipeline(
-                {"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": "input"},
-                num_speakers=options.num_speakers,
-                min_speakers=options.min_speakers,
-                max_speakers=options.max_speakers,
-            )
+            # pyannote's clustering print()s when it cannot make the clusters asked for; stdout is the
+            # CLI's (--json), so that note is dropped and the caller compares num_speakers instead
+            with contextlib.redirect_stdout(io.StringIO()):
+                output = self.pipeline(
+                    {"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": "input"},
+                    num_speakers=options.num_speakers,
+                    min_speakers=options.min_speakers,
+                    max_speakers=options.max_speakers,
+                    hook=None if progress is None else _hook(progress),
+                )
         annotation = getattr(output, "speaker_diarization", output)
         exclusive = getattr(output, "exclusive_speaker_diarization", annotation)
         centroids = getattr(output, "speaker_embeddings", None)

@@ -6,32 +6,38 @@ diarization with CAM++, the profile store) and the settings it encodes with
 codecs). ``relay ground encode``, the ground daemon, ``relay ground speakers
 add`` and the system bench all go through it, so they transcribe, diarize,
 match speakers and choose tiers the same way, against the same profile
-store. Each recording: transcribe (faster-whisper), diarize (pyannote), give
-each word its speaker, attach voice profiles, choose what travels as coded
-audio, pack. Diarization can be off, so a station without the speaker models
+store. Each recording: level its loudness for the ASR (ground.frontend),
+diarize (pyannote, on the audio as recorded), transcribe (faster-whisper)
+wherever the VAD *or* the diarizer heard speech, give each word its speaker
+and fit each phrase to its speaker's turn, attach voice profiles, choose what
+travels as coded audio, pack. Diarization can be off, so a station without the speaker models
 still sends text, as one speaker.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ground.attribute import attribute
+from ground.attribute import attribute, fit_spans
 from ground.diarize import Diarization, DiarizationOptions, Diarizer
 from ground.enroll import Enrollment, enroll
+from ground.frontend import Region, level, speech_regions, vad_regions
 from ground.speakers import SpeakerPlan, plan_speakers
 from ground.tiers import choose_tier
 from ground.transcribe import TranscribeOptions, Transcriber, Transcript
 from relay.audio.codecs import get_codec
-from relay.audio.io import load_audio
+from relay.audio.io import SAMPLE_RATE, load_audio
 from relay.config import GroundConfig
 from relay.env import environment
 from relay.format.bundle import Bundle, SourceInfo, Speaker
 from relay.profiles import ProfileStore
+
+Progress = Callable[[str, float, float], None]  # (stage, done, total)
 
 
 @dataclass(slots=True)
@@ -113,16 +119,32 @@ class Encoder:
             get_codec(tiers.reference_clips, codecs)
 
     def encode(self, audio: np.ndarray, title: str, input_bytes: int = 0,
-               speakers: DiarizationOptions | None = None) -> EncodeResult:
+               speakers: DiarizationOptions | None = None,
+               progress: Progress | None = None) -> EncodeResult:
         """Transcribe (and diarize) decoded 16 kHz audio and pack the bundle.
         With a profile store, speakers are matched against known profiles; call
-        :meth:`commit` once the bundle is safely stored."""
+        :meth:`commit` once the bundle is safely stored. ``progress(stage, done,
+        total)`` follows the long stages (a 45-minute recording takes minutes)."""
         g = self.config.ground
-        transcript = self.transcriber.transcribe(audio, TranscribeOptions(beam_size=g.beam_size, language=g.language))
-        timings = {"asr": transcript.elapsed}
+        timings: dict[str, float] = {}
+        duration = len(audio) / SAMPLE_RATE
+        diarizer = self.diarizer
+        diarization: Diarization | None = None
+        if diarizer is not None:
+            t0 = time.perf_counter()
+            diarization = diarizer(audio, speakers, progress=progress)
+            timings["diarization"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        levelled = level(audio)
+        heard = [Region(t.start, t.end) for t in diarization.turns] if diarization else []
+        regions = speech_regions(vad_regions(levelled), heard, duration)
+        front = time.perf_counter() - t0
+        asr_progress = None if progress is None else (lambda done, total: progress("transcribing", done, total))
+        options = TranscribeOptions(beam_size=g.beam_size, language=g.language)
+        transcript = self.transcriber.transcribe(levelled, options, regions=regions, progress=asr_progress)
+        timings["asr"] = front + transcript.elapsed
 
-        def pack(bundle: Bundle, diarization: Diarization | None = None,
-                 plan: SpeakerPlan | None = None) -> EncodeResult:
+        def pack(bundle: Bundle, plan: SpeakerPlan | None = None) -> EncodeResult:
             t0 = time.perf_counter()
             choice = choose_tier(bundle, audio, transcript, self.config.tiers, self.config.codecs)
             timings["pack"] = time.perf_counter() - t0
@@ -130,14 +152,11 @@ class Encoder:
                                 choice.tier, choice.tried)
 
         source = SourceInfo(title=title, duration=transcript.duration, language=transcript.language)
-        diarizer = self.diarizer
-        if diarizer is None:  # everything by one speaker
+        if diarization is None:  # everything by one speaker
             return pack(Bundle(source, [Speaker("S1")], transcript.segments))
         t0 = time.perf_counter()
-        diarization = diarizer(audio, speakers)
-        timings["diarization"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        segments = attribute(transcript.segments, diarization.turns, diarization.exclusive)
+        segments = fit_spans(attribute(transcript.segments, diarization.turns, diarization.exclusive),
+                             diarization.turns)
         tiers = self.config.tiers
         reference = get_codec(tiers.reference_clips, self.config.codecs) if tiers.reference_clips else None
         plan = plan_speakers(segments, diarization, audio, self.store, bits=g.profile_bits,
@@ -145,13 +164,13 @@ class Encoder:
         if not plan.speakers:  # no words at all: keep the one-speaker shape
             plan.speakers.append(Speaker("S1"))
         timings["speakers"] = time.perf_counter() - t0
-        return pack(Bundle(source, plan.speakers, plan.segments), diarization, plan)
+        return pack(Bundle(source, plan.speakers, plan.segments), plan)
 
     def encode_file(self, path: str | Path, title: str | None = None,
-                    speakers: DiarizationOptions | None = None) -> EncodeResult:
+                    speakers: DiarizationOptions | None = None, progress: Progress | None = None) -> EncodeResult:
         path = Path(path)
         audio = load_audio(path)
-        return self.encode(audio, title if title is not None else path.stem, path.stat().st_size, speakers)
+        return self.encode(audio, title if title is not None else path.stem, path.stat().st_size, speakers, progress)
 
     def commit(self, result: EncodeResult, sent: bool) -> list[bytes]:
         """The bundle is safely stored: remember its new speakers. ``sent``: it has

@@ -11,7 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ground.diarize import Diarization
+import numpy as np
+
+from ground.diarize import Diarization, Turn
 from ground.pyannote_campplus import import_pyannote
 
 
@@ -41,6 +43,33 @@ def load_rttm(paths: Iterable[Path]) -> dict:
             uri, start, dur, label = f[1], float(f[3]), float(f[4]), f[7]
             out.setdefault(uri, Annotation(uri=uri))[Segment(start, start + dur)] = label
     return out
+
+
+BRIDGE = 0.3  # same-speaker gaps up to this are one span (the edge speaks across them)
+
+
+def word_spans(segments, duration: float, bridge: float = BRIDGE) -> Diarization:
+    """Who speaks when *as the bundle says it*: each speaker's words as spans,
+    gaps of at most ``bridge`` seconds between one speaker's words bridged.
+    This is what the edge will speak, so it is what the bundle is scored on."""
+    by_speaker: dict[int, list[tuple[float, float]]] = {}
+    for seg in segments:
+        for w in seg.words or ():
+            by_speaker.setdefault(seg.speaker, []).append((w.start, w.end))
+    turns: list[Turn] = []
+    for speaker, spans in by_speaker.items():
+        spans.sort()
+        start, end = spans[0]
+        for a, b in spans[1:]:
+            if a - end <= bridge:
+                end = max(end, b)
+            else:
+                turns.append(Turn(start, end, speaker))
+                start, end = a, b
+        turns.append(Turn(start, end, speaker))
+    turns.sort(key=lambda t: (t.start, t.speaker))
+    empty = np.zeros((len(by_speaker), 0), np.float32)
+    return Diarization(turns=turns, exclusive=turns, embeddings=empty, duration=duration)
 
 
 def to_annotation(diarization: Diarization, uri: str):
@@ -80,7 +109,6 @@ def word_attribution(segments, reference) -> tuple[float, int]:
     one-to-one (Hungarian assignment on co-occurrence counts), and a word is
     right when its bundle speaker maps to its reference speaker.
     """
-    import numpy as np
     from scipy.optimize import linear_sum_assignment
 
     pairs = []

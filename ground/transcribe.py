@@ -10,10 +10,12 @@ relies on.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ground.frontend import Region
 from ground.models import ResolvedModel, resolve_whisper
 from relay.audio.io import SAMPLE_RATE, frame_db
 from relay.errors import ModelError
@@ -77,40 +79,82 @@ class Transcriber:
     def english_only(self) -> bool:
         return not self.model.model.is_multilingual
 
-    def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None) -> Transcript:
-        """Transcribe 16 kHz mono float32 audio."""
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None,
+                   regions: Sequence[Region] | None = None,
+                   progress: Callable[[float, float], None] | None = None) -> Transcript:
+        """Transcribe 16 kHz mono float32 audio.
+
+        ``regions``: where the speech is (:func:`ground.frontend.speech_regions`);
+        only those stretches are decoded, joined end to end as faster-whisper
+        does with its own VAD, and every time is mapped back to the recording.
+        Without them, faster-whisper's Silero VAD decides (``options.vad_filter``).
+        ``progress(done, total)`` is called in seconds of audio decoded.
+        """
         options = options or TranscribeOptions()
         started = time.perf_counter()
-        raw_segments, info = self.model.transcribe(
-            audio,
-            beam_size=options.beam_size,
-            language=options.language or ("en" if self.english_only else None),
-            word_timestamps=True,
-            vad_filter=options.vad_filter,
-            vad_parameters={"min_silence_duration_ms": options.min_silence_ms},
-            initial_prompt=options.initial_prompt,
-            condition_on_previous_text=False,
-        )
+        duration = len(audio) / SAMPLE_RATE
+        listen, spans = audio, None
+        if regions is not None:
+            spans = [(int(r.start * SAMPLE_RATE), min(len(audio), int(r.end * SAMPLE_RATE))) for r in regions]
+            spans = [(a, b) for a, b in spans if b > a]
+            listen = np.concatenate([audio[a:b] for a, b in spans]) if spans else np.zeros(0, np.float32)
         segments: list[Segment] = []
         confidences: list[float] = []
         no_speech: list[float] = []
-        loud = loud_frames(audio)
-        for raw in raw_segments:
-            words = tighten_words(_join_words(raw.words or ()), loud)
-            if not words:
-                continue
-            text = " ".join(w.text for w in words)
-            segments.append(Segment(0, words[0].start, words[-1].end, text, words))
-            confidences.append(float(raw.avg_logprob))
-            no_speech.append(float(raw.no_speech_prob))
+        language = options.language or ("en" if self.english_only else "")
+        if len(listen) >= SAMPLE_RATE // 10:
+            raw_segments, info = self.model.transcribe(
+                listen,
+                beam_size=options.beam_size,
+                language=options.language or ("en" if self.english_only else None),
+                word_timestamps=True,
+                vad_filter=options.vad_filter and spans is None,
+                vad_parameters={"min_silence_duration_ms": options.min_silence_ms},
+                initial_prompt=options.initial_prompt,
+                condition_on_previous_text=False,
+            )
+            language = info.language
+            total = len(listen) / SAMPLE_RATE
+            loud = loud_frames(audio)
+            for raw in raw_segments:
+                if progress is not None:
+                    progress(min(float(raw.end), total), total)
+                words = _join_words(raw.words or ())
+                if spans is not None:
+                    words = _restore(words, spans)
+                words = tighten_words(words, loud)
+                if not words:
+                    continue
+                text = " ".join(w.text for w in words)
+                segments.append(Segment(0, words[0].start, words[-1].end, text, words))
+                confidences.append(float(raw.avg_logprob))
+                no_speech.append(float(raw.no_speech_prob))
+            if progress is not None:
+                progress(total, total)
         return Transcript(
             segments=segments,
-            language=info.language,
-            duration=len(audio) / SAMPLE_RATE,
+            language=language or "en",
+            duration=duration,
             elapsed=time.perf_counter() - started,
             confidences=confidences,
             no_speech=no_speech,
         )
+
+
+def _restore(words: tuple[Word, ...], spans: Sequence[tuple[int, int]]) -> tuple[Word, ...]:
+    """Times in the joined speech back to times in the recording. A word belongs
+    to the stretch its middle falls in and is kept inside it (a word cannot
+    span the silence that was cut out)."""
+    ends = np.cumsum([(b - a) / SAMPLE_RATE for a, b in spans])
+    out = []
+    for w in words:
+        i = min(int(np.searchsorted(ends, (w.start + w.end) / 2, side="right")), len(spans) - 1)
+        joined_start = ends[i - 1] if i else 0.0
+        a, b = spans[i][0] / SAMPLE_RATE, spans[i][1] / SAMPLE_RATE
+        start = min(max(a + w.start - joined_start, a), b)
+        end = min(max(a + w.end - joined_start, start), b)
+        out.append(Word(w.text, round(float(start), 3), round(float(end), 3)))
+    return tuple(out)
 
 
 FRAME = 0.02  # seconds per loudness frame
