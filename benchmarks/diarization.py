@@ -48,6 +48,7 @@ from ground.encoder import Encoder  # noqa: E402
 from ground.evaluate import load_rttm, score, word_attribution, word_spans  # noqa: E402
 from ground.transcribe import Transcriber  # noqa: E402
 from relay.audio.io import load_audio  # noqa: E402
+from relay.cli import stage_bars  # noqa: E402
 from relay.config import GroundConfig, GroundSection  # noqa: E402
 from relay.format.wire import field_costs  # noqa: E402
 
@@ -229,8 +230,6 @@ def long_run(ground: Encoder, minutes: float, console: Console) -> dict:
     """One long recording made by cycling the shared files: speed, memory, and
     whether each file's speakers get the same label every time they recur."""
     import numpy as np
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     clips = [load_audio(DATA / f"{uri}.wav") for uri in FILES]
     need = int(minutes * 60 * 16000)
     pieces, placed, at = [], [], 0
@@ -240,15 +239,7 @@ def long_run(ground: Encoder, minutes: float, console: Console) -> dict:
         placed.append((FILES[i], at / 16000, (at + len(clips[i])) / 16000))
         at += len(clips[i])
     long_audio = np.concatenate(pieces)[:need]
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
-        tasks: dict[str, object] = {}
-
-        def progress(stage: str, done: float, total: float) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
-
+    with stage_bars(console) as progress:
         result = ground.encode(long_audio, "long", progress=progress)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # consistency: the speaker holding most of each file's copy, copy by copy

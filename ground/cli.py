@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from relay.cli import keys_app, ordered, with_flags
+from relay.cli import keys_app, ordered, stage_bars, with_flags
 
 console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 ground_app = typer.Typer(help="The ground station: the daemon, encoding, speakers, the queue, keys.",
@@ -146,8 +146,8 @@ def encode(
     if g.diarize:
         with console.status("loading diarization models…"):
             encoder.diarizer  # noqa: B018
-    with console.status(f"transcribing {'and diarizing ' if g.diarize else ''}{audio}…"):
-        result = encoder.encode(samples, title or audio.stem, audio.stat().st_size, speakers)
+    with stage_bars(console) as progress:
+        result = encoder.encode(samples, title or audio.stem, audio.stat().st_size, speakers, progress)
     write_atomic(output, result.data)
     encoder.commit(result, sent=True)  # only now: the bundle exists, so its profiles count as sent
     t = result.transcript

@@ -10,7 +10,7 @@ relies on.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,40 +88,47 @@ class Transcriber:
         only those stretches are decoded, joined end to end as faster-whisper
         does with its own VAD, and every time is mapped back to the recording.
         Without them, faster-whisper's Silero VAD decides (``options.vad_filter``).
-        ``progress(done, total)`` is called in seconds of audio decoded.
+        ``progress(done, total)`` is called in seconds of audio decoded. Long
+        recordings are decoded ``BATCH`` seconds of speech at a time, so memory
+        does not grow with their length.
         """
         options = options or TranscribeOptions()
         started = time.perf_counter()
         duration = len(audio) / SAMPLE_RATE
-        listen, spans = audio, None
-        if regions is not None:
+        if regions is None:
+            batches: list[list[tuple[int, int]] | None] = [None]
+            total = duration
+        else:
             spans = [(int(r.start * SAMPLE_RATE), min(len(audio), int(r.end * SAMPLE_RATE))) for r in regions]
-            spans = [(a, b) for a, b in spans if b > a]
-            listen = np.concatenate([audio[a:b] for a, b in spans]) if spans else np.zeros(0, np.float32)
+            batches = list(_batches([(a, b) for a, b in spans if b > a]))
+            total = sum(b - a for batch in batches for a, b in batch or ()) / SAMPLE_RATE
         segments: list[Segment] = []
         confidences: list[float] = []
         no_speech: list[float] = []
-        language = options.language or ("en" if self.english_only else "")
-        if len(listen) >= SAMPLE_RATE // 10:
+        language = options.language or ("en" if self.english_only else None)
+        loud = loud_frames(audio)
+        done = 0.0
+        for batch in batches:
+            listen = audio if batch is None else np.concatenate([audio[a:b] for a, b in batch])
+            if len(listen) < SAMPLE_RATE // 10:
+                continue
             raw_segments, info = self.model.transcribe(
                 listen,
                 beam_size=options.beam_size,
-                language=options.language or ("en" if self.english_only else None),
+                language=language,
                 word_timestamps=True,
-                vad_filter=options.vad_filter and spans is None,
+                vad_filter=options.vad_filter and batch is None,
                 vad_parameters={"min_silence_duration_ms": options.min_silence_ms},
                 initial_prompt=options.initial_prompt,
                 condition_on_previous_text=False,
             )
-            language = info.language
-            total = len(listen) / SAMPLE_RATE
-            loud = loud_frames(audio)
+            language = info.language  # detected once, kept for the batches after
             for raw in raw_segments:
                 if progress is not None:
-                    progress(min(float(raw.end), total), total)
+                    progress(min(done + float(raw.end), total), total)
                 words = _join_words(raw.words or ())
-                if spans is not None:
-                    words = _restore(words, spans)
+                if batch is not None:
+                    words = _restore(words, batch)
                 words = tighten_words(words, loud)
                 if not words:
                     continue
@@ -129,8 +136,9 @@ class Transcriber:
                 segments.append(Segment(0, words[0].start, words[-1].end, text, words))
                 confidences.append(float(raw.avg_logprob))
                 no_speech.append(float(raw.no_speech_prob))
-            if progress is not None:
-                progress(total, total)
+            done += len(listen) / SAMPLE_RATE
+        if progress is not None:
+            progress(total, total)
         return Transcript(
             segments=segments,
             language=language or "en",
@@ -139,6 +147,27 @@ class Transcriber:
             confidences=confidences,
             no_speech=no_speech,
         )
+
+
+BATCH = 600.0  # seconds of speech decoded at once: bounds the features' memory on long recordings
+
+
+def _batches(spans: Sequence[tuple[int, int]], limit: float = BATCH) -> Iterator[list[tuple[int, int]]]:
+    """Speech stretches in groups of at most ``limit`` seconds (a longer stretch is cut)."""
+    size = int(limit * SAMPLE_RATE)
+    batch: list[tuple[int, int]] = []
+    used = 0
+    for a, b in spans:
+        while b - a > 0:
+            take = min(b - a, size - used)
+            batch.append((a, a + take))
+            used += take
+            a += take
+            if used >= size:
+                yield batch
+                batch, used = [], 0
+    if batch:
+        yield batch
 
 
 def _restore(words: tuple[Word, ...], spans: Sequence[tuple[int, int]]) -> tuple[Word, ...]:

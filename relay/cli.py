@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -255,3 +257,22 @@ def run() -> None:
 
 if __name__ == "__main__":
     run()
+
+
+@contextmanager
+def stage_bars(console: Console) -> Iterator[Callable[[str, float, float], None]]:
+    """A progress bar per stage of a long job: yields ``progress(stage, done, total)``
+    (the ground Encoder's callback). Bars vanish when done (``transient``)."""
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bars:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(stage: str, done: float, total: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        yield progress

@@ -114,3 +114,16 @@ def test_segmentation_bound_counts_people_heard_alone_in_one_window():
     slip[3, 300:589, 1] = 1  # two people in a single window: one slip is not enough
     assert local_speaker_bound(slip, step) == 1
     assert local_speaker_bound(np.zeros((3, frames, 3)), step) == 1
+
+
+def test_long_speech_is_decoded_in_bounded_batches():
+    from ground.transcribe import _batches
+
+    sr = 16000
+    spans = [(0, 400 * sr), (500 * sr, 1300 * sr), (1400 * sr, 1401 * sr)]  # 400 s, 800 s, 1 s of speech
+    batches = list(_batches(spans, limit=600))
+    assert [sum(b - a for a, b in batch) / sr for batch in batches] == [600, 600, 1]
+    assert [p for batch in batches for p in batch][0] == (0, 400 * sr)
+    covered = sorted(p for batch in batches for p in batch)
+    assert sum(b - a for a, b in covered) == sum(b - a for a, b in spans)  # nothing lost, nothing twice
+    assert list(_batches([])) == []
