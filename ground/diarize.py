@@ -184,6 +184,8 @@ class Diarizer:
     ``pipeline`` is ``"offline"`` (packaged weights, the default), a hub
     pipeline name, or a local pipeline folder/config. ``threads`` caps torch's
     intra-op threads so ASR and diarization can share a small machine.
+    ``resegment``: find speaker changes inside pyannote's turns with short-window
+    CAM++ scores (:mod:`ground.resegment`).
     """
 
     def __init__(
@@ -192,12 +194,14 @@ class Diarizer:
         token: str | None = None,
         threads: int | None = None,
         segmentation_step: float = 0.1,
+        resegment: bool = True,
     ) -> None:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self.name = pipeline
+        self.resegment = resegment  # speaker changes inside pyannote's turns (ground.resegment)
         if pipeline == OFFLINE:
             self.embedder = build_campplus()
             self.pipeline = _build_offline(segmentation_step, self.embedder)
@@ -249,6 +253,10 @@ class Diarizer:
             duration=duration,
         )
         self._fill_embeddings(result, audio)
+        if self.resegment:
+            from ground.resegment import resegment
+
+            result = resegment(audio, result, self.embedder.encoder, progress)
         return result
 
     def _fill_embeddings(self, result: Diarization, audio: np.ndarray) -> None:

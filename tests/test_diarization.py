@@ -19,14 +19,27 @@ def test_sample_der_within_target(pyannote_refs, pyannote_diarized):
 
 
 def test_pooled_der(pyannote_refs, pyannote_diarized):
-    # measured 25.0 % (collar 0) and 15.4 % (collar 0.5); most of the error is
-    # trn01 (speech the segmentation model never detects) and dev00/dev01, where it puts both
-    # AMI speakers in one local speaker for whole chunks (see README)
+    # measured 21.9 % (collar 0) and 11.5 % (collar 0.5) with the speaker changes found
+    # inside pyannote's turns (25.0 % and 15.4 % without); most of what is left is trn01
+    # (speech the segmentation model never detects), dev01, where it puts both AMI speakers
+    # in one local speaker and the second never gets a centroid, and trn04's three-way overlap
     _, pooled0 = score(pyannote_refs, pyannote_diarized, collar=0.0)
     _, pooled5 = score(pyannote_refs, pyannote_diarized, collar=0.5)
-    assert pooled0 <= 0.26
-    assert pooled5 <= 0.17
+    assert pooled0 <= 0.235
+    assert pooled5 <= 0.13
     assert pooled5 < pooled0
+
+
+def test_speaker_changes_inside_a_turn_are_found(pyannote_refs, pyannote_diarized, diarizer):
+    """dev00: segmentation-3.0 keeps both men in one local speaker for whole
+    windows; the short-window rescoring finds the changes (confusion 5.0 s -> 1.0 s)."""
+    from ground.diarize import Diarizer
+
+    rows, _ = score(pyannote_refs, {"dev00": pyannote_diarized["dev00"]})
+    assert rows[0].confusion < 2.0, rows[0]
+    plain = Diarizer(resegment=False)(load_audio(shared("pyannote", "dev00.wav")))
+    before, _ = score(pyannote_refs, {"dev00": plain})
+    assert before[0].confusion > rows[0].confusion + 2.0, (before[0], rows[0])
 
 
 def test_speaker_count_found_on_two_speaker_files(pyannote_refs, pyannote_diarized):

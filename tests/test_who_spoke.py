@@ -127,3 +127,30 @@ def test_long_speech_is_decoded_in_bounded_batches():
     covered = sorted(p for batch in batches for p in batch)
     assert sum(b - a for a, b in covered) == sum(b - a for a, b in spans)  # nothing lost, nothing twice
     assert list(_batches([])) == []
+
+
+def test_speaker_changes_cost_a_switch_but_not_across_pauses():
+    from ground.resegment import _viterbi
+
+    # speaker 0 clearly, then one frame that leans to 1, then 1 clearly
+    scores = np.array([[1, 0], [1, 0], [0.4, 0.6], [1, 0], [0, 1], [0, 1], [0, 1]], float) * 10
+    frames = np.arange(7)
+    assert list(_viterbi(scores, frames, switch=3.0)) == [0, 0, 0, 0, 1, 1, 1]  # a one-frame blip is not a turn
+    assert list(_viterbi(scores, frames, switch=0.0)) == [0, 0, 1, 0, 1, 1, 1]
+    # across a pause (frames not contiguous) a change is free
+    gap = np.array([0, 1, 2, 10, 11])
+    leaning = np.array([[1, 0], [1, 0], [1, 0], [0.45, 0.55], [0.45, 0.55]]) * 10
+    assert list(_viterbi(leaning, gap, 3.0)) == [0, 0, 0, 1, 1]
+    assert list(_viterbi(leaning, np.arange(5), 3.0)) == [0, 0, 0, 0, 0]
+
+
+def test_relabelled_speakers_are_numbered_by_first_appearance():
+    from ground.diarize import Diarization
+    from ground.resegment import _renumbered
+
+    old = Diarization([], [], np.eye(3, dtype=np.float32), 10.0)
+    turns = [Turn(0.0, 1.0, 2), Turn(2.0, 3.0, 0)]  # speaker 1 lost all its speech
+    new = _renumbered(old, turns, turns)
+    assert [(t.start, t.speaker) for t in new.turns] == [(0.0, 0), (2.0, 1)]
+    assert new.num_speakers == 2
+    assert np.array_equal(new.embeddings, np.eye(3, dtype=np.float32)[[2, 0]])
