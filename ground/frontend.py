@@ -103,9 +103,13 @@ def level(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         return audio.copy()
     hop = int(FRAME * sample_rate)
     centres = (np.arange(len(gain_db)) + 0.5) * hop
-    per_sample = np.interp(np.arange(len(audio)), centres, gain_db)
-    out = audio * (10.0 ** (per_sample / 20.0)).astype(np.float32)
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
+    out = np.empty_like(audio)
+    block = 60 * sample_rate  # a minute at a time: no 64-bit copies of a whole long recording
+    for a in range(0, len(audio), block):
+        index = np.arange(a, min(a + block, len(audio)))
+        gain = 10.0 ** (np.interp(index, centres, gain_db) / 20.0)
+        out[a : a + len(index)] = np.clip(audio[a : a + len(index)] * gain, -1.0, 1.0)
+    return out
 
 
 def vad_regions(audio: np.ndarray, min_silence_ms: int = 500, sample_rate: int = SAMPLE_RATE) -> list[Region]:

@@ -29,6 +29,7 @@ WINDOW = 1.5  # seconds of speech per embedding
 HOP = 0.25
 SWITCH = 3.0  # cost of a change of speaker, in units of ``SCALE`` x cosine
 SCALE = 10.0
+BLOCK = 240  # windows scored per stretch of features (60 s at HOP)
 
 
 def _activity(turns: list[Turn], frames: int, speakers: int) -> np.ndarray:
@@ -71,8 +72,6 @@ def resegment(audio: np.ndarray, diarization: Diarization, encoder,
     """``diarization`` with its single-speaker stretches relabelled by short-window
     CAM++ scores against the speakers' centroids (``encoder``: a
     :class:`relay.audio.speaker_encoder.SpeakerEncoder`)."""
-    import torch
-
     valid = np.flatnonzero(np.all(np.isfinite(diarization.embeddings), axis=1))
     if len(valid) < 2 or not diarization.turns:
         return diarization
@@ -85,21 +84,22 @@ def resegment(audio: np.ndarray, diarization: Diarization, encoder,
     if frames.size == 0:
         return diarization
     centroids = diarization.embeddings[valid]
-    feats = encoder.fbank(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))  # 10 ms frames
-    width, hop = int(WINDOW * 100), int(HOP * 100)
-    windows = max(0, (feats.shape[0] - width) // hop + 1)
+    width, hop = int(WINDOW * 100), int(HOP * 100)  # in 10 ms feature frames
+    windows = max(0, (len(audio) - 400) // 160 + 1 - width) // hop + 1 if len(audio) >= 400 else 0
     if windows == 0:
         return diarization
     # the window nearest each frame; only windows some single-speaker frame needs are embedded
     nearest = np.clip(np.round((frames * STEP - WINDOW / 2) / HOP).astype(int), 0, windows - 1)
-    scores = {}
     needed = np.unique(nearest)
-    for i, w in enumerate(needed):
-        if progress is not None and i % 50 == 0:
-            progress("diarization: speaker changes", float(i), float(len(needed)))
-        piece = feats[w * hop : w * hop + width]
-        vector = encoder.embed_features(piece - piece.mean(dim=0, keepdim=True)).numpy()
-        scores[int(w)] = centroids @ (vector / (np.linalg.norm(vector) + 1e-9))
+    scores: dict[int, np.ndarray] = {}
+    # stretches of at most BLOCK windows, so the features of one stretch are small
+    cuts = np.flatnonzero(np.diff(needed // BLOCK)) + 1
+    done = 0
+    for block in np.split(needed, cuts):
+        if progress is not None:
+            progress("diarization: speaker changes", float(done), float(len(needed)))
+        scores.update(_score_block(audio, block, width, hop, centroids, encoder))
+        done += len(block)
     observed = np.stack([scores[int(w)] for w in nearest]) * SCALE
     path = valid[_viterbi(observed, frames, SWITCH)]
     active[frames] = False
@@ -107,6 +107,25 @@ def resegment(audio: np.ndarray, diarization: Diarization, encoder,
     exclusive[frames] = False
     exclusive[frames, path] = True
     return _renumbered(diarization, _turns(active, diarization.duration), _turns(exclusive, diarization.duration))
+
+
+def _score_block(audio: np.ndarray, block: np.ndarray, width: int, hop: int, centroids: np.ndarray,
+                 encoder) -> dict[int, np.ndarray]:
+    """Cosine of each window in ``block`` (window indices, ascending) with each
+    centroid. Features are computed for the block's stretch only, so memory does
+    not grow with the recording (fbank frames are local: the same values as for
+    the whole signal, and each window is mean-normalised on its own)."""
+    import torch
+
+    first, last = int(block[0]) * hop, int(block[-1]) * hop + width  # feature frames
+    a, b = first * 160, min(len(audio), (last - 1) * 160 + 400)
+    feats = encoder.fbank(torch.from_numpy(np.ascontiguousarray(audio[a:b], dtype=np.float32)))
+    out = {}
+    for w in block:
+        piece = feats[int(w) * hop - first : int(w) * hop - first + width]
+        vector = encoder.embed_features(piece - piece.mean(dim=0, keepdim=True)).numpy()
+        out[int(w)] = centroids @ (vector / (np.linalg.norm(vector) + 1e-9))
+    return out
 
 
 def _renumbered(old: Diarization, turns: list[Turn], exclusive: list[Turn]) -> Diarization:
