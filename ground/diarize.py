@@ -93,9 +93,12 @@ class Diarization:
     def speech_time(self, speaker: int) -> float:
         return sum(t.duration for t in self.turns if t.speaker == speaker)
 
-    def audio_of(self, audio: np.ndarray, speaker: int, limit: float | None = None) -> np.ndarray:
-        """The speaker's exclusive speech (no overlap), longest turns first, up to ``limit`` seconds."""
-        mine = sorted((t for t in self.exclusive if t.speaker == speaker), key=lambda t: -t.duration)
+    def audio_of(self, audio: np.ndarray, speaker: int, limit: float | None = None,
+                 overlap: bool = False) -> np.ndarray:
+        """The speaker's exclusive speech (no overlap; all of their turns with
+        ``overlap``), longest turns first, up to ``limit`` seconds."""
+        turns = self.turns if overlap else self.exclusive
+        mine = sorted((t for t in turns if t.speaker == speaker), key=lambda t: -t.duration)
         pieces, total = [], 0.0
         for t in mine:
             if limit is not None and total >= limit:
@@ -262,12 +265,18 @@ class Diarizer:
     def _fill_embeddings(self, result: Diarization, audio: np.ndarray) -> None:
         """Embed speakers the pipeline left without a CAM++ centroid (a hub
         pipeline embeds with another network; a speaker heard only in short
-        fragments has none) from their own exclusive speech, when there is
-        enough of it."""
+        fragments has none) from their own exclusive speech, or failing that
+        from all of their turns (overlap included): a speaker the clustering
+        found but could not embed would otherwise be invisible to the speaker
+        rescoring (dev01: a second speaker heard for 0.3 s, then 38.8 % DER
+        instead of 47.7 %; the one file this fallback changes, and a test file,
+        so the figure is not held out)."""
         for k in range(result.num_speakers):
             if np.all(np.isfinite(result.embeddings[k])):
                 continue
-            try:
-                result.embeddings[k] = embed(self.embedder, result.audio_of(audio, k, limit=60.0))
-            except ValueError:  # under 0.25 s of speech: the speaker stays without an embedding
-                pass
+            for speech in (result.audio_of(audio, k, limit=60.0), result.audio_of(audio, k, 60.0, overlap=True)):
+                try:
+                    result.embeddings[k] = embed(self.embedder, speech)
+                    break
+                except ValueError:  # under 0.25 s of speech: the speaker stays without an embedding
+                    continue
