@@ -142,6 +142,7 @@ class Encoder:
         asr_progress = None if progress is None else (lambda done, total: progress("transcribing", done, total))
         options = TranscribeOptions(beam_size=g.beam_size, language=g.language)
         transcript = self.transcriber.transcribe(levelled, options, regions=regions, progress=asr_progress)
+        del levelled  # a long recording's copy; everything after works on the audio as recorded
         timings["asr"] = front + transcript.elapsed
 
         def pack(bundle: Bundle, plan: SpeakerPlan | None = None) -> EncodeResult:

@@ -112,12 +112,22 @@ def level(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return out
 
 
+VAD_BLOCK = 600.0  # seconds given to the VAD at once: its framing copies the input several times
+
+
 def vad_regions(audio: np.ndarray, min_silence_ms: int = 500, sample_rate: int = SAMPLE_RATE) -> list[Region]:
-    """Silero VAD (the model inside the faster-whisper wheel)."""
+    """Silero VAD (the model inside the faster-whisper wheel), ``VAD_BLOCK``
+    seconds at a time so a long recording costs no more memory than ten
+    minutes do; speech cut at a block's edge is joined again by :func:`merge`."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    chunks = get_speech_timestamps(audio, VadOptions(min_silence_duration_ms=min_silence_ms))
-    return [Region(c["start"] / sample_rate, c["end"] / sample_rate) for c in chunks]
+    options = VadOptions(min_silence_duration_ms=min_silence_ms)
+    block = int(VAD_BLOCK * sample_rate)
+    regions = []
+    for a in range(0, len(audio), block):
+        for c in get_speech_timestamps(audio[a : a + block], options):
+            regions.append(Region((a + c["start"]) / sample_rate, (a + c["end"]) / sample_rate))
+    return regions
 
 
 def merge(regions: Iterable[Region], pad: float = 0.2, gap: float = 0.5, duration: float | None = None) -> list[Region]:

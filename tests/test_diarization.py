@@ -19,13 +19,13 @@ def test_sample_der_within_target(pyannote_refs, pyannote_diarized):
 
 
 def test_pooled_der(pyannote_refs, pyannote_diarized):
-    # measured 21.9 % (collar 0) and 11.5 % (collar 0.5) with the speaker changes found
-    # inside pyannote's turns (25.0 % and 15.4 % without); most of what is left is trn01
-    # (speech the segmentation model never detects), dev01, where it puts both AMI speakers
-    # in one local speaker and the second never gets a centroid, and trn04's three-way overlap
+    # measured 20.7 % (collar 0) with the speaker changes found inside pyannote's turns
+    # (25.0 % and 15.4 % at collar 0.5 without); most of what is left is trn01 (speech
+    # the segmentation model never detects), dev01, where it puts both AMI speakers in one
+    # local speaker and the second is heard for 0.3 s, and trn04's three-way overlap
     _, pooled0 = score(pyannote_refs, pyannote_diarized, collar=0.0)
     _, pooled5 = score(pyannote_refs, pyannote_diarized, collar=0.5)
-    assert pooled0 <= 0.235
+    assert pooled0 <= 0.22
     assert pooled5 <= 0.13
     assert pooled5 < pooled0
 

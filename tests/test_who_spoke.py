@@ -154,3 +154,22 @@ def test_relabelled_speakers_are_numbered_by_first_appearance():
     assert [(t.start, t.speaker) for t in new.turns] == [(0.0, 0), (2.0, 1)]
     assert new.num_speakers == 2
     assert np.array_equal(new.embeddings, np.eye(3, dtype=np.float32)[[2, 0]])
+
+
+def test_vad_in_blocks_finds_the_same_speech(monkeypatch):
+    import ground.frontend as frontend
+
+    audio = level(load_audio(shared("pyannote", "sample.wav")))
+    whole = merge(frontend.vad_regions(audio), duration=30.0)
+    monkeypatch.setattr(frontend, "VAD_BLOCK", 7.0)
+    blocks = merge(frontend.vad_regions(audio), duration=30.0)
+    assert whole and blocks
+
+    def covered(regions):
+        mask = np.zeros(3000, bool)
+        for r in regions:
+            mask[int(r.start * 100) : int(r.end * 100)] = True
+        return mask
+
+    a, b = covered(whole), covered(blocks)
+    assert (a & b).sum() / max(1, (a | b).sum()) > 0.9
