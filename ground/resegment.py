@@ -129,11 +129,12 @@ def _score_block(audio: np.ndarray, block: np.ndarray, width: int, hop: int, cen
 
 
 def _renumbered(old: Diarization, turns: list[Turn], exclusive: list[Turn]) -> Diarization:
-    """Speakers numbered again by first appearance; one left with no speech is dropped."""
+    """Speakers numbered again by first appearance. One left with no speech keeps
+    a number after the others (a count the caller asked for is kept)."""
     first: dict[int, float] = {}
     for t in turns:
         first.setdefault(t.speaker, t.start)
-    order = sorted(first, key=first.__getitem__)
+    order = sorted(first, key=first.__getitem__) + [k for k in range(old.num_speakers) if k not in first]
     mapping = {old_k: new_k for new_k, old_k in enumerate(order)}
 
     def renamed(ts: list[Turn]) -> list[Turn]:
