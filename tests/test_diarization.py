@@ -26,7 +26,7 @@ def test_pooled_der(pyannote_refs, pyannote_diarized):
     _, pooled0 = score(pyannote_refs, pyannote_diarized, collar=0.0)
     _, pooled5 = score(pyannote_refs, pyannote_diarized, collar=0.5)
     assert pooled0 <= 0.22
-    assert pooled5 <= 0.13
+    assert pooled5 <= 0.115  # measured 9.9 %
     assert pooled5 < pooled0
 
 
@@ -99,16 +99,17 @@ def bundles(tiny, diarizer):
 
 def test_bundle_word_spans_say_who_spoke(pyannote_refs, bundles):
     """Scored as the edge will speak it: each speaker's words as spans (issue 13).
-    Measured here with tiny.en: pooled 38.5 % (sample 20 %); with base (the
-    benchmark) 31.2 %, against 35.9 % before the levelling, the diarizer-guided
-    ASR and the span fitting. Missed speech is most of what is left."""
+    Measured here with tiny.en: pooled 34.1 % (sample 18.7 %); with base (the
+    benchmark) 26.7 %, against 35.9 % before the levelling, the diarizer-guided
+    ASR, the speaker rescoring and the span fitting. Missed speech is most of
+    what is left."""
     from ground.evaluate import word_spans
 
     spans = {uri: word_spans(r.bundle.segments, r.duration) for uri, r in bundles.items()}
     rows, pooled = score(pyannote_refs, spans, collar=0.0)
-    assert pooled <= 0.42, [(r.uri, round(r.der, 3)) for r in rows]
+    assert pooled <= 0.37, [(r.uri, round(r.der, 3)) for r in rows]
     by_uri = {r.uri: r for r in rows}
-    assert by_uri["sample"].der <= 0.25, by_uri["sample"]
+    assert by_uri["sample"].der <= 0.22, by_uri["sample"]
     # confusion stays a small part: words go to the speaker who said them
     assert sum(r.confusion for r in rows) < 0.5 * sum(r.missed + r.false_alarm + r.confusion for r in rows)
 
