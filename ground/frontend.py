@@ -47,18 +47,23 @@ class Region:
         return self.end - self.start
 
 
-def _frame_power(audio: np.ndarray, hop: int) -> np.ndarray:
+def _frame_stats(audio: np.ndarray, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean power, peak) of each ``hop``-sample frame, a minute of frames at a
+    time: a whole long recording is never copied."""
     n = len(audio) // hop
-    if n == 0:
-        return np.zeros(0)
-    frames = audio[: n * hop].astype(np.float64).reshape(n, hop)
-    return np.mean(frames**2, axis=1) + 1e-12
+    power, peak = np.zeros(n), np.zeros(n)
+    step = 3000  # frames per block
+    for i in range(0, n, step):
+        frames = audio[i * hop : min(n, i + step) * hop].reshape(-1, hop)
+        power[i : i + len(frames)] = np.einsum("ij,ij->i", frames, frames) / hop
+        peak[i : i + len(frames)] = np.abs(frames).max(axis=1)
+    return power + 1e-12, peak + 1e-9
 
 
 def gain_curve(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The levelling gain in dB, one value per ``FRAME``."""
     hop = int(FRAME * sample_rate)
-    power = _frame_power(audio, hop)
+    power, peaks = _frame_stats(np.asarray(audio, dtype=np.float32), hop)
     if power.size == 0:
         return np.zeros(0)
     db = 10 * np.log10(power)
@@ -85,7 +90,6 @@ def gain_curve(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         level[~has] = level[pick[~has]]
     gain = np.clip(TARGET_DB - level, MIN_GAIN_DB, MAX_GAIN_DB)
     # never clip: a frame's peak after gain stays under PEAK
-    peaks = np.abs(audio[: len(db) * hop]).reshape(len(db), hop).max(axis=1) + 1e-9
     gain = np.minimum(gain, 20 * np.log10(PEAK / peaks))
     # smooth over ~100 ms so the gain itself adds no audible steps
     kernel = np.hanning(11)
