@@ -57,7 +57,6 @@ DATA = SHARED / "pyannote"
 TUNE = ["sample", "dev00", "trn01", "trn03"]
 TEST = ["dev01", "trn02", "trn04"]
 FILES = TUNE + TEST
-RTTMS = ["sample.rttm", "debug.development.rttm", "debug.train.rttm"]
 
 
 def unseen() -> dict[str, Path]:
@@ -151,7 +150,7 @@ def main() -> None:
     diarizer = Diarizer()
     load_s = time.perf_counter() - t0
     extra = unseen()
-    references = load_rttm([DATA / name for name in RTTMS] + list(SHARED.rglob("*.rttm")))
+    references = load_rttm(sorted(SHARED.rglob("*.rttm")))  # the shared seven and any added later
     ground = Encoder(GroundConfig(ground=GroundSection(model=args.model, beam_size=args.beam_size)),
                      transcriber=transcriber, diarizer=diarizer, store=None)
 

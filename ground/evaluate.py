@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ground.diarize import Diarization, Turn
+from ground.frontend import Region, merge
 from ground.pyannote_campplus import import_pyannote
 
 
@@ -45,28 +46,19 @@ def load_rttm(paths: Iterable[Path]) -> dict:
     return out
 
 
-BRIDGE = 0.3  # same-speaker gaps up to this are one span (the edge speaks across them)
+BRIDGE = 0.3  # same-speaker gaps under this are one span (the edge speaks across them)
 
 
 def word_spans(segments, duration: float, bridge: float = BRIDGE) -> Diarization:
     """Who speaks when *as the bundle says it*: each speaker's words as spans,
-    gaps of at most ``bridge`` seconds between one speaker's words bridged.
+    gaps under ``bridge`` seconds between one speaker's words bridged (:func:`ground.frontend.merge`).
     This is what the edge will speak, so it is what the bundle is scored on."""
-    by_speaker: dict[int, list[tuple[float, float]]] = {}
+    by_speaker: dict[int, list[Region]] = {}
     for seg in segments:
         for w in seg.words or ():
-            by_speaker.setdefault(seg.speaker, []).append((w.start, w.end))
-    turns: list[Turn] = []
-    for speaker, spans in by_speaker.items():
-        spans.sort()
-        start, end = spans[0]
-        for a, b in spans[1:]:
-            if a - end <= bridge:
-                end = max(end, b)
-            else:
-                turns.append(Turn(start, end, speaker))
-                start, end = a, b
-        turns.append(Turn(start, end, speaker))
+            by_speaker.setdefault(seg.speaker, []).append(Region(w.start, w.end))
+    turns = [Turn(r.start, r.end, speaker) for speaker, words in by_speaker.items()
+             for r in merge(words, pad=0.0, gap=bridge)]
     turns.sort(key=lambda t: (t.start, t.speaker))
     empty = np.zeros((len(by_speaker), 0), np.float32)
     return Diarization(turns=turns, exclusive=turns, embeddings=empty, duration=duration)

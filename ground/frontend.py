@@ -42,10 +42,6 @@ class Region:
     start: float
     end: float
 
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
-
 
 def _frame_stats(audio: np.ndarray, hop: int) -> tuple[np.ndarray, np.ndarray]:
     """(mean power, peak) of each ``hop``-sample frame, a minute of frames at a
@@ -96,7 +92,7 @@ def gain_curve(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     kernel /= kernel.sum()
     padded = np.pad(gain, 5, mode="edge")
     smooth = np.convolve(padded, kernel, mode="valid")
-    return np.minimum(smooth, gain + 0.0)  # smoothing must not undo the peak limit
+    return np.minimum(smooth, gain)  # smoothing must not undo the peak limit
 
 
 def level(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
