@@ -115,7 +115,8 @@ class Player:
             return Performance(bundle, None, missing=resolved.missing)
         if self.voice == "auto" and (len(bundle.speakers) > 1 or any(resolved.profiles)):
             chosen = cast(resolved.profiles, self.catalog, self.bank, self.assignments,
-                          match_pitch=self.config.edge.match_pitch, on_measure=on_measure, codecs=self.config.codecs)
+                          match_pitch=self.config.edge.match_pitch,
+                          match_colour=self.config.edge.match_colour, on_measure=on_measure, codecs=self.config.codecs)
             return Performance(bundle, chosen.voices, chosen.prosody, chosen.choices, resolved.missing)
         return Performance(bundle, self._single_voice(), missing=resolved.missing)
 

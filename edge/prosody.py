@@ -142,6 +142,7 @@ class Prosody:
 
     pitch_ratio: float = 1.0
     range_factor: float = 1.0
+    eq: tuple[float, ...] = ()  # per-band gains in dB (relay.audio.colour), empty: none
 
     @classmethod
     def match(
@@ -157,12 +158,21 @@ class Prosody:
             factor = float(np.clip(speaker_range / voice_range, *RANGE_BOUNDS))
         return cls(ratio, factor)
 
+    def with_eq(self, gains_db: np.ndarray) -> Prosody:
+        """This prosody, and the voice equalised by ``gains_db`` per band."""
+        return Prosody(self.pitch_ratio, self.range_factor, tuple(round(float(g), 2) for g in gains_db))
+
     @property
     def neutral(self) -> bool:
-        return _unit(self.pitch_ratio) and _unit(self.range_factor)
+        return _unit(self.pitch_ratio) and _unit(self.range_factor) and not any(self.eq)
 
     def apply(self, audio: np.ndarray, sample_rate: int, duration: float = 1.0) -> np.ndarray:
         duration = float(np.clip(duration, 1.0 / MAX_STRETCH, MAX_STRETCH))
-        return change_voice(
+        out = change_voice(
             audio, sample_rate, pitch_ratio=self.pitch_ratio, range_factor=self.range_factor, duration=duration
         )
+        if any(self.eq):
+            from relay.audio.colour import equalise
+
+            out = equalise(out, sample_rate, np.asarray(self.eq))
+        return out

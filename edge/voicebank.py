@@ -3,7 +3,8 @@
 Every voice in the :class:`~edge.catalog.Catalog` reads the same passage (the
 opening of the Rainbow Passage, a standard phonetically balanced text); the
 recording goes through the same CAM++ speaker encoder the ground station
-uses for voice profiles, and through the same pitch measurement. A speaker
+uses for voice profiles, the same pitch measurement and the same long-term
+spectrum (:mod:`relay.audio.colour`). A speaker
 profile and a voice are then directly comparable: cosine similarity of
 embeddings, and pitch in semitones.
 
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.catalog import Catalog, Voice
+from relay.audio.colour import spectrum_shape
 from relay.audio.io import resample
 from relay.audio.pitch import pitch_stats
 from relay.db import connect
@@ -51,11 +53,12 @@ class VoiceTraits:
     f0_median: float  # Hz
     f0_range: float  # semitones, 10-90 %
     rate: float  # words per minute at length_scale 1
+    colour: tuple[float, ...] | None = None  # long-term spectrum shape, dB per band (relay.audio.colour)
 
 
 def _fingerprint(voice: Voice) -> str:
     """What the measurement depends on: the voice, its model file, the passage."""
-    parts = [voice.key, repr(voice.params), PASSAGE, "campplus-v1"]
+    parts = [voice.key, repr(voice.params), PASSAGE, "campplus-v1", "colour-v1"]
     for p in voice.params:
         if isinstance(p, str) and Path(p).is_file():
             st = Path(p).stat()
@@ -94,7 +97,9 @@ class VoiceBank:
         if row is None or row[0] != _fingerprint(voice):
             return None
         t = json.loads(row[1])
-        return VoiceTraits(voice.key, np.frombuffer(row[2], dtype=np.float32).copy(), t["f0"], t["range"], t["rate"])
+        colour = tuple(t["colour"]) if t.get("colour") else None
+        return VoiceTraits(voice.key, np.frombuffer(row[2], dtype=np.float32).copy(), t["f0"], t["range"], t["rate"],
+                           colour)
 
     def status(self, voice: Voice) -> str:
         return "measured" if self.get(voice) is not None else "not measured"
@@ -114,12 +119,15 @@ class VoiceBank:
         audio16 = resample(audio, rate, SAMPLE_RATE)
         embedding = self.encoder.embed(audio16)
         f0, f0_range = pitch_stats(audio16)
-        traits = VoiceTraits(voice.key, embedding, f0, f0_range, 60.0 * PASSAGE_WORDS / max(seconds, 1e-3))
+        shape = spectrum_shape(audio16, SAMPLE_RATE)
+        colour = None if shape is None else tuple(round(float(x), 2) for x in shape)
+        traits = VoiceTraits(voice.key, embedding, f0, f0_range, 60.0 * PASSAGE_WORDS / max(seconds, 1e-3), colour)
         self._db.execute(
             "INSERT OR REPLACE INTO voices VALUES (?, ?, ?, ?, ?)",
             (
                 voice.key, _fingerprint(voice),
-                json.dumps({"f0": traits.f0_median, "range": traits.f0_range, "rate": traits.rate}),
+                json.dumps({"f0": traits.f0_median, "range": traits.f0_range, "rate": traits.rate,
+                            "colour": traits.colour}),
                 embedding.astype(np.float32).tobytes(), int(time.time()),
             ),
         )

@@ -18,12 +18,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from edge.assign import AssignmentStore, Choice, assign_voices
 from edge.catalog import Catalog, Voice
 from edge.prosody import Prosody
 from edge.tts import TTSEngine
 from edge.voicebank import VoiceBank
 from relay.audio.codecs import get_codec
+from relay.audio.colour import equaliser_gains
+from relay.audio.colour import from_bytes as colour_of
 from relay.audio.io import SAMPLE_RATE
 from relay.config import Codecs
 from relay.format.bundle import Bundle
@@ -81,13 +85,15 @@ def cast(
     store: AssignmentStore | None = None,
     *,
     match_pitch: bool = True,
+    match_colour: bool = True,
     on_measure: Callable[[Voice], None] | None = None,
     codecs: Codecs | None = None,
 ) -> Cast:
     """A voice per speaker from the measured (or auto-measured) voices, each
     speaker with a profile moved toward its pitch and pitch range. Where the
     chosen engine clones voices and the profile carries a reference clip, the
-    engine speaks in the clip's voice instead (no pitch shift needed)."""
+    engine speaks in the clip's voice instead (no pitch shift needed). A
+    profile with a colour has the voice equalised to it (``match_colour``)."""
     candidates = [v for v in catalog.voices() if auto_measured(v) or bank.get(v) is not None]
     traits = {t.key: t for t in bank.traits(candidates, progress=on_measure)}
     choices = assign_voices(profiles, list(traits.values()), store)
@@ -99,6 +105,11 @@ def cast(
         if p is not None and p.reference and getattr(engine, "clones", False):
             voices[c.speaker] = engine.with_reference(reference_audio(p, codecs), SAMPLE_RATE)  # type: ignore[attr-defined]
             continue
-        if match_pitch and p is not None:
-            prosody[c.speaker] = Prosody.match(p.f0_median, p.f0_range, t.f0_median, t.f0_range)
+        if p is None:
+            continue
+        matched = Prosody.match(p.f0_median, p.f0_range, t.f0_median, t.f0_range) if match_pitch else Prosody()
+        if match_colour and p.colour and t.colour is not None:
+            matched = matched.with_eq(equaliser_gains(colour_of(p.colour), np.asarray(t.colour)))
+        if not matched.neutral:
+            prosody[c.speaker] = matched
     return Cast(voices, prosody, choices)

@@ -4,7 +4,8 @@ Pitch comes from :func:`relay.audio.pitch.pitch_stats` (Praat), as on the edge. 
 sets the voice's register; the 10th-90th percentile spread, in semitones,
 how animated it is. Speaking rate is words per minute of speaking time (the
 spans of the speaker's segments, pauses between segments excluded), so a
-slow turn-taker is not mistaken for a slow talker.
+slow turn-taker is not mistaken for a slow talker. The colour is the
+long-term spectrum's shape of the same speech (:mod:`relay.audio.colour`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from ground.diarize import Diarization
+from relay.audio.colour import spectrum_shape
+from relay.audio.colour import to_bytes as colour_bytes
+from relay.audio.io import SAMPLE_RATE
 from relay.audio.pitch import pitch_stats
 from relay.format.bundle import Segment
 from relay.format.profile import VoiceProfile
@@ -40,5 +44,8 @@ def measure_profile(
 
     ``bits`` is the embedding's width on the wire: 4 (96 bytes, cosine 0.992
     with the float vector, the default) or 8 (192 bytes, 0.99997)."""
-    f0, f0_range = pitch_stats(diarization.audio_of(audio, speaker, MAX_PITCH_SECONDS))
-    return VoiceProfile.create(embedding, f0, f0_range, speaking_rate(segments, speaker), bits=bits)
+    speech = diarization.audio_of(audio, speaker, MAX_PITCH_SECONDS)
+    f0, f0_range = pitch_stats(speech)
+    profile = VoiceProfile.create(embedding, f0, f0_range, speaking_rate(segments, speaker), bits=bits)
+    shape = spectrum_shape(speech, SAMPLE_RATE)
+    return profile if shape is None else profile.with_colour(colour_bytes(shape))

@@ -127,6 +127,7 @@ class EdgeSection(_Strict):
     device: str | None = None
     voice: str = "auto"  # "auto": a voice per speaker from the voice bank; or a voice key
     match_pitch: bool = True  # move each voice toward its speaker's pitch and range
+    match_colour: bool = True  # equalise each voice to its speaker's long-term spectrum (relay.audio.colour)
     signing_key: FilePath = Path("/etc/speech-relay/edge.key")  # signs this edge's acks and play reports
     # "ed25519:<base64>" or paths of files holding one: the grounds whose bundles are played (the daemon needs one)
     trusted_keys: list[str] = []

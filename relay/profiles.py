@@ -42,10 +42,11 @@ CREATE TABLE IF NOT EXISTS profiles (
     last_seen INTEGER NOT NULL,
     sent      INTEGER NOT NULL DEFAULT 0,  -- ground: full profile already sent
     reference BLOB,                        -- the speaker's coded reference clip, if any
-    reference_codec TEXT
+    reference_codec TEXT,
+    colour    BLOB                         -- the long-term spectrum's shape (relay.audio.colour), if any
 );
 """
-_ADDED_COLUMNS = {"reference": "BLOB", "reference_codec": "TEXT"}  # stores made before reference clips
+_ADDED_COLUMNS = {"reference": "BLOB", "reference_codec": "TEXT", "colour": "BLOB"}  # stores made before them
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +77,11 @@ class ProfileStore:
 
     @staticmethod
     def _row(row: tuple) -> VoiceProfile:
-        pid, name, emb, f0, rng, rate, ref, ref_codec = row[:8]
-        return VoiceProfile(bytes(emb), f0, rng, rate, name, bytes(pid), bytes(ref or b""), ref_codec or "")
+        pid, name, emb, f0, rng, rate, ref, ref_codec, colour = row[:9]
+        return VoiceProfile(bytes(emb), f0, rng, rate, name, bytes(pid), bytes(ref or b""), ref_codec or "",
+                            bytes(colour or b""))
 
-    _COLUMNS = "id, name, embedding, f0_median, f0_range, rate, reference, reference_codec"
+    _COLUMNS = "id, name, embedding, f0_median, f0_range, rate, reference, reference_codec, colour"
 
     def __iter__(self) -> Iterator[VoiceProfile]:
         rows = self._db.execute(f"SELECT {self._COLUMNS} FROM profiles ORDER BY name IS NULL, name, created").fetchall()
@@ -102,17 +104,18 @@ class ProfileStore:
         try:
             self._db.execute(
                 """INSERT INTO profiles (id, name, embedding, f0_median, f0_range, rate, created, last_seen, sent,
-                                         reference, reference_codec)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                         reference, reference_codec, colour)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET name = excluded.name, embedding = excluded.embedding,
                        f0_median = excluded.f0_median, f0_range = excluded.f0_range, rate = excluded.rate,
                        last_seen = excluded.last_seen, sent = CASE WHEN ? IS NULL THEN sent ELSE ? END,
                        reference = COALESCE(excluded.reference, reference),
-                       reference_codec = COALESCE(excluded.reference_codec, reference_codec)""",
+                       reference_codec = COALESCE(excluded.reference_codec, reference_codec),
+                       colour = COALESCE(excluded.colour, colour)""",
                 (
                     profile.profile_id, profile.name, profile.embedding, profile.f0_median, profile.f0_range,
                     profile.rate, now, now, int(bool(sent)), profile.reference or None,
-                    profile.reference_codec or None, sent, int(bool(sent)),
+                    profile.reference_codec or None, profile.colour or None, sent, int(bool(sent)),
                 ),
             )
         except sqlite3.IntegrityError:

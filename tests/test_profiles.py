@@ -117,3 +117,36 @@ def test_unwritable_store_is_one_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ProfileError, match="cannot open profile store"):
         ProfileStore(blocker / "sub" / "p.db")
+
+
+def test_colour_travels_in_the_profile_and_old_profiles_still_read():
+    from relay.audio.colour import from_bytes, to_bytes
+
+    shape = np.linspace(-9.0, 9.0, 16)
+    plain = VoiceProfile.create(_unit(4), 180.0, 6.0, 150.0)
+    coloured = plain.with_colour(to_bytes(shape))
+    assert coloured.profile_id == plain.profile_id  # a refinement keeps the id
+    back = decode_bundle(encode_bundle(_bundle([Speaker("A", coloured.profile_id, coloured),
+                                                Speaker("B", plain.profile_id, plain)])))
+    assert back.speakers[0].profile == coloured
+    assert np.allclose(from_bytes(back.speakers[0].profile.colour), shape, atol=0.25)
+    assert back.speakers[1].profile.colour == b""  # a profile without one reads as before
+    assert len(coloured.wire_fields()) == 6 and len(plain.wire_fields()) == 4
+
+
+def test_colour_of_the_wrong_size_is_refused():
+    p = VoiceProfile.create(_unit(5), 180.0, 6.0, 150.0)
+    with pytest.raises(ValueError):
+        p.with_colour(b"\x01" * 15)
+    fields = p.wire_fields() + [None, b"\x01" * 300]
+    with pytest.raises(ValueError):
+        VoiceProfile.from_wire(p.profile_id, fields)
+
+
+def test_store_keeps_the_colour(tmp_path):
+    from relay.audio.colour import to_bytes
+
+    p = VoiceProfile.create(_unit(6), 120.0, 4.0, 150.0).with_colour(to_bytes(np.arange(16) - 7.5))
+    with ProfileStore(tmp_path / "p.db") as store:
+        store.put(p)
+        assert store.get(p.profile_id) == p

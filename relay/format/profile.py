@@ -11,6 +11,7 @@ broadcast. The stores that keep profiles at each end are :mod:`relay.profiles`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 PROFILE_ID_SIZE = 6
+COLOUR_BYTES = 16  # relay.audio.colour.BANDS, one int8 each
+COLOUR_STEP_DB = 0.5  # relay.audio.colour.STEP_DB
 EMBEDDING_DIM = 192
 F0_REF = 55.0  # Hz; pitch is sent in quarter tones above A1
 
@@ -77,12 +80,17 @@ class VoiceProfile:
     # TTS can clone a voice from a clip; not part of the id, so adding one later keeps the id
     reference: bytes = b""
     reference_codec: str = ""
+    # optional: the long-term spectrum's shape in 16 bands (relay.audio.colour), which the edge
+    # equalises its voice to; not part of the id either (a refinement)
+    colour: bytes = b""
 
     def __post_init__(self) -> None:
         if len(self.embedding) not in (EMBEDDING_DIM, EMBEDDING_DIM // 2):
             raise ValueError(
                 f"profile embedding must be {EMBEDDING_DIM} int8 or int4 values, got {len(self.embedding)} bytes"
             )
+        if self.colour and len(self.colour) != COLOUR_BYTES:
+            raise ValueError(f"profile colour must be {COLOUR_BYTES} bytes, got {len(self.colour)}")
         if not self.profile_id:
             object.__setattr__(self, "profile_id", self.content_hash())
 
@@ -100,6 +108,10 @@ class VoiceProfile:
         f0_q, range_q, rate_q = _quantize_prosody(f0_median, f0_range, rate)
         f0, rng, wpm = _dequantize_prosody(f0_q, range_q, rate_q)
         return cls(quantize(embedding, bits), f0, rng, wpm, name)
+
+    def with_colour(self, colour: bytes) -> VoiceProfile:
+        """This profile (same id) carrying a colour (:func:`relay.audio.colour.to_bytes`)."""
+        return dataclasses.replace(self, colour=colour)
 
     def content_hash(self) -> bytes:
         # as the first profiles were hashed: each figure as bytes(n), n zero bytes (ids are forever)
@@ -122,12 +134,17 @@ class VoiceProfile:
     def wire_fields(self) -> list:
         """``[embedding, f0, range, rate]`` as small integers: quarter tones above
         55 Hz, quarter tones of range, words per minute. Each fits in one or
-        two msgpack bytes. A reference clip follows as ``[codec id, bytes]``."""
-        fields = [self.embedding, *_quantize_prosody(self.f0_median, self.f0_range, self.rate)]
+        two msgpack bytes. A reference clip follows as ``[codec id, bytes]``
+        (nil when there is none but a colour follows), then the colour's 16 bytes."""
+        fields: list = [self.embedding, *_quantize_prosody(self.f0_median, self.f0_range, self.rate)]
         if self.reference:
             from relay.audio.codecs import codec_id
 
             fields.append([codec_id(self.reference_codec), self.reference])
+        if self.colour:
+            if not self.reference:
+                fields.append(None)
+            fields.append(self.colour)
         return fields
 
     @classmethod
@@ -142,7 +159,8 @@ class VoiceProfile:
             if wire_id not in CODEC_IDS:
                 raise ValueError(f"reference clip codec id {wire_id} is unknown")
             codec = CODEC_IDS[wire_id]
-        return cls(bytes(embedding), f0, rng, wpm, name, bytes(profile_id), reference, codec)
+        colour = bytes(fields[5]) if len(fields) > 5 and fields[5] else b""
+        return cls(bytes(embedding), f0, rng, wpm, name, bytes(profile_id), reference, codec, colour)
 
     def to_dict(self) -> dict:
         return {
@@ -152,6 +170,8 @@ class VoiceProfile:
             "f0_range_semitones": round(self.f0_range, 2),
             "rate_wpm": round(self.rate),
             **({"reference": {"codec": self.reference_codec, "bytes": len(self.reference)}} if self.reference else {}),
+            **({"colour_db": [round(float(x), 1) for x in np.frombuffer(self.colour, np.int8) * COLOUR_STEP_DB]}
+               if self.colour else {}),
         }
 
 

@@ -25,7 +25,8 @@ and the dictionary without decompressing. The body is a msgpack array::
     timings       bin: uvarints, see _pack_timings
     profiles      one entry per speaker (absent when no speaker has one):
                   nil, [id] (a profile the edge holds) or
-                  [id, embedding int8[192], f0, f0_range, rate]; see relay.profiles
+                  [id, embedding int8[192], f0, f0_range, rate, clip?, colour?]; see
+                  relay.format.profile (colour: 16 int8, relay.audio.colour)
                   (nil when clips follow and no speaker has a profile)
     clips         stretches sent as coded audio, each
                   [codec_id, speaker or nil, start_ticks, duration_ticks, reason, data]
@@ -273,7 +274,8 @@ def _unpack_speaker(label: object, profile: object) -> Speaker:
         if reference:
             ref = _array(reference, "a reference clip", 8, at_least=2)
             reference = [_int(ref[0], "reference codec id", 0, 255), _bin(ref[1], "a reference clip")]
-        full = VoiceProfile.from_wire(pid, [embedding, f0, f0_range, rate, reference])
+        colour = _bin(entry[6], "a profile's colour") if len(entry) > 6 and entry[6] is not None else None
+        full = VoiceProfile.from_wire(pid, [embedding, f0, f0_range, rate, reference, colour])
     return Speaker(name, pid, full)
 
 

@@ -1,0 +1,113 @@
+"""Whose voice: how much the edge's voice for a speaker sounds like them (issue 14).
+
+For each speaker, a profile is measured from one half of their speech, as the
+ground does (CAM++ embedding, pitch, colour); the edge casts a voice for it
+(with and without the colour equaliser) and speaks sentences that are not
+the speaker's; the result is judged against the *other* half of the
+speaker's real speech by two encoders:
+
+* CAM++ cosine (the encoder the profile and the voice choice use), and
+* Resemblyzer (an encoder the edge never uses), normalised so 0 is a stranger
+  (other real speakers against this one) and 1 is the speaker's own other
+  half: ``(sim(voice, real) - sim(stranger, real)) / (sim(own half, real) - sim(stranger, real))``.
+
+Speakers: the LJSpeech reader (16 clips: the first 8 fit, the last 8 judge)
+and the two speakers of pyannote's sample call (their reference turns, first
+half fits, second half judges). Nothing is tuned on these figures: the
+equaliser has no fitted setting (its bound, 12 dB, was set before measuring).
+
+    .venv/bin/python benchmarks/likeness.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data"
+SENTENCES = [
+    "The ship will reach the harbour before the storm, if the wind holds.",
+    "We measured the ice again this morning and it has not moved.",
+    "Please send the spare parts with the next supply flight.",
+]
+
+
+def _speakers() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (fit audio, judge audio), 16 kHz."""
+    from ground.evaluate import load_rttm
+    from relay.audio.io import load_audio
+
+    clips = sorted((SHARED / "ljspeech").glob("*.flac"))
+    out = {"ljspeech": (np.concatenate([load_audio(c) for c in clips[:8]]),
+                        np.concatenate([load_audio(c) for c in clips[8:]]))}
+    audio = load_audio(SHARED / "pyannote" / "sample.wav")
+    ref = load_rttm([SHARED / "pyannote" / "sample.rttm"])["sample"]
+    exclusive = ref.get_overlap()
+    for label in ref.labels():
+        spans = [s for s in ref.label_timeline(label).support().extrude(exclusive) if s.duration > 0.3]
+        pieces = [audio[int(s.start * 16000) : int(s.end * 16000)] for s in spans]
+        half = len(pieces) // 2
+        out[f"sample {label}"] = (np.concatenate(pieces[:half]), np.concatenate(pieces[half:]))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.parse_args()
+    warnings.simplefilter("ignore")
+    from resemblyzer import VoiceEncoder
+
+    from edge.catalog import Catalog
+    from edge.voicebank import VoiceBank
+    from edge.voices import cast
+    from relay.audio.colour import spectrum_shape, to_bytes
+    from relay.audio.io import SAMPLE_RATE, resample
+    from relay.audio.pitch import pitch_stats
+    from relay.audio.speaker_encoder import SpeakerEncoder
+    from relay.format.profile import VoiceProfile
+
+    campplus, judge = SpeakerEncoder(), VoiceEncoder("cpu", verbose=False)
+    catalog = Catalog()
+    bank = VoiceBank(catalog, encoder=campplus)
+    speakers = _speakers()
+
+    def rz(audio: np.ndarray) -> np.ndarray:
+        return judge.embed_utterance(audio.astype(np.float32))
+
+    real = {name: (campplus.embed(judge_half), rz(judge_half), rz(fit)) for name, (fit, judge_half) in speakers.items()}
+    print(f"{'speaker':18s} {'voice':32s} {'EQ':>3s} {'CAM++':>6s} {'judge':>6s} {'norm.':>6s}")
+    for name, (fit, _) in speakers.items():
+        cam_real, rz_real, rz_own = real[name]
+        strangers = [float(rz_real @ real[o][1]) for o in real if o != name]
+        stranger = float(np.mean(strangers))
+        own = float(rz_real @ rz_own)
+        f0, f0_range = pitch_stats(fit)
+        profile = VoiceProfile.create(campplus.embed(fit), f0, f0_range, 160.0)
+        shape = spectrum_shape(fit, SAMPLE_RATE)
+        if shape is not None:
+            profile = profile.with_colour(to_bytes(shape))
+        for eq in (False, True):
+            c = cast([profile], catalog, bank, match_colour=eq)
+            engine, prosody = c.voices[0], c.prosody.get(0)
+            speech = []
+            for text in SENTENCES:
+                y = engine.synthesize(text)
+                if prosody is not None:
+                    y = prosody.apply(y, engine.sample_rate)
+                speech.append(resample(y, engine.sample_rate, SAMPLE_RATE))
+            voice = np.concatenate(speech)
+            cam = float(campplus.embed(voice) @ cam_real)
+            sim = float(rz(voice) @ rz_real)
+            norm = (sim - stranger) / (own - stranger) if own > stranger else float("nan")
+            print(f"{name:18s} {c.choices[0].voice:32s} {'yes' if eq else 'no':>3s} {cam:6.3f} {sim:6.3f} {norm:6.2f}")
+        print(f"{'':18s} {'(judge: own other half, strangers)':32s} {'':>3s} {'':>6s} {own:6.3f} {stranger:6.3f}")
+
+
+if __name__ == "__main__":
+    main()
