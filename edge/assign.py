@@ -19,6 +19,9 @@ because the embedding alone can prefer a voice an octave away.
   profile id and honoured first, unless two speakers of one bundle would
   share a voice.
 * A speaker without a profile gets any voice not used by the others.
+* Voices that sound alike to each other cost extra (CAM++ cosine between
+  the voices above ``SEPARATE``): two people given two similar voices are
+  heard as one by a listener and by a diarizer.
 * Only if a bundle has more speakers than there are voices are voices reused.
 * espeak-ng is the fallback: its voices carry a penalty, so they are chosen
   only when no neural voice is free or close.
@@ -42,6 +45,12 @@ from relay.format.profile import VoiceProfile
 PITCH_WEIGHT = 0.03  # cost per semitone of pitch difference (1 - cosine is in [0, 2])
 NO_PROFILE_COST = 1.0
 ENGINE_PENALTY = {"espeak": 0.5}  # formant synthesis: intelligible, but the last resort
+# Voices of one bundle should not sound like one person: pyannote's clustering (ground.diarize,
+# threshold 0.85 on unit CAM++ vectors) merges centroids closer than cosine 0.64; a pair of voices
+# above SEPARATE costs CLASH_WEIGHT per unit of cosine over it (set from that threshold, not fitted).
+SEPARATE = 0.5
+CLASH_WEIGHT = 1.0
+JOINT_MAX, JOINT_TOP = 4, 5  # speakers cast by trying combinations; nearest groups tried per speaker
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +99,25 @@ def _base(key: str) -> str:
     return key.split("~", 1)[0]
 
 
+def _clash(voices: Sequence[VoiceTraits]) -> float:
+    """How much a set of voices risks being heard as fewer people: for every
+    pair, the CAM++ cosine above :data:`SEPARATE`."""
+    total = 0.0
+    for a, va in enumerate(voices):
+        for vb in voices[a + 1:]:
+            total += max(0.0, float(np.dot(va.embedding, vb.embedding)) - SEPARATE)
+    return total
+
+
 def _assign(
-    rest: list[int], profiles: Sequence[VoiceProfile | None], pool: Sequence[VoiceTraits]
+    rest: list[int], profiles: Sequence[VoiceProfile | None], pool: Sequence[VoiceTraits],
+    others: Sequence[VoiceTraits] = (),
 ) -> dict[int, VoiceTraits]:
     """Joint assignment of ``rest`` to ``pool``, one base voice per speaker
-    when the pool has enough distinct bases, else one key per speaker."""
+    when the pool has enough distinct bases, else one key per speaker. With up
+    to :data:`JOINT_MAX` speakers every combination of their ``JOINT_TOP``
+    nearest groups is tried, and voices that sound alike to each other (or
+    to ``others``, the voices already cast) cost extra (:func:`_clash`)."""
     from scipy.optimize import linear_sum_assignment
 
     bases: dict[str, list[VoiceTraits]] = {}
@@ -103,6 +126,20 @@ def _assign(
     groups = list(bases.values()) if len(bases) >= len(rest) else [[v] for v in pool]
     costs = [[[cost(profiles[i], v) for v in g] for g in groups] for i in rest]
     matrix = np.array([[min(c) for c in row] for row in costs])
+    if 1 < len(rest) + len(others) and len(rest) <= JOINT_MAX:
+        import itertools
+
+        top = [list(np.argsort(row)[:JOINT_TOP]) for row in matrix]
+        best_value, best = float("inf"), None
+        for combo in itertools.product(*top):
+            if len(set(combo)) < len(combo):
+                continue
+            picked = [groups[c][int(np.argmin(costs[r][c]))] for r, c in enumerate(combo)]
+            value = float(sum(matrix[r][c] for r, c in enumerate(combo))) + CLASH_WEIGHT * _clash([*others, *picked])
+            if value < best_value:
+                best_value, best = value, picked
+        if best is not None:
+            return dict(zip(rest, best))
     rows, cols = linear_sum_assignment(matrix)
     return {rest[r]: groups[c][int(np.argmin(costs[r][c]))] for r, c in zip(rows, cols)}
 
@@ -130,7 +167,8 @@ def assign_voices(
             pool = fresh  # a base voice of its own for every speaker left
         else:
             pool = free if free else list(voices)  # bases run out: variants; voices run out: reuse
-        for i, v in _assign(rest, profiles, pool).items():
+        cast_already = [by_key[k] for k in used if k in by_key]
+        for i, v in _assign(rest, profiles, pool, cast_already).items():
             p = profiles[i]
             chosen[i] = Choice(i, v.key, p.similarity(v.embedding) if p is not None else None, False)
             used.add(v.key)
