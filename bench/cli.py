@@ -90,6 +90,9 @@ def bench(
             table.add_row(*row)
         screen = Console()
         Console(width=max(screen.width, 150) if not screen.is_terminal else None).print(table)
+    for figures in report.rows:
+        if figures.cast:
+            print(f"voices ({figures.tier}): {figures.cast}")
     print(
         f"{audio}: {report.duration:.1f} s; Whisper {model} at the ground, {listener} listening; "
         f"wrote {out / (stem + '.json')}, {out / (stem + '-rate-dwer.png')}, {out / (stem + '-timeline.png')}"

@@ -61,6 +61,7 @@ class TierFigures:
     clips: int = 0
     coded_seconds: float = 0.0
     timeline: list[tuple[float, float, str]] = field(default_factory=list)  # rehydrated diarization, mapped labels
+    cast: str = ""  # who spoke whom (edge.player.Performance.described), out-of-reach voices flagged
 
 
 @dataclass(slots=True)
@@ -261,6 +262,7 @@ def run_bench(
             der, _similarity(encoder, audio, heard_audio, reference),
             (shared_s + pack_s) / duration, edge_s / duration, peak[0],
             len(received.clips), sum(c.duration for c in received.clips), timeline,
+            performance.described() if performance.choices else "",
         ))
         say(f"{name}: done", 1)
     scratch.cleanup()

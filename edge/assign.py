@@ -19,6 +19,9 @@ because the embedding alone can prefer a voice an octave away.
   profile id and honoured first, unless two speakers of one bundle would
   share a voice.
 * A speaker without a profile gets any voice not used by the others.
+* A voice out of pitch reach (more than ``REACH`` semitones from the
+  speaker: an octave or a sex away) is cast only when no voice within reach
+  is free, and the choice says so (:attr:`Choice.out_of_reach`).
 * Voices that sound alike to each other cost extra (CAM++ cosine between
   the voices above ``SEPARATE``): two people given two similar voices are
   heard as one by a listener and by a diarizer.
@@ -37,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.prosody import MAX_PITCH_SHIFT
 from edge.voicebank import VoiceTraits
 from relay.db import connect
 from relay.errors import ModelError
@@ -51,6 +55,11 @@ ENGINE_PENALTY = {"espeak": 0.5}  # formant synthesis: intelligible, but the las
 SEPARATE = 0.5
 CLASH_WEIGHT = 1.0
 JOINT_MAX, JOINT_TOP = 4, 5  # speakers cast by trying combinations; nearest groups tried per speaker
+# A voice whose pitch the prosody cannot bring within 2 semitones of the speaker's (it moves a voice
+# by at most MAX_PITCH_SHIFT) is out of reach: an octave or a sex away. It costs UNREACHABLE, more
+# than any difference of likeness, so it is cast only when no voice within reach is free.
+REACH = MAX_PITCH_SHIFT + 2.0
+UNREACHABLE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +68,12 @@ class Choice:
     voice: str
     similarity: float | None  # cosine, profile vs voice; None without a profile
     remembered: bool
+    pitch_gap: float | None = None  # semitones between the speaker's median pitch and the voice's
+
+    @property
+    def out_of_reach(self) -> bool:
+        """The voice is further from the speaker's pitch than the prosody can move it (:data:`REACH`)."""
+        return self.pitch_gap is not None and self.pitch_gap > REACH
 
 
 def _semitones(a: float, b: float) -> float:
@@ -69,8 +84,15 @@ def cost(profile: VoiceProfile | None, voice: VoiceTraits) -> float:
     penalty = ENGINE_PENALTY.get(voice.key.split(":", 1)[0], 0.0)
     if profile is None:
         return NO_PROFILE_COST + penalty
-    pitch = PITCH_WEIGHT * _semitones(profile.f0_median, voice.f0_median)
-    return 1.0 - profile.similarity(voice.embedding) + pitch + penalty
+    gap = _semitones(profile.f0_median, voice.f0_median)
+    reach = UNREACHABLE if gap > REACH else 0.0
+    return 1.0 - profile.similarity(voice.embedding) + PITCH_WEIGHT * gap + reach + penalty
+
+
+def _gap(profile: VoiceProfile | None, voice: VoiceTraits) -> float | None:
+    if profile is None or profile.f0_median <= 0 or voice.f0_median <= 0:
+        return None
+    return round(_semitones(profile.f0_median, voice.f0_median), 1)
 
 
 class AssignmentStore:
@@ -156,7 +178,7 @@ def assign_voices(
     for i, p in enumerate(profiles):
         key = store.get(p.profile_id) if (store is not None and p is not None) else None
         if p is not None and key is not None and key in by_key and key not in used:
-            chosen[i] = Choice(i, key, p.similarity(by_key[key].embedding), True)
+            chosen[i] = Choice(i, key, p.similarity(by_key[key].embedding), True, _gap(p, by_key[key]))
             used.add(key)
     rest = [i for i in range(len(profiles)) if i not in chosen]
     taken = {_base(k) for k in used}
@@ -170,7 +192,7 @@ def assign_voices(
         cast_already = [by_key[k] for k in used if k in by_key]
         for i, v in _assign(rest, profiles, pool, cast_already).items():
             p = profiles[i]
-            chosen[i] = Choice(i, v.key, p.similarity(v.embedding) if p is not None else None, False)
+            chosen[i] = Choice(i, v.key, p.similarity(v.embedding) if p is not None else None, False, _gap(p, v))
             used.add(v.key)
             taken.add(_base(v.key))
         rest = [i for i in rest if i not in chosen]

@@ -58,7 +58,9 @@ class Performance:
     def described(self) -> str:
         if self.choices:
             return ", ".join(f"{self.bundle.speakers[c.speaker].label} -> {c.voice}"
-                             + (" (as before)" if c.remembered else "") for c in self.choices)
+                             + (" (as before)" if c.remembered else "")
+                             + (f" (out of pitch reach: {c.pitch_gap:g} semitones from the speaker)"
+                                if c.out_of_reach else "") for c in self.choices)
         if self.voices is None:
             return f"coded audio ({', '.join(sorted({c.codec for c in self.bundle.clips}))})"
         return f"voice {getattr(self.voices, 'voice_name', '?')}"
