@@ -93,6 +93,11 @@ def bench(
     for figures in report.rows:
         if figures.cast:
             print(f"voices ({figures.tier}): {figures.cast}")
+        if figures.likeness and figures.cast:
+            print(f"likeness ({figures.tier}): " + "; ".join(
+                f"{x.speaker} CAM++ {x.campplus:.2f}"
+                + ("" if x.judge is None else f", judge {x.judge:.2f}")
+                + ("" if x.normalised is None else f" (normalised {x.normalised:.2f})") for x in figures.likeness))
     print(
         f"{audio}: {report.duration:.1f} s; Whisper {model} at the ground, {listener} listening; "
         f"wrote {out / (stem + '.json')}, {out / (stem + '-rate-dwer.png')}, {out / (stem + '-timeline.png')}"

@@ -62,6 +62,19 @@ class TierFigures:
     coded_seconds: float = 0.0
     timeline: list[tuple[float, float, str]] = field(default_factory=list)  # rehydrated diarization, mapped labels
     cast: str = ""  # who spoke whom (edge.player.Performance.described), out-of-reach voices flagged
+    likeness: list[SpeakerLikeness] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SpeakerLikeness:
+    """How much one speaker's rehydration sounds like them (see :func:`_likeness`)."""
+
+    speaker: str
+    campplus: float
+    judge: float | None = None
+    judge_own: float | None = None  # the speaker's two halves of real speech
+    judge_stranger: float | None = None  # the recording's other speakers
+    normalised: float | None = None
 
 
 @dataclass(slots=True)
@@ -141,6 +154,67 @@ def _similarity(encoder, original: np.ndarray, rehydrated: np.ndarray, reference
     return float(np.mean(sims)) if sims else None
 
 
+def _own_stretches(reference, label: str, length: int) -> list[tuple[int, int]]:
+    """Sample ranges where ``label`` talks alone (inside ``length`` samples)."""
+    others = reference.subset([lab for lab in reference.labels() if lab != label]).get_timeline().support()
+    out = []
+    for seg in reference.label_timeline(label).support():
+        for a, b in _minus(seg.start, seg.end, [(o.start, o.end) for o in others]):
+            lo, hi = int(a * SAMPLE_RATE), min(length, int(b * SAMPLE_RATE))
+            if hi > lo:
+                out.append((lo, hi))
+    return out
+
+
+def _likeness(encoder, judge, original: np.ndarray, rehydrated: np.ndarray, reference) -> list[SpeakerLikeness]:
+    """Per speaker with 2 s alone or more: CAM++ and the independent judge
+    (Resemblyzer, never used by the edge) between the original and the
+    rehydrated speech over the same stretches; the judge normalised between
+    the recording's other speakers (0) and the speaker's own other half (1)."""
+    own: dict[str, list[tuple[int, int]]] = {}
+    for label in reference.labels():
+        spans = _own_stretches(reference, label, min(len(original), len(rehydrated)))
+        if sum(b - a for a, b in spans) >= 2 * SAMPLE_RATE:
+            own[label] = spans
+
+    def judged(audio: np.ndarray) -> np.ndarray | None:
+        return None if judge is None else judge.embed_utterance(audio.astype(np.float32))
+
+    originals = {label: np.concatenate([original[a:b] for a, b in spans]) for label, spans in own.items()}
+    judge_real = {label: judged(x) for label, x in originals.items()}
+    out = []
+    for label, spans in own.items():
+        real, heard = originals[label], np.concatenate([rehydrated[a:b] for a, b in spans])
+        cam = float(encoder.embed(real) @ encoder.embed(heard))
+        j = judge_real[label]
+        if j is None:
+            out.append(SpeakerLikeness(label, cam))
+            continue
+        sim = float(j @ judged(heard))
+        half = len(spans) // 2
+        own_sim = None
+        if half and len(spans) - half:
+            first = judged(np.concatenate([original[a:b] for a, b in spans[:half]]))
+            second = judged(np.concatenate([original[a:b] for a, b in spans[half:]]))
+            own_sim = float(first @ second)  # type: ignore[operator]
+        strangers = [float(j @ v) for other, v in judge_real.items() if other != label and v is not None]
+        stranger = float(np.mean(strangers)) if strangers else None
+        norm = None
+        if own_sim is not None and stranger is not None and own_sim > stranger:
+            norm = (sim - stranger) / (own_sim - stranger)
+        out.append(SpeakerLikeness(label, cam, sim, own_sim, stranger, norm))
+    return out
+
+
+def _judge():
+    """Resemblyzer's encoder (requirements/weights.txt), or None where it is not installed."""
+    try:
+        from resemblyzer import VoiceEncoder
+    except ImportError:
+        return None
+    return VoiceEncoder("cpu", verbose=False)
+
+
 def _minus(start: float, end: float, holes: list[tuple[float, float]]) -> list[tuple[float, float]]:
     pieces = [(start, end)]
     for s, e in holes:
@@ -201,6 +275,7 @@ def run_bench(
     listener = transcriber if listener_model == model else Transcriber(listener_model)
     diarizer = Diarizer()
     encoder = SpeakerEncoder()
+    judge = _judge()
     ground = Encoder(GroundConfig(ground=GroundSection(model=model), codecs=codecs), transcriber=transcriber,
                      diarizer=diarizer, store=None)  # every speaker new: the bench never touches the station's stores
     scratch = tempfile.TemporaryDirectory(prefix="relay-bench-")
@@ -263,6 +338,7 @@ def run_bench(
             (shared_s + pack_s) / duration, edge_s / duration, peak[0],
             len(received.clips), sum(c.duration for c in received.clips), timeline,
             performance.described() if performance.choices else "",
+            _likeness(encoder, judge, audio, heard_audio, reference) if received.segments else [],
         ))
         say(f"{name}: done", 1)
     scratch.cleanup()

@@ -71,3 +71,9 @@ def test_bench_scores_rehydrated_turns_against_the_reference(tmp_path):
     assert rows["text"]["der"] >= 0.3  # one voice for both speakers: the turns are gone, and the DER says so
     labels = {lab for *_, lab in report["reference_timeline"]}
     assert labels == {"speaker90", "speaker91"}  # the RTTM's own speakers, not the original's diarization
+    likeness = {x["speaker"]: x for x in rows["text"]["likeness"]}
+    assert set(likeness) == {"speaker90", "speaker91"}  # per speaker, by both encoders
+    for x in likeness.values():
+        assert -1 <= x["campplus"] <= 1 and x["judge"] is not None and 0 < x["judge_own"] <= 1
+    # one man's voice for two women: by the independent judge it is further from each than her own other half
+    assert all(x["judge"] < x["judge_own"] for x in likeness.values())
