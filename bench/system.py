@@ -13,7 +13,9 @@ Whisper and pyannote again. The figures per tier:
   without one, against the original's diarization;
 * speaker similarity: the CAM++ embedding of each speaker's stretches in the
   original against the same stretches of the rehydrated audio (the encoder
-  that makes the voice profiles), averaged over speakers;
+  that makes the voice profiles), averaged over speakers; per speaker also
+  the independent judge (Resemblyzer), normalised where the recording has
+  other speakers to stand for strangers (``likeness`` in the JSON);
 * ground and edge real-time factors and the process's peak RSS while the tier
   ran (sampled every 50 ms).
 
@@ -132,26 +134,6 @@ def available_tiers(codecs: Codecs) -> tuple[list[str], dict[str, str]]:
 
 def _words(transcript) -> str:
     return " ".join(s.text for s in transcript.segments)
-
-
-def _similarity(encoder, original: np.ndarray, rehydrated: np.ndarray, reference) -> float | None:
-    """Mean over speakers (with >= 2 s alone) of cos(original, rehydrated) on their own stretches."""
-    sims = []
-    for label in reference.labels():
-        spans = [(s.start, s.end) for s in reference.label_timeline(label).support()]
-        others = reference.subset([lab for lab in reference.labels() if lab != label]).get_timeline().support()
-        own_o, own_r = [], []
-        for start, end in spans:
-            for piece in _minus(start, end, [(o.start, o.end) for o in others]):
-                a, b = int(piece[0] * SAMPLE_RATE), int(piece[1] * SAMPLE_RATE)
-                if b > a and b <= len(rehydrated):
-                    own_o.append(original[a:b])
-                    own_r.append(rehydrated[a:b])
-        if sum(map(len, own_o)) < 2 * SAMPLE_RATE:
-            continue
-        eo, er = encoder.embed(np.concatenate(own_o)), encoder.embed(np.concatenate(own_r))
-        sims.append(float(eo @ er))
-    return float(np.mean(sims)) if sims else None
 
 
 def _own_stretches(reference, label: str, length: int) -> list[tuple[int, int]]:
@@ -330,15 +312,15 @@ def run_bench(
         heard = normalize(_words(listener.transcribe(heard_audio)))
         diar = diarizer(heard_audio, speakers)
         der, timeline = der_of(diar)
+        likeness = _likeness(encoder, judge, audio, heard_audio, reference)  # "spk sim" is its CAM++ mean
         rows.append(TierFigures(
             name, len(data), len(data) * 8 / duration, input_bytes / len(data), duration * AAC_BPS / 8 / len(data),
             jiwer.wer(ref_norm, heard) if ref_norm else None,
             jiwer.wer(heard_original, heard) if heard_original else None,
-            der, _similarity(encoder, audio, heard_audio, reference),
+            der, float(np.mean([x.campplus for x in likeness])) if likeness else None,
             (shared_s + pack_s) / duration, edge_s / duration, peak[0],
             len(received.clips), sum(c.duration for c in received.clips), timeline,
-            performance.described() if performance.choices else "",
-            _likeness(encoder, judge, audio, heard_audio, reference) if received.segments else [],
+            performance.described() if performance.choices else "", likeness,
         ))
         say(f"{name}: done", 1)
     scratch.cleanup()

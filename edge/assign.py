@@ -32,6 +32,7 @@ because the embedding alone can prefer a voice an octave away.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -149,8 +150,6 @@ def _assign(
     costs = [[[cost(profiles[i], v) for v in g] for g in groups] for i in rest]
     matrix = np.array([[min(c) for c in row] for row in costs])
     if 1 < len(rest) + len(others) and len(rest) <= JOINT_MAX:
-        import itertools
-
         top = [list(np.argsort(row)[:JOINT_TOP]) for row in matrix]
         best_value, best = float("inf"), None
         for combo in itertools.product(*top):

@@ -104,7 +104,7 @@ VAD_BLOCK = 120.0  # seconds given to the VAD at once: its framing copies the in
 
 def vad_regions(audio: np.ndarray, min_silence_ms: int = 500, sample_rate: int = SAMPLE_RATE) -> list[Region]:
     """Silero VAD (the model inside the faster-whisper wheel), ``VAD_BLOCK``
-    seconds at a time so a long recording costs no more memory than ten
+    seconds at a time so a long recording costs no more memory than two
     minutes do; speech cut at a block's edge is joined again by :func:`merge`."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 

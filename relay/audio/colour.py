@@ -60,20 +60,24 @@ def spectrum_shape(audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
     if n < 1:
         return None
     window = np.hanning(FFT).astype(np.float32)
-    energies = []
-    spectra = []
-    for a in range(0, n, 2000):  # blocks of frames: memory does not grow with the recording
-        idx = np.arange(a, min(n, a + 2000))[:, None] * hop + np.arange(FFT)[None, :]
-        frames = x[idx] * window
-        spec = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-        energies.append(spec.sum(axis=1))
-        spectra.append(spec.astype(np.float32))
-    energy = np.concatenate(energies)
+    starts = [(a, min(n, a + 2000)) for a in range(0, n, 2000)]  # blocks of frames
+
+    def frames(a: int, b: int) -> np.ndarray:
+        return x[np.arange(a, b)[:, None] * hop + np.arange(FFT)[None, :]] * window
+
+    # frame energies first (Parseval: the windowed frame's energy), then the loud frames' spectra
+    # summed block by block, so memory does not grow with the recording
+    energy = np.concatenate([np.einsum("ij,ij->i", f, f, dtype=np.float64) for f in (frames(a, b) for a, b in starts)])
     db = 10 * np.log10(energy + 1e-12)
     loud = (db >= np.percentile(db, 60)) & (db >= db.max() - 30.0)
     if loud.sum() * hop / sample_rate < 0.25:
         return None
-    power = np.concatenate(spectra)[loud].mean(axis=0)
+    total = np.zeros(FFT // 2 + 1)
+    for a, b in starts:
+        keep = loud[a:b]
+        if keep.any():
+            total += (np.abs(np.fft.rfft(frames(a, b)[keep], axis=1)) ** 2).sum(axis=0)
+    power = total / loud.sum()
     freqs = np.fft.rfftfreq(FFT, 1.0 / sample_rate)
     edges = band_edges()
     bands = np.array([power[(freqs >= lo) & (freqs < hi)].mean() if np.any((freqs >= lo) & (freqs < hi))
