@@ -17,11 +17,14 @@ Two users:
   phrase a duration factor for what ``length_scale`` could not reach.
 
 PSOLA degrades with the size of the change, so every change is bounded.
+Praat fills unvoiced stretches with randomly placed periods; its generator is
+seeded before each change, so the same phrase always comes out the same.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -34,6 +37,8 @@ MAX_PITCH_SHIFT = 5.0  # semitones a speaker's voice is moved at most
 RANGE_BOUNDS = (0.6, 1.6)
 MAX_STRETCH = 1.3  # duration factor bounds: [1 / MAX_STRETCH, MAX_STRETCH]
 MIN_SECONDS = 0.12  # shorter clips are left alone (too little to analyse)
+PRAAT_SEED = 5  # any fixed seed: what matters is that it is the same every time
+_praat_random = threading.Lock()  # Praat's generator is one per process
 
 
 def _median_f0(sound) -> float | None:
@@ -78,8 +83,9 @@ def change_voice(
         else:
             new_median = median * pitch_ratio
     try:
-        with warnings.catch_warnings():  # "no voiced segments": expected for noise, handled above
+        with warnings.catch_warnings(), _praat_random:  # "no voiced segments": expected for noise, handled above
             warnings.simplefilter("ignore", parselmouth.PraatWarning)
+            parselmouth.praat.run(f"random_initializeWithSeedUnsafelyButPredictably ({PRAAT_SEED})")
             out = call(
                 sound, "Change gender", PITCH_FLOOR, PITCH_CEILING, formant_ratio, new_median, range_factor, duration
             )

@@ -31,10 +31,18 @@ def test_pitch_moves_by_the_ratio_and_duration_stays(joe_line):
     for shift in (-4.0, 3.0, 6.0):
         out = change_voice(audio, sr, pitch_ratio=ratio_of(shift))
         moved = 12 * math.log2(_f0(out, sr) / before)
-        # Praat's median of a PSOLA-shifted Piper line wanders by up to ~0.9 semitone run to run
-        # (Piper samples noise); no shift, or one the wrong way, is 3 or more semitones off
+        # Praat's median of a PSOLA-shifted line lands up to ~0.9 semitone from the asked shift;
+        # no shift, or one the wrong way, is 3 or more semitones off
         assert abs(moved - shift) < 1.25, (shift, moved)
         assert abs(len(out) / len(audio) - 1) < 0.01
+
+
+def test_the_same_line_renders_the_same_every_time(piper, joe_line):
+    """Piper's noise is fixed and Praat's generator seeded: a bundle played twice sounds the same."""
+    audio, sr = joe_line
+    assert np.array_equal(piper.synthesize(LINE), audio)
+    changes = dict(pitch_ratio=ratio_of(-3.0), range_factor=1.2, formant_ratio=0.94, duration=1.1)
+    assert np.array_equal(change_voice(audio, sr, **changes), change_voice(audio, sr, **changes))
 
 
 def test_duration_stretches_without_moving_pitch():

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.catalog import BackendStatus, Voice
+from edge.engines.fixed_noise import fixed_noise
 from relay.errors import ModelError
 
 MAX_SPEAKERS_LISTED = 64  # a 900-speaker LibriTTS model lists its first 64 (any id still loads by key)
@@ -35,7 +36,9 @@ class PiperEngine:
 
     def __init__(self, model_path: str | Path | None = None, speaker_id: int | None = None) -> None:
         try:
-            from piper import PiperVoice, SynthesisConfig
+            import onnx
+            import onnxruntime
+            from piper import PiperConfig, PiperVoice, SynthesisConfig
         except ImportError:
             raise ModelError("the Piper engine is not installed (pip install piper-tts)") from None
 
@@ -45,8 +48,12 @@ class PiperEngine:
             raise ModelError(f"{path}: Piper voice not found")
         if not config.is_file():
             raise ModelError(f"{config}: Piper voice config not found (expected beside the .onnx)")
-        try:
-            self.voice = PiperVoice.load(path, config_path=config)
+        try:  # as PiperVoice.load does, with the model's noise fixed (the same text sounds the same)
+            model = onnx.load(str(path))
+            fixed_noise(model)
+            session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            settings = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
+            self.voice = PiperVoice(session=session, config=settings)
         except Exception as exc:
             raise ModelError(f"{path}: cannot load Piper voice ({exc.__class__.__name__})") from None
         self._config_cls = SynthesisConfig
