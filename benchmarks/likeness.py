@@ -11,6 +11,9 @@ speaker's real speech by two encoders:
   (other real speakers against this one) and 1 is the speaker's own other
   half: ``(sim(voice, real) - sim(stranger, real)) / (sim(own half, real) - sim(stranger, real))``.
 
+A third row per speaker ("fit") is the voice the ground fits to the speaker
+(:mod:`ground.fit_voice`) from the fitting half only, equalised as well.
+
 Speakers: the LJSpeech reader (16 clips: the first 8 fit, the last 8 judge)
 and the two speakers of pyannote's sample call (their reference turns, first
 half fits, second half judges). Nothing is tuned on these figures: the
@@ -46,6 +49,7 @@ def _speakers() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     clips = sorted((SHARED / "ljspeech").glob("*.flac"))
     out = {"ljspeech": (np.concatenate([load_audio(c) for c in clips[:8]]),
                         np.concatenate([load_audio(c) for c in clips[8:]]))}
+    # the call's speakers have no transcript here: the fitter then speaks its stock sentences
     audio = load_audio(SHARED / "pyannote" / "sample.wav")
     ref = load_rttm([SHARED / "pyannote" / "sample.rttm"])["sample"]
     exclusive = ref.get_overlap()
@@ -57,9 +61,18 @@ def _speakers() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def _fit_texts() -> dict[str, list[str]]:
+    """The words of each speaker's fitting half, where known (LJSpeech's transcripts)."""
+    rows = dict(line.split("|", 1) for line in (SHARED / "ljspeech" / "transcripts.psv").read_text().splitlines()
+                if "|" in line)
+    clips = sorted((SHARED / "ljspeech").glob("*.flac"))
+    return {"ljspeech": [rows[c.stem].strip() for c in clips[:8] if c.stem in rows]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.parse_args()
+    parser.add_argument("--no-fit", action="store_true", help="skip the voices fitted at the ground (minutes)")
+    args = parser.parse_args()
     warnings.simplefilter("ignore")
     from resemblyzer import VoiceEncoder
 
@@ -76,6 +89,10 @@ def main() -> None:
     catalog = Catalog()
     bank = VoiceBank(catalog, encoder=campplus)
     speakers = _speakers()
+    texts = _fit_texts()
+    from ground.fit_voice import VoiceFitter
+
+    fitter = VoiceFitter(campplus)
 
     def rz(audio: np.ndarray) -> np.ndarray:
         return judge.embed_utterance(audio.astype(np.float32))
@@ -92,8 +109,15 @@ def main() -> None:
         shape = spectrum_shape(fit, SAMPLE_RATE)
         if shape is not None:
             profile = profile.with_colour(to_bytes(shape))
-        for eq in (False, True):
-            c = cast([profile], catalog, bank, match_colour=eq)
+        rows: list[tuple[str, VoiceProfile, bool]] = [("no", profile, False), ("yes", profile, True)]
+        if not args.no_fit:
+            fit = fitter.fit(profile, texts.get(name, []))
+            print(f"{'':18s} fitted {fit.voice.describe()} in {fit.seconds:.0f} s, {fit.candidates} candidates; "
+                  f"CAM++ fit {fit.fit:.3f}, held out {fit.held_out:.3f} (best style {fit.stock}: "
+                  f"{fit.stock_held_out:.3f})")
+            rows.append(("fit", profile.with_fitted(fit.voice), True))
+        for label, prof, eq in rows:
+            c = cast([prof], catalog, bank, match_colour=eq)
             engine, prosody = c.voices[0], c.prosody.get(0)
             speech = []
             for text in SENTENCES:
@@ -105,7 +129,7 @@ def main() -> None:
             cam = float(campplus.embed(voice) @ cam_real)
             sim = float(rz(voice) @ rz_real)
             norm = (sim - stranger) / (own - stranger) if own > stranger else float("nan")
-            print(f"{name:18s} {c.choices[0].voice:32s} {'yes' if eq else 'no':>3s} {cam:6.3f} {sim:6.3f} {norm:6.2f}")
+            print(f"{name:18s} {c.choices[0].voice[:32]:32s} {label:>3s} {cam:6.3f} {sim:6.3f} {norm:6.2f}")
         print(f"{'':18s} {'(judge: own other half, strangers)':32s} {'':>3s} {'':>6s} {own:6.3f} {stranger:6.3f}")
 
 

@@ -70,6 +70,7 @@ class Choice:
     similarity: float | None  # cosine, profile vs voice; None without a profile
     remembered: bool
     pitch_gap: float | None = None  # semitones between the speaker's median pitch and the voice's
+    fitted: bool = False  # the voice the ground fitted to this speaker, not one of the bank's
 
     @property
     def out_of_reach(self) -> bool:
@@ -90,7 +91,8 @@ def cost(profile: VoiceProfile | None, voice: VoiceTraits) -> float:
     return 1.0 - profile.similarity(voice.embedding) + PITCH_WEIGHT * gap + reach + penalty
 
 
-def _gap(profile: VoiceProfile | None, voice: VoiceTraits) -> float | None:
+def pitch_gap(profile: VoiceProfile | None, voice: VoiceTraits) -> float | None:
+    """Semitones between the speaker's median pitch and the voice's (None when either is unknown)."""
     if profile is None or profile.f0_median <= 0 or voice.f0_median <= 0:
         return None
     return round(_semitones(profile.f0_median, voice.f0_median), 1)
@@ -177,7 +179,7 @@ def assign_voices(
     for i, p in enumerate(profiles):
         key = store.get(p.profile_id) if (store is not None and p is not None) else None
         if p is not None and key is not None and key in by_key and key not in used:
-            chosen[i] = Choice(i, key, p.similarity(by_key[key].embedding), True, _gap(p, by_key[key]))
+            chosen[i] = Choice(i, key, p.similarity(by_key[key].embedding), True, pitch_gap(p, by_key[key]))
             used.add(key)
     rest = [i for i in range(len(profiles)) if i not in chosen]
     taken = {_base(k) for k in used}
@@ -191,7 +193,7 @@ def assign_voices(
         cast_already = [by_key[k] for k in used if k in by_key]
         for i, v in _assign(rest, profiles, pool, cast_already).items():
             p = profiles[i]
-            chosen[i] = Choice(i, v.key, p.similarity(v.embedding) if p is not None else None, False, _gap(p, v))
+            chosen[i] = Choice(i, v.key, p.similarity(v.embedding) if p is not None else None, False, pitch_gap(p, v))
             used.add(v.key)
             taken.add(_base(v.key))
         rest = [i for i in rest if i not in chosen]

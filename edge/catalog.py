@@ -44,6 +44,17 @@ class Voice:
         """The installed voice a variant is made from (itself if not a variant)."""
         return self.key.split("~", 1)[0]
 
+    @property
+    def base(self) -> Voice:
+        """The voice a variant is made from (itself if not a variant)."""
+        if self.variant is None:
+            return self
+        return Voice(self.engine, self.base_key, self.name.split("~", 1)[0], self.language, self.params)
+
+    def with_variant(self, variant: Variant) -> Voice:
+        return Voice(self.engine, self.key + variant.suffix, self.name + variant.suffix, self.language, self.params,
+                     variant)
+
 
 def varies(voice: Voice) -> bool:
     """Whether the catalog offers timbre variants of ``voice``: neural voices of
@@ -53,10 +64,7 @@ def varies(voice: Voice) -> bool:
 
 
 def variants_of(voice: Voice) -> list[Voice]:
-    return [
-        Voice(voice.engine, voice.key + v.suffix, voice.name + v.suffix, voice.language, voice.params, v)
-        for v in VARIANTS
-    ]
+    return [voice.with_variant(v) for v in VARIANTS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +154,7 @@ class Catalog:
         voice = self.find(voice) if isinstance(voice, str) else voice
         if voice.key not in self._loaded:
             if voice.variant is not None:
-                self._loaded[voice.key] = VariantEngine(self.load(voice.base_key), voice.variant)
+                self._loaded[voice.key] = VariantEngine(self.load(voice.base), voice.variant)
             else:
                 self._loaded[voice.key] = self.backends[voice.engine].load(voice)
         return self._loaded[voice.key]

@@ -59,6 +59,7 @@ class Performance:
         if self.choices:
             return ", ".join(f"{self.bundle.speakers[c.speaker].label} -> {c.voice}"
                              + (" (as before)" if c.remembered else "")
+                             + (" (fitted at the ground)" if c.fitted else "")
                              + (f" (out of pitch reach: {c.pitch_gap:g} semitones from the speaker)"
                                 if c.out_of_reach else "") for c in self.choices)
         if self.voices is None:

@@ -126,6 +126,17 @@ class Variant:
 # A deeper and a brighter timbre of each neural voice, and a further one each way:
 # formants move about a third as far as pitch, as between people of one sex.
 VARIANTS = (Variant(-4, 0.92), Variant(-2, 0.96), Variant(+2, 1.04), Variant(+4, 1.08))
+VARIANT_REACH = 4.0  # semitones: the furthest variant's pitch move
+
+
+def variant_for(speaker_f0: float, voice_f0: float, formant: float) -> Variant:
+    """The variant a fitted voice is spoken in: its formant ratio, and, when
+    the speaker's pitch is beyond what :class:`Prosody` moves
+    (:data:`MAX_PITCH_SHIFT`), a pitch move of up to :data:`VARIANT_REACH`
+    first, as the bank's own variants give its voices."""
+    gap = semitones(speaker_f0 / voice_f0) if speaker_f0 > 0 and voice_f0 > 0 else 0.0
+    shift = float(np.clip(round(gap), -VARIANT_REACH, VARIANT_REACH)) if abs(gap) > MAX_PITCH_SHIFT else 0.0
+    return Variant(shift, formant)
 
 
 class VariantEngine:

@@ -66,6 +66,15 @@ def _fingerprint(voice: Voice) -> str:
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
 
 
+def traits_of(key: str, audio16: np.ndarray, embedding: np.ndarray, rate: float = 0.0) -> VoiceTraits:
+    """A voice's pitch, range and colour measured on its speech (16 kHz), as
+    the bank measures them; the ground's voice fitter measures candidates so."""
+    f0, f0_range = pitch_stats(audio16)
+    shape = spectrum_shape(audio16, SAMPLE_RATE)
+    colour = None if shape is None else tuple(round(float(x), 2) for x in shape)
+    return VoiceTraits(key, embedding, f0, f0_range, rate, colour)
+
+
 class VoiceBank:
     """Cached traits of the catalog's voices."""
 
@@ -107,7 +116,7 @@ class VoiceBank:
     def _reading(self, voice: Voice) -> tuple[np.ndarray, int]:
         """The passage read by ``voice``; a variant transforms its base's reading."""
         if voice.base_key not in self._passages:
-            engine = self.catalog.load(voice.base_key if voice.variant else voice)
+            engine = self.catalog.load(voice.base)
             self._passages[voice.base_key] = (engine.synthesize(PASSAGE), engine.sample_rate)
         audio, rate = self._passages[voice.base_key]
         return (voice.variant.apply(audio, rate) if voice.variant else audio), rate
@@ -118,10 +127,7 @@ class VoiceBank:
         seconds = len(audio) / rate
         audio16 = resample(audio, rate, SAMPLE_RATE)
         embedding = self.encoder.embed(audio16)
-        f0, f0_range = pitch_stats(audio16)
-        shape = spectrum_shape(audio16, SAMPLE_RATE)
-        colour = None if shape is None else tuple(round(float(x), 2) for x in shape)
-        traits = VoiceTraits(voice.key, embedding, f0, f0_range, 60.0 * PASSAGE_WORDS / max(seconds, 1e-3), colour)
+        traits = traits_of(voice.key, audio16, embedding, 60.0 * PASSAGE_WORDS / max(seconds, 1e-3))
         self._db.execute(
             "INSERT OR REPLACE INTO voices VALUES (?, ?, ?, ?, ?)",
             (

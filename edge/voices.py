@@ -16,15 +16,15 @@ ids are missing so the operator can ask the ground to resend them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from edge.assign import AssignmentStore, Choice, assign_voices
+from edge.assign import AssignmentStore, Choice, assign_voices, pitch_gap
 from edge.catalog import Catalog, Voice
-from edge.prosody import Prosody
+from edge.prosody import Prosody, Variant, variant_for
 from edge.tts import TTSEngine
-from edge.voicebank import VoiceBank
+from edge.voicebank import VoiceBank, VoiceTraits
 from relay.audio.codecs import get_codec
 from relay.audio.colour import equaliser_gains
 from relay.audio.colour import from_bytes as colour_of
@@ -93,11 +93,26 @@ def cast(
     speaker with a profile moved toward its pitch and pitch range. Where the
     chosen engine clones voices and the profile carries a reference clip, the
     engine speaks in the clip's voice instead (no pitch shift needed). A
-    profile with a colour has the voice equalised to it (``match_colour``)."""
+    profile with a colour has the voice equalised to it (``match_colour``).
+    A profile with a voice fitted at the ground (:mod:`ground.fit_voice`) is
+    spoken in that voice where this edge has its engine and styles."""
     candidates = [v for v in catalog.voices() if auto_measured(v) or bank.get(v) is not None]
     traits = {t.key: t for t in bank.traits(candidates, progress=on_measure)}
     choices = assign_voices(profiles, list(traits.values()), store)
-    voices = {c.speaker: catalog.load(c.voice) for c in choices}
+    speaking: dict[int, Voice | str] = {c.speaker: c.voice for c in choices}
+    for i, c in enumerate(choices):  # a voice fitted at the ground, where this edge can speak it
+        p = profiles[c.speaker]
+        fitted = fitted_voice(p, catalog)
+        found = bank.traits([fitted], progress=on_measure) if fitted is not None else []
+        if p is not None and p.fitted is not None and fitted is not None and found:
+            variant = variant_for(p.f0_median, found[0].f0_median, p.fitted.formant)
+            fitted = fitted.with_variant(variant) if variant != Variant(0.0, 1.0) else fitted
+            found = bank.traits([fitted], progress=on_measure)
+        if fitted is not None and found:
+            traits[fitted.key] = found[0]
+            choices[i] = replace(c, voice=fitted.key, fitted=True, pitch_gap=pitch_gap(profiles[c.speaker], found[0]))
+            speaking[c.speaker] = fitted
+    voices = {speaker: catalog.load(voice) for speaker, voice in speaking.items()}
     prosody = {}
     for c in choices:
         p, t = profiles[c.speaker], traits[c.voice]
@@ -107,9 +122,32 @@ def cast(
             continue
         if p is None:
             continue
-        matched = Prosody.match(p.f0_median, p.f0_range, t.f0_median, t.f0_range) if match_pitch else Prosody()
-        if match_colour and p.colour and t.colour is not None:
-            matched = matched.with_eq(equaliser_gains(colour_of(p.colour), np.asarray(t.colour)))
+        matched = tune(p, t, match_pitch=match_pitch, match_colour=match_colour)
         if not matched.neutral:
             prosody[c.speaker] = matched
     return Cast(voices, prosody, choices)
+
+
+def tune(profile: VoiceProfile, voice: VoiceTraits, *, match_pitch: bool = True, match_colour: bool = True) -> Prosody:
+    """How the edge brings ``voice`` to ``profile``: its pitch and range, and its colour."""
+    p, t = profile, voice
+    matched = Prosody.match(p.f0_median, p.f0_range, t.f0_median, t.f0_range) if match_pitch else Prosody()
+    if match_colour and p.colour and t.colour is not None:
+        matched = matched.with_eq(equaliser_gains(colour_of(p.colour), np.asarray(t.colour)))
+    return matched
+
+
+def fitted_voice(profile: VoiceProfile | None, catalog: Catalog) -> Voice | None:
+    """The mix of styles the ground fitted to ``profile``, if this edge has its
+    engine and every style it mixes (otherwise the bank's nearest voice
+    serves); :func:`cast` adds its formant ratio and any pitch move
+    (:func:`edge.prosody.variant_for`)."""
+    if profile is None or profile.fitted is None or profile.fitted.engine not in catalog.backends:
+        return None
+    backend = catalog.backends[profile.fitted.engine]
+    if not hasattr(backend, "mix") or not catalog.status(backend.name).available:
+        return None
+    have = {v.params[0] for v in catalog.voices(variants=False) if v.engine == backend.name and len(v.params) == 1}
+    if not all(name in have for name, _ in profile.fitted.mix):
+        return None
+    return backend.mix(profile.fitted.mix)

@@ -105,6 +105,9 @@ def encode(
     min_speakers: int = typer.Option(None, "--min-speakers", min=1, help="at least this many speakers"),
     max_speakers: int = typer.Option(None, "--max-speakers", min=1, help="at most this many speakers"),
     profile_bits: int = typer.Option(None, "--profile-bits", help="voice embedding width on the wire: 4 or 8 bits"),
+    fit_voices: bool = typer.Option(
+        None, "--fit-voices/--no-fit-voices", help="fit a Kokoro voice to each new speaker (up to 2 minutes each)"
+    ),
     tier: str = typer.Option(
         None, "--tier",
         help="text | hybrid (audio where Whisper is unsure or there is no speech) | an audio tier: codec2, lyra, opus, "
@@ -129,7 +132,7 @@ def encode(
     from relay.fileio import write_atomic
 
     cfg = with_flags(_config(config), "ground", model=model, language=language, beam_size=beam_size, threads=threads,
-                   diarize=diarize, pipeline=pipeline, profile_bits=profile_bits)
+                   diarize=diarize, pipeline=pipeline, profile_bits=profile_bits, fit_voices=fit_voices)
     cfg = with_flags(cfg, "tiers", tier=tier, codec=hybrid_codec, budget=budget, reference_clips=reference_clips)
     cfg = with_flags(cfg, "codecs", lyra_models=lyra_models, encodec_checkpoint=encodec_checkpoint)
     try:
@@ -169,6 +172,10 @@ def encode(
             return f"{s.label} ({s.profile_state} profile{known})"
 
         print(f"speakers: {', '.join(describe(s) for s in result.bundle.speakers)}")
+        for label, fit in result.fits.items():
+            print(f"fitted voice for {label}: {fit.voice.describe()} (CAM++ on a held-out sentence "
+                  f"{fit.held_out:.2f}, best single style {fit.stock} {fit.stock_held_out:.2f}; "
+                  f"{fit.candidates} tried in {fit.seconds:.0f} s)")
         refs = [s.profile for s in result.bundle.speakers if s.profile is not None and s.profile.reference]
         if refs:
             size = sum(len(p.reference) for p in refs)

@@ -93,6 +93,8 @@ class GroundDaemon:
                 "link": reconnecting(self._session, self.connection, ident, self.stop, manual_ack=True)}
         if self.cfg.ground.spool_dir is not None:
             jobs["spool"] = self._spool()
+        if self.cfg.ground.fit_voices and self.cfg.ground.diarize:
+            jobs["voice fitting"] = self._fit_voices()
         await supervise(self.stop, jobs)
 
     async def _sleep(self, seconds: float) -> None:
@@ -199,6 +201,33 @@ class GroundDaemon:
         New speakers are remembered now, but count as sent only once acknowledged."""
         result = self.encoder.encode_file(path, title)
         return result.data, self.encoder.commit(result, sent=False)
+
+    # --- voices fitted in the background ---------------------------------------------------------
+
+    async def _fit_voices(self) -> None:
+        """Fit a voice to each stored speaker who has none, one at a time, after
+        their bundle is queued: a flash bundle never waits for a fit, and the
+        speaker's next bundle carries the fitted voice."""
+        why = await asyncio.to_thread(self.encoder.fitter.unavailable)
+        if why:
+            log.warning("voices are not fitted: %s", why)
+            return
+        while True:
+            try:
+                done = await asyncio.to_thread(self.encoder.fit_next)
+            except Exception as e:
+                if not isinstance(e, RelayError | ValueError):
+                    raise
+                log.warning("voice fitting failed: %s", e)
+                await self._sleep(600.0)
+                continue
+            if done is None:
+                await self._sleep(30.0)
+                continue
+            profile, fit = done
+            log.info("fitted voice for %s: %s (CAM++ held out %.2f, best single style %.2f; %.0f s)",
+                     profile.name or profile.id_hex, fit.voice.describe(), fit.held_out, fit.stock_held_out,
+                     fit.seconds)
 
     # --- the spool folder ------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ import numpy as np
 from ground.attribute import attribute, fit_spans
 from ground.diarize import Diarization, DiarizationOptions, Diarizer
 from ground.enroll import Enrollment, enroll
+from ground.fit_voice import VoiceFit, VoiceFitter
 from ground.frontend import Region, level, speech_regions, vad_regions
 from ground.speakers import SpeakerPlan, plan_speakers
 from ground.tiers import choose_tier
@@ -34,7 +35,9 @@ from relay.audio.codecs import get_codec
 from relay.audio.io import SAMPLE_RATE, load_audio
 from relay.config import GroundConfig
 from relay.env import environment
+from relay.errors import ModelError
 from relay.format.bundle import Bundle, SourceInfo, Speaker
+from relay.format.profile import VoiceProfile
 from relay.profiles import ProfileStore
 
 Progress = Callable[[str, float, float], None]  # (stage, done, total)
@@ -53,6 +56,7 @@ class EncodeResult:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     tier: str = "text"
     tried: dict[str, int] = field(default_factory=dict)  # tier -> bundle bytes, when a budget chose
+    fits: dict[str, VoiceFit] = field(default_factory=dict)  # speaker label -> the voice fitted to them
 
     @property
     def duration(self) -> float:
@@ -82,13 +86,14 @@ class Encoder:
 
     def __init__(self, config: GroundConfig | None = None, *, transcriber: Transcriber | None = None,
                  diarizer: Diarizer | None = None, store: ProfileStore | None | bool = True,
-                 hf_token: str | None = None) -> None:
+                 hf_token: str | None = None, fitter: VoiceFitter | None = None) -> None:
         self.config = config or GroundConfig()
         self.hf_token = hf_token or environment().hf_token  # for a hub pipeline (ground.pipeline)
         self._transcriber = transcriber
         self._diarizer = diarizer
         self._store: ProfileStore | None = store if isinstance(store, ProfileStore) else None
         self._own_store = store is True
+        self._fitter = fitter
 
     @property
     def transcriber(self) -> Transcriber:
@@ -109,6 +114,12 @@ class Encoder:
             self._store = ProfileStore(self.config.ground.profiles_db)
         return self._store
 
+    @property
+    def fitter(self) -> VoiceFitter:
+        if self._fitter is None:
+            self._fitter = VoiceFitter()
+        return self._fitter
+
     def check(self) -> None:
         """Fail now, in one line, if a codec the settings need is missing (before minutes of ASR)."""
         tiers, codecs = self.config.tiers, self.config.codecs
@@ -117,15 +128,22 @@ class Encoder:
                 get_codec(name, codecs)
         if tiers.reference_clips:
             get_codec(tiers.reference_clips, codecs)
+        if self.config.ground.fit_voices and self.config.ground.diarize:
+            why = self.fitter.unavailable()
+            if why:
+                raise ModelError(why)
 
     def encode(self, audio: np.ndarray, title: str, input_bytes: int = 0,
                speakers: DiarizationOptions | None = None,
-               progress: Progress | None = None) -> EncodeResult:
+               progress: Progress | None = None, fit_voices: bool | None = None) -> EncodeResult:
         """Transcribe (and diarize) decoded 16 kHz audio and pack the bundle.
         With a profile store, speakers are matched against known profiles; call
         :meth:`commit` once the bundle is safely stored. ``progress(stage, done,
-        total)`` follows the long stages (a 45-minute recording takes minutes)."""
+        total)`` follows the long stages (a 45-minute recording takes minutes).
+        ``fit_voices`` (default: ``ground.fit_voices``) fits a voice to each new
+        speaker before packing (:mod:`ground.fit_voice`; up to 2 minutes each)."""
         g = self.config.ground
+        fit_voices = g.fit_voices if fit_voices is None else fit_voices
         timings: dict[str, float] = {}
         duration = len(audio) / SAMPLE_RATE
         diarizer = self.diarizer
@@ -145,12 +163,13 @@ class Encoder:
         del levelled  # a long recording's copy; everything after works on the audio as recorded
         timings["asr"] = front + transcript.elapsed
 
-        def pack(bundle: Bundle, plan: SpeakerPlan | None = None) -> EncodeResult:
+        def pack(bundle: Bundle, plan: SpeakerPlan | None = None, fits: dict[str, VoiceFit] | None = None
+                 ) -> EncodeResult:
             t0 = time.perf_counter()
             choice = choose_tier(bundle, audio, transcript, self.config.tiers, self.config.codecs)
             timings["pack"] = time.perf_counter() - t0
             return EncodeResult(choice.bundle, choice.data, input_bytes, transcript, diarization, plan, timings,
-                                choice.tier, choice.tried)
+                                choice.tier, choice.tried, fits or {})
 
         source = SourceInfo(title=title, duration=transcript.duration, language=transcript.language)
         if diarization is None:  # everything by one speaker
@@ -165,7 +184,38 @@ class Encoder:
         if not plan.speakers:  # no words at all: keep the one-speaker shape
             plan.speakers.append(Speaker("S1"))
         timings["speakers"] = time.perf_counter() - t0
-        return pack(Bundle(source, plan.speakers, plan.segments), plan)
+        fits: dict[str, VoiceFit] = {}
+        if fit_voices:
+            t0 = time.perf_counter()
+            fits = self._fit_plan(plan)
+            timings["voice fitting"] = time.perf_counter() - t0
+        return pack(Bundle(source, plan.speakers, plan.segments), plan, fits)
+
+    def _fit_plan(self, plan: SpeakerPlan) -> dict[str, VoiceFit]:
+        """Fit a voice to every speaker the bundle carries in full without one,
+        from their own phrases; the store learns it when the plan is committed."""
+        fits = {}
+        for i, speaker in enumerate(plan.speakers):
+            if speaker.profile is None or speaker.profile.fitted is not None:
+                continue
+            fit = self.fitter.fit(speaker.profile, [s.text for s in plan.segments if s.speaker == i])
+            fitted = speaker.profile.with_fitted(fit.voice)
+            plan.speakers[i] = Speaker(speaker.label, speaker.profile_id, fitted)
+            plan.remember = [p for p in plan.remember if p.profile_id != fitted.profile_id] + [fitted]
+            fits[speaker.label] = fit
+        return fits
+
+    def fit_next(self) -> tuple[VoiceProfile, VoiceFit] | None:
+        """Fit a voice to one stored speaker who has none (the daemon's background
+        work, after their bundle went out). The profile is stored as not sent, so
+        the speaker's next bundle carries it in full, fitted voice and all."""
+        store = self.store
+        pending = next((p for p in store if p.fitted is None), None) if store is not None else None
+        if store is None or pending is None:
+            return None
+        fit = self.fitter.fit(pending)  # the store keeps no words: the fitter's own sentences
+        store.put(pending.with_fitted(fit.voice), sent=False)
+        return pending, fit
 
     def encode_file(self, path: str | Path, title: str | None = None,
                     speakers: DiarizationOptions | None = None, progress: Progress | None = None) -> EncodeResult:

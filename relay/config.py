@@ -101,6 +101,10 @@ class GroundSection(_Strict):
     diarize: bool = True
     pipeline: str = "offline"  # diarization: "offline" (the packaged models) or a pyannote hub pipeline name
     profile_bits: Literal[4, 8] = 4  # voice embedding width on the wire
+    # fit a Kokoro voice to each new speaker (ground.fit_voice; up to 2 minutes each, needs Kokoro here):
+    # `relay ground encode` fits before writing the bundle; the daemon fits after sending, in the background,
+    # and the fitted voice travels with the speaker's next bundle
+    fit_voices: bool = False
 
     @property
     def queue_db(self) -> Path:

@@ -9,6 +9,7 @@ profiles it has received.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import numpy as np
 from relay.db import connect
 from relay.errors import RelayError
 from relay.format.bundle import Bundle
-from relay.format.profile import VoiceProfile
+from relay.format.profile import FittedVoice, VoiceProfile
 
 MATCH_THRESHOLD = 0.6  # cosine similarity above which two embeddings are one speaker
 NAME_BONUS = 0.02  # an enrolled (named) profile wins a near tie over an anonymous one
@@ -43,10 +44,12 @@ CREATE TABLE IF NOT EXISTS profiles (
     sent      INTEGER NOT NULL DEFAULT 0,  -- ground: full profile already sent
     reference BLOB,                        -- the speaker's coded reference clip, if any
     reference_codec TEXT,
-    colour    BLOB                         -- the long-term spectrum's shape (relay.audio.colour), if any
+    colour    BLOB,                        -- the long-term spectrum's shape (relay.audio.colour), if any
+    fitted    TEXT                         -- a voice fitted at the ground (relay.format.profile.FittedVoice), JSON
 );
 """
-_ADDED_COLUMNS = {"reference": "BLOB", "reference_codec": "TEXT", "colour": "BLOB"}  # stores made before them
+# columns that stores made before them lack
+_ADDED_COLUMNS = {"reference": "BLOB", "reference_codec": "TEXT", "colour": "BLOB", "fitted": "TEXT"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +80,12 @@ class ProfileStore:
 
     @staticmethod
     def _row(row: tuple) -> VoiceProfile:
-        pid, name, emb, f0, rng, rate, ref, ref_codec, colour = row[:9]
+        pid, name, emb, f0, rng, rate, ref, ref_codec, colour, fitted = row[:10]
+        voice = FittedVoice.from_wire(*json.loads(fitted)) if fitted else None
         return VoiceProfile(bytes(emb), f0, rng, rate, name, bytes(pid), bytes(ref or b""), ref_codec or "",
-                            bytes(colour or b""))
+                            bytes(colour or b""), voice)
 
-    _COLUMNS = "id, name, embedding, f0_median, f0_range, rate, reference, reference_codec, colour"
+    _COLUMNS = "id, name, embedding, f0_median, f0_range, rate, reference, reference_codec, colour, fitted"
 
     def __iter__(self) -> Iterator[VoiceProfile]:
         rows = self._db.execute(f"SELECT {self._COLUMNS} FROM profiles ORDER BY name IS NULL, name, created").fetchall()
@@ -104,18 +108,20 @@ class ProfileStore:
         try:
             self._db.execute(
                 """INSERT INTO profiles (id, name, embedding, f0_median, f0_range, rate, created, last_seen, sent,
-                                         reference, reference_codec, colour)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                         reference, reference_codec, colour, fitted)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET name = excluded.name, embedding = excluded.embedding,
                        f0_median = excluded.f0_median, f0_range = excluded.f0_range, rate = excluded.rate,
                        last_seen = excluded.last_seen, sent = CASE WHEN ? IS NULL THEN sent ELSE ? END,
                        reference = COALESCE(excluded.reference, reference),
                        reference_codec = COALESCE(excluded.reference_codec, reference_codec),
-                       colour = COALESCE(excluded.colour, colour)""",
+                       colour = COALESCE(excluded.colour, colour),
+                       fitted = COALESCE(excluded.fitted, fitted)""",
                 (
                     profile.profile_id, profile.name, profile.embedding, profile.f0_median, profile.f0_range,
                     profile.rate, now, now, int(bool(sent)), profile.reference or None,
-                    profile.reference_codec or None, profile.colour or None, sent, int(bool(sent)),
+                    profile.reference_codec or None, profile.colour or None,
+                    json.dumps(profile.fitted.wire()) if profile.fitted else None, sent, int(bool(sent)),
                 ),
             )
         except sqlite3.IntegrityError:

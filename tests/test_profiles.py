@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import msgpack
 import numpy as np
 import pytest
 
 from relay.errors import BundleError
 from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, Word
-from relay.format.profile import VoiceProfile, dequantize, quantize
+from relay.format.profile import FittedVoice, VoiceProfile, dequantize, quantize
 from relay.format.wire import decode_bundle, encode_bundle, field_costs
 from relay.profiles import ProfileError, ProfileStore
 
@@ -150,3 +151,54 @@ def test_store_keeps_the_colour(tmp_path):
     with ProfileStore(tmp_path / "p.db") as store:
         store.put(p)
         assert store.get(p.profile_id) == p
+
+
+def _fitted() -> FittedVoice:
+    return FittedVoice("kokoro", (("jf_alpha", 0.25), ("jm_kumo", 0.6), ("jf_nezumi", 0.15)))
+
+
+def test_a_fitted_voice_travels_in_the_profile_under_300_bytes():
+    plain = VoiceProfile.create(_unit(7), 180.0, 6.0, 150.0)
+    fitted = plain.with_fitted(_fitted())
+    assert fitted.profile_id == plain.profile_id  # a refinement keeps the id
+    back = decode_bundle(encode_bundle(_bundle([Speaker("A", fitted.profile_id, fitted),
+                                                Speaker("B", plain.profile_id, plain)])))
+    got = back.speakers[0].profile.fitted
+    assert got is not None and got.engine == "kokoro"
+    assert dict(got.mix) == pytest.approx(dict(_fitted().mix), abs=1e-3)
+    assert back.speakers[1].profile.fitted is None
+    assert len(msgpack.packb(fitted.wire_fields()[-1])) < 300
+    most = FittedVoice("k" * 24, tuple((f"{i}".rjust(24, "s"), 1.0) for i in range(8)))  # the largest there is
+    assert len(msgpack.packb(most.wire())) <= 300
+
+
+@pytest.mark.parametrize("bad", [
+    ["kokoro"],  # no mix
+    ["kokoro", ["jf_alpha"]],  # a style without a weight
+    ["kokoro", ["jf_alpha", 0]],  # a zero weight
+    ["kokoro", ["jf_alpha", 5000]],  # more than the whole
+    ["kokoro", ["jf_alpha", 500, "jf_alpha", 500]],  # a style twice
+    ["k" * 25, ["jf_alpha", 1000]],  # a name too long
+    ["kokoro", ["jf\nalpha", 1000]],  # not printable
+    ["kokoro", ["s", 1] * 9],  # too many styles
+    ["kokoro", [b"jf_alpha", 1000]],  # bytes, not text
+])
+def test_a_hostile_fitted_voice_is_refused(bad, monkeypatch):
+    p = VoiceProfile.create(_unit(8), 180.0, 6.0, 150.0)
+    fields = [*p.wire_fields(), None, None, bad]
+    monkeypatch.setattr(VoiceProfile, "wire_fields", lambda self: fields)  # what a hostile ground would pack
+    data = encode_bundle(_bundle([Speaker("A", p.profile_id, p)]))
+    monkeypatch.undo()
+    with pytest.raises(BundleError):
+        decode_bundle(data)
+
+
+def test_store_keeps_the_fitted_voice(tmp_path):
+    p = VoiceProfile.create(_unit(9), 120.0, 4.0, 150.0)
+    with ProfileStore(tmp_path / "p.db") as store:
+        store.put(p)
+        store.put(p.with_fitted(_fitted()))
+        store.put(p)  # a later sighting without one keeps it
+        kept = store.get(p.profile_id)
+        assert kept is not None and kept.fitted is not None
+        assert kept.fitted.describe() == _fitted().describe()

@@ -15,6 +15,7 @@ Another Kokoro model and voice file can be named with
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -98,10 +99,19 @@ class KokoroBackend:
             out.append(Voice(self.name, f"kokoro:{a}+{b}", f"{a}+{b}", LANGUAGE, (a, b)))
         return out
 
+    def mix(self, weights: Sequence[tuple[str, float]]) -> Voice:
+        """A voice mixing styles by weight (a fitted voice, relay.format.profile.FittedVoice)."""
+        named = "+".join(f"{n}*{w:.3f}" for n, w in weights)
+        return Voice(self.name, f"kokoro:mix/{named}", f"mix/{named}", LANGUAGE, tuple(weights))
+
     def load(self, voice: Voice) -> KokoroEngine:
+        """A style is a name (styles listed together are averaged) or a ``(name, weight)`` pair."""
         kokoro = self._load_kokoro()
+        parts = [(p, 1.0) if isinstance(p, str) else (str(p[0]), float(p[1])) for p in voice.params]
         try:
-            style = np.mean([kokoro.get_voice_style(s) for s in voice.params], axis=0)
+            styles = np.stack([kokoro.get_voice_style(name) for name, _ in parts])
         except (KeyError, ValueError):
-            raise ModelError(f"Kokoro has no style {voice.params}") from None
+            raise ModelError(f"Kokoro has no style {[name for name, _ in parts]}") from None
+        weights = np.array([w for _, w in parts], dtype=np.float32).reshape(-1, *[1] * (styles.ndim - 1))
+        style = (styles * weights).sum(axis=0) / weights.sum()
         return KokoroEngine(kokoro, style, voice.name)

@@ -23,6 +23,59 @@ COLOUR_BYTES = 16  # relay.audio.colour.BANDS, one int8 each
 COLOUR_STEP_DB = 0.5  # relay.audio.colour.STEP_DB
 EMBEDDING_DIM = 192
 F0_REF = 55.0  # Hz; pitch is sent in quarter tones above A1
+FITTED_MAX_STYLES = 8  # a fitted voice mixes at most this many of an engine's styles
+FITTED_NAME_CHARS = 24  # an engine's or a style's name (Kokoro's are under 16)
+FITTED_SCALE = 1000  # mix weights and the formant ratio travel in thousandths
+FITTED_FORMANT = (0.8, 1.25)  # the formant ratios a fitted voice may ask for (PSOLA degrades beyond)
+
+
+@dataclass(frozen=True, slots=True)
+class FittedVoice:
+    """A voice the ground fitted to a speaker: a mix of one engine's named
+    styles (Kokoro's style vectors), weights summing to one, and a formant
+    ratio (the vocal tract made longer or shorter, as the edge's timbre
+    variants do). It names styles rather than numbering them, so an edge with
+    another style file uses what it shares and says what it lacks. On the
+    wire: ``[engine, [style, thousandths, ...], formant thousandths?]``, at
+    most 8 styles: under 300 bytes."""
+
+    engine: str
+    mix: tuple[tuple[str, float], ...]
+    formant: float = 1.0
+
+    def __post_init__(self) -> None:
+        names = [self.engine, *(n for n, _ in self.mix)]
+        if not self.mix or len(self.mix) > FITTED_MAX_STYLES:
+            raise ValueError(f"a fitted voice mixes 1 to {FITTED_MAX_STYLES} styles, not {len(self.mix)}")
+        if any(not n or len(n) > FITTED_NAME_CHARS or not n.isascii() or not n.isprintable() for n in names):
+            raise ValueError(f"a fitted voice's names are 1 to {FITTED_NAME_CHARS} printable ASCII characters")
+        if len({n for n, _ in self.mix}) != len(self.mix):
+            raise ValueError("a fitted voice names a style twice")
+        weights = [w for _, w in self.mix]
+        if not all(math.isfinite(w) and w > 0 for w in weights):
+            raise ValueError("a fitted voice's weights are positive")
+        total = sum(weights)
+        object.__setattr__(self, "mix", tuple((n, w / total) for n, w in self.mix))
+        if not FITTED_FORMANT[0] <= self.formant <= FITTED_FORMANT[1]:
+            raise ValueError(f"a fitted voice's formant ratio {self.formant} is outside {FITTED_FORMANT}")
+
+    def wire(self) -> list:
+        flat: list = []
+        for name, weight in self.mix:
+            flat += [name, max(1, round(weight * FITTED_SCALE))]
+        unit = round(self.formant * FITTED_SCALE) == FITTED_SCALE
+        return [self.engine, flat] if unit else [self.engine, flat, round(self.formant * FITTED_SCALE)]
+
+    @classmethod
+    def from_wire(cls, engine: str, flat: list, formant: int = FITTED_SCALE) -> FittedVoice:
+        if len(flat) % 2:
+            raise ValueError("a fitted voice's mix is pairs of a style and a weight")
+        mix = tuple((str(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2))
+        return cls(engine, mix, formant / FITTED_SCALE)
+
+    def describe(self) -> str:
+        mix = "+".join(f"{n}*{w:.2f}" for n, w in self.mix)
+        return f"{self.engine}:{mix}" + (f" formants x{self.formant:.2f}" if self.formant != 1.0 else "")
 
 
 def quantize(embedding: np.ndarray, bits: int = 4) -> bytes:
@@ -83,6 +136,8 @@ class VoiceProfile:
     # optional: the long-term spectrum's shape in 16 bands (relay.audio.colour), which the edge
     # equalises its voice to; not part of the id either (a refinement)
     colour: bytes = b""
+    # optional: a voice fitted to the speaker at the ground (ground.fit_voice); not part of the id
+    fitted: FittedVoice | None = None
 
     def __post_init__(self) -> None:
         if len(self.embedding) not in (EMBEDDING_DIM, EMBEDDING_DIM // 2):
@@ -113,6 +168,10 @@ class VoiceProfile:
         """This profile (same id) carrying a colour (:func:`relay.audio.colour.to_bytes`)."""
         return dataclasses.replace(self, colour=colour)
 
+    def with_fitted(self, fitted: FittedVoice | None) -> VoiceProfile:
+        """This profile (same id) carrying a fitted voice."""
+        return dataclasses.replace(self, fitted=fitted)
+
     def content_hash(self) -> bytes:
         # as the first profiles were hashed: each figure as bytes(n), n zero bytes (ids are forever)
         figures = _quantize_prosody(self.f0_median, self.f0_range, self.rate)
@@ -134,17 +193,20 @@ class VoiceProfile:
     def wire_fields(self) -> list:
         """``[embedding, f0, range, rate]`` as small integers: quarter tones above
         55 Hz, quarter tones of range, words per minute. Each fits in one or
-        two msgpack bytes. A reference clip follows as ``[codec id, bytes]``
-        (nil when there is none but a colour follows), then the colour's 16 bytes."""
+        two msgpack bytes. A reference clip follows as ``[codec id, bytes]``,
+        then the colour's 16 bytes, then a fitted voice (:class:`FittedVoice`),
+        each nil when absent but a later one is present."""
         fields: list = [self.embedding, *_quantize_prosody(self.f0_median, self.f0_range, self.rate)]
         if self.reference:
             from relay.audio.codecs import codec_id
 
             fields.append([codec_id(self.reference_codec), self.reference])
-        if self.colour:
-            if not self.reference:
-                fields.append(None)
-            fields.append(self.colour)
+        else:
+            fields.append(None)
+        fields.append(self.colour or None)
+        fields.append(self.fitted.wire() if self.fitted else None)
+        while fields[-1] is None:
+            fields.pop()
         return fields
 
     @classmethod
@@ -160,7 +222,8 @@ class VoiceProfile:
                 raise ValueError(f"reference clip codec id {wire_id} is unknown")
             codec = CODEC_IDS[wire_id]
         colour = bytes(fields[5]) if len(fields) > 5 and fields[5] else b""
-        return cls(bytes(embedding), f0, rng, wpm, name, bytes(profile_id), reference, codec, colour)
+        fitted = FittedVoice.from_wire(*fields[6]) if len(fields) > 6 and fields[6] else None
+        return cls(bytes(embedding), f0, rng, wpm, name, bytes(profile_id), reference, codec, colour, fitted)
 
     def to_dict(self) -> dict:
         return {
@@ -172,6 +235,7 @@ class VoiceProfile:
             **({"reference": {"codec": self.reference_codec, "bytes": len(self.reference)}} if self.reference else {}),
             **({"colour_db": [round(float(x), 1) for x in np.frombuffer(self.colour, np.int8) * COLOUR_STEP_DB]}
                if self.colour else {}),
+            **({"fitted": self.fitted.describe()} if self.fitted else {}),
         }
 
 

@@ -25,8 +25,9 @@ and the dictionary without decompressing. The body is a msgpack array::
     timings       bin: uvarints, see _pack_timings
     profiles      one entry per speaker (absent when no speaker has one):
                   nil, [id] (a profile the edge holds) or
-                  [id, embedding int8[192], f0, f0_range, rate, clip?, colour?]; see
-                  relay.format.profile (colour: 16 int8, relay.audio.colour)
+                  [id, embedding int8[192], f0, f0_range, rate, clip?, colour?, fitted?];
+                  see relay.format.profile (colour: 16 int8, relay.audio.colour;
+                  fitted: [engine, [style, thousandths, ...]])
                   (nil when clips follow and no speaker has a profile)
     clips         stretches sent as coded audio, each
                   [codec_id, speaker or nil, start_ticks, duration_ticks, reason, data]
@@ -51,7 +52,14 @@ from relay.errors import BundleError
 from relay.format.bundle import CLIP_REASONS, AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
 from relay.format.dictionary import DEFAULT_DICT_ID, get_dictionary
 from relay.format.limits import DEFAULT_LIMITS, Limits
-from relay.format.profile import PROFILE_ID_SIZE, VoiceProfile
+from relay.format.profile import (
+    FITTED_FORMANT,
+    FITTED_MAX_STYLES,
+    FITTED_NAME_CHARS,
+    FITTED_SCALE,
+    PROFILE_ID_SIZE,
+    VoiceProfile,
+)
 from relay.format.varint import get_uvarint as _get_uvarint
 from relay.format.varint import put_uvarint as _put_uvarint
 
@@ -275,8 +283,23 @@ def _unpack_speaker(label: object, profile: object) -> Speaker:
             ref = _array(reference, "a reference clip", 8, at_least=2)
             reference = [_int(ref[0], "reference codec id", 0, 255), _bin(ref[1], "a reference clip")]
         colour = _bin(entry[6], "a profile's colour") if len(entry) > 6 and entry[6] is not None else None
-        full = VoiceProfile.from_wire(pid, [embedding, f0, f0_range, rate, reference, colour])
+        fitted = _unpack_fitted(entry[7]) if len(entry) > 7 and entry[7] is not None else None
+        full = VoiceProfile.from_wire(pid, [embedding, f0, f0_range, rate, reference, colour, fitted])
     return Speaker(name, pid, full)
+
+
+def _unpack_fitted(value: object) -> list:
+    """``[engine, [style, thousandths, ...], formant?]``, each part checked before use."""
+    fitted = _array(value, "a fitted voice", 3, 2)
+    engine = _str(fitted[0], "a fitted voice's engine", FITTED_NAME_CHARS)
+    flat = _array(fitted[1], "a fitted voice's mix", 2 * FITTED_MAX_STYLES, at_least=2)
+    for i in range(0, len(flat) - 1, 2):
+        _str(flat[i], "a fitted voice's style", FITTED_NAME_CHARS)
+        _int(flat[i + 1], "a fitted voice's weight", 1, FITTED_SCALE)
+    if len(fitted) == 3:
+        low, high = (round(x * FITTED_SCALE) for x in FITTED_FORMANT)
+        return [engine, flat, _int(fitted[2], "a fitted voice's formant ratio", low, high)]
+    return [engine, flat]
 
 
 def _compressor(dict_id: int) -> zstandard.ZstdCompressor:
