@@ -40,6 +40,7 @@ FORMANTS = (0.92, 0.96, 1.04, 1.08)  # the vocal-tract ratios tried, as the edge
 BLEND_SHARES = (0.25, 0.5)  # a second style's share tried in the best style
 BUDGET_S = 120.0  # per speaker, on 2 cores
 FIT_WORDS = 20  # the speaker's own phrases are used for fitting up to about this many words
+MAX_PHRASE_WORDS = 40  # longer phrases would spend the budget on a few candidates
 FIT_SENTENCES = (
     "The supply ship left the harbour this morning with fuel and fresh food for the winter.",
     "We checked the instruments twice, and the readings from the northern mast look right.",
@@ -64,7 +65,7 @@ class VoiceFit:
 def _sentences(texts: Sequence[str]) -> tuple[list[str], str]:
     """Fitting phrases (about ``FIT_WORDS`` words) and a held-out one: the
     speaker's own when they said enough, else the stock sentences."""
-    own = [t.strip() for t in texts if len(t.split()) >= 4]
+    own = [t.strip() for t in texts if 4 <= len(t.split()) <= MAX_PHRASE_WORDS]
     fitting: list[str] = []
     for phrase in own[:-1]:
         fitting.append(phrase)
@@ -150,8 +151,8 @@ class VoiceFitter:
             for formant in (1.0, *FORMANTS):
                 score(FittedVoice(self.engine, ((style, 1.0),), formant))
         best = max(scores, key=scores.__getitem__)
-        by_style = {v.mix[0][0]: sc for v, sc in scores.items()}
-        ranked = sorted(by_style, key=lambda name: -max(sc for v, sc in scores.items() if v.mix[0][0] == name))
+        ranked = sorted(styles, key=lambda name: -max((sc for v, sc in scores.items() if v.mix[0][0] == name),
+                                                     default=-1.0))
         stock = best
         for other in [name for name in ranked if name != best.mix[0][0]][:2]:
             for share in BLEND_SHARES:

@@ -130,17 +130,20 @@ def inspect(
         f"duration {duration:.2f} s  {len(decoded.speakers)} speaker(s)  {len(decoded.segments)} segment(s)"
     )
     if any(s.profile_id for s in decoded.speakers):
-        speakers = Table("speaker", "profile", "sent as", "pitch", "range", "rate", box=None, header_style="bold")
+        fitted = any(s.profile is not None and s.profile.fitted for s in decoded.speakers)
+        columns = ["speaker", "profile", "sent as", "pitch", "range", "rate"] + (["fitted voice"] if fitted else [])
+        speakers = Table(*columns, box=None, header_style="bold")
         for spk in decoded.speakers:
             p = spk.profile
-            speakers.add_row(
+            row = [
                 spk.label,
                 spk.profile_id.hex() or "-",
                 spk.profile_state,
                 f"{p.f0_median:.0f} Hz" if p else "",
                 f"{p.f0_range:.1f} st" if p else "",
                 f"{p.rate:.0f} wpm" if p else "",
-            )
+            ]
+            speakers.add_row(*row, *([p.fitted.describe() if p and p.fitted else ""] if fitted else []))
         console.print(speakers)
     segs = Table("start", "end", "speaker", "text", box=None, header_style="bold")
     for seg in decoded.segments:

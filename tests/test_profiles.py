@@ -202,3 +202,18 @@ def test_store_keeps_the_fitted_voice(tmp_path):
         kept = store.get(p.profile_id)
         assert kept is not None and kept.fitted is not None
         assert kept.fitted.describe() == _fitted().describe()
+
+
+def test_inspect_shows_a_fitted_voice(tmp_path):
+    from typer.testing import CliRunner
+
+    from relay.cli import app
+
+    p = VoiceProfile.create(_unit(10), 180.0, 6.0, 150.0).with_fitted(_fitted())
+    path = tmp_path / "b.bundle"
+    path.write_bytes(encode_bundle(_bundle([Speaker("Ann", p.profile_id, p)])))
+    out = CliRunner().invoke(app, ["inspect", str(path)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "fitted voice" in out.output and "kokoro:jf_alpha*0.25+jm_kumo*0.60+jf_nezumi*0.15" in out.output
+    data = CliRunner().invoke(app, ["inspect", str(path), "--json"])
+    assert '"fitted": "kokoro:jf_alpha*0.25+jm_kumo*0.60+jf_nezumi*0.15"' in data.output
