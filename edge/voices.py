@@ -101,17 +101,12 @@ def cast(
     choices = assign_voices(profiles, list(traits.values()), store)
     speaking: dict[int, Voice | str] = {c.speaker: c.voice for c in choices}
     for i, c in enumerate(choices):  # a voice fitted at the ground, where this edge can speak it
-        p = profiles[c.speaker]
-        fitted = fitted_voice(p, catalog)
-        found = bank.traits([fitted], progress=on_measure) if fitted is not None else []
-        if p is not None and p.fitted is not None and fitted is not None and found:
-            variant = variant_for(p.f0_median, found[0].f0_median, p.fitted.formant)
-            fitted = fitted.with_variant(variant) if variant != Variant(0.0, 1.0) else fitted
-            found = bank.traits([fitted], progress=on_measure)
-        if fitted is not None and found:
-            traits[fitted.key] = found[0]
-            choices[i] = replace(c, voice=fitted.key, fitted=True, pitch_gap=pitch_gap(profiles[c.speaker], found[0]))
-            speaking[c.speaker] = fitted
+        fitted = _fitted(profiles[c.speaker], catalog, bank, on_measure)
+        if fitted is not None:
+            voice, measured = fitted
+            traits[voice.key] = measured
+            choices[i] = replace(c, voice=voice.key, fitted=True, pitch_gap=pitch_gap(profiles[c.speaker], measured))
+            speaking[c.speaker] = voice
     voices = {speaker: catalog.load(voice) for speaker, voice in speaking.items()}
     prosody = {}
     for c in choices:
@@ -135,6 +130,23 @@ def tune(profile: VoiceProfile, voice: VoiceTraits, *, match_pitch: bool = True,
     if match_colour and p.colour and t.colour is not None:
         matched = matched.with_eq(equaliser_gains(colour_of(p.colour), np.asarray(t.colour)))
     return matched
+
+
+def _fitted(
+    profile: VoiceProfile | None, catalog: Catalog, bank: VoiceBank, on_measure: Callable[[Voice], None] | None
+) -> tuple[Voice, VoiceTraits] | None:
+    """The fitted voice as spoken (with its formant ratio and any pitch move) and its traits.
+    Two speakers fitted to one mix are not kept apart: the ground fits each alone."""
+    mix = fitted_voice(profile, catalog)
+    found = bank.traits([mix], progress=on_measure) if mix is not None else []
+    if profile is None or profile.fitted is None or mix is None or not found:
+        return None
+    variant = variant_for(profile.f0_median, found[0].f0_median, profile.fitted.formant)
+    if variant == Variant(0.0, 1.0):
+        return mix, found[0]
+    spoken = mix.with_variant(variant)
+    found = bank.traits([spoken], progress=on_measure)
+    return (spoken, found[0]) if found else None
 
 
 def fitted_voice(profile: VoiceProfile | None, catalog: Catalog) -> Voice | None:
