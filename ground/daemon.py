@@ -199,7 +199,7 @@ class GroundDaemon:
     def _encode(self, path: Path, title: str) -> tuple[bytes, list[bytes]]:
         """In a worker thread: audio file -> (bundle, ids of profiles sent in full).
         New speakers are remembered now, but count as sent only once acknowledged."""
-        result = self.encoder.encode_file(path, title)
+        result = self.encoder.encode_file(path, title, fit_voices=False)  # fitting follows, in the background
         return result.data, self.encoder.commit(result, sent=False)
 
     # --- voices fitted in the background ---------------------------------------------------------

@@ -218,10 +218,12 @@ class Encoder:
         return pending, fit
 
     def encode_file(self, path: str | Path, title: str | None = None,
-                    speakers: DiarizationOptions | None = None, progress: Progress | None = None) -> EncodeResult:
+                    speakers: DiarizationOptions | None = None, progress: Progress | None = None,
+                    fit_voices: bool | None = None) -> EncodeResult:
         path = Path(path)
         audio = load_audio(path)
-        return self.encode(audio, title if title is not None else path.stem, path.stat().st_size, speakers, progress)
+        return self.encode(audio, title if title is not None else path.stem, path.stat().st_size, speakers, progress,
+                           fit_voices)
 
     def commit(self, result: EncodeResult, sent: bool) -> list[bytes]:
         """The bundle is safely stored: remember its new speakers. ``sent``: it has

@@ -114,15 +114,13 @@ class VoiceFitter:
         from edge.prosody import variant_for
         from edge.voicebank import traits_of
         from edge.voices import tune
+        from relay.audio.pitch import pitch_stats
 
         raw, rate = self._speak(fitted.mix, texts)
-
-        def measured(phrases: list[np.ndarray]):
-            return traits_of("fit", resample(np.concatenate(phrases), rate, SAMPLE_RATE), np.zeros(0))
-
-        variant = variant_for(profile.f0_median, measured(raw).f0_median, fitted.formant)
+        variant = variant_for(profile.f0_median, pitch_stats(resample(np.concatenate(raw), rate, SAMPLE_RATE))[0],
+                              fitted.formant)
         phrases = [variant.apply(a, rate) for a in raw]
-        prosody = tune(profile, measured(phrases))
+        prosody = tune(profile, traits_of("fit", resample(np.concatenate(phrases), rate, SAMPLE_RATE), np.zeros(0)))
         return np.concatenate([resample(prosody.apply(a, rate), rate, SAMPLE_RATE) for a in phrases])
 
     def fit(self, profile: VoiceProfile, texts: Sequence[str] = ()) -> VoiceFit:
@@ -151,8 +149,7 @@ class VoiceFitter:
             for formant in (1.0, *FORMANTS):
                 score(FittedVoice(self.engine, ((style, 1.0),), formant))
         best = max(scores, key=scores.__getitem__)
-        ranked = sorted(styles, key=lambda name: -max((sc for v, sc in scores.items() if v.mix[0][0] == name),
-                                                     default=-1.0))
+        ranked = dict.fromkeys(v.mix[0][0] for v in sorted(scores, key=scores.__getitem__, reverse=True))
         stock = best
         for other in [name for name in ranked if name != best.mix[0][0]][:2]:
             for share in BLEND_SHARES:
