@@ -1,8 +1,8 @@
 """``relay edge``: the edge's commands, in the order an operator meets them.
 
 ``run`` the daemon; ``decode`` a bundle by hand; the ``voices`` it can speak
-with; what it has received (``ls``), and ``play`` or ``replay`` one; the
-edge's signing ``keys``. Every command reads the same configuration as the
+with; bundles brought by hand (``import``); what it has received (``ls``),
+and ``play`` or ``replay`` one; the edge's signing ``keys``. Every command reads the same configuration as the
 daemon (``-c edge.toml``, else ``$SPEECH_RELAY_EDGE_CONFIG``, else
 ``/etc/speech-relay/edge.toml`` if it exists, else the packaged defaults):
 the same profile store, voice assignments and voices, so a bundle decoded
@@ -23,7 +23,7 @@ from relay.cli import keys_app, ordered, with_flags
 
 console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 edge_app = typer.Typer(help="The edge: the daemon, decoding, voices, what was received, keys.", no_args_is_help=True,
-                       cls=ordered("run", "decode", "voices", "ls", "play", "replay", "keys"))
+                       cls=ordered("run", "decode", "voices", "import", "ls", "play", "replay", "keys"))
 voices_app = typer.Typer(help="The TTS voices this edge can speak with.", no_args_is_help=True)
 CONFIG_HELP = ("edge configuration (default: $SPEECH_RELAY_EDGE_CONFIG, /etc/speech-relay/edge.toml, "
                "or the packaged defaults)")
@@ -40,12 +40,14 @@ def _config(path: Path | None, voice_dirs: list[Path] | None = None):
     return cfg
 
 
-def _inbox(cfg):
+def _inbox(cfg, profiles: bool = False):
     from relay.link.inbox import Inbox
     from relay.link.signing import Keyring, VerifyKey
+    from relay.profiles import ProfileStore
 
     keys = [VerifyKey.parse(k, f"edge.trusted_keys[{i}]") for i, k in enumerate(cfg.edge.trusted_keys)]
-    return Inbox(cfg.edge.inbox_db, cfg.edge.name, Keyring(keys), link=cfg.link, limits=cfg.limits)
+    store = ProfileStore(cfg.edge.profiles_db) if profiles else None
+    return Inbox(cfg.edge.inbox_db, cfg.edge.name, Keyring(keys), store, link=cfg.link, limits=cfg.limits)
 
 
 @edge_app.command("run")
@@ -203,6 +205,38 @@ def voices_measure(
         task = progress.add_task("measuring voices", total=len(todo))
         measured = bank.traits(todo, progress=lambda v: progress.update(task, advance=1, description=v.key))
     print(f"measured {len(measured)} voice(s); {len(todo) - len(measured)} failed; bank: {bank.path}")
+
+
+@edge_app.command("import")
+def edge_import(
+    files: list[Path] = typer.Argument(..., help="transfer files from relay ground export"),
+    config: Path = Config,
+) -> None:
+    """Store bundles brought by hand, checked exactly as if received (signature, freshness, limits);
+    the daemon plays them. One already held is left alone. Exit 2 if any file is refused."""
+    from relay.config import ConfigError
+    from relay.errors import RelayError
+    from relay.fileio import read_bytes
+    from relay.link import by_hand
+
+    cfg = _config(config)
+    if not cfg.edge.trusted_keys:
+        raise ConfigError("edge.trusted_keys: required (the public key `relay ground keys init` printed)")
+    inbox = _inbox(cfg, profiles=True)
+    refused = 0
+    for path in files:
+        try:
+            done = by_hand.import_transfer(inbox, read_bytes(path, "transfer file"))
+        except RelayError as err:
+            refused += 1
+            console.print(f"error: {path}: refused: {err}", markup=False, highlight=False)
+            continue
+        what = {"stored": "stored, to be played", "known": "already here, left alone",
+                "rejected": f"rejected ({done.reason})"}[done.outcome]
+        print(f"{path}: bundle {done.bundle_id.hex()} ({done.title or 'untitled'}) {what}")
+        refused += done.outcome == "rejected"
+    if refused:
+        raise typer.Exit(2)
 
 
 @edge_app.command("ls")

@@ -1,8 +1,8 @@
 """``relay ground``: the ground station's commands, in the order an operator meets them.
 
 ``run`` the daemon; ``encode`` a recording into a bundle by hand; enroll known
-``speakers``; the ``queue`` of bundles to send; the link's ``status``; the
-station's signing ``keys``. Every command that touches state reads the same
+``speakers``; the ``queue`` of bundles to send; ``export`` one to carry by
+hand; the link's ``status``; the station's signing ``keys``. Every command that touches state reads the same
 configuration as the daemon (``-c ground.toml``, else
 ``$SPEECH_RELAY_GROUND_CONFIG``, else ``/etc/speech-relay/ground.toml`` if it
 exists, else the packaged defaults), so a speaker enrolled here is one the
@@ -27,7 +27,8 @@ from relay.cli import keys_app, ordered, stage_bars, with_flags
 
 console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 ground_app = typer.Typer(help="The ground station: the daemon, encoding, speakers, the queue, keys.",
-                         no_args_is_help=True, cls=ordered("run", "encode", "speakers", "queue", "status", "keys"))
+                         no_args_is_help=True,
+                         cls=ordered("run", "encode", "speakers", "queue", "export", "status", "keys"))
 speakers_app = typer.Typer(help="Known speakers: enroll, list, remove.", no_args_is_help=True)
 queue_app = typer.Typer(help="The queue of bundles to send.", no_args_is_help=True)
 CONFIG_HELP = ("ground configuration (default: $SPEECH_RELAY_GROUND_CONFIG, /etc/speech-relay/ground.toml, "
@@ -350,6 +351,27 @@ def queue_bump(
 
     item = _outbox(_config(config)).bump(entry, Priority.parse(priority) if priority else None)
     print(f"entry {item.id} ({item.title}) is now first among {item.priority.name.lower()}")
+
+
+@ground_app.command("export")
+def export(
+    entry: int = typer.Argument(..., help="entry id from relay ground queue ls"),
+    output: Path = typer.Option(..., "-o", "--output", help="file to write (relay edge import reads it)"),
+    config: Path = Config,
+) -> None:
+    """Write an entry's signed transfer to a file, to carry to its edge by hand (a USB stick)."""
+    from relay.fileio import write_atomic
+    from relay.link import by_hand
+    from relay.link.signing import SigningKey
+
+    cfg = _config(config)
+    outbox = _outbox(cfg)
+    item = outbox.get(entry)
+    transfer = outbox.export(entry, SigningKey.load(cfg.ground.signing_key), cfg.link.fragment_size)
+    data = by_hand.pack(transfer)
+    write_atomic(output, data)
+    print(f"entry {item.id} ({item.title}) for {item.edge}: bundle {transfer.bundle_id.hex()}, "
+          f"{transfer.count} fragments, {len(data)} bytes -> {output}")
 
 
 @ground_app.command("status")

@@ -463,6 +463,11 @@ class Inbox:
         data, manifest = found
         return self.decide(bid, data, self.check(bid, data, manifest))
 
+    def discard(self, bid: bytes) -> None:
+        """Drop a transfer in progress (its parts too); a decided bundle is kept."""
+        with self._tx():
+            self._forget(bid)
+
     def _forget(self, bid: bytes) -> None:
         self._db.execute("DELETE FROM fragments WHERE bundle_id = ?", (bid,))
         self._db.execute("DELETE FROM transfers WHERE bundle_id = ?", (bid,))

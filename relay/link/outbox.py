@@ -466,6 +466,23 @@ class Outbox:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE {where} ORDER BY priority, rank, id", args)
         return [_item(r) for r in rows]
 
+    def export(self, row: int, key: SigningKey, fragment_size: int) -> OutgoingTransfer:
+        """Entry ``row``'s transfer, whole, for carrying by hand (:mod:`relay.link.by_hand`):
+        the one the link already signed, or a new one signed now. The entry is
+        not changed: its delivery is known when the edge acknowledges it."""
+        item = self.get(row)
+        bid, bundle, head, fsize = self._db.execute(
+            "SELECT bundle_id, bundle, head, fragment_size FROM outbox WHERE id = ?", (row,)).fetchone()
+        if bundle is None:
+            raise OutboxError(f"queue entry {row} is {item.state}: it has no bundle to export"
+                              + (" yet" if item.state in ACTIVE else ""))
+        if head is not None and fsize:
+            return OutgoingTransfer.resume(bytes(bid), bytes(bundle), bytes(head), int(fsize))
+        with self._tx():
+            seq = self._next_seq(item.edge)
+        return OutgoingTransfer.create(bytes(bid), bytes(bundle), item.edge, item.priority, fragment_size, key, seq,
+                                       int(time.time()))
+
     def cancel(self, row: int) -> Item:
         item = self.get(row)
         if item.state not in ACTIVE:

@@ -1,0 +1,173 @@
+"""Bundles by hand (relay.link.by_hand): a transfer exported at the ground,
+carried on a stick, imported at the edge through the link's own checks."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from relay.config import EdgeLink
+from relay.link import by_hand
+from relay.link.inbox import ACCEPTED, REJECTED, Inbox
+from relay.link.messages import LinkError, Priority
+from relay.link.outbox import Outbox, OutboxError, State
+from relay.link.signing import Keyring, SigningKey
+from relay.link.transfer import OutgoingTransfer
+from relay.profiles import ProfileStore
+from relay.testing.bundles import real_bundle
+from tests.test_daemons import one_line, run, write_configs
+
+FRAG = 340
+
+
+@pytest.fixture()
+def key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture()
+def ends(tmp_path, key):
+    outbox = Outbox(tmp_path / "ground.db")
+    inbox = Inbox(tmp_path / "edge.db", "ship", Keyring([key.public]), ProfileStore(tmp_path / "profiles.db"))
+    return outbox, inbox
+
+
+def test_an_exported_transfer_is_stored_as_if_received_and_once(ends, key):
+    outbox, inbox = ends
+    data = real_bundle(400, title="orders")
+    row = outbox.add_bundle(data, "ship", Priority.PRIORITY)
+    file = by_hand.pack(outbox.export(row, key, FRAG))
+    assert outbox.get(row).state == State.READY  # the entry is not changed: the edge's ack tells delivery
+    done = by_hand.import_transfer(inbox, file)
+    assert done.outcome == "stored" and done.title == "orders"
+    stored = inbox.get(done.bundle_id)
+    assert stored is not None and stored.state == ACCEPTED and stored.priority == Priority.PRIORITY
+    assert inbox.data(done.bundle_id) == data and inbox.next_to_play().bundle_id == done.bundle_id
+    assert by_hand.import_transfer(inbox, file).outcome == "known"  # again: nothing changes
+    assert len(inbox.bundles()) == 1 and inbox.partial() == []
+
+
+def test_the_link_and_the_stick_deliver_one_bundle_once(ends, key):
+    """An entry the link has started is exported with the link's own signed manifest;
+    the parts the link delivered and the file's complete each other."""
+    outbox, inbox = ends
+    row = outbox.add_bundle(real_bundle(300), "ship", Priority.NORMAL)
+    first = outbox.next_out(FRAG, key, ["ship"], ack_timeout=60)
+    assert first is not None and first.index == 0
+    outbox.sent(first, ack_timeout=60)
+    from relay.link.messages import parse_down
+
+    assert inbox.receive(parse_down(first.payload)).dropped is None  # the manifest arrived by the link
+    file = by_hand.pack(outbox.export(row, key, 4096))  # another size asked: the started transfer is kept
+    fragments = by_hand.unpack(file)
+    assert fragments[0].data == parse_down(first.payload).data and len(fragments) == outbox.get(row).count
+    assert by_hand.import_transfer(inbox, file).outcome == "stored"
+
+
+def test_what_the_edge_would_refuse_from_the_link_it_refuses_from_a_file(tmp_path, ends, key):
+    outbox, inbox = ends
+    row = outbox.add_bundle(real_bundle(300), "ship", Priority.NORMAL)
+    good = by_hand.pack(outbox.export(row, key, FRAG))
+    # another ground's key; a transfer signed for another edge
+    stranger = Inbox(tmp_path / "other.db", "ship", Keyring([SigningKey.generate().public]))
+    with pytest.raises(LinkError, match="signature|key"):
+        by_hand.import_transfer(stranger, good)
+    elsewhere = Inbox(tmp_path / "else.db", "tug", Keyring([key.public]))
+    with pytest.raises(LinkError):
+        by_hand.import_transfer(elsewhere, good)
+    # one byte changed in a data part: refused, and the half-made transfer is gone
+    tampered = bytearray(good)
+    tampered[-5] ^= 0x40
+    with pytest.raises(LinkError, match="hash"):
+        by_hand.import_transfer(inbox, bytes(tampered))
+    assert inbox.partial() == [] and inbox.bundles() == []
+    # signed too long ago for this edge (max_age), or before the edge's store began
+    bundle = real_bundle(50, seed=3)
+    bid = bytes.fromhex(_bundle_id(bundle))
+    old = OutgoingTransfer.create(bid, bundle, "ship", Priority.NORMAL, FRAG, key, 1, int(time.time()) - 40 * 86400)
+    with pytest.raises(LinkError, match="days ago"):
+        by_hand.import_transfer(inbox, by_hand.pack(old))
+    strict = Inbox(tmp_path / "strict.db", "ship", Keyring([key.public]), link=EdgeLink(max_age=0))
+    before = OutgoingTransfer.create(bid, bundle, "ship", Priority.NORMAL, FRAG, key, 1, int(time.time()) - 7200)
+    with pytest.raises(LinkError, match="before this edge's store began"):
+        by_hand.import_transfer(strict, by_hand.pack(before))
+    # nothing of it was kept, and the good file still goes in
+    assert by_hand.import_transfer(inbox, good).outcome == "stored"
+
+
+def test_an_authentic_but_unusable_bundle_is_kept_as_rejected(ends, key):
+    outbox, inbox = ends
+    bad = b"SRB" + bytes(40)  # signed by the ground, but not a bundle
+    transfer = OutgoingTransfer.create(b"\x01" * 8, bad, "ship", Priority.NORMAL, FRAG, key, 1, int(time.time()))
+    done = by_hand.import_transfer(inbox, by_hand.pack(transfer))
+    assert done.outcome == "rejected" and done.reason
+    assert inbox.get(done.bundle_id).state == REJECTED and inbox.next_to_play() is None
+
+
+@pytest.mark.parametrize("damage", ["magic", "version", "short", "extra", "twice", "mixed", "poll", "huge"])
+def test_malformed_files_are_refused_before_anything_is_stored(ends, key, damage):
+    outbox, inbox = ends
+    row = outbox.add_bundle(real_bundle(200), "ship", Priority.NORMAL)
+    transfer = outbox.export(row, key, FRAG)
+    file = by_hand.pack(transfer)
+    frags = [transfer.fragment(i).pack() for i in range(transfer.count)]
+
+    def build(parts: list[bytes], count: int | None = None) -> bytes:
+        head = by_hand.HEADER.pack(by_hand.MAGIC, by_hand.VERSION, len(parts) if count is None else count)
+        return head + b"".join(by_hand.LENGTH.pack(len(p)) + p for p in parts)
+
+    other = OutgoingTransfer.create(b"\x02" * 8, real_bundle(200, seed=9), "ship", Priority.NORMAL, FRAG, key, 2,
+                                    int(time.time()))
+    files = {
+        "magic": b"XXXX" + file[4:],
+        "version": file[:4] + b"\x09" + file[5:],
+        "short": file[:-7],
+        "extra": file + b"\x00",
+        "twice": build([*frags[:-1], frags[1]]),
+        "mixed": build([*frags[:-1], other.fragment(transfer.count - 1).pack()]),
+        "poll": build([frags[0], b"\x12" + bytes(80)]),
+        "huge": build(frags, count=60_000),
+    }
+    with pytest.raises(LinkError):
+        by_hand.import_transfer(inbox, files[damage])
+    assert inbox.bundles() == [] and inbox.partial() == []
+
+
+def test_an_entry_without_a_bundle_cannot_be_exported(tmp_path, ends, key):
+    outbox, _ = ends
+    audio = tmp_path / "x.wav"
+    audio.write_bytes(b"")
+    row = outbox.add_audio(audio, "ship")
+    with pytest.raises(OutboxError, match="no bundle to export yet"):
+        outbox.export(row, key, FRAG)
+
+
+def test_export_and_import_from_the_command_line(tmp_path):
+    key = SigningKey.generate()
+    ground, edge = write_configs(tmp_path, 1, 2, key, 100.0)
+    bundle = tmp_path / "news.bundle"
+    bundle.write_bytes(real_bundle(120, title="news"))
+    added = run("ground", "queue", "add", str(bundle), "-c", str(ground))
+    assert added.returncode == 0, added.stderr
+    stick = tmp_path / "stick" / "news.transfer"
+    out = run("ground", "export", "1", "-o", str(stick), "-c", str(ground))
+    assert out.returncode == 0 and "fragments" in out.stdout and stick.is_file(), out.stderr
+    got = run("edge", "import", str(stick), "-c", str(edge))
+    assert got.returncode == 0 and "stored, to be played" in got.stdout, got.stderr
+    again = run("edge", "import", str(stick), "-c", str(edge))
+    assert again.returncode == 0 and "already here" in again.stdout, again.stderr
+    listed = run("edge", "ls", "--json", "-c", str(edge))
+    assert '"accepted"' in listed.stdout and "news" in listed.stdout
+    # a damaged file, a missing one: one line each, exit 2
+    damaged = tmp_path / "damaged.transfer"
+    damaged.write_bytes(stick.read_bytes()[:-1])
+    one_line(run("edge", "import", str(damaged), "-c", str(edge)), "damaged.transfer", "cut short")
+    one_line(run("edge", "import", str(tmp_path / "nope.transfer"), "-c", str(edge)), "no such file")
+    one_line(run("ground", "export", "7", "-o", str(stick), "-c", str(ground)), "no queue entry 7")
+
+
+def _bundle_id(data: bytes) -> str:
+    from relay.format.wire import decode_bundle
+
+    return decode_bundle(data).bundle_id.hex()
