@@ -3,6 +3,7 @@ carried on a stick, imported at the edge through the link's own checks."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -15,7 +16,9 @@ from relay.link.outbox import Outbox, OutboxError, State
 from relay.link.signing import Keyring, SigningKey
 from relay.link.transfer import OutgoingTransfer
 from relay.profiles import ProfileStore
+from relay.testing.broker import LocalBroker, mosquitto_path
 from relay.testing.bundles import real_bundle
+from relay.testing.pair import Pair, wait_for
 from tests.test_daemons import one_line, run, write_configs
 
 FRAG = 340
@@ -171,3 +174,31 @@ def _bundle_id(data: bytes) -> str:
     from relay.format.wire import decode_bundle
 
     return decode_bundle(data).bundle_id.hex()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed (scripts/setup.sh)")
+def test_a_running_edge_plays_an_imported_bundle_once_and_the_link_then_confirms_it(tmp_path):
+    """The stick arrives before the link comes back: the daemon plays the
+    imported bundle; when the ground then sends it, the edge acknowledges it
+    without playing it again, and the ground sees it delivered and played."""
+    with LocalBroker(tmp_path / "broker") as broker:
+        pair = Pair(tmp_path, broker)
+        try:
+            pair.queue(real_bundle(30, title="by hand"), "hand")
+            stick = tmp_path / "hand.transfer"
+            out = pair.relay("ground", "export", "1", "-o", str(stick), "-c", str(pair.ground_config))
+            assert out.returncode == 0, out.stderr
+            pair.start("edge")
+            got = pair.relay("edge", "import", str(stick), "-c", str(pair.edge_config))
+            assert got.returncode == 0 and "stored" in got.stdout, got.stderr
+            wait_for(lambda: len(list((tmp_path / "played").glob("*.wav"))) == 1, 600, "the imported bundle played")
+            pair.start("ground")
+            wait_for(lambda: pair.entries()[0].get("play_state") == "played", 600, "the ground to hear it played")
+            assert pair.entries()[0]["state"] == "delivered"
+            listed = json.loads(pair.relay("edge", "ls", "--json", "-c", str(pair.edge_config)).stdout)
+            assert [b["plays"] for b in listed["bundles"]] == [1]
+            assert len(list((tmp_path / "played").glob("*.wav"))) == 1
+            assert "Traceback" not in pair.log("edge") + pair.log("ground")
+        finally:
+            pair.stop()
