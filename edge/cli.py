@@ -2,7 +2,8 @@
 
 ``run`` the daemon; ``decode`` a bundle by hand; the ``voices`` it can speak
 with; bundles brought by hand (``import``); what it has received (``ls``),
-and ``play`` or ``replay`` one; the edge's signing ``keys``. Every command reads the same configuration as the
+``search`` its transcripts, take one away as ``text`` or subtitles, ``play``
+or ``replay`` one; the edge's signing ``keys``. Every command reads the same configuration as the
 daemon (``-c edge.toml``, else ``$SPEECH_RELAY_EDGE_CONFIG``, else
 ``/etc/speech-relay/edge.toml`` if it exists, else the packaged defaults):
 the same profile store, voice assignments and voices, so a bundle decoded
@@ -23,7 +24,8 @@ from relay.cli import keys_app, ordered, with_flags
 
 console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 edge_app = typer.Typer(help="The edge: the daemon, decoding, voices, what was received, keys.", no_args_is_help=True,
-                       cls=ordered("run", "decode", "voices", "import", "ls", "play", "replay", "keys"))
+                       cls=ordered("run", "decode", "voices", "import", "ls", "search", "text", "play", "replay",
+                                   "keys"))
 voices_app = typer.Typer(help="The TTS voices this edge can speak with.", no_args_is_help=True)
 CONFIG_HELP = ("edge configuration (default: $SPEECH_RELAY_EDGE_CONFIG, /etc/speech-relay/edge.toml, "
                "or the packaged defaults)")
@@ -263,6 +265,59 @@ def edge_ls(config: Path = Config, as_json: bool = typer.Option(False, "--json")
     Console().print(table)
     if not stored and not partial:
         print("nothing received yet")
+
+
+@edge_app.command("search")
+def edge_search(
+    query: str = typer.Argument(..., help="words to find (all of them; the last may be the start of a word)"),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, max=200, help="at most this many phrases"),
+    config: Path = Config,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Find phrases across every transcript received: bundle, time, speaker, words."""
+    from edge.search import TranscriptIndex
+
+    cfg = _config(config)
+    index = TranscriptIndex(cfg.edge.transcripts_db, cfg.limits)
+    index.sync(_inbox(cfg))
+    hits = index.search(query, limit)
+    if as_json:
+        print(json.dumps([h.to_dict() for h in hits], indent=2))
+        return
+    table = Table("bundle", "title", "at", "speaker", "words", box=None, header_style="bold")
+    for h in hits:
+        table.add_row(h.bundle_id.hex(), h.title, f"{int(h.start) // 60}:{int(h.start) % 60:02d}", h.speaker,
+                      h.snippet)
+    Console().print(table, markup=False, highlight=False)
+    if not hits:
+        print(f"no phrase has {query!r} ({len(index)} transcript(s) searched)")
+
+
+@edge_app.command("text")
+def edge_text(
+    bundle: str = typer.Argument(..., help="bundle id (a unique prefix will do)"),
+    fmt: str = typer.Option("txt", "--format", "-f", help="txt (transcript), vtt (WebVTT) or srt (SubRip)"),
+    output: Path = typer.Option(None, "-o", "--output", help="file to write (default: standard output)"),
+    config: Path = Config,
+) -> None:
+    """A received bundle's words: a transcript with speakers and times, or subtitles from the word timings."""
+    from edge.subtitles import FORMATS, render
+    from relay.fileio import write_atomic
+    from relay.format.wire import decode_bundle
+
+    if fmt not in FORMATS:
+        from relay.errors import RelayError
+
+        raise RelayError(f"--format {fmt}: not one of {', '.join(FORMATS)}")
+    cfg = _config(config)
+    inbox = _inbox(cfg)
+    item = inbox.find(bundle)
+    text = render(decode_bundle(inbox.data(item.bundle_id), f"bundle {item.bundle_id.hex()}", cfg.limits), fmt)
+    if output is None:
+        print(text, end="")
+    else:
+        write_atomic(output, text.encode())
+        print(f"{item.bundle_id.hex()} ({item.title}) -> {output}")
 
 
 def _speak(config: Path | None, bundle: str, how: str, output: Path | None, again: bool) -> None:

@@ -145,6 +145,10 @@ class EdgeSection(_Strict):
         return self.state_dir / "profiles.db"
 
     @property
+    def transcripts_db(self) -> Path:
+        return self.state_dir / "transcripts.db"  # edge.search: rebuilt from the inbox if lost
+
+    @property
     def played_dir(self) -> Path:
         return self.output_dir or self.state_dir / "played"
 
