@@ -3,7 +3,8 @@
 ``run`` the daemon; ``decode`` a bundle by hand; the ``voices`` it can speak
 with; bundles brought by hand (``import``); what it has received (``ls``),
 ``search`` its transcripts, take one away as ``text`` or subtitles, ``play``
-or ``replay`` one; the edge's signing ``keys``. Every command reads the same configuration as the
+or ``replay`` one; the station console in a browser (``web``); the edge's
+signing ``keys``. Every command reads the same configuration as the
 daemon (``-c edge.toml``, else ``$SPEECH_RELAY_EDGE_CONFIG``, else
 ``/etc/speech-relay/edge.toml`` if it exists, else the packaged defaults):
 the same profile store, voice assignments and voices, so a bundle decoded
@@ -25,7 +26,7 @@ from relay.cli import keys_app, ordered, with_flags
 console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 edge_app = typer.Typer(help="The edge: the daemon, decoding, voices, what was received, keys.", no_args_is_help=True,
                        cls=ordered("run", "decode", "voices", "import", "ls", "search", "text", "play", "replay",
-                                   "keys"))
+                                   "web", "keys"))
 voices_app = typer.Typer(help="The TTS voices this edge can speak with.", no_args_is_help=True)
 CONFIG_HELP = ("edge configuration (default: $SPEECH_RELAY_EDGE_CONFIG, /etc/speech-relay/edge.toml, "
                "or the packaged defaults)")
@@ -358,6 +359,24 @@ def edge_replay(bundle: str = typer.Argument(..., help="bundle id (a unique pref
                 config: Path = Config) -> None:
     """Play a received bundle again (a quarantined one too: it may play now)."""
     _speak(config, bundle, "replay", output, again=True)
+
+
+@edge_app.command("web")
+def edge_web(
+    config: Path = Config,
+    listen: str = typer.Option(None, "--listen", help="HOST:PORT (default: [web] listen, 127.0.0.1:8750)"),
+) -> None:
+    """Serve the station console alone (the daemon serves it too with [web] enabled = true)."""
+    import asyncio
+    import logging
+
+    from edge.web.app import check_listen, serve_console
+
+    cfg = _config(config)
+    host, port = check_listen(cfg, listen)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    print(f"station console: http://{host}:{port}/", flush=True)
+    asyncio.run(serve_console(cfg, listen, in_daemon=False))
 
 
 def register(app: typer.Typer) -> None:

@@ -61,6 +61,10 @@ class EdgeDaemon:
         self.inbox = persist_blocking(lambda: Inbox(
             e.inbox_db, e.name, Keyring(keys), ProfileStore(e.profiles_db), config.link, config.limits), self.state)
         self.player = Player(config)
+        if config.web.enabled:  # an address it may not serve on stops the daemon now, in one line
+            from edge.web.app import check_listen
+
+            check_listen(config)
         if e.speak:
             self.player.check()
         self.stop = asyncio.Event()
@@ -80,6 +84,10 @@ class EdgeDaemon:
         ident = f"relay-edge-{e.name}"
         jobs = {"link": reconnecting(self._session, self.connection, ident, self.stop, manual_ack=True),
                 "housekeeping": self._housekeeping()}
+        if self.cfg.web.enabled:
+            from edge.web.app import serve_console
+
+            jobs["console"] = serve_console(self.cfg)
         if e.speak:
             jobs["player"] = self._player()
         else:

@@ -228,8 +228,29 @@ class GroundConfig(_Strict):
         return self.broker.username or self.ground.name
 
 
+class Web(_Strict):
+    """The station console (edge.web): a page to listen, read and search."""
+
+    enabled: bool = False  # served by the daemon too (relay edge web serves it alone)
+    listen: str = "127.0.0.1:8750"  # HOST:PORT; only loopback until the console has a login
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT")
+        return value
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class EdgeConfig(_Strict):
     edge: EdgeSection = Field(default_factory=EdgeSection)
+    web: Web = Field(default_factory=Web)
     broker: Broker = Broker()
     link: EdgeLink = EdgeLink()
     voices: Voices = Field(default_factory=Voices)

@@ -21,6 +21,8 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitt
 command -v openssl >/dev/null || need+=(openssl)  # scripts/make-certs.sh: the broker link's certificates
 command -v systemd-analyze >/dev/null || need+=(systemd)  # the tests score the shipped units' hardening
 command -v unshare >/dev/null || need+=(util-linux)  # the tests run daemons on a small, full disk
+# the test command's browser: the console's pages are tested in Debian's chromium (Playwright drives it)
+[ "${WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null && need+=(chromium)
 "$PY" -c "import sys; sys.exit(sys.version_info < (3, 11))" || { echo "setup: Python >= 3.11 required" >&2; exit 1; }
 if [ ${#need[@]} -gt 0 ]; then
   echo "== apt: ${need[*]}"

@@ -2,5 +2,5 @@
 # Set up, then run the whole test suite with the real models on ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+WITH_BROWSER=1 bash scripts/setup.sh
 exec .venv/bin/python -m pytest "$@"

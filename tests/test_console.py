@@ -1,0 +1,222 @@
+"""The station console (edge.web) in a real browser: Debian's chromium,
+driven by Playwright, against `relay edge web` over a real edge store.
+
+Nothing here waits a fixed time: each step waits for the page to reach a
+state (a generous timeout only stops a hung test)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, Word
+from relay.format.wire import encode_bundle
+from relay.link import by_hand
+from relay.link.messages import Priority
+from relay.link.signing import SigningKey
+from relay.link.transfer import OutgoingTransfer
+from relay.testing.broker import free_port
+from tests.test_daemons import RELAY, one_line, run, write_configs
+from tests.test_transcripts import conversation
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh)")
+WAIT = 60_000  # ms: only a hung page takes this long
+SHOTS = os.environ.get("SPEECH_RELAY_SCREENSHOTS")  # a folder: the README's screenshots are taken here
+
+
+def with_long_pause() -> Bundle:
+    """Alice, five seconds of silence, then S2: for "shorten pauses" and per-speaker volume."""
+    a = [Word(w, 0.5 + 0.4 * i, 0.8 + 0.4 * i) for i, w in enumerate("the ice has not moved since monday".split())]
+    b = [Word(w, 8.0 + 0.4 * i, 8.3 + 0.4 * i) for i, w in enumerate("send the spare parts with the flight".split())]
+    segments = [Segment(0, a[0].start, a[-1].end, " ".join(w.text for w in a), tuple(a)),
+                Segment(1, b[0].start, b[-1].end, " ".join(w.text for w in b), tuple(b))]
+    return Bundle(SourceInfo("long pause", 11.5, "en"), [Speaker("Alice"), Speaker("Bob")], segments)
+
+
+class Station:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.key = SigningKey.generate()
+        _, self.config = write_configs(tmp, 1, 2, self.key, 100.0)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def receive(self, bundle: Bundle) -> str:
+        t = OutgoingTransfer.create(bundle.bundle_id, encode_bundle(bundle), "ship", Priority.NORMAL, 340, self.key, 1,
+                                    int(time.time()))
+        path = self.tmp / f"{bundle.bundle_id.hex()}.transfer"
+        path.write_bytes(by_hand.pack(t))
+        done = run("edge", "import", str(path), "-c", str(self.config))
+        assert done.returncode == 0, done.stderr
+        return bundle.bundle_id.hex()
+
+    def start(self) -> None:
+        log = (self.tmp / "web.log").open("wb")
+        self.proc = subprocess.Popen([RELAY, "edge", "web", "-c", str(self.config), "--listen",
+                                      f"127.0.0.1:{self.port}"], stdout=log, stderr=subprocess.STDOUT)
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            try:
+                urllib.request.urlopen(self.url + "/api/bundles", timeout=5)
+                return
+            except OSError:
+                assert self.proc.poll() is None, (self.tmp / "web.log").read_text()
+                time.sleep(0.2)
+        raise AssertionError("the console did not start")
+
+    def stop(self) -> str:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+        return (self.tmp / "web.log").read_text()
+
+
+@pytest.fixture()
+def station(tmp_path):
+    s = Station(tmp_path)
+    s.first = s.receive(conversation(10, seed=1, title="morning watch"))
+    s.second = s.receive(with_long_pause())
+    s.start()
+    yield s
+    log = s.stop()
+    assert "Traceback" not in log, log
+
+
+@pytest.fixture()
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--autoplay-policy=no-user-gesture-required"])
+        yield b
+        b.close()
+
+
+def audio(page, expr: str):
+    return page.evaluate(f"(() => {{ const a = document.getElementById('audio'); return {expr}; }})()")
+
+
+def test_listen_read_and_search_in_the_browser(station, browser):
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(station.url)
+    # the list, newest first, then live: a bundle imported now appears without a reload
+    page.wait_for_selector("#bundles li")
+    assert page.locator("#bundles li .title").all_inner_texts() == ["long pause", "morning watch"]
+    station.receive(conversation(6, seed=4, title="ice report"))
+    page.wait_for_function("document.querySelectorAll('#bundles li').length === 3", timeout=WAIT)
+    assert page.locator("#bundles li .title").first.inner_text() == "ice report"
+
+    # play: the highlight follows the audio
+    page.click(f"#bundles li[data-id='{station.first}']")
+    page.wait_for_selector("#transcript .w")
+    words = page.locator("#transcript .w").all_inner_texts()
+    assert len(words) > 40 and set(page.locator("#transcript .who").all_inner_texts()) == {"Alice", "S2"}
+    page.wait_for_function("document.getElementById('audio').readyState >= 3", timeout=WAIT)
+    audio(page, "a.play()")
+    page.wait_for_function("(() => { const w = [...document.querySelectorAll('#transcript .w')];"
+                           " return w.findIndex(x => x.classList.contains('now')) >= 3; })()", timeout=WAIT)
+    assert page.locator("#transcript .w.now").count() == 1
+    # click a word late in the transcript: the audio goes there, the highlight with it
+    target = page.locator("#transcript .w").nth(len(words) - 5)
+    start = float(target.get_attribute("data-start"))
+    target.click()
+    page.wait_for_function(f"Math.abs(document.getElementById('audio').currentTime - {start}) < 0.5", timeout=WAIT)
+    page.wait_for_function("(() => { const w = [...document.querySelectorAll('#transcript .w')];"
+                           f" return w.findIndex(x => x.classList.contains('now')) >= {len(words) - 6}; }})()",
+                           timeout=WAIT)
+    # speed, with the pitch kept
+    page.select_option("#speed", "1.5")
+    assert audio(page, "[a.playbackRate, a.preservesPitch]") == [1.5, True]
+    audio(page, "a.pause()")
+    if SHOTS:
+        page.screenshot(path=str(Path(SHOTS) / "console-edge.png"))
+
+    # search: a word of the first bundle; the hit opens it at the phrase
+    page.fill("#q", "gutenberg")
+    page.wait_for_selector("#hits li.hit", timeout=WAIT)
+    hit = page.locator("#hits li.hit").first
+    assert "gutenberg" in hit.inner_text().lower()
+    hit.click()
+    page.wait_for_function("document.getElementById('audio').currentTime > 1", timeout=WAIT)
+    page.fill("#q", "zzqxv")
+    page.wait_for_selector("#hits li.none", timeout=WAIT)
+    assert errors == []
+
+
+def test_shorter_pauses_and_a_speaker_turned_down(station, browser):
+    page = browser.new_page()
+    page.goto(station.url)
+    page.click(f"#bundles li[data-id='{station.second}']")
+    page.wait_for_selector("#transcript .w")
+    page.wait_for_function("document.getElementById('audio').readyState >= 3", timeout=WAIT)
+    # Bob at a fifth: while one of his words is current, the audio plays at that volume
+    page.locator("#volumes input[data-speaker='1']").fill("0.2")
+    audio(page, "a.currentTime = 9.0")
+    page.wait_for_function("document.getElementById('audio').volume === 0.2", timeout=WAIT)
+    audio(page, "a.currentTime = 1.0")
+    page.wait_for_function("document.getElementById('audio').volume === 1", timeout=WAIT)
+    # "shorten pauses": playing into Alice's five-second pause, the player jumps to Bob
+    page.check("#shorten")
+    jumped_to = page.evaluate("""new Promise((resolve) => {
+        const a = document.getElementById('audio');
+        a.currentTime = 3.4;
+        a.addEventListener('seeked', () => {
+          a.addEventListener('seeked', () => resolve(a.currentTime), { once: true });
+          a.play();
+        }, { once: true });
+    })""")
+    assert 7.7 <= jumped_to <= 8.0  # next word at 8.0 s, less 0.15 s of lead-in
+
+
+def test_downloads_tokens_and_errors(station, browser):
+    page = browser.new_page()
+    page.goto(station.url)
+    api = page.request
+    vtt = api.get(f"{station.url}/api/bundles/{station.first}/text.vtt")
+    assert vtt.ok and vtt.text().startswith("WEBVTT") and "<v Alice>" in vtt.text()
+    assert "attachment" in vtt.headers["content-disposition"]
+    srt = api.get(f"{station.url}/api/bundles/{station.first}/text.srt")
+    assert srt.ok and srt.text().startswith("1\n")
+    wav = api.get(f"{station.url}/api/bundles/{station.second}/audio.wav")
+    assert wav.ok and wav.headers["content-type"] == "audio/wav" and wav.body()[:4] == b"RIFF"
+    part = api.get(f"{station.url}/api/bundles/{station.second}/audio.wav", headers={"Range": "bytes=100-199"})
+    assert part.status == 206 and len(part.body()) == 100  # the browser seeks by byte ranges
+    # the one action needs the page's token, and refuses another site's origin
+    play = f"{station.url}/api/bundles/{station.first}/play"
+    assert api.post(play).status == 403
+    token = page.locator('meta[name="relay-token"]').get_attribute("content")
+    assert api.post(play, headers={"X-Relay-Token": token, "Origin": "http://evil.example"}).status == 403
+    # with the token: no sound card here, so one clear refusal (the station's speakers are absent hardware)
+    played = api.post(play, headers={"X-Relay-Token": token})
+    assert played.status in (200, 409), played.text()
+    # what the caller got wrong: one JSON line each
+    for url, status in [("/api/bundles/zz", 404), ("/api/bundles/0011223344556677", 404),
+                        (f"/api/bundles/{station.first}/text.doc", 404), ("/api/search?q=%22%28", 400)]:
+        got = api.get(station.url + url)
+        assert got.status == status and "error" in got.json(), url
+
+
+def test_the_page_fits_a_phone(station, browser):
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page.goto(station.url)
+    page.click(f"#bundles li[data-id='{station.first}']")
+    page.wait_for_selector("#transcript .w")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    if SHOTS:
+        page.screenshot(path=str(Path(SHOTS) / "console-edge-phone.png"))
+
+
+def test_the_console_stays_on_loopback_until_it_has_a_login(tmp_path):
+    _, config = write_configs(tmp_path, 1, 2, SigningKey.generate(), 100.0)
+    one_line(run("edge", "web", "-c", str(config), "--listen", "0.0.0.0:8750"), "loopback only")
+    one_line(run("edge", "web", "-c", str(config), "--listen", "nonsense"), "HOST:PORT")
