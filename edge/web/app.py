@@ -134,11 +134,6 @@ class Console:
             player = self.player()
             player.to_device(player.prepare(self.bundle(item)))
 
-    def version(self) -> tuple:
-        """Changes whenever a bundle arrives, is played or is quarantined."""
-        return tuple(self.inbox._db.execute(
-            "SELECT count(*), max(received), sum(plays), group_concat(state) FROM bundles").fetchone())
-
 
 class NotFound(RelayError):
     pass
@@ -168,7 +163,7 @@ def create_app(cfg: EdgeConfig) -> Starlette:
         async def stream() -> AsyncIterator[str]:
             seen, quiet = None, 0.0
             while not await request.is_disconnected():
-                now = console.version()
+                now = console.inbox.version()
                 if now != seen:
                     seen, quiet = now, 0.0
                     yield f"event: bundles\ndata: {json.dumps({'count': now[0]})}\n\n"

@@ -599,6 +599,12 @@ class Inbox:
             raise InboxError(f"bundle id {prefix} is ambiguous ({len(rows)} match); give more digits")
         return _stored(rows[0])
 
+    def version(self) -> tuple:
+        """A value that changes whenever a bundle arrives, is played or is quarantined
+        (the console's live list compares it)."""
+        return tuple(self._db.execute(
+            "SELECT count(*), max(received), sum(plays), group_concat(state) FROM bundles").fetchone())
+
     def bundles(self) -> list[Stored]:
         return [_stored(r) for r in self._db.execute(f"SELECT {_COLUMNS} FROM bundles ORDER BY received")]
 
