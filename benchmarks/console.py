@@ -39,7 +39,7 @@ def main() -> None:
     from relay.link.signing import SigningKey
     from relay.link.transfer import OutgoingTransfer
     from relay.testing.broker import free_port
-    from tests.test_transcripts import conversation
+    from relay.testing.bundles import conversation
 
     relay = str(Path(sys.executable).with_name("relay"))
     tmp = Path(tempfile.mkdtemp(prefix="console-bench-"))

@@ -45,12 +45,9 @@ def _config(path: Path | None, voice_dirs: list[Path] | None = None):
 
 def _inbox(cfg, profiles: bool = False):
     from relay.link.inbox import Inbox
-    from relay.link.signing import Keyring, VerifyKey
     from relay.profiles import ProfileStore
 
-    keys = [VerifyKey.parse(k, f"edge.trusted_keys[{i}]") for i, k in enumerate(cfg.edge.trusted_keys)]
-    store = ProfileStore(cfg.edge.profiles_db) if profiles else None
-    return Inbox(cfg.edge.inbox_db, cfg.edge.name, Keyring(keys), store, link=cfg.link, limits=cfg.limits)
+    return Inbox.of(cfg, ProfileStore(cfg.edge.profiles_db) if profiles else None)
 
 
 @edge_app.command("run")
@@ -277,6 +274,7 @@ def edge_search(
 ) -> None:
     """Find phrases across every transcript received: bundle, time, speaker, words."""
     from edge.search import TranscriptIndex
+    from edge.subtitles import timestamp
 
     cfg = _config(config)
     index = TranscriptIndex(cfg.edge.transcripts_db, cfg.limits)
@@ -287,8 +285,7 @@ def edge_search(
         return
     table = Table("bundle", "title", "at", "speaker", "words", box=None, header_style="bold")
     for h in hits:
-        table.add_row(h.bundle_id.hex(), h.title, f"{int(h.start) // 60}:{int(h.start) % 60:02d}", h.speaker,
-                      h.snippet)
+        table.add_row(h.bundle_id.hex(), h.title, timestamp(h.start), h.speaker, h.snippet)
     Console().print(table, markup=False, highlight=False)
     if not hits:
         print(f"no phrase has {query!r} ({len(index)} transcript(s) searched)")

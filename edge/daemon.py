@@ -37,7 +37,7 @@ from relay.link.inbox import ACCEPTED, Inbox
 from relay.link.messages import Ack, LinkError, Poll, parse_down, topics
 from relay.link.mqtt import ConnectionSettings, ack, reconnecting
 from relay.link.service import Drops, supervise
-from relay.link.signing import Keyring, SigningKey, VerifyKey
+from relay.link.signing import SigningKey
 from relay.profiles import ProfileStore
 from relay.storage import Waiter, is_full, persist, persist_blocking
 
@@ -53,13 +53,11 @@ class EdgeDaemon:
             raise ConfigError(f"edge.output_dir: {e.played_dir} is not a folder")
         if not e.trusted_keys:
             raise ConfigError("edge.trusted_keys: required (the public key `relay ground keys init` printed)")
-        keys = [VerifyKey.parse(k, f"edge.trusted_keys[{i}]") for i, k in enumerate(e.trusted_keys)]
         self.key = SigningKey.load(e.signing_key)
         self.connection = ConnectionSettings(config.broker, config.username)
         self.state = Waiter(log, f"edge state ({e.state_dir})")
         self.output = Waiter(log, f"edge output ({e.played_dir})")
-        self.inbox = persist_blocking(lambda: Inbox(
-            e.inbox_db, e.name, Keyring(keys), ProfileStore(e.profiles_db), config.link, config.limits), self.state)
+        self.inbox = persist_blocking(lambda: Inbox.of(config, ProfileStore(e.profiles_db)), self.state)
         self.player = Player(config)
         if config.web.enabled:  # an address it may not serve on stops the daemon now, in one line
             from edge.web.app import check_listen

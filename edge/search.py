@@ -18,12 +18,10 @@ matched as a prefix, all required.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from relay.db import connect
+from relay.db import connect, transaction
 from relay.errors import BundleError, RelayError
 from relay.format.bundle import Bundle
 from relay.format.limits import DEFAULT_LIMITS, Limits
@@ -76,16 +74,6 @@ class TranscriptIndex:
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
     def add(self, bundle: Bundle) -> int:
         """Index a bundle's phrases (once: a bundle indexed before is left alone). Returns how many."""
         from edge.subtitles import speaker_name
@@ -93,7 +81,7 @@ class TranscriptIndex:
         bid = bundle.bundle_id
         rows = [(s.text, speaker_name(bundle, s.speaker), bid, float(s.start), bundle.source.title)
                 for s in bundle.segments if s.text.strip()]
-        with self._tx():
+        with transaction(self._db):
             if self._db.execute("SELECT 1 FROM indexed WHERE bundle_id = ?", (bid,)).fetchone():
                 return 0
             self._db.executemany("INSERT INTO phrases (text, speaker, bundle_id, start, title) VALUES (?, ?, ?, ?, ?)",

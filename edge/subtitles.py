@@ -138,15 +138,16 @@ def srt(bundle: Bundle) -> str:
 def transcript(bundle: Bundle) -> str:
     """Plain text: a title line, then one line per phrase, ``[m:ss] Name: words``."""
     title = _clean(bundle.source.title) or "untitled"
-    out = [f"{title} ({_minutes(bundle.source.duration)})", ""]
+    out = [f"{title} ({timestamp(bundle.source.duration)})", ""]
     for s in sorted(bundle.segments, key=lambda s: s.start):
         text = _clean(s.text)
         if text:
-            out.append(f"[{_minutes(s.start)}] {speaker_name(bundle, s.speaker)}: {text}")
+            out.append(f"[{timestamp(s.start)}] {speaker_name(bundle, s.speaker)}: {text}")
     return "\n".join(out) + "\n"
 
 
-def _minutes(seconds: float) -> str:
+def timestamp(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour on."""
     m, s = divmod(max(0, int(seconds)), 60)
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from relay.errors import RelayError
@@ -30,3 +32,16 @@ def connect(path: str | Path, schema: str, what: str, error: type[RelayError] = 
         if is_full(exc):
             raise StorageFull(f"{path}: cannot open {what}: disk full ({exc})") from exc
         raise error(f"{path}: cannot open {what} ({exc})") from None
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT on an autocommit connection (so the CLI and
+    the daemon never interleave a read-modify-write); rolled back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

@@ -22,8 +22,8 @@ from relay.link.messages import Priority
 from relay.link.signing import SigningKey
 from relay.link.transfer import OutgoingTransfer
 from relay.testing.broker import free_port
+from relay.testing.bundles import conversation
 from tests.test_daemons import RELAY, one_line, run, write_configs
-from tests.test_transcripts import conversation
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh)")

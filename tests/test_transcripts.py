@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import random
 import re
 import time
 
@@ -18,27 +17,11 @@ from relay.link.inbox import Inbox
 from relay.link.messages import Priority
 from relay.link.signing import Keyring, SigningKey
 from relay.link.transfer import OutgoingTransfer
-from relay.testing.bundles import lj_words
+from relay.testing.bundles import conversation
 from tests.test_daemons import one_line, run, write_configs
 
 VTT_TIMING = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}$")
 SRT_TIMING = re.compile(r"^\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}$")
-
-
-def conversation(phrases: int = 12, seed: int = 0, title: str = "watch change",
-                 names: tuple[str, str] = ("Alice", "S2")) -> Bundle:
-    """Two speakers taking turns, LJSpeech's words, speech-like timings."""
-    words, rng, t, segments, k = lj_words(), random.Random(seed), 0.5, [], seed * 97
-    for p in range(phrases):
-        ws = []
-        for _ in range(rng.randint(3, 30)):
-            d = rng.uniform(0.15, 0.45)
-            ws.append(Word(words[k % len(words)], round(t, 2), round(t + d, 2)))
-            k += 1
-            t += d + rng.choice([0.0, 0.05, 0.1])
-        segments.append(Segment(p % 2, ws[0].start, ws[-1].end, " ".join(w.text for w in ws), tuple(ws)))
-        t += rng.uniform(0.3, 1.5)
-    return Bundle(SourceInfo(title, t + 0.5, "en"), [Speaker(names[0]), Speaker(names[1])], segments)
 
 
 def test_cues_keep_every_word_in_order_within_subtitle_limits():

@@ -41,7 +41,7 @@ from starlette.staticfiles import StaticFiles
 from edge.search import SearchError, TranscriptIndex
 from edge.subtitles import FORMATS, render, speaker_name
 from relay.config import EdgeConfig
-from relay.errors import BundleError, RelayError
+from relay.errors import RelayError
 from relay.format.bundle import Bundle
 from relay.link.inbox import ACCEPTED, QUARANTINED, Inbox, Stored
 
@@ -108,7 +108,7 @@ class Console:
                 try:
                     b = self.bundle(item)
                     speakers = [speaker_name(b, i) for i in range(len(b.speakers))]
-                except (RelayError, BundleError):
+                except RelayError:  # one that no longer decodes is listed without its speakers
                     speakers = []
             self._summaries[item.bundle_id] = {"speakers": speakers}
         state = {ACCEPTED: "played" if item.played else "stored"}.get(item.state, item.state)
@@ -145,11 +145,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def create_app(cfg: EdgeConfig) -> Starlette:
     """The console over ``cfg``'s stores."""
-    from relay.link.signing import Keyring, VerifyKey
-
-    keys = [VerifyKey.parse(k, f"edge.trusted_keys[{i}]") for i, k in enumerate(cfg.edge.trusted_keys)]
-    console = Console(cfg, Inbox(cfg.edge.inbox_db, cfg.edge.name, Keyring(keys), link=cfg.link, limits=cfg.limits),
-                      TranscriptIndex(cfg.edge.transcripts_db, cfg.limits))
+    console = Console(cfg, Inbox.of(cfg), TranscriptIndex(cfg.edge.transcripts_db, cfg.limits))
 
     async def page(request: Request) -> Response:
         html = (STATIC / "index.html").read_text(encoding="utf-8")
@@ -157,7 +153,7 @@ def create_app(cfg: EdgeConfig) -> Starlette:
 
     async def bundles(request: Request) -> Response:
         items = sorted(console.inbox.bundles(), key=lambda s: s.received, reverse=True)
-        return JSONResponse([await asyncio.to_thread(console.summary, s) for s in items])
+        return JSONResponse(await asyncio.to_thread(lambda: [console.summary(s) for s in items]))
 
     async def events(request: Request) -> Response:
         async def stream() -> AsyncIterator[str]:

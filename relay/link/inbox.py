@@ -35,19 +35,18 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from relay.config import EdgeLink
-from relay.db import connect
+from relay.config import EdgeConfig, EdgeLink
+from relay.db import connect, transaction
 from relay.errors import BundleError, RelayError
 from relay.format.bundle import Bundle
 from relay.format.limits import DEFAULT_LIMITS, Limits
 from relay.format.profile import PROFILE_ID_SIZE
 from relay.link.messages import FRAGMENT_HEADER, Ack, AckState, Fragment, LinkError, Poll, Priority, RejectCode, ranges
-from relay.link.signing import Keyring
+from relay.link.signing import Keyring, VerifyKey
 from relay.link.transfer import IncomingTransfer, Manifest, bundle_digest
 from relay.profiles import ProfileStore
 
@@ -174,18 +173,18 @@ class Inbox:
         self._buffer = _Buffer(self.link.buffer_bytes)
         self._replied: dict[tuple[bytes, bytes], float] = {}
 
+    @classmethod
+    def of(cls, cfg: EdgeConfig, profiles: ProfileStore | None = None) -> Inbox:
+        """The edge's store as ``cfg`` names it, trusting its grounds' keys: what
+        the daemon, the CLI and the console open."""
+        keys = [VerifyKey.parse(k, f"edge.trusted_keys[{i}]") for i, k in enumerate(cfg.edge.trusted_keys)]
+        return cls(cfg.edge.inbox_db, cfg.edge.name, Keyring(keys), profiles, cfg.link, cfg.limits)
+
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[None]:
+        return transaction(self._db)
 
     # --- receiving -------------------------------------------------------------------------------
 

@@ -29,13 +29,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from relay.db import connect
+from relay.db import connect, transaction
 from relay.errors import RelayError
 from relay.format.limits import DEFAULT_LIMITS, Limits
 from relay.link.messages import Ack, AckState, Poll, Priority, RejectCode
@@ -210,17 +210,8 @@ class Outbox:
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT on an autocommit connection (so the CLI and
-        the daemon never interleave a read-modify-write)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[None]:
+        return transaction(self._db)
 
     # --- adding ----------------------------------------------------------------------------------
 

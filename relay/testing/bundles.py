@@ -37,3 +37,19 @@ def real_bundle(words: int = 40, title: str = "call", seed: int = 0) -> bytes:
         t += d + rng.choice([0.0, 0.05, 0.1, 0.4])
     seg = Segment(0, ws[0].start, ws[-1].end, " ".join(w.text for w in ws), tuple(ws))
     return encode_bundle(Bundle(SourceInfo(title, ws[-1].end + 0.5, "en"), [Speaker("S1")], [seg]))
+
+
+def conversation(phrases: int = 12, seed: int = 0, title: str = "watch change",
+                 names: tuple[str, str] = ("Alice", "S2")) -> Bundle:
+    """A bundle of two speakers taking turns: LJSpeech's words, speech-like timings."""
+    words, rng, t, segments, k = lj_words(), random.Random(seed), 0.5, [], seed * 97
+    for p in range(phrases):
+        ws = []
+        for _ in range(rng.randint(3, 30)):
+            d = rng.uniform(0.15, 0.45)
+            ws.append(Word(words[k % len(words)], round(t, 2), round(t + d, 2)))
+            k += 1
+            t += d + rng.choice([0.0, 0.05, 0.1])
+        segments.append(Segment(p % 2, ws[0].start, ws[-1].end, " ".join(w.text for w in ws), tuple(ws)))
+        t += rng.uniform(0.3, 1.5)
+    return Bundle(SourceInfo(title, t + 0.5, "en"), [Speaker(names[0]), Speaker(names[1])], segments)
