@@ -367,10 +367,11 @@ def edge_web(
     import asyncio
     import logging
 
-    from edge.web.app import check_listen, serve_console
+    from edge.web.app import serve_console
+    from relay.web.server import check_listen
 
     cfg = _config(config)
-    host, port = check_listen(cfg, listen)
+    host, port = check_listen(cfg.web, listen)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     print(f"station console: http://{host}:{port}/", flush=True)
     asyncio.run(serve_console(cfg, listen, in_daemon=False))

@@ -60,9 +60,9 @@ class EdgeDaemon:
         self.inbox = persist_blocking(lambda: Inbox.of(config, ProfileStore(e.profiles_db)), self.state)
         self.player = Player(config)
         if config.web.enabled:  # an address it may not serve on stops the daemon now, in one line
-            from edge.web.app import check_listen
+            from relay.web.server import check_listen
 
-            check_listen(config)
+            check_listen(config.web, None)
         if e.speak:
             self.player.check()
         self.stop = asyncio.Event()

@@ -2,7 +2,8 @@
 
 ``run`` the daemon; ``encode`` a recording into a bundle by hand; enroll known
 ``speakers``; the ``queue`` of bundles to send; ``export`` one to carry by
-hand; the link's ``status``; the station's signing ``keys``. Every command that touches state reads the same
+hand; the link's ``status``; the console in a browser (``web``); the
+station's signing ``keys``. Every command that touches state reads the same
 configuration as the daemon (``-c ground.toml``, else
 ``$SPEECH_RELAY_GROUND_CONFIG``, else ``/etc/speech-relay/ground.toml`` if it
 exists, else the packaged defaults), so a speaker enrolled here is one the
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -28,7 +28,7 @@ from relay.cli import keys_app, ordered, stage_bars, with_flags
 console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 ground_app = typer.Typer(help="The ground station: the daemon, encoding, speakers, the queue, keys.",
                          no_args_is_help=True,
-                         cls=ordered("run", "encode", "speakers", "queue", "export", "status", "keys"))
+                         cls=ordered("run", "encode", "speakers", "queue", "export", "status", "web", "keys"))
 speakers_app = typer.Typer(help="Known speakers: enroll, list, remove.", no_args_is_help=True)
 queue_app = typer.Typer(help="The queue of bundles to send.", no_args_is_help=True)
 CONFIG_HELP = ("ground configuration (default: $SPEECH_RELAY_GROUND_CONFIG, /etc/speech-relay/ground.toml, "
@@ -266,28 +266,15 @@ def queue_add(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Queue a file for an edge (checked first: audio must decode, a bundle must be one an edge accepts)."""
-    from relay.audio.io import probe_audio
-    from relay.errors import RelayError
-    from relay.fileio import read_bytes
+    from ground.intake import destination, queue_file
     from relay.link.messages import Priority
     from relay.link.outbox import Outbox
 
     cfg = _config(config)
-    edge = to or cfg.ground.default_edge
-    if not edge:
-        raise typer.BadParameter("no --to and no default_edge in the configuration", param_hint="--to")
-    if edge not in cfg.edges:
-        known = ", ".join(sorted(cfg.edges)) or "none"
-        raise RelayError(f"--to {edge}: not an edge this ground serves (configured: {known})")
+    edge = destination(cfg, to)
     prio = Priority.parse(priority)
-    if file.suffix == ".bundle":
-        data = read_bytes(file, "bundle")
-        outbox = Outbox(cfg.ground.queue_db, cfg.limits)
-        row = outbox.add_bundle(data, edge, prio, title or "", str(file.resolve()))
-    else:
-        probe_audio(file)
-        outbox = Outbox(cfg.ground.queue_db, cfg.limits)
-        row = outbox.add_audio(file, edge, prio, title or "")
+    outbox = Outbox(cfg.ground.queue_db, cfg.limits)
+    row = queue_file(outbox, cfg, file, edge, prio, title or "")
     item = outbox.get(row)
     if as_json:
         print(json.dumps(item.to_dict()))
@@ -379,35 +366,43 @@ def status(
     config: Path = Config,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Per edge: backlog, delivered and played, bytes sent, current rate and the backlog's ETA."""
-    from relay.link.budget import eta
+    """Per edge: the link, backlog, delivered and played, bytes sent, current rate and the backlog's ETA."""
+    from ground.status import edges
 
     cfg = _config(config)
-    from relay.link.outbox import Outbox
-
-    outbox = Outbox(cfg.ground.queue_db, cfg.limits)
-    edges = sorted(set(outbox.edges()) | set(cfg.edges))
-    rows = []
-    for edge in edges:
-        n, backlog = outbox.backlog(edge)
-        rate = outbox.rate(edge)
-        budget_rate = cfg.link.rate or rate
-        rows.append({"edge": edge, "backlog_entries": n, "backlog_bytes": backlog,
-                     "rate_bytes_per_s": round(rate, 2), "budget_bytes_per_s": cfg.link.rate or None,
-                     "eta_s": eta(backlog, budget_rate, cfg.link.parsed_windows(), datetime.now(UTC)) if n else 0,
-                     **outbox.totals(edge)})
+    rows = [e.to_dict() for e in edges(_outbox(cfg), cfg)]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("edge", "backlog", "delivered", "played", "quarantined", "failed", "link bytes sent", "rate", "ETA",
-                  box=None, header_style="bold")
+    table = Table("edge", "last ack", "backlog", "delivered", "played", "quarantined", "failed", "link bytes sent",
+                  "rate", "ETA", box=None, header_style="bold")
     for r in rows:
-        table.add_row(r["edge"], f"{r['backlog_entries']} ({r['backlog_bytes']} B)", str(r["delivered"]),
+        table.add_row(r["edge"], f"{_age(r['last_ack'])} ago" if r["last_ack"] else "never",
+                      f"{r['backlog_entries']} ({r['backlog_bytes']} B)", str(r["delivered"]),
                       str(r["played"]), str(r["quarantined"]), str(r["failed"]), str(r["link_bytes_sent"]),
                       f"{r['rate_bytes_per_s']:.1f} B/s", _duration(r["eta_s"]))
     Console().print(table)
     if not rows:
         print("no edges yet")
+
+
+@ground_app.command("web")
+def ground_web(
+    config: Path = Config,
+    listen: str = typer.Option(None, "--listen", help="HOST:PORT (default: [web] listen, 127.0.0.1:8751)"),
+) -> None:
+    """Serve the ground's console alone (the daemon serves it too with [web] enabled = true)."""
+    import asyncio
+    import logging
+
+    from ground.web.app import serve_console
+    from relay.web.server import check_listen
+
+    cfg = _config(config)
+    host, port = check_listen(cfg.web, listen)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    print(f"ground console: http://{host}:{port}/", flush=True)
+    asyncio.run(serve_console(cfg, listen, in_daemon=False))
 
 
 def register(app: typer.Typer) -> None:

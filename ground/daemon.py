@@ -47,7 +47,7 @@ from relay.profiles import ProfileStore
 from relay.storage import Waiter, is_full, persist, persist_blocking
 
 log = logging.getLogger("relay.ground")
-AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".webm"}
+HEARTBEAT = 30.0  # seconds between the daemon's notes that it is alive (LinkState.alive allows three)
 
 
 def edge_keys(config: GroundConfig) -> dict[str, VerifyKey]:
@@ -77,6 +77,11 @@ class GroundDaemon:
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()
         self.drops = Drops(log)
+        self.connected = False
+        if config.web.enabled:  # an address it may not serve on stops the daemon now, in one line
+            from relay.web.server import check_listen
+
+            check_listen(config.web, None)
 
     @property
     def edges(self) -> list[str]:
@@ -89,8 +94,12 @@ class GroundDaemon:
         if requeued:
             log.info("%d entr%s interrupted while encoding, queued again", requeued, "y" if requeued == 1 else "ies")
         ident = f"relay-ground-{self.cfg.ground.name}"
-        jobs = {"encoder": self._encoder(),
+        jobs = {"encoder": self._encoder(), "heartbeat": self._heartbeat(),
                 "link": reconnecting(self._session, self.connection, ident, self.stop, manual_ack=True)}
+        if self.cfg.web.enabled:
+            from ground.web.app import serve_console
+
+            jobs["console"] = serve_console(self.cfg)
         if self.cfg.ground.spool_dir is not None:
             jobs["spool"] = self._spool()
         if self.cfg.ground.fit_voices and self.cfg.ground.diarize:
@@ -110,9 +119,22 @@ class GroundDaemon:
         await client.subscribe(f"{prefix}/+/a", qos=1)
         # what was in flight when the link dropped may be lost: ask at once about the urgent bundles
         await persist(lambda: self.outbox.poll_urgent_now(self.edges), self.state)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._receive(client))
-            tg.create_task(self._send(client))
+        self.connected = True
+        await persist(partial(self.outbox.set_link, True), self.state)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._receive(client))
+                tg.create_task(self._send(client))
+        finally:
+            self.connected = False
+            with contextlib.suppress(Exception):  # a full disk must not hide why the session ended
+                self.outbox.set_link(False)
+
+    async def _heartbeat(self) -> None:
+        """The link's state in the queue, refreshed, for the console and `relay ground status`."""
+        while True:
+            await persist(partial(self.outbox.set_link, self.connected), self.state)
+            await asyncio.sleep(HEARTBEAT)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -274,21 +296,10 @@ class GroundDaemon:
             log.warning("spool %s: %s; moved to %s", path.name, e, rejected)
 
     def _queue_file(self, path: Path) -> None:
-        edge = self.cfg.ground.default_edge
-        if edge is None:
-            raise RelayError("no default_edge configured for spooled files")
+        from ground.intake import destination, queue_file
+
+        edge = destination(self.cfg, None, "spool")
         title = path.name.split("-", 1)[-1].rsplit(".", 1)[0]
-        if path.suffix == ".bundle":
-            from relay.fileio import read_bytes
-
-            data = read_bytes(path, "bundle")
-            row = self.outbox.add_bundle(data, edge, title=title, source=str(path.resolve()))
-        elif path.suffix.lower() in AUDIO_SUFFIXES:
-            from relay.audio.io import probe_audio
-
-            probe_audio(path)
-            row = self.outbox.add_audio(path, edge, title=title)
-        else:
-            raise RelayError(f"not audio or a bundle ({path.suffix or 'no extension'})")
+        row = queue_file(self.outbox, self.cfg, path, edge, title=title)
         log.info("spool: queued %s as entry %d for %s", path.name, row, edge)
         self.wake.set()

@@ -54,7 +54,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    cls=ordered("ground", "edge", "inspect", "bench", "link-sim", "broker-check"),
+    cls=ordered("ground", "edge", "inspect", "bench", "web", "link-sim", "broker-check"),
 )
 console = Console()
 
@@ -107,6 +107,30 @@ def keys_show(key: Path = typer.Argument(..., help="the private key file")) -> N
     from relay.link.signing import SigningKey
 
     print(SigningKey.load(key).public.text())
+
+
+web_app = typer.Typer(help="The station consoles' login (relay ground web, relay edge web serve them).",
+                      no_args_is_help=True)
+app.add_typer(web_app, name="web")
+
+
+@web_app.command("password")
+def web_password(
+    stdin: bool = typer.Option(False, "--stdin", help="read the password from standard input (one line)"),
+) -> None:
+    """Hash a console password for [web] password_hash (asked twice, not echoed)."""
+    from relay.web.auth import PasswordHashError, hash_password
+
+    if stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("console password", hide_input=True, confirmation_prompt=True)
+    try:
+        hashed = hash_password(password)
+    except PasswordHashError as exc:
+        raise RelayError(str(exc)) from None
+    print("# in ground.toml or edge.toml:\n[web]")
+    print(f'password_hash = "{hashed}"')
 
 
 @app.command()

@@ -214,6 +214,45 @@ class Tiers(_Strict):
         return self
 
 
+class Web(_Strict):
+    """A station console (edge.web, ground.web): ``[web]`` in either file."""
+
+    enabled: bool = False  # served by the daemon too (relay edge web / relay ground web serve it alone)
+    listen: str = "127.0.0.1:8750"  # HOST:PORT; beyond loopback only with a password_hash
+    # scrypt hash of the console's password (`relay web password` makes one); a login is asked whenever set
+    password_hash: str | None = None
+    session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 12.0  # a login lasts this long (or to a restart)
+
+    @field_validator("listen")
+    @classmethod
+    def check_listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT")
+        return value
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, value: str | None) -> str | None:
+        from relay.web.auth import parse_hash
+
+        if value is not None:
+            parse_hash(value)
+        return value
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class GroundWeb(Web):
+    """The ground's console: also takes uploads."""
+
+    listen: str = "127.0.0.1:8751"
+    max_upload_mb: Annotated[float, Field(gt=0, le=16384)] = 512.0  # a recording uploaded on the page, at most
+
+
 class GroundConfig(_Strict):
     ground: GroundSection = Field(default_factory=GroundSection)
     edges: dict[NAME, EdgeEntry] = {}  # the edges served, each with its public key
@@ -222,30 +261,11 @@ class GroundConfig(_Strict):
     tiers: Tiers = Field(default_factory=Tiers)
     codecs: Codecs = Field(default_factory=Codecs)
     limits: Limits = Limits()
+    web: GroundWeb = Field(default_factory=GroundWeb)
 
     @property
     def username(self) -> str:
         return self.broker.username or self.ground.name
-
-
-class Web(_Strict):
-    """The station console (edge.web): a page to listen, read and search."""
-
-    enabled: bool = False  # served by the daemon too (relay edge web serves it alone)
-    listen: str = "127.0.0.1:8750"  # HOST:PORT; only loopback until the console has a login
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{value!r} is not HOST:PORT")
-        return value
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
 
 
 class EdgeConfig(_Strict):

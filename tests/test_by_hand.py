@@ -16,9 +16,10 @@ from relay.link.outbox import Outbox, OutboxError, State
 from relay.link.signing import Keyring, SigningKey
 from relay.link.transfer import OutgoingTransfer
 from relay.profiles import ProfileStore
-from relay.testing.broker import LocalBroker, mosquitto_path
+from relay.testing.broker import LocalBroker, free_port, mosquitto_path
 from relay.testing.bundles import real_bundle
 from relay.testing.pair import Pair, wait_for
+from relay.testing.web import call
 from tests.test_daemons import one_line, run, write_configs
 
 FRAG = 340
@@ -181,9 +182,11 @@ def _bundle_id(data: bytes) -> str:
 def test_a_running_edge_plays_an_imported_bundle_once_and_the_link_then_confirms_it(tmp_path):
     """The stick arrives before the link comes back: the daemon plays the
     imported bundle; when the ground then sends it, the edge acknowledges it
-    without playing it again, and the ground sees it delivered and played."""
+    without playing it again, and the ground sees it delivered and played
+    (in its queue, and on its console: the link up, the edge's last ack)."""
+    console = free_port()
     with LocalBroker(tmp_path / "broker") as broker:
-        pair = Pair(tmp_path, broker)
+        pair = Pair(tmp_path, broker, f'\n[web]\nenabled = true\nlisten = "127.0.0.1:{console}"\n')
         try:
             pair.queue(real_bundle(30, title="by hand"), "hand")
             stick = tmp_path / "hand.transfer"
@@ -199,6 +202,10 @@ def test_a_running_edge_plays_an_imported_bundle_once_and_the_link_then_confirms
             listed = json.loads(pair.relay("edge", "ls", "--json", "-c", str(pair.edge_config)).stdout)
             assert [b["plays"] for b in listed["bundles"]] == [1]
             assert len(list((tmp_path / "played").glob("*.wav"))) == 1
+            status = call(f"http://127.0.0.1:{console}/api/status").json()
+            assert status["daemon"]["alive"] and status["daemon"]["connected"]
+            (edge,) = status["edges"]
+            assert edge["last_ack"] is not None and (edge["delivered"], edge["played"]) == (1, 1)
             assert "Traceback" not in pair.log("edge") + pair.log("ground")
         finally:
             pair.stop()

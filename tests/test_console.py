@@ -22,13 +22,17 @@ from relay.link.messages import Priority
 from relay.link.signing import SigningKey
 from relay.link.transfer import OutgoingTransfer
 from relay.testing.broker import free_port
-from relay.testing.bundles import conversation
+from relay.testing.bundles import conversation, real_bundle
+from relay.testing.web import console
+from relay.web.auth import hash_password
+from tests.conftest import shared
 from tests.test_daemons import RELAY, one_line, run, write_configs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh)")
 WAIT = 60_000  # ms: only a hung page takes this long
-SHOTS = os.environ.get("SPEECH_RELAY_SCREENSHOTS")  # a folder: the README's screenshots are taken here
+SHOTS = os.environ.get("SPEECH_RELAY_SCREENSHOTS")
+PASSWORD = "station two"  # a folder: the README's screenshots are taken here
 
 
 def with_long_pause() -> Bundle:
@@ -218,5 +222,87 @@ def test_the_page_fits_a_phone(station, browser):
 
 def test_the_console_stays_on_loopback_until_it_has_a_login(tmp_path):
     _, config = write_configs(tmp_path, 1, 2, SigningKey.generate(), 100.0)
-    one_line(run("edge", "web", "-c", str(config), "--listen", "0.0.0.0:8750"), "loopback only")
+    one_line(run("edge", "web", "-c", str(config), "--listen", "0.0.0.0:8750"), "needs a login")
     one_line(run("edge", "web", "-c", str(config), "--listen", "nonsense"), "HOST:PORT")
+
+
+# --- the ground's page ---------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def ground(tmp_path):
+    cfg, _ = write_configs(tmp_path, free_port(), free_port(), SigningKey.generate(), 100.0)
+    cfg.write_text(cfg.read_text() + f'\n[web]\npassword_hash = "{hash_password(PASSWORD)}"\n')
+    with console("ground", cfg, free_port(), tmp_path / "ground-web.log", RELAY) as url:
+        yield url, tmp_path
+
+
+def log_in(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("#password")
+    page.fill("#password", "wrong")
+    page.click("button[type=submit]")
+    page.wait_for_selector(".bad[role=alert]")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#queue")
+
+
+def test_queue_a_recording_from_the_ground_page(ground, browser, tmp_path):
+    url, _ = ground
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    log_in(page, url)
+    page.wait_for_selector(".edge[data-edge='ship']")
+    assert "100 B/s" in page.inner_text(".edge[data-edge='ship']")
+    assert "no ground daemon" in page.inner_text("#daemon")
+    # a recording chosen (the drop zone's own file input), flash, with a title: it is queued and listed
+    page.select_option("#priority", "flash")
+    page.fill("#title", "ice report")
+    page.set_input_files("#file", str(shared("ljspeech", "LJ001-0001.flac")))
+    page.wait_for_selector("#sent.good", timeout=WAIT)
+    assert "ice report" in page.inner_text("#sent")
+    row = page.locator("#queue tbody tr").first
+    assert row.locator("td.title").inner_text() == "ice report"
+    assert row.locator("td.st").inner_text() == "queued" and "flash" in row.inner_text()
+    # a bundle dropped on the page: ready at once, with an ETA at the link's 100 B/s
+    data = list(real_bundle(60, title="dropped"))
+    page.evaluate("""([bytes, name]) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(bytes)], name));
+        document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true,
+                                                                             cancelable: true }));
+    }""", [data, "dropped.bundle"])
+    page.wait_for_function("document.querySelectorAll('#queue tbody tr').length === 2", timeout=WAIT)
+    ready = page.locator("#queue tbody tr.ready")
+    assert ready.locator("td.title").inner_text() == "dropped" and " s" in ready.inner_text()
+    # something that is not audio, dropped: refused in one line, nothing queued
+    page.evaluate("""() => {
+        const dt = new DataTransfer();
+        dt.items.add(new File(["meeting notes"], "notes.txt"));
+        document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true,
+                                                                             cancelable: true }));
+    }""")
+    page.wait_for_selector("#sent.bad", timeout=WAIT)
+    assert "Not queued" in page.inner_text("#sent") and "notes.txt" in page.inner_text("#sent")
+    assert page.locator("#queue tbody tr").count() == 2
+    if SHOTS:
+        page.screenshot(path=str(Path(SHOTS) / "console-ground.png"))
+    # bump the bundle ahead of... its own class, then cancel the recording
+    ready.get_by_role("button", name="Bump").click()
+    flash = page.locator("#queue tbody tr", has_text="ice report")
+    flash.get_by_role("button", name="Cancel").click()
+    page.wait_for_selector("#queue tbody tr.cancelled", timeout=WAIT)
+    assert page.locator("#queue tbody tr.cancelled td.title").inner_text() == "ice report"
+    assert errors == []
+
+
+def test_the_ground_page_fits_a_phone(ground, browser):
+    url, _ = ground
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    log_in(page, url)
+    page.wait_for_selector(".edge[data-edge='ship']")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    if SHOTS:
+        page.screenshot(path=str(Path(SHOTS) / "console-ground-phone.png"))

@@ -9,34 +9,28 @@ into a cache beside the store (``state_dir/web``) and served with byte
 ranges (the browser seeks in it); subtitles come from the word timings
 (:mod:`edge.subtitles`). The list updates itself over server-sent events.
 
-Every asset is in the package: the station is offline. Bound to loopback by
-default; any other address is refused until the console has a login. The
-one action that changes anything here (play on the station's speakers) needs
-the page's token in a header, which a page on another site cannot send
-without this server agreeing to it (it never does: no CORS), and an Origin,
-when the browser sends one, that is this server.
+Every asset is in the package: the station is offline. The login, the
+guard against cross-site requests (the one action here, play on the
+station's speakers, needs the page's token) and the address check are
+:mod:`relay.web`'s, shared with the ground's console.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
-import secrets
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from edge.search import SearchError, TranscriptIndex
 from edge.subtitles import FORMATS, render, speaker_name
@@ -44,10 +38,11 @@ from relay.config import EdgeConfig
 from relay.errors import RelayError
 from relay.format.bundle import Bundle
 from relay.link.inbox import ACCEPTED, QUARANTINED, Inbox, Stored
+from relay.web.auth import Gate
+from relay.web.server import NotFound, build, check_listen, error, guarded, page, serve
 
 log = logging.getLogger("relay.edge.web")
 STATIC = resources.files("edge.web") / "static"
-TOKEN_HEADER = "X-Relay-Token"
 EVENT_POLL = 1.0  # seconds between looks at the store for the live list
 KEEPALIVE = 15.0
 # one colour per speaker, in order: distinct, readable on white, and not told apart by hue alone
@@ -55,18 +50,13 @@ PALETTE = ("#1f5fa8", "#b3431b", "#2e7d32", "#7b3fa0", "#8a6d00", "#00796b", "#a
 MEDIA = {"txt": "text/plain; charset=utf-8", "vtt": "text/vtt; charset=utf-8", "srt": "application/x-subrip"}
 
 
-def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 @dataclass
 class Console:
-    """What the app's handlers share: the stores, a renderer, the page's token."""
+    """What the app's handlers share: the stores and a renderer."""
 
     cfg: EdgeConfig
     inbox: Inbox
     index: TranscriptIndex
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     _player: Any = None
     _render_lock: threading.Lock = field(default_factory=threading.Lock)
     _summaries: dict[bytes, dict] = field(default_factory=dict)
@@ -135,21 +125,10 @@ class Console:
             player.to_device(player.prepare(self.bundle(item)))
 
 
-class NotFound(RelayError):
-    pass
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
 def create_app(cfg: EdgeConfig) -> Starlette:
     """The console over ``cfg``'s stores."""
     console = Console(cfg, Inbox.of(cfg), TranscriptIndex(cfg.edge.transcripts_db, cfg.limits))
-
-    async def page(request: Request) -> Response:
-        html = (STATIC / "index.html").read_text(encoding="utf-8")
-        return HTMLResponse(html.replace("{{token}}", console.token).replace("{{station}}", cfg.edge.name))
+    gate = Gate(cfg.web.password_hash, cfg.web.session_hours * 3600)
 
     async def bundles(request: Request) -> Response:
         items = sorted(console.inbox.bundles(), key=lambda s: s.received, reverse=True)
@@ -193,7 +172,7 @@ def create_app(cfg: EdgeConfig) -> Starlette:
     async def text(request: Request) -> Response:
         fmt = request.path_params["fmt"]
         if fmt not in FORMATS:
-            return _error(404, f"no format {fmt!r} (one of {', '.join(FORMATS)})")
+            return error(404, f"no format {fmt!r} (one of {', '.join(FORMATS)})")
         item = console.stored(request.path_params["id"])
         body = render(await asyncio.to_thread(console.bundle, item), fmt)
         name = f"{item.bundle_id.hex()}.{fmt}"
@@ -205,96 +184,32 @@ def create_app(cfg: EdgeConfig) -> Starlette:
         hits = console.index.search(query, 50)
         return JSONResponse([h.to_dict() for h in hits])
 
-    async def play(request: Request) -> Response:
-        if request.headers.get(TOKEN_HEADER) != console.token:
-            return _error(403, "this action needs the page's token (reload the page)")
-        origin = request.headers.get("origin")
-        if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
-            return _error(403, "cross-site request refused")
+    async def play(request: Request) -> Response:  # the token and Origin are checked by relay.web's Guard
         item = console.stored(request.path_params["id"])
         await asyncio.to_thread(console.play_here, item)
         return JSONResponse({"played": item.bundle_id.hex()})
 
-    def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        """Every failure one JSON error: what the request asked for wrongly (4xx),
-        or a bug (500, logged in one line); never a traceback page."""
-        @functools.wraps(handler)
-        async def run(request: Request) -> Response:
-            from edge.playback import PlaybackError
+    from edge.playback import PlaybackError
 
-            try:
-                return await handler(request)
-            except NotFound as exc:
-                return _error(404, str(exc))
-            except SearchError as exc:
-                return _error(400, str(exc))
-            except PlaybackError as exc:
-                return _error(409, f"no sound on this station: {exc}")
-            except RelayError as exc:
-                return _error(422, str(exc))
-            except Exception as exc:
-                log.error("console request %s failed: %s: %s", request.url.path, exc.__class__.__name__, exc)
-                return _error(500, f"{exc.__class__.__name__}: {exc}")
-
-        return run
+    def api(handler):  # noqa: ANN001, ANN202 - a route's handler, guarded with what this console can raise
+        return guarded(handler, [(SearchError, 400), (PlaybackError, 409)])
 
     routes = [
-        Route("/", guarded(page)),
-        Route("/api/bundles", guarded(bundles)),
-        Route("/api/events", guarded(events)),
-        Route("/api/search", guarded(search)),
-        Route("/api/bundles/{id}", guarded(detail)),
-        Route("/api/bundles/{id}/audio.wav", guarded(audio)),
-        Route("/api/bundles/{id}/text.{fmt}", guarded(text)),
-        Route("/api/bundles/{id}/play", guarded(play), methods=["POST"]),
-        Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+        Route("/", guarded(page(str(STATIC), gate, cfg.edge.name))),
+        Route("/api/bundles", api(bundles)),
+        Route("/api/events", api(events)),
+        Route("/api/search", api(search)),
+        Route("/api/bundles/{id}", api(detail)),
+        Route("/api/bundles/{id}/audio.wav", api(audio)),
+        Route("/api/bundles/{id}/text.{fmt}", api(text)),
+        Route("/api/bundles/{id}/play", api(play), methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
+    app = build(routes, gate, cfg.edge.name, str(STATIC))
     app.state.console = console
     return app
 
 
-def check_listen(cfg: EdgeConfig, listen: str | None = None) -> tuple[str, int]:
-    """Where to serve: ``listen`` (or ``[web] listen``), loopback only for now."""
-    from relay.config import ConfigError, Web
-
-    try:
-        web = Web(enabled=True, listen=listen) if listen else cfg.web
-    except ValueError as exc:
-        raise ConfigError(f"--listen {listen}: not HOST:PORT") from exc
-    host, port = web.address
-    if not is_loopback(host):
-        raise ConfigError(f"web.listen {web.listen}: the console has no login yet, so it is served on loopback only "
-                          "(127.0.0.1); reach it through an SSH tunnel")
-    return host, port
-
-
 async def serve_console(cfg: EdgeConfig, listen: str | None = None, *, in_daemon: bool = True) -> None:
-    """Serve the console in the running event loop until cancelled (the daemon's
-    job) or, alone (``in_daemon=False``), until SIGINT or SIGTERM."""
-    import contextlib
-
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self):  # in the daemon, the daemon owns the signals
-            if in_daemon:
-                yield
-            else:
-                with super().capture_signals():
-                    yield
-
-    host, port = check_listen(cfg, listen)
-    server = Server(uvicorn.Config(create_app(cfg), host=host, port=port, log_level="warning", access_log=False,
-                                   lifespan="off"))
-    log.info("station console on http://%s:%d/", host, port)
-    task = asyncio.create_task(server.serve())
-    try:
-        await asyncio.shield(task)
-    except SystemExit:  # uvicorn's answer to an address it cannot bind
-        raise RelayError(f"the console cannot listen on {host}:{port} (in use, or not this machine's)") from None
-    except asyncio.CancelledError:
-        server.should_exit = True
-        await task
-        raise
+    """Serve the console in the running event loop (:func:`relay.web.server.serve`)."""
+    host, port = check_listen(cfg.web, listen)
+    await serve(create_app(cfg), host, port, in_daemon=in_daemon)

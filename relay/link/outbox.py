@@ -78,6 +78,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS outbox_bundle ON outbox (bundle_id) WHERE bund
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, priority, rank, id);
 CREATE TABLE IF NOT EXISTS link_log (t REAL NOT NULL, edge TEXT NOT NULL, bytes INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS edge_seq (edge TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS edge_heard (edge TEXT PRIMARY KEY, t REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS link_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1), connected INTEGER NOT NULL, since REAL NOT NULL, beat REAL NOT NULL
+);
 """
 SCHEMA_VERSION = 2
 MAX_RESIGNS = 3  # an edge that keeps calling a fresh signature stale has a clock problem: fail with its reason
@@ -194,6 +198,20 @@ class AckOutcome:
     item: Item | None
     delivered_profiles: list[bytes]
     note: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """The ground daemon's broker connection as it last wrote it: ``connected``
+    since ``since``; ``beat`` is when the daemon last said it was alive (a
+    daemon killed outright leaves an old beat, not a false "connected")."""
+
+    connected: bool
+    since: float
+    beat: float
+
+    def alive(self, now: float | None = None, within: float = 90.0) -> bool:
+        return (now or time.time()) - self.beat <= within
 
 
 class Outbox:
@@ -399,6 +417,8 @@ class Outbox:
         """Apply an edge's (verified) ack."""
         now = time.time()
         with self._tx():
+            self._db.execute("INSERT INTO edge_heard VALUES (?, ?) ON CONFLICT(edge) DO UPDATE SET t = excluded.t",
+                             (edge, now))
             row = self._db.execute(
                 "SELECT id, state, count, pending, profiles, resigns, play_state FROM outbox "
                 "WHERE bundle_id = ? AND edge = ?", (ack.bundle_id, edge)).fetchone()
@@ -494,17 +514,20 @@ class Outbox:
                          (prio, rank, time.time(), row))
         return self.get(row)
 
+    @staticmethod
+    def bytes_left(item: Item) -> int:
+        """Link bytes ``item`` still needs (roughly: headers and hashes included); 0 for audio not yet encoded."""
+        if item.state == State.SENDING and item.count:
+            size = ((item.head_size or 0) + (item.bundle_size or 0)) / item.count + 13  # average fragment
+            return int(item.pending * size)
+        if item.state in ACTIVE and item.bundle_size:
+            return int(item.bundle_size * 1.1) + 150  # manifest, hashes and headers, roughly
+        return 0
+
     def backlog(self, edge: str) -> tuple[int, int]:
         """(entries, link bytes still to send) for ``edge``; unencoded audio counts 0 bytes."""
-        n, total = 0, 0
-        for item in self.items(ACTIVE, edge):
-            n += 1
-            if item.state == State.SENDING and item.count:
-                size = ((item.head_size or 0) + (item.bundle_size or 0)) / item.count + 13  # average fragment
-                total += int(item.pending * size)
-            elif item.bundle_size:
-                total += int(item.bundle_size * 1.1) + 150  # manifest, hashes and headers, roughly
-        return n, total
+        items = self.items(ACTIVE, edge)
+        return len(items), sum(self.bytes_left(i) for i in items)
 
     def rate(self, edge: str, window: float = 600.0) -> float:
         """Link bytes per second sent to ``edge`` over the last ``window`` seconds."""
@@ -528,6 +551,29 @@ class Outbox:
 
     def edges(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT DISTINCT edge FROM outbox ORDER BY edge")]
+
+    def heard(self) -> dict[str, float]:
+        """When each edge's last verified ack arrived."""
+        return dict(self._db.execute("SELECT edge, t FROM edge_heard").fetchall())
+
+    def set_link(self, connected: bool) -> None:
+        """The daemon's broker connection came up or went down (also a heartbeat)."""
+        now = time.time()
+        self._db.execute(
+            "INSERT INTO link_state VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "since = CASE WHEN connected = excluded.connected THEN since ELSE excluded.since END, "
+            "connected = excluded.connected, beat = excluded.beat", (int(connected), now, now))
+
+    def link(self) -> LinkState | None:
+        """What the daemon last wrote of its connection; None if no daemon ever ran on this queue."""
+        row = self._db.execute("SELECT connected, since, beat FROM link_state").fetchone()
+        return LinkState(bool(row[0]), row[1], row[2]) if row else None
+
+    def version(self) -> tuple:
+        """Changes whenever an entry, an edge's last ack or the link's state does (a console's live view)."""
+        return (self._db.execute("SELECT count(*), max(updated) FROM outbox").fetchone()
+                + self._db.execute("SELECT max(t) FROM edge_heard").fetchone()
+                + (self._db.execute("SELECT connected, beat FROM link_state").fetchone() or ()))
 
     def prune_log(self, keep: float = 3600.0) -> None:
         self._db.execute("DELETE FROM link_log WHERE t < ?", (time.time() - keep,))

@@ -1,0 +1,193 @@
+"""The station console at the ground: the queue, each edge's link, and a
+recording dropped on the page queued for an edge.
+
+A Starlette app over the ground's queue (:class:`relay.link.outbox.Outbox`,
+its own connection: WAL lets it share the file with the daemon). What it
+shows is :mod:`ground.status`'s reading, the same as ``relay ground
+status``; what it changes goes through the same calls as ``relay ground
+queue``. An upload is streamed to ``state_dir/uploads`` under a size limit
+(``[web] max_upload_mb``), checked exactly as a file queued from the shell
+(:mod:`ground.intake`), and removed again if it is refused. The login, the
+cross-site guard and the serving are :mod:`relay.web`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ground.intake import destination, queue_file
+from ground.status import edges, queue
+from relay.config import GroundConfig
+from relay.errors import RelayError
+from relay.link.messages import Priority
+from relay.link.outbox import Outbox, OutboxError
+from relay.storage import is_full
+from relay.web.auth import Gate
+from relay.web.server import NotFound, Refused, build, check_listen, guarded, page, serve
+
+log = logging.getLogger("relay.ground.web")
+T = TypeVar("T")
+STATIC = resources.files("ground.web") / "static"
+EVENT_POLL = 1.0  # seconds between looks at the queue for the live view
+KEEPALIVE = 15.0
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+MIN_FREE = 64 * 1024 * 1024  # bytes an upload must leave on the disk (the queue and the daemon need room)
+
+
+def upload_name(name: str) -> str:
+    """A client's file name made safe to keep: no folders, no odd characters
+    (what it holds is checked once it is here: audio must decode)."""
+    base = SAFE_NAME.sub("_", Path(name.replace("\\", "/")).name).strip("._")[-80:]
+    if not base:
+        raise Refused(400, "the upload has no file name (?name=)")
+    return base
+
+
+async def receive_upload(request: Request, folder: Path, name: str, limit: int) -> Path:
+    """The request's body streamed into ``folder`` under ``limit`` bytes; one
+    :class:`Refused` (and nothing left behind) for a body too large, a full
+    disk or a client that went away."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise Refused(413, f"the file is larger than this console takes ({limit // 2**20} MB: [web] max_upload_mb)")
+    folder.mkdir(parents=True, exist_ok=True)
+    if shutil.disk_usage(folder).free < int(declared or 0) + MIN_FREE:
+        raise Refused(507, f"no room for it on the ground ({folder})")
+    path = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**6:06d}-{name}"
+    partial = path.with_name(path.name + ".part")
+    size = 0
+    try:
+        with partial.open("wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Refused(413, f"the file is larger than this console takes ({limit // 2**20} MB)")
+                out.write(chunk)
+        if size == 0:
+            raise Refused(400, "the file is empty")
+        partial.replace(path)
+    except OSError as exc:
+        raise Refused(507, "no room for it on the ground" if is_full(exc) else f"cannot store it: {exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def create_app(cfg: GroundConfig) -> Starlette:
+    """The console over ``cfg``'s queue."""
+    outbox = Outbox(cfg.ground.queue_db, cfg.limits)
+    lock = asyncio.Lock()  # one connection, used by one request at a time
+    gate = Gate(cfg.web.password_hash, cfg.web.session_hours * 3600)
+    uploads = cfg.ground.state_dir / "uploads"
+
+    async def locked(fn: Callable[[], T]) -> T:
+        async with lock:
+            return fn()
+
+    async def get_queue(request: Request) -> Response:
+        rows = await locked(lambda: [r.to_dict() for r in queue(outbox, cfg)])
+        return JSONResponse(rows)
+
+    async def get_status(request: Request) -> Response:
+        link = await locked(outbox.link)
+        rows = await locked(lambda: [e.to_dict() for e in edges(outbox, cfg)])
+        return JSONResponse({
+            "station": cfg.ground.name, "edges": rows, "default_edge": cfg.ground.default_edge,
+            "daemon": None if link is None else {"connected": link.connected, "since": link.since,
+                                                 "alive": link.alive(), "beat": link.beat},
+            "max_upload": int(cfg.web.max_upload_mb * 2**20),
+        })
+
+    async def events(request: Request) -> Response:
+        async def stream() -> AsyncIterator[str]:
+            seen, quiet = None, 0.0
+            while not await request.is_disconnected():
+                now = await locked(outbox.version)
+                if now != seen:
+                    seen, quiet = now, 0.0
+                    yield f"event: queue\ndata: {json.dumps({'at': time.time()})}\n\n"
+                elif quiet >= KEEPALIVE:
+                    quiet = 0.0
+                    yield ": keepalive\n\n"
+                await asyncio.sleep(EVENT_POLL)
+                quiet += EVENT_POLL
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def upload(request: Request) -> Response:
+        q = request.query_params
+        name = upload_name(q.get("name", ""))
+        edge = destination(cfg, q.get("to") or None, "to")
+        priority = Priority.parse(q.get("priority", "normal"))
+        title = q.get("title", "").strip()[:200] or Path(name).stem
+        path = await receive_upload(request, uploads, name, int(cfg.web.max_upload_mb * 2**20))
+        try:
+            async with lock:  # the audio's first frames are decoded: off the event loop
+                row = await asyncio.to_thread(queue_file, outbox, cfg, path, edge, priority, title)
+        except RelayError as exc:  # named as the operator knows it, not by where it was kept
+            path.unlink(missing_ok=True)
+            raise RelayError(str(exc).replace(str(path), name)) from None
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        if path.suffix.lower() == ".bundle":  # the queue holds the bundle itself; audio waits to be encoded
+            path.unlink(missing_ok=True)
+        item = await locked(lambda: outbox.get(row))
+        log.info("console: queued upload %s as entry %d for %s (%s)", name, row, edge, priority.name.lower())
+        return JSONResponse(item.to_dict(), status_code=201)
+
+    async def entry(request: Request) -> int:
+        """The entry the path names, or :class:`NotFound` (404, not a conflict)."""
+        row = int(request.path_params["id"])
+        try:
+            await locked(lambda: outbox.get(row))
+        except OutboxError as exc:
+            raise NotFound(str(exc)) from None
+        return row
+
+    async def cancel(request: Request) -> Response:
+        row = await entry(request)
+        return JSONResponse((await locked(lambda: outbox.cancel(row))).to_dict())
+
+    async def bump(request: Request) -> Response:
+        row = await entry(request)
+        prio = request.query_params.get("priority")
+        to = Priority.parse(prio) if prio else None
+        return JSONResponse((await locked(lambda: outbox.bump(row, to))).to_dict())
+
+    def api(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        return guarded(handler, [(OutboxError, 409)])
+
+    routes = [
+        Route("/", guarded(page(str(STATIC), gate, cfg.ground.name))),
+        Route("/api/queue", api(get_queue)),
+        Route("/api/queue", api(upload), methods=["POST"]),
+        Route("/api/status", api(get_status)),
+        Route("/api/events", api(events)),
+        Route("/api/queue/{id:int}/cancel", api(cancel), methods=["POST"]),
+        Route("/api/queue/{id:int}/bump", api(bump), methods=["POST"]),
+    ]
+    app = build(routes, gate, cfg.ground.name, str(STATIC))
+    app.state.outbox = outbox
+    return app
+
+
+async def serve_console(cfg: GroundConfig, listen: str | None = None, *, in_daemon: bool = True) -> None:
+    """Serve the console in the running event loop (:func:`relay.web.server.serve`)."""
+    host, port = check_listen(cfg.web, listen)
+    await serve(create_app(cfg), host, port, in_daemon=in_daemon)

@@ -1,0 +1,208 @@
+"""Serving a console: the app's shell (login, cross-site guard, errors as
+JSON), the address check, and uvicorn inside a daemon's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from relay.errors import RelayError
+from relay.web.auth import COOKIE, Gate, cross_site_refusal, same_origin
+
+if TYPE_CHECKING:
+    from relay.config import Web
+
+log = logging.getLogger("relay.web")
+COMMON = resources.files("relay.web") / "static"
+PUBLIC = ("/login", "/common/")  # what a visitor who has not logged in may fetch
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class NotFound(RelayError):
+    """What a request names is not here (404)."""
+
+
+class Refused(RelayError):
+    """What a request asks is not allowed or not possible now (status given)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def guarded(handler: Handler, statuses: Iterable[tuple[type[Exception], int]] = ()) -> Handler:
+    """Every failure one JSON error: what the request asked for wrongly (4xx,
+    ``statuses`` maps more exception types), or a bug (500, logged in one
+    line); never a traceback page."""
+    known = [(NotFound, 404), *statuses, (RelayError, 422)]
+
+    @functools.wraps(handler)
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Refused as exc:
+            return error(exc.status, str(exc))
+        except Exception as exc:
+            for kind, status in known:
+                if isinstance(exc, kind):
+                    return error(status, str(exc))
+            log.error("console request %s failed: %s: %s", request.url.path, exc.__class__.__name__, exc)
+            return error(500, f"{exc.__class__.__name__}: {exc}")
+
+    return run
+
+
+class Guard:
+    """ASGI middleware: a login where one is configured, and no state change
+    from another site (:mod:`relay.web.auth`)."""
+
+    def __init__(self, app: ASGIApp, gate: Gate) -> None:
+        self.app, self.gate = app, gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        path = request.url.path
+        public = path.startswith(PUBLIC)
+        response: Response | None = None
+        if not public and not self.gate.allowed(request.cookies.get(COOKIE)):
+            response = error(401, "log in first") if path.startswith("/api/") else RedirectResponse("/login", 303)
+        elif not public:
+            why = cross_site_refusal(request.method, request.headers, self.gate.token)
+            if why:
+                response = error(403, why)
+        if response is not None:
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def login_routes(gate: Gate, station: str) -> list[BaseRoute]:
+    async def form(request: Request) -> Response:
+        if not gate.needs_login:
+            return RedirectResponse("/", 303)
+        html = (COMMON / "login.html").read_text(encoding="utf-8").replace("{{station}}", station)
+        return HTMLResponse(html.replace("{{failed}}", "" if "failed" not in request.query_params else
+                                         '<p class="bad" role="alert">Wrong password, or too many tries: wait a '
+                                         "minute.</p>"))
+
+    async def login(request: Request) -> Response:
+        if not gate.needs_login:
+            return RedirectResponse("/", 303)
+        origin = request.headers.get("origin") or request.headers.get("referer")
+        if not same_origin(origin, request.headers.get("host")):
+            return error(403, "cross-site request refused")
+        client = request.client.host if request.client else "?"
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > 4096:
+                return error(413, "the login form is larger than a password")
+        if gate.throttled(client) or not await asyncio.to_thread(gate.check_login, body):
+            gate.failed(client)
+            log.warning("console: failed login from %s", client)
+            await asyncio.sleep(0.5)
+            return RedirectResponse("/login?failed", 303)
+        response = RedirectResponse("/", 303)
+        response.set_cookie(COOKIE, gate.session(), max_age=int(gate.session_seconds), httponly=True,
+                            samesite="strict", secure=request.url.scheme == "https")
+        return response
+
+    async def logout(request: Request) -> Response:
+        response = RedirectResponse("/login", 303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    return [Route("/login", form), Route("/login", login, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"])]
+
+
+def build(routes: Sequence[BaseRoute], gate: Gate, station: str, static: str) -> Starlette:
+    """An app with ``routes``, its own ``static`` folder at /static, the shared
+    one at /common, the login pages, behind the :class:`Guard`."""
+    from starlette.middleware import Middleware
+
+    return Starlette(
+        routes=[*login_routes(gate, station), *routes,
+                Mount("/static", StaticFiles(directory=static), name="static"),
+                Mount("/common", StaticFiles(directory=str(COMMON)), name="common")],
+        middleware=[Middleware(Guard, gate=gate)],
+    )
+
+
+def page(folder: str, gate: Gate, station: str) -> Handler:
+    """The console's one HTML page, with its token and the station's name."""
+    from pathlib import Path
+
+    async def serve(request: Request) -> Response:
+        html = (Path(folder) / "index.html").read_text(encoding="utf-8")
+        return HTMLResponse(html.replace("{{token}}", gate.token).replace("{{station}}", station)
+                            .replace("{{logout}}", "" if not gate.needs_login else
+                                     '<form method="post" action="/logout"><button>Log out</button></form>'))
+
+    return serve
+
+
+def check_listen(web: Web, listen: str | None, key: str = "web.listen") -> tuple[str, int]:
+    """Where to serve: ``listen`` (or ``[web] listen``); beyond loopback only with a login."""
+    from relay.config import ConfigError
+
+    try:
+        web = web.model_copy(update={"listen": type(web).check_listen(listen)}) if listen else web
+    except ValueError as exc:
+        raise ConfigError(f"--listen {listen}: {exc}") from None
+    host, port = web.address
+    if not is_loopback(host) and web.password_hash is None:
+        raise ConfigError(f"{key} {web.listen}: beyond loopback the console needs a login: set web.password_hash "
+                          "(`relay web password` makes one), or reach 127.0.0.1 through an SSH tunnel")
+    return host, port
+
+
+async def serve(app: ASGIApp, host: str, port: int, *, in_daemon: bool = True) -> None:
+    """Serve ``app`` in the running event loop until cancelled (a daemon's job)
+    or, alone (``in_daemon=False``), until SIGINT or SIGTERM."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # in the daemon, the daemon owns the signals
+            if in_daemon:
+                yield
+            else:
+                with super().capture_signals():
+                    yield
+
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                   lifespan="off"))
+    log.info("console on http://%s:%d/", host, port)
+    task = asyncio.create_task(server.serve())
+    try:
+        await asyncio.shield(task)
+    except SystemExit:  # uvicorn's answer to an address it cannot bind
+        raise RelayError(f"the console cannot listen on {host}:{port} (in use, or not this machine's)") from None
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await task
+        raise
