@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import msgpack
@@ -13,6 +14,7 @@ from relay.errors import BundleError
 from relay.format import wire
 from relay.format.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
 from relay.format.wire import TICK, decode_bundle, encode_bundle, field_costs, read_header
+from relay.testing.bundles import real_bundle
 
 
 def words_at(text: str, start: float, step: float = 0.3, gap_every: int = 3) -> tuple[Word, ...]:
@@ -213,3 +215,33 @@ def test_round_trip_property(segs):
         assert [(w.text, round(w.start / TICK), round(w.end / TICK)) for w in got.words] == [
             (w.text, round(w.start / TICK), round(w.end / TICK)) for w in want.words
         ]
+
+
+def test_a_stream_part_round_trips_and_costs_a_dozen_bytes():
+    from relay.format.bundle import StreamPart
+
+    plain = decode_bundle(real_bundle(20))
+    part = StreamPart(b"\x01\x02\x03\x04", 41, 1234.56, last=True)
+    live = dataclasses.replace(plain, source=dataclasses.replace(plain.source, stream=part))
+    data = encode_bundle(live)
+    got = decode_bundle(data).source.stream
+    assert got is not None and (got.stream_id, got.seq, got.last) == (part.stream_id, 41, True)
+    assert got.start == pytest.approx(1234.56, abs=0.01)
+    assert len(data) - len(encode_bundle(plain)) <= 14
+    assert decode_bundle(real_bundle(20)).source.stream is None  # a recording's bundle has none
+    with pytest.raises(ValueError):
+        encode_bundle(dataclasses.replace(plain, source=dataclasses.replace(plain.source,
+                                                                            stream=StreamPart(b"\x01", 0, 0.0))))
+
+
+@pytest.mark.parametrize("bad", [
+    "not a list", [b"\x01\x02\x03\x04"], [b"\x01\x02", 1, 0], [b"\x01\x02\x03\x04", -1, 0],
+    [b"\x01\x02\x03\x04", 1, "0"], [b"\x01\x02\x03\x04", True, 0], [b"\x01\x02\x03\x04", 1, 0, "yes"],
+    ["abcd", 1, 0], [b"\x01\x02\x03\x04", 2**32, 0],
+])
+def test_a_malformed_stream_part_is_refused(monkeypatch, bad):
+    plain = decode_bundle(real_bundle(20))
+    monkeypatch.setattr(wire, "_pack_stream", lambda stream: [bad])
+    data = encode_bundle(plain)
+    with pytest.raises(BundleError):
+        decode_bundle(data)

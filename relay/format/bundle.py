@@ -91,12 +91,30 @@ class AudioClip:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamPart:
+    """Where a bundle sits in a live stream (``relay ground capture``): the
+    stream's random id, its place in it (0, 1, ...), its start on the
+    stream's clock in seconds, and whether the capture ended with it. The
+    edge plays a stream's parts in order, one after the other."""
+
+    stream_id: bytes  # 4 random bytes
+    seq: int
+    start: float
+    last: bool = False
+
+    @property
+    def id_hex(self) -> str:
+        return self.stream_id.hex()
+
+
+@dataclass(frozen=True, slots=True)
 class SourceInfo:
     """What the bundle was made from."""
 
     title: str
     duration: float
     language: str
+    stream: StreamPart | None = None  # a part of a live stream; None for a recording
 
 
 def new_bundle_id() -> bytes:
@@ -134,6 +152,9 @@ class Bundle:
                 "title": self.source.title,
                 "duration": round(self.source.duration, 3),
                 "language": self.source.language,
+                **({"stream": {"id": self.source.stream.id_hex, "seq": self.source.stream.seq,
+                               "start": round(self.source.stream.start, 3), "last": self.source.stream.last}}
+                   if self.source.stream else {}),
             },
             "speakers": [
                 {

@@ -18,7 +18,8 @@ and the dictionary without decompressing. The body is a msgpack array::
 
     [source, speakers, seg_speakers, texts, timings, profiles?, clips?]
 
-    source        [title, language, duration_ticks]
+    source        [title, language, duration_ticks, stream?]
+                  stream: [id (bin 4), seq, start_ticks, last?] for a part of a live stream
     speakers      [[label], ...]          (later fields may be appended)
     seg_speakers  bin: one speaker index per segment
     texts         str: segment texts joined by "\\n"
@@ -49,7 +50,7 @@ import zstandard
 
 from relay.audio.codecs import CODEC_IDS, codec_id
 from relay.errors import BundleError
-from relay.format.bundle import CLIP_REASONS, AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
+from relay.format.bundle import CLIP_REASONS, AudioClip, Bundle, Segment, SourceInfo, Speaker, StreamPart, Word
 from relay.format.dictionary import DEFAULT_DICT_ID, get_dictionary
 from relay.format.limits import DEFAULT_LIMITS, Limits
 from relay.format.profile import (
@@ -68,6 +69,7 @@ VERSION = 1
 FLAG_ZSTD = 0x01
 TICK = 0.02  # seconds per timing unit
 DIGEST_SIZE = 8
+STREAM_ID_BYTES = 4  # a live stream's id: random, unique among the streams one edge hears at a time
 ZSTD_LEVEL = 19
 
 
@@ -172,6 +174,31 @@ def _clean_text(text: str) -> str:
     return " ".join(text.split())
 
 
+def _pack_stream(stream: StreamPart | None) -> list[list]:
+    if stream is None:
+        return []
+    if len(stream.stream_id) != STREAM_ID_BYTES or not 0 <= stream.seq < 2**32 or stream.start < 0:
+        raise ValueError(f"stream part {stream!r}: a {STREAM_ID_BYTES}-byte id, a seq under 2^32, a start >= 0")
+    return [[stream.stream_id, stream.seq, _ticks(stream.start), *([True] if stream.last else [])]]
+
+
+def _unpack_stream(field: object) -> StreamPart | None:
+    if field is None:
+        return None
+    f = _array(field, "the stream part", 16, at_least=3)
+    sid = _bin(f[0], "the stream id")
+    seq, start = f[1], f[2]
+    if len(sid) != STREAM_ID_BYTES:
+        raise ValueError(f"the stream id has {len(sid)} bytes, not {STREAM_ID_BYTES}")
+    for value, what, top in ((seq, "the stream seq", 2**32), (start, "the stream start", 1 << 40)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < top:
+            raise ValueError(f"{what} is {value!r}, not a count")
+    last = f[3] if len(f) > 3 else False
+    if not isinstance(last, bool):
+        raise ValueError(f"the stream's last flag is {last!r}, not true or false")
+    return StreamPart(sid, seq, start * TICK, last)
+
+
 def _body_fields(bundle: Bundle) -> list[tuple[str, object]]:
     """The body's fields in wire order, named for ``relay inspect``."""
     for seg in bundle.segments:
@@ -183,7 +210,7 @@ def _body_fields(bundle: Bundle) -> list[tuple[str, object]]:
             raise ValueError(f"segment speaker {seg.speaker} is not in the speaker list")
     src = bundle.source
     fields: list[tuple[str, object]] = [
-        ("source", [src.title, src.language, _ticks(src.duration)]),
+        ("source", [src.title, src.language, _ticks(src.duration), *_pack_stream(src.stream)]),
         ("speakers", [[s.label] for s in bundle.speakers]),
         ("segment_speakers", bytes(s.speaker for s in bundle.segments)),
         ("text", "\n".join(_clean_text(s.text) for s in bundle.segments)),
@@ -489,7 +516,8 @@ def _decode_body(header: Header, body: bytes, limits: Limits) -> Bundle:
         raise _LimitExceeded(f"bundle has {len(clips_f)} audio clips, over the limit of {limits.max_clips}")
     clips = [_unpack_clip(c, len(speakers), max_ticks) for c in clips_f]
     return Bundle(
-        source=SourceInfo(title, duration_ticks * TICK, language),
+        source=SourceInfo(title, duration_ticks * TICK, language,
+                          _unpack_stream(source_f[3]) if len(source_f) > 3 else None),
         speakers=speakers,
         segments=segments,
         clips=clips,
