@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from functools import partial
 
 import aiomqtt
@@ -181,13 +182,18 @@ class EdgeDaemon:
     # --- playing ---------------------------------------------------------------------------------
 
     async def _player(self) -> None:
+        wait = self.cfg.edge.stream_wait
+        idle_since = time.monotonic()
         while True:
-            item = await persist(self.inbox.next_to_play, self.state)
+            item = await persist(partial(self.inbox.next_to_play, wait), self.state)
             if item is None:
+                if time.monotonic() - idle_since > wait:  # a stream that ended without its last part
+                    await asyncio.to_thread(self.player.end_stream)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.accepted.wait(), timeout=5.0)
+                    await asyncio.wait_for(self.accepted.wait(), timeout=1.0 if self.player.live else 5.0)
                 self.accepted.clear()
                 continue
+            idle_since = time.monotonic()
             bid = item.bundle_id
             await persist(partial(self.inbox.start_play, bid), self.state)
             try:

@@ -67,6 +67,32 @@ class Performance:
         return f"voice {getattr(self.voices, 'voice_name', '?')}"
 
 
+@dataclass
+class _LiveOutput:
+    """A sound card kept open across a live stream's parts: ``close`` after a
+    part leaves it open for the next one (:meth:`Player.end_stream` closes it)."""
+
+    device: DeviceOutput
+    stream_id: bytes
+    next: int = 0
+    sample_rate: int = 0
+
+    def __post_init__(self) -> None:
+        self.sample_rate = self.device.sample_rate
+
+    def follows(self, stream_id: bytes, seq: int, rate: int) -> bool:
+        return stream_id == self.stream_id and seq == self.next and rate == self.sample_rate
+
+    def write(self, block) -> None:  # noqa: ANN001 - numpy audio, as Output.write
+        self.device.write(block)
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.device.close()
+
+
 class Player:
     """The edge pipeline; one per process or thread (its stores are SQLite)."""
 
@@ -79,6 +105,7 @@ class Player:
         self._profiles: ProfileStore | None = None
         self._assignments: AssignmentStore | None = None
         self._device_ok = self.config.edge.play
+        self._live: _LiveOutput | None = None  # the sound card held open between a stream's parts
 
     @property
     def voice(self) -> str:
@@ -137,9 +164,41 @@ class Player:
         return rehydrate(performance.bundle, performance.voices, performance.prosody, self.config.codecs)
 
     def to_device(self, performance: Performance, device: str | int | None = None) -> PlaybackReport:
-        """Play on the sound card while the rest is synthesized; :class:`PlaybackError` if there is none."""
+        """Play on the sound card while the rest is synthesized; :class:`PlaybackError` if there is none.
+
+        A part of a live stream plays on its whole timeline (its pauses at
+        either end kept) into a device held open from one part to the next, so
+        consecutive parts follow each other without a gap or a click; anything
+        else closes it first."""
         target = device if device is not None else self.config.edge.device
-        return play(self.phrases(performance), DeviceOutput(performance.rate, target))
+        part = performance.bundle.source.stream
+        if part is None:
+            self.end_stream()
+            return play(self.phrases(performance), DeviceOutput(performance.rate, target))
+        live = self._live
+        if live is None or not live.follows(part.stream_id, part.seq, performance.rate):
+            self.end_stream()
+            live = self._live = _LiveOutput(DeviceOutput(performance.rate, target), part.stream_id)
+        live.next = part.seq + 1
+        try:
+            report = play(self.phrases(performance), live, from_start=True, until=performance.bundle.source.duration)
+        except BaseException:
+            self._live = None
+            raise
+        if part.last:
+            self.end_stream()
+        return report
+
+    @property
+    def live(self) -> bool:
+        """A stream's parts are playing (the device is held for the next one)."""
+        return self._live is not None
+
+    def end_stream(self) -> None:
+        """Close the device a stream held open (its last part played, or something else comes)."""
+        live, self._live = self._live, None
+        if live is not None:
+            live.device.close()
 
     def to_file(self, performance: Performance, path: str | Path) -> PlaybackReport:
         """A WAV on the original timeline (silences kept, as long as the recording), written as it is spoken."""

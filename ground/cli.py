@@ -2,8 +2,8 @@
 
 ``run`` the daemon; ``encode`` a recording into a bundle by hand; enroll known
 ``speakers``; the ``queue`` of bundles to send; ``export`` one to carry by
-hand; the link's ``status``; the console in a browser (``web``); the
-station's signing ``keys``. Every command that touches state reads the same
+hand; the link's ``status``; a live input ``capture``d as a stream; the
+console in a browser (``web``); the station's signing ``keys``. Every command that touches state reads the same
 configuration as the daemon (``-c ground.toml``, else
 ``$SPEECH_RELAY_GROUND_CONFIG``, else ``/etc/speech-relay/ground.toml`` if it
 exists, else the packaged defaults), so a speaker enrolled here is one the
@@ -28,7 +28,8 @@ from relay.cli import keys_app, ordered, stage_bars, with_flags
 console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 ground_app = typer.Typer(help="The ground station: the daemon, encoding, speakers, the queue, keys.",
                          no_args_is_help=True,
-                         cls=ordered("run", "encode", "speakers", "queue", "export", "status", "web", "keys"))
+                         cls=ordered("run", "encode", "speakers", "queue", "export", "status", "capture", "web",
+                                     "keys"))
 speakers_app = typer.Typer(help="Known speakers: enroll, list, remove.", no_args_is_help=True)
 queue_app = typer.Typer(help="The queue of bundles to send.", no_args_is_help=True)
 CONFIG_HELP = ("ground configuration (default: $SPEECH_RELAY_GROUND_CONFIG, /etc/speech-relay/ground.toml, "
@@ -384,6 +385,60 @@ def status(
     Console().print(table)
     if not rows:
         print("no edges yet")
+
+
+@ground_app.command("capture")
+def capture_cmd(
+    device: str = typer.Option(None, "--device", help="the input device: a number or a name (default: the system's)"),
+    input_file: Path = typer.Option(None, "--input", help="a recording played in as if live, instead of a device"),
+    fast: bool = typer.Option(False, "--fast", help="with --input: as fast as it encodes, not in real time"),
+    chunk: float = typer.Option(10.0, "--chunk", help="seconds a bundle covers at most (cut at pauses)"),
+    to: str = typer.Option(None, "--to", help="edge name (default: the configuration's default_edge)"),
+    priority: str = typer.Option("priority", "--priority", "-p", help="flash, priority, normal or bulk"),
+    title: str = typer.Option(None, "--title", help="the stream's title (default: live and the time)"),
+    config: Path = Config,
+) -> None:
+    """Capture a sound card's input (a radio receiver's line out) live: bundles
+    cut at pauses, one stream, queued for the edge as they are made (the daemon
+    sends them). Ctrl-C ends the stream."""
+    import threading
+
+    from ground.capture import Cutter, capture, device_blocks, file_blocks, parts_in_background
+    from ground.encoder import Encoder
+    from ground.intake import destination
+    from relay.link.messages import Priority
+
+    cfg = _config(config)
+    edge = destination(cfg, to)
+    prio = Priority.parse(priority)
+    cutter = Cutter(chunk)
+    encoder = Encoder(cfg)
+    with console.status("loading the models…"):
+        encoder.transcriber  # noqa: B018 (loads it before the first part waits for it)
+        if cfg.ground.diarize:
+            encoder.diarizer  # noqa: B018
+    dev = int(device) if device is not None and device.isdigit() else device
+    blocks = file_blocks(input_file, realtime=not fast) if input_file else device_blocks(dev)
+    stop = threading.Event()
+    name = title or time.strftime("live %Y-%m-%d %H:%M UTC", time.gmtime())
+    parts = capture(encoder, _outbox(cfg), parts_in_background(blocks, cutter, stop), edge, prio, name)
+    print(f"capturing {'from ' + str(input_file) if input_file else 'the input'} for {edge} ({prio.name.lower()}): "
+          f"parts of at most {chunk:g} s, cut at pauses; Ctrl-C ends the stream", flush=True)
+    while True:
+        try:
+            q = next(parts, None)
+        except KeyboardInterrupt:
+            if stop.is_set():
+                raise
+            stop.set()
+            print("ending the stream (Ctrl-C again stops at once)", flush=True)
+            continue
+        if q is None:
+            break
+        p = q.part
+        lag = time.time() - p.heard_at
+        print(f"part {p.seq}{' (last)' if p.last else ''}: {p.start:.1f}-{p.start + p.duration:.1f} s, "
+              f"{q.words} words, {q.bytes} bytes, entry {q.entry}; queued {lag:.1f} s after it was heard", flush=True)
 
 
 @ground_app.command("web")

@@ -36,7 +36,7 @@ from relay.audio.io import SAMPLE_RATE, load_audio
 from relay.config import GroundConfig
 from relay.env import environment
 from relay.errors import ModelError
-from relay.format.bundle import Bundle, SourceInfo, Speaker
+from relay.format.bundle import Bundle, SourceInfo, Speaker, StreamPart
 from relay.format.profile import VoiceProfile
 from relay.profiles import ProfileStore
 
@@ -135,8 +135,10 @@ class Encoder:
 
     def encode(self, audio: np.ndarray, title: str, input_bytes: int = 0,
                speakers: DiarizationOptions | None = None,
-               progress: Progress | None = None, fit_voices: bool | None = None) -> EncodeResult:
-        """Transcribe (and diarize) decoded 16 kHz audio and pack the bundle.
+               progress: Progress | None = None, fit_voices: bool | None = None,
+               stream: StreamPart | None = None) -> EncodeResult:
+        """Transcribe (and diarize) decoded 16 kHz audio and pack the bundle
+        (a part of a live ``stream``: :mod:`ground.capture`).
         With a profile store, speakers are matched against known profiles; call
         :meth:`commit` once the bundle is safely stored. ``progress(stage, done,
         total)`` follows the long stages (a 45-minute recording takes minutes).
@@ -171,7 +173,7 @@ class Encoder:
             return EncodeResult(choice.bundle, choice.data, input_bytes, transcript, diarization, plan, timings,
                                 choice.tier, choice.tried, fits or {})
 
-        source = SourceInfo(title=title, duration=transcript.duration, language=transcript.language)
+        source = SourceInfo(title=title, duration=transcript.duration, language=transcript.language, stream=stream)
         if diarization is None:  # everything by one speaker
             return pack(Bundle(source, [Speaker("S1")], transcript.segments))
         t0 = time.perf_counter()

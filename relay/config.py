@@ -132,6 +132,8 @@ class EdgeSection(_Strict):
     voice: str = "auto"  # "auto": a voice per speaker from the voice bank; or a voice key
     match_pitch: bool = True  # move each voice toward its speaker's pitch and range
     match_colour: bool = True  # equalise each voice to its speaker's long-term spectrum (relay.audio.colour)
+    # seconds a live stream's part waits for the part before it (the link may reorder them) before playing
+    stream_wait: Annotated[float, Field(ge=0, le=3600)] = 30.0
     signing_key: FilePath = Path("/etc/speech-relay/edge.key")  # signs this edge's acks and play reports
     # "ed25519:<base64>" or paths of files holding one: the grounds whose bundles are played (the daemon needs one)
     trusted_keys: list[str] = []

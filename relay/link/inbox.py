@@ -42,7 +42,7 @@ from pathlib import Path
 from relay.config import EdgeConfig, EdgeLink
 from relay.db import connect, transaction
 from relay.errors import BundleError, RelayError
-from relay.format.bundle import Bundle
+from relay.format.bundle import Bundle, StreamPart
 from relay.format.limits import DEFAULT_LIMITS, Limits
 from relay.format.profile import PROFILE_ID_SIZE
 from relay.link.messages import FRAGMENT_HEADER, Ack, AckState, Fragment, LinkError, Poll, Priority, RejectCode, ranges
@@ -66,6 +66,11 @@ CREATE TABLE IF NOT EXISTS bundles (
     missing_profiles BLOB, seq INTEGER, signed_at INTEGER, attempts INTEGER NOT NULL DEFAULT 0, report INTEGER
 );
 CREATE INDEX IF NOT EXISTS bundles_unplayed ON bundles (state, played, priority, received);
+CREATE TABLE IF NOT EXISTS stream_parts (
+    bundle_id BLOB PRIMARY KEY, stream BLOB NOT NULL, part INTEGER NOT NULL, start REAL NOT NULL,
+    last INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stream_parts_order ON stream_parts (stream, part);
 CREATE TABLE IF NOT EXISTS plays (bundle_id BLOB NOT NULL, at REAL NOT NULL, how TEXT NOT NULL, output TEXT);
 """
 ACCEPTED, REJECTED, QUARANTINED = "accepted", "rejected", "quarantined"
@@ -90,13 +95,17 @@ class Stored:
     played: float | None
     plays: int
     seq: int | None = None
+    started: float | None = None  # when its (last) playback began
+    stream: StreamPart | None = None  # a part of a live stream
 
     def to_dict(self) -> dict:
         return {
             "bundle_id": self.bundle_id.hex(), "state": self.state, "reason": self.reason,
             "priority": self.priority.name.lower() if self.priority is not None else None, "title": self.title,
             "duration": self.duration, "received": self.received, "played": self.played, "plays": self.plays,
-            "seq": self.seq,
+            "seq": self.seq, "started": self.started,
+            "stream": None if self.stream is None else {"id": self.stream.id_hex, "part": self.stream.seq,
+                                                        "start": self.stream.start, "last": self.stream.last},
         }
 
 
@@ -167,6 +176,8 @@ class Inbox:
         self.link = link or EdgeLink()
         self.limits = limits
         self._db = connect(self.path, SCHEMA, "the edge store", InboxError)
+        if "started" not in {r[1] for r in self._db.execute("PRAGMA table_info(bundles)")}:
+            self._db.execute("ALTER TABLE bundles ADD COLUMN started REAL")
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (int(time.time()),))
         self.epoch = int(self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
         self._open: dict[bytes, IncomingTransfer] = {}
@@ -449,8 +460,12 @@ class Inbox:
                 "missing_profiles, seq, signed_at, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (bid, state, reason, priority, title, duration, stored, now, missing or None, seq, signed_at,
                  int(AckState.ACCEPTED if state == ACCEPTED else AckState.REJECTED)))
+            part = outcome.source.stream if isinstance(outcome, Bundle) else None
+            if part is not None:
+                self._db.execute("INSERT OR REPLACE INTO stream_parts VALUES (?, ?, ?, ?, ?)",
+                                 (bid, part.stream_id, part.seq, part.start, int(part.last)))
             self._forget(bid)
-        decided = Stored(bid, state, reason, Priority(priority), title, duration, now, None, 0, seq)
+        decided = Stored(bid, state, reason, Priority(priority), title, duration, now, None, 0, seq, None, part)
         return Received(self._decided_ack(decided), decided=decided)
 
     def finish(self, bid: bytes) -> Received:
@@ -502,13 +517,38 @@ class Inbox:
 
     # --- playing ---------------------------------------------------------------------------------
 
-    def next_to_play(self) -> Stored | None:
-        """The most urgent accepted bundle not played yet."""
-        row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM bundles WHERE state = ? AND played IS NULL ORDER BY priority, received LIMIT 1",
-            (ACCEPTED,),
-        ).fetchone()
-        return _stored(row) if row else None
+    def next_to_play(self, stream_wait: float = 30.0, now: float | None = None) -> Stored | None:
+        """The most urgent accepted bundle not played yet. A part of a live
+        stream waits for the part before it (played, or given up on), for at
+        most ``stream_wait`` seconds after it arrived: the link may deliver
+        parts out of order, and a part that never comes must not stop the rest."""
+        now = now or time.time()
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE b.state = ? AND b.played IS NULL "
+                                "ORDER BY b.priority, b.received", (ACCEPTED,)).fetchall()
+        for row in rows:
+            item = _stored(row)
+            part = item.stream
+            if part is None:
+                return item
+            earlier = self._db.execute(
+                "SELECT 1 FROM stream_parts s JOIN bundles b USING (bundle_id) WHERE s.stream = ? AND s.part < ? "
+                "AND b.state = ? AND b.played IS NULL LIMIT 1", (part.stream_id, part.seq, ACCEPTED)).fetchone()
+            if earlier is not None:
+                continue  # that one comes first
+            before = self._db.execute(
+                "SELECT b.state, b.played FROM stream_parts s JOIN bundles b USING (bundle_id) "
+                "WHERE s.stream = ? AND s.part = ?", (part.stream_id, part.seq - 1)).fetchone()
+            done = before is not None and (before[1] is not None or before[0] != ACCEPTED)
+            if part.seq == 0 or done or now - item.received >= stream_wait:
+                return item
+        return None
+
+    def stream(self, stream_id: bytes) -> list[Stored]:
+        """A live stream's parts received so far, in order."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM bundles b JOIN stream_parts s USING (bundle_id) WHERE s.stream = ? "
+            "ORDER BY s.part", (stream_id,))
+        return [_stored(r) for r in rows]
 
     def data(self, bundle_id: bytes) -> bytes:
         row = self._db.execute("SELECT data FROM bundles WHERE bundle_id = ? AND state IN (?, ?)",
@@ -519,9 +559,10 @@ class Inbox:
 
     def start_play(self, bundle_id: bytes) -> int:
         """Count a playback attempt before it starts (so a bundle that kills the
-        daemon is not tried for ever); returns the attempts so far."""
+        daemon is not tried for ever), and when; returns the attempts so far."""
         with self._tx():
-            self._db.execute("UPDATE bundles SET attempts = attempts + 1 WHERE bundle_id = ?", (bundle_id,))
+            self._db.execute("UPDATE bundles SET attempts = attempts + 1, started = ? WHERE bundle_id = ?",
+                             (time.time(), bundle_id))
             row = self._db.execute("SELECT attempts FROM bundles WHERE bundle_id = ?", (bundle_id,)).fetchone()
         return int(row[0]) if row else 0
 
@@ -546,7 +587,7 @@ class Inbox:
     def crashed(self) -> list[Stored]:
         """After a start: quarantine accepted bundles whose playback the daemon
         died in ``max_play_attempts`` times. Returns them."""
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM bundles WHERE state = ? AND played IS NULL AND attempts >= ?",
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE state = ? AND played IS NULL AND attempts >= ?",
                                 (ACCEPTED, self.link.max_play_attempts)).fetchall()
         out = []
         for row in rows:
@@ -561,7 +602,7 @@ class Inbox:
         first: each decision (accepted, rejected) and each play report (played,
         quarantined). Kept in the store until :meth:`reported`, so an edge killed,
         or a broker restarted, before an ack was handed over sends it again."""
-        rows = self._db.execute(f"SELECT {_COLUMNS}, report FROM bundles WHERE report IS NOT NULL "
+        rows = self._db.execute(f"SELECT {_COLUMNS}, report FROM {_FROM} WHERE report IS NOT NULL "
                                 "ORDER BY priority, received").fetchall()
         out = []
         for row in rows:
@@ -581,7 +622,7 @@ class Inbox:
     # --- operators -------------------------------------------------------------------------------
 
     def get(self, bundle_id: bytes) -> Stored | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM bundles WHERE bundle_id = ?", (bundle_id,)).fetchone()
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE bundle_id = ?", (bundle_id,)).fetchone()
         return _stored(row) if row else None
 
     def find(self, prefix: str) -> Stored:
@@ -590,7 +631,7 @@ class Inbox:
             bytes.fromhex(prefix if len(prefix) % 2 == 0 else prefix + "0")
         except ValueError:
             raise InboxError(f"{prefix!r} is not a bundle id (hex)") from None
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM bundles WHERE hex(bundle_id) LIKE ?",
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE hex(bundle_id) LIKE ?",
                                 (prefix.upper() + "%",)).fetchall()
         if not rows:
             raise InboxError(f"no bundle {prefix} on this edge (relay edge ls lists them)")
@@ -605,7 +646,7 @@ class Inbox:
             "SELECT count(*), max(received), sum(plays), group_concat(state) FROM bundles").fetchone())
 
     def bundles(self) -> list[Stored]:
-        return [_stored(r) for r in self._db.execute(f"SELECT {_COLUMNS} FROM bundles ORDER BY received")]
+        return [_stored(r) for r in self._db.execute(f"SELECT {_COLUMNS} FROM {_FROM} ORDER BY received")]
 
     def partial(self) -> list[tuple[bytes, int, int]]:
         """Bundles still arriving: (id, parts received, count)."""
@@ -619,12 +660,15 @@ class Inbox:
         return int(self._db.execute("SELECT coalesce(sum(length(data)), 0) FROM fragments").fetchone()[0])
 
 
-_COLUMNS = "bundle_id, state, reason, priority, title, duration, received, played, plays, seq"
+_COLUMNS = ("b.bundle_id, b.state, b.reason, b.priority, b.title, b.duration, b.received, b.played, b.plays, "
+            "b.seq, b.started, s.stream, s.part, s.start, s.last")
+_FROM = "bundles b LEFT JOIN stream_parts s USING (bundle_id)"
 
 
 def _stored(row: tuple) -> Stored:
-    bid, state, reason, prio, title, duration, received, played, plays, seq = row
+    bid, state, reason, prio, title, duration, received, played, plays, seq, started, sid, part, start, last = row
+    stream = StreamPart(bytes(sid), part, start, bool(last)) if sid is not None else None
     return Stored(bytes(bid), state, reason, Priority(prio) if prio is not None else None, title, duration, received,
-                  played, plays, seq)
+                  played, plays, seq, started, stream)
 
 
