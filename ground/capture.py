@@ -25,8 +25,10 @@ in order, one after the other.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +40,7 @@ import numpy as np
 
 from relay.audio.io import SAMPLE_RATE
 from relay.errors import RelayError
+from relay.format.bundle import Bundle, Speaker
 from relay.link.messages import Priority
 from relay.link.outbox import Outbox
 
@@ -47,6 +50,8 @@ if TYPE_CHECKING:
 BLOCK = 0.1  # seconds of audio per block read from the input
 LOOK_EVERY = 1.0  # seconds of new audio between looks for a pause
 MIN_GAP = 0.3  # seconds of silence between words that count as a place to cut
+ANONYMOUS = re.compile(r"S\d+")  # a speaker the ground does not know by name
+STREAM_MATCH = 0.45  # similarity at which a part's speaker is one the stream already carried (see StreamSpeakers)
 
 
 class CaptureError(RelayError):
@@ -245,21 +250,77 @@ class Queued:
     encode_seconds: float
 
 
+class StreamSpeakers:
+    """The speakers a stream has carried so far, so each part's speakers are
+    the stream's: a part is a few seconds of speech, too little for its
+    speaker's embedding to reach the store's match (``MATCH_THRESHOLD``), and
+    without this every part would bring a "new" speaker: a full profile (130
+    bytes) each time, and a voice at the edge that changes from part to part.
+    A speaker the part measured afresh who is at least ``threshold`` similar
+    to one the stream already carried (to the mean of every part's measure
+    of them: one part's is noisy) is sent as a reference to that speaker's
+    profile, under the stream's label for them."""
+
+    def __init__(self, threshold: float = STREAM_MATCH) -> None:
+        self.threshold = threshold
+        self.known: list[Speaker] = []  # label, profile id and the profile, in order of first appearance
+        self._sums: dict[bytes, np.ndarray] = {}  # each stream speaker's measures, summed
+
+    def _similarity(self, known: Speaker, vec: np.ndarray) -> float:
+        mean = self._sums[known.profile_id]
+        return float(np.dot(mean, vec) / (np.linalg.norm(mean) or 1.0))
+
+    def link(self, bundle: Bundle) -> tuple[Bundle, set[bytes]]:
+        """``bundle`` with its speakers made the stream's, and the ids of the fresh profiles it no longer carries."""
+        speakers, dropped, used = [], set(), set()
+        for spk in bundle.speakers:
+            if spk.profile is None or not spk.profile_id:  # a reference to a stored speaker, or no profile at all
+                mine = next((k for k in self.known if spk.profile_id and k.profile_id == spk.profile_id), None)
+                if mine is None and spk.profile_id:
+                    self.known.append(spk)
+                speakers.append(Speaker(mine.label, mine.profile_id, None) if mine else spk)
+                continue
+            vec = spk.profile.vector()
+            scored = [(self._similarity(k, vec), k) for k in self.known
+                      if k.profile_id in self._sums and k.profile_id not in used]
+            best = max(scored, key=lambda x: x[0], default=(0.0, None))
+            if best[1] is not None and best[0] >= self.threshold:
+                speakers.append(Speaker(best[1].label, best[1].profile_id, None))
+                used.add(best[1].profile_id)
+                dropped.add(spk.profile_id)
+                self._sums[best[1].profile_id] = self._sums[best[1].profile_id] + vec
+                continue
+            anonymous = sum(1 for k in self.known if ANONYMOUS.fullmatch(k.label))
+            label = f"S{anonymous + 1}" if ANONYMOUS.fullmatch(spk.label) else spk.label  # an enrolled name stays
+            fresh = Speaker(label, spk.profile_id, spk.profile)
+            self.known.append(fresh)
+            self._sums[spk.profile_id] = vec
+            used.add(spk.profile_id)
+            speakers.append(fresh)
+        return dataclasses.replace(bundle, speakers=speakers), dropped
+
+
 def capture(encoder: Encoder, outbox: Outbox, parts: Iterator[Part], edge: str, priority: Priority, title: str,
-            stream_id: bytes | None = None) -> Iterator[Queued]:
+            stream_id: bytes | None = None, threshold: float = STREAM_MATCH) -> Iterator[Queued]:
     """Encode each part into a bundle of the stream and queue it for ``edge``."""
-    from relay.format.bundle import Bundle, SourceInfo, Speaker, StreamPart
+    from relay.format.bundle import SourceInfo, StreamPart
     from relay.format.wire import encode_bundle
 
     sid = stream_id or new_stream_id()
+    speakers = StreamSpeakers(threshold)
     for part in parts:
         t0 = time.perf_counter()
         where = StreamPart(sid, part.seq, part.start, part.last)
         profiles: list[bytes] = []
         if len(part.audio):
             result = encoder.encode(part.audio, title, fit_voices=False, stream=where)
-            data, words = result.data, sum(len(s.words) for s in result.bundle.segments)
-            profiles = encoder.commit(result, sent=False)  # sent once the edge acknowledges, as in the daemon
+            bundle, dropped = speakers.link(result.bundle)
+            data = encode_bundle(bundle) if dropped or bundle.speakers != result.bundle.speakers else result.data
+            words = sum(len(s.words) for s in bundle.segments)
+            if result.plan is not None:  # the store learns the stream's speakers, not each part's duplicates
+                result.plan.remember = [p for p in result.plan.remember if p.profile_id not in dropped]
+            encoder.commit(result, sent=False)  # sent once the edge acknowledges, as in the daemon
+            profiles = [s.profile_id for s in bundle.speakers if s.profile is not None]
         else:  # the end of the stream, with nothing more said
             data, words = encode_bundle(Bundle(SourceInfo(title, 0.0, "en", where), [Speaker("S1")], [])), 0
         row = outbox.add_bundle(data, edge, priority, title, f"capture:{sid.hex()}:{part.seq}", profiles)

@@ -15,7 +15,7 @@ import pytest
 
 from ground.capture import Cutter, speech_spans
 from relay.audio.io import SAMPLE_RATE, load_audio
-from relay.format.bundle import StreamPart
+from relay.format.bundle import SourceInfo, StreamPart
 from relay.format.wire import decode_bundle, encode_bundle
 from relay.link.inbox import Inbox
 from relay.link.messages import Priority
@@ -192,3 +192,38 @@ def test_capture_from_the_command_line(tmp_path):
     assert all(b.source.duration <= 8.0 + 0.05 for b in bundles)
     words = " ".join(s.text for b in bundles for s in b.segments).lower()
     assert len(words.split()) > 50 and words.startswith("hello")  # the call, from its first word
+
+
+def test_a_parts_speakers_are_the_streams():
+    """Each part measures its speakers afresh; the one who spoke before is
+    sent as a reference to the stream's profile, under the stream's label."""
+    from ground.capture import StreamSpeakers
+    from relay.format.bundle import Bundle, Segment, Speaker, Word
+    from relay.format.profile import VoiceProfile, quantize
+
+    rng = np.random.default_rng(3)
+    alice, bob = rng.normal(size=192), rng.normal(size=192)
+
+    def voice(base: np.ndarray, noise: float, name: str | None = None) -> VoiceProfile:
+        v = base + noise * rng.normal(size=192)
+        return VoiceProfile(quantize(v / np.linalg.norm(v)), 180.0, 6.0, 150.0, name=name)
+
+    def part(*speakers: Speaker) -> Bundle:
+        segs = [Segment(i, float(i), i + 0.5, "word", (Word("word", float(i), i + 0.5),)) for i in range(len(speakers))]
+        return Bundle(SourceInfo("live", 3.0, "en"), list(speakers), segs)
+
+    linker = StreamSpeakers(0.45)
+    first = voice(alice, 0.3)
+    out, dropped = linker.link(part(Speaker("S1", first.profile_id, first)))
+    assert [s.label for s in out.speakers] == ["S1"] and out.speakers[0].profile is first and not dropped
+    # part two: Alice again (measured afresh, a different id) and Bob, whom the part also calls S1
+    again, new = voice(alice, 0.3), voice(bob, 0.3)
+    out, dropped = linker.link(part(Speaker("S1", new.profile_id, new), Speaker("S2", again.profile_id, again)))
+    assert [(s.label, s.profile_id, s.profile) for s in out.speakers] == [
+        ("S2", new.profile_id, new), ("S1", first.profile_id, None)]
+    assert dropped == {again.profile_id}
+    # an enrolled speaker keeps the name; a stored speaker sent by reference stays one
+    named = voice(rng.normal(size=192), 0.0, name="Sasha")
+    out, _ = linker.link(part(Speaker("Sasha", named.profile_id, named), Speaker("S9", b"\x01" * 8, None)))
+    assert [s.label for s in out.speakers] == ["Sasha", "S9"] and out.speakers[1].profile is None
+    assert encode_bundle(out)  # still a bundle an edge accepts

@@ -6,6 +6,7 @@ state (a generous timeout only stops a hung test)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, Word
+from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, StreamPart, Word
 from relay.format.wire import encode_bundle
 from relay.link import by_hand
 from relay.link.messages import Priority
@@ -208,6 +209,43 @@ def test_downloads_tokens_and_errors(station, browser):
                         (f"/api/bundles/{station.first}/text.doc", 404), ("/api/search?q=%22%28", 400)]:
         got = api.get(station.url + url)
         assert got.status == status and "error" in got.json(), url
+
+
+def stream_part(seq: int, last: bool = False) -> Bundle:
+    """A part of one live stream: a few sentences of LJSpeech's words."""
+    b = conversation(4, seed=20 + seq, title="radio watch")
+    return dataclasses.replace(b, source=dataclasses.replace(b.source, stream=StreamPart(b"live", seq, 8.0 * seq,
+                                                                                           last)))
+
+
+def test_a_live_stream_is_one_item_that_grows(station, browser):
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    page.goto(station.url)
+    page.wait_for_selector("#bundles li")
+    first = stream_part(0)
+    station.receive(first)
+    station.receive(stream_part(1))
+    page.wait_for_function("(() => { const li = document.querySelector('#bundles li.live');"
+                           " return li && li.innerText.includes('2 parts'); })()", timeout=WAIT)
+    assert page.locator("#bundles li").count() == 3  # the two bundles, and the stream once
+    live = page.locator("#bundles li.live")
+    assert live.locator(".title").inner_text() == "radio watch"
+    live.click()
+    page.wait_for_selector("#transcript .w")
+    page.wait_for_function("document.getElementById('audio').readyState >= 1", timeout=WAIT)
+    both = first.source.duration + stream_part(1).source.duration
+    assert audio(page, "a.duration") == pytest.approx(both, abs=0.1)  # the parts back to back
+    words = page.locator("#transcript .w")
+    assert words.count() == sum(len(s.words) for p in (first, stream_part(1)) for s in p.segments)
+    assert float(words.last.get_attribute("data-start")) > first.source.duration  # the second part's words after
+    # the last part comes: still one item, now ended
+    station.receive(stream_part(2, last=True))
+    page.wait_for_function("(() => { const li = document.querySelector('#bundles li.ended');"
+                           " return li && li.innerText.includes('3 parts'); })()", timeout=WAIT)
+    assert page.locator("#bundles li").count() == 3
+    # downloads of the whole stream
+    vtt = page.request.get(f"{station.url}/api/bundles/s-{b'live'.hex()}/text.vtt")
+    assert vtt.ok and vtt.text().startswith("WEBVTT")
 
 
 def test_the_page_fits_a_phone(station, browser):

@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -50,6 +51,38 @@ PALETTE = ("#1f5fa8", "#b3431b", "#2e7d32", "#7b3fa0", "#8a6d00", "#00796b", "#a
 MEDIA = {"txt": "text/plain; charset=utf-8", "vtt": "text/vtt; charset=utf-8", "srt": "application/x-subrip"}
 
 
+LIVE_FOR = 120.0  # seconds after a stream's newest part during which it counts as live (unless it ended)
+
+
+@dataclass(frozen=True)
+class StreamView:
+    """A live stream's parts received so far, shown as one item (ids ``s-<stream id>``)."""
+
+    stream_id: bytes
+    parts: list[Stored]
+
+    @property
+    def key(self) -> str:
+        return f"s-{self.stream_id.hex()}"
+
+    @property
+    def ended(self) -> bool:
+        return any(p.stream is not None and p.stream.last for p in self.parts)
+
+    def state(self, now: float | None = None) -> str:
+        if self.ended:
+            return "ended"
+        return "live" if (now or time.time()) - max(p.received for p in self.parts) < LIVE_FOR else "stopped"
+
+
+Entry = Stored | StreamView
+
+
+def key(item: Entry) -> str:
+    """What the page calls it: a bundle's hex id, or a stream's ``s-<id>``."""
+    return item.key if isinstance(item, StreamView) else item.bundle_id.hex()
+
+
 @dataclass
 class Console:
     """What the app's handlers share: the stores and a renderer."""
@@ -72,26 +105,61 @@ class Console:
             self._player = Player(self.cfg)
         return self._player
 
-    def stored(self, hex_id: str) -> Stored:
-        """A received bundle by its full id, or :class:`NotFound`."""
+    def stored(self, key: str) -> Entry:
+        """A received bundle by its full id, or a stream by ``s-<id>``; :class:`NotFound` otherwise."""
+        if key.startswith("s-"):
+            try:
+                sid = bytes.fromhex(key[2:])
+            except ValueError:
+                raise NotFound(f"{key!r} is not a stream id") from None
+            parts = self.inbox.stream(sid)
+            if not parts:
+                raise NotFound(f"no stream {key} on this station")
+            return StreamView(sid, parts)
         try:
-            bid = bytes.fromhex(hex_id)
+            bid = bytes.fromhex(key)
         except ValueError:
-            raise NotFound(f"{hex_id!r} is not a bundle id") from None
+            raise NotFound(f"{key!r} is not a bundle id") from None
         item = self.inbox.get(bid) if len(bid) == 8 else None
         if item is None:
-            raise NotFound(f"no bundle {hex_id} on this station")
+            raise NotFound(f"no bundle {key} on this station")
         return item
 
-    def bundle(self, item: Stored) -> Bundle:
+    def entries(self) -> list[Entry]:
+        """What the list shows, newest first: each bundle, and each stream once (its newest part's place)."""
+        out: list[Entry] = []
+        streams: dict[bytes, list[Stored]] = {}
+        for item in sorted(self.inbox.bundles(), key=lambda s: s.received, reverse=True):
+            if item.stream is None:
+                out.append(item)
+            elif item.stream.stream_id not in streams:
+                streams[item.stream.stream_id] = []
+                out.append(StreamView(item.stream.stream_id, streams[item.stream.stream_id]))
+            if item.stream is not None:
+                streams[item.stream.stream_id].append(item)
+        return [StreamView(e.stream_id, sorted(e.parts, key=lambda p: p.stream.seq if p.stream else 0))
+                if isinstance(e, StreamView) else e for e in out]
+
+    def bundle(self, item: Entry) -> Bundle:
+        """The bundle to show and speak: a stream's parts joined on the timeline they play on, back to back."""
         from relay.format.wire import decode_bundle
 
+        if isinstance(item, StreamView):
+            return join_parts([self.bundle(p) for p in item.parts if p.state in (ACCEPTED, QUARANTINED)],
+                              item.parts[0].title or "live")
         if item.state not in (ACCEPTED, QUARANTINED):
             raise NotFound(f"bundle {item.bundle_id.hex()} was rejected ({item.reason}): nothing to show")
         return decode_bundle(self.inbox.data(item.bundle_id), f"bundle {item.bundle_id.hex()}", self.cfg.limits)
 
-    def summary(self, item: Stored) -> dict:
-        """A row of the list (speakers read from the bundle once; bundles never change)."""
+    def summary(self, item: Entry) -> dict:
+        """A row of the list (a bundle's speakers read from it once: bundles never change)."""
+        if isinstance(item, StreamView):
+            rows = [self.summary(p) for p in item.parts]
+            return {"id": item.key, "title": item.parts[0].title or "live", "received": item.parts[-1].received,
+                    "duration": sum(p.duration or 0.0 for p in item.parts), "priority": rows[-1]["priority"],
+                    "state": item.state(), "reason": None, "plays": min(p.plays for p in item.parts),
+                    "speakers": list(dict.fromkeys(name for r in rows for name in r["speakers"])),
+                    "parts": len(item.parts)}
         if item.bundle_id not in self._summaries:
             speakers: list[str] = []
             if item.state in (ACCEPTED, QUARANTINED):
@@ -106,8 +174,16 @@ class Console:
                 "duration": item.duration, "priority": item.priority.name.lower() if item.priority else None,
                 "state": state, "reason": item.reason, "plays": item.plays, **self._summaries[item.bundle_id]}
 
-    def audio(self, item: Stored) -> Path:
-        """The bundle spoken into a WAV on its original timeline, rendered once (in a worker thread)."""
+    def audio(self, item: Entry) -> Path:
+        """The bundle spoken into a WAV on its original timeline, rendered once (in a worker
+        thread); a stream's parts each rendered once and joined, as many as have come."""
+        if isinstance(item, StreamView):
+            parts = [self.audio(p) for p in item.parts if p.state in (ACCEPTED, QUARANTINED)]
+            path = self.cache / f"{item.key}-{len(parts)}.wav"
+            with self._render_lock:
+                if not path.is_file():
+                    join_wavs(parts, path)
+            return path
         path = self.cache / f"{item.bundle_id.hex()}.wav"
         with self._render_lock:
             if not path.is_file():
@@ -118,11 +194,49 @@ class Console:
                 partial.replace(path)
         return path
 
-    def play_here(self, item: Stored) -> None:
+    def play_here(self, item: Entry) -> None:
         """On the station's sound card, as the daemon plays (one at a time)."""
         with self._render_lock:
             player = self.player()
             player.to_device(player.prepare(self.bundle(item)))
+
+
+def join_parts(parts: list[Bundle], title: str) -> Bundle:
+    """A stream's parts as one bundle: each part's words moved to where it plays
+    (after the parts before it), speakers the same person across parts by name."""
+    from relay.format.bundle import Segment, SourceInfo, Speaker, Word
+
+    speakers: list[Speaker] = []
+    names: dict[str, int] = {}
+    segments: list[Segment] = []
+    offset = 0.0
+    for b in parts:
+        for seg in sorted(b.segments, key=lambda s: s.start):
+            name = speaker_name(b, seg.speaker)
+            if name not in names:
+                names[name] = len(speakers)
+                speakers.append(b.speakers[seg.speaker])
+            words = tuple(Word(w.text, w.start + offset, w.end + offset) for w in seg.words)
+            segments.append(Segment(names[name], seg.start + offset, seg.end + offset, seg.text, words))
+        offset += b.source.duration
+    language = parts[0].source.language if parts else "en"
+    return Bundle(SourceInfo(title, offset, language), speakers, segments)
+
+
+def join_wavs(paths: list[Path], out: Path) -> None:
+    """WAV files one after the other in one file (resampled to the first's rate where they differ)."""
+    import numpy as np
+    import soundfile as sf
+    import soxr
+
+    blocks, rate = [], 0
+    for p in paths:
+        audio, sr = sf.read(p, dtype="float32", always_2d=False)
+        rate = rate or sr
+        blocks.append(audio if sr == rate else soxr.resample(audio, sr, rate).astype(np.float32))
+    partial = out.with_suffix(".partial.wav")
+    sf.write(partial, np.concatenate(blocks) if blocks else np.zeros(0, np.float32), rate or 16000, subtype="PCM_16")
+    partial.replace(out)
 
 
 def create_app(cfg: EdgeConfig) -> Starlette:
@@ -131,7 +245,7 @@ def create_app(cfg: EdgeConfig) -> Starlette:
     gate = Gate(cfg.web.password_hash, cfg.web.session_hours * 3600)
 
     async def bundles(request: Request) -> Response:
-        items = sorted(console.inbox.bundles(), key=lambda s: s.received, reverse=True)
+        items = console.entries()
         return JSONResponse(await asyncio.to_thread(lambda: [console.summary(s) for s in items]))
 
     async def events(request: Request) -> Response:
@@ -166,7 +280,7 @@ def create_app(cfg: EdgeConfig) -> Starlette:
     async def audio(request: Request) -> Response:
         item = console.stored(request.path_params["id"])
         path = await asyncio.to_thread(console.audio, item)
-        return FileResponse(path, media_type="audio/wav", filename=f"{item.bundle_id.hex()}.wav",
+        return FileResponse(path, media_type="audio/wav", filename=f"{key(item)}.wav",
                             content_disposition_type="inline")
 
     async def text(request: Request) -> Response:
@@ -175,7 +289,7 @@ def create_app(cfg: EdgeConfig) -> Starlette:
             return error(404, f"no format {fmt!r} (one of {', '.join(FORMATS)})")
         item = console.stored(request.path_params["id"])
         body = render(await asyncio.to_thread(console.bundle, item), fmt)
-        name = f"{item.bundle_id.hex()}.{fmt}"
+        name = f"{key(item)}.{fmt}"
         return Response(body, media_type=MEDIA[fmt], headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     async def search(request: Request) -> Response:
@@ -187,7 +301,7 @@ def create_app(cfg: EdgeConfig) -> Starlette:
     async def play(request: Request) -> Response:  # the token and Origin are checked by relay.web's Guard
         item = console.stored(request.path_params["id"])
         await asyncio.to_thread(console.play_here, item)
-        return JSONResponse({"played": item.bundle_id.hex()})
+        return JSONResponse({"played": key(item)})
 
     from edge.playback import PlaybackError
 

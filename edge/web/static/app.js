@@ -39,7 +39,8 @@ async function loadList() {
     const li = el("li", { className: `bundle ${b.state}`, tabIndex: 0 },
       el("span", { className: "title", textContent: b.title }),
       el("span", { className: "meta", textContent:
-        `${when} · ${clock(b.duration)} · ${b.priority || ""} · ${b.speakers.join(", ")}` }),
+        `${when} · ${clock(b.duration)} · ${b.parts ? `${b.parts} part${b.parts === 1 ? "" : "s"} · ` : ""}${b.priority || ""} · `
+        + b.speakers.join(", ") }),
       el("span", { className: "state", textContent: b.reason ? `${b.state}: ${b.reason}` : b.state }));
     li.dataset.id = b.id;
     if (current && current.id === b.id) li.classList.add("open");
@@ -50,9 +51,9 @@ async function loadList() {
   $("empty").hidden = items.length > 0;
 }
 
-async function open(id, at) {
+async function open(id, at, resume) {
   const b = await getJSON(`/api/bundles/${id}`);
-  current = { id, words: [], volumes: {} };
+  current = { id, words: [], volumes: {}, live: b.state === "live", parts: b.parts };
   lastWord = -1;
   $("player").hidden = false;
   $("title").textContent = b.title;
@@ -92,10 +93,21 @@ async function open(id, at) {
   audio.preservesPitch = true;
   audio.addEventListener("canplay", () => { $("loading").hidden = true; }, { once: true });
   if (at !== undefined) {
-    audio.addEventListener("loadedmetadata", () => { audio.currentTime = at; }, { once: true });
+    audio.addEventListener("loadedmetadata", () => {
+      audio.currentTime = at;
+      if (resume) audio.play();
+    }, { once: true });
   }
   audio.load();
 }
+
+// a live stream: when the audio runs out, carry on with the parts that came meanwhile
+audio.addEventListener("ended", async () => {
+  if (!current || !current.live) return;
+  const here = audio.currentTime;
+  const b = await getJSON(`/api/bundles/${current.id}`);
+  if (b.parts > current.parts) open(current.id, here, true);
+});
 
 function wordAt(t) { // the last word that started by t (binary search)
   const ws = current.words;
