@@ -212,7 +212,7 @@ def test_a_parts_speakers_are_the_streams():
         segs = [Segment(i, float(i), i + 0.5, "word", (Word("word", float(i), i + 0.5),)) for i in range(len(speakers))]
         return Bundle(SourceInfo("live", 3.0, "en"), list(speakers), segs)
 
-    linker = StreamSpeakers(0.45)
+    linker = StreamSpeakers(0.5)
     first = voice(alice, 0.3)
     out, dropped = linker.link(part(Speaker("S1", first.profile_id, first)))
     assert [s.label for s in out.speakers] == ["S1"] and out.speakers[0].profile is first and not dropped

@@ -222,3 +222,44 @@ def test_the_login(tmp_path):
             call(url + "/login", "POST", b"password=guess", form)
         late = call(url + "/login", "POST", f"password={quote(PASSWORD)}".encode(), form)
         assert "failed" in late.headers["location"] and "set-cookie" not in late.headers
+
+
+# --- the edge's audio, served while it renders --------------------------------------------------
+
+
+def test_a_growing_wav_is_exactly_as_long_as_declared_and_readable_as_it_grows(tmp_path):
+    import threading
+
+    import numpy as np
+    import soundfile as sf
+
+    from edge.web.growing import GrowingWav, byte_range, wav_size
+
+    g = GrowingWav(tmp_path / "b.wav", 16000, frames=16000)
+    assert g.size == wav_size(16000) == 44 + 32000 and g.written == 44  # the header first, with its final sizes
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.extend(g.read(0, g.size)))
+    reader.start()
+    g.write(np.full(4000, 0.5, np.float32))
+    assert g.wait_for(44 + 8000, timeout=10) >= 44 + 8000
+    g.write(np.full(20000, 0.25, np.float32))  # more than declared: cut
+    g.close()
+    reader.join(10)
+    data = b"".join(got)
+    assert len(data) == g.size and (tmp_path / "b.wav").stat().st_size == g.size
+    audio, rate = sf.read(tmp_path / "b.wav")
+    assert rate == 16000 and len(audio) == 16000 and abs(audio[0] - 0.5) < 1e-3 and abs(audio[-1] - 0.25) < 1e-3
+    short = GrowingWav(tmp_path / "c.wav", 16000, frames=800)
+    short.write(np.ones(100, np.float32))
+    short.close()  # less than declared: padded with silence
+    assert sf.read(tmp_path / "c.wav")[0].shape == (800,)
+    failed = GrowingWav(tmp_path / "d.wav", 16000, frames=800)
+    failed.abort("the voice failed")
+    with pytest.raises(OSError, match="voice failed"):
+        failed.wait_for(100)
+    assert not (tmp_path / "d.wav").exists()
+    size = 1000
+    assert byte_range("bytes=0-", size) == (0, 1000) and byte_range("bytes=100-199", size) == (100, 200)
+    assert byte_range("bytes=-100", size) == (900, 1000) and byte_range("bytes=900-5000", size) == (900, 1000)
+    for bad in [None, "", "items=0-1", "bytes=a-b", "bytes=5-1", "bytes=0-1,5-6", "bytes=2000-", "bytes=-0"]:
+        assert byte_range(bad, size) is None, bad

@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import iterate_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from edge.search import SearchError, TranscriptIndex
 from edge.subtitles import FORMATS, render, speaker_name
+from edge.web.growing import GrowingWav, byte_range
 from relay.config import EdgeConfig
 from relay.errors import RelayError
 from relay.format.bundle import Bundle
@@ -91,8 +93,9 @@ class Console:
     inbox: Inbox
     index: TranscriptIndex
     _player: Any = None
-    _render_lock: threading.Lock = field(default_factory=threading.Lock)
+    _render_lock: threading.RLock = field(default_factory=threading.RLock)
     _summaries: dict[bytes, dict] = field(default_factory=dict)
+    _growing: dict[bytes, GrowingWav] = field(default_factory=dict)  # renderings under way
 
     @property
     def cache(self) -> Path:
@@ -175,8 +178,8 @@ class Console:
                 "state": state, "reason": item.reason, "plays": item.plays, **self._summaries[item.bundle_id]}
 
     def audio(self, item: Entry) -> Path:
-        """The bundle spoken into a WAV on its original timeline, rendered once (in a worker
-        thread); a stream's parts each rendered once and joined, as many as have come."""
+        """The bundle spoken into a WAV on its original timeline, whole (rendered
+        once, in a worker thread); a stream's parts each rendered and joined."""
         if isinstance(item, StreamView):
             parts = [self.audio(p) for p in item.parts if p.state in (ACCEPTED, QUARANTINED)]
             path = self.cache / f"{item.key}-{len(parts)}.wav"
@@ -184,15 +187,41 @@ class Console:
                 if not path.is_file():
                     join_wavs(parts, path)
             return path
+        got = self.render(item)
+        if isinstance(got, Path):
+            return got
+        got.wait_for(got.size, timeout=3600)
+        return got.path
+
+    def render(self, item: Stored) -> GrowingWav | Path:
+        """The bundle's WAV: the cached file, or the one being rendered now
+        (started here if need be), which a response can follow as it grows."""
         path = self.cache / f"{item.bundle_id.hex()}.wav"
         with self._render_lock:
-            if not path.is_file():
-                player = self.player()
-                self.cache.mkdir(parents=True, exist_ok=True)
-                partial = path.with_suffix(".partial.wav")
-                player.to_file(player.prepare(self.bundle(item)), partial)
-                partial.replace(path)
-        return path
+            if path.is_file():
+                return path
+            growing = self._growing.get(item.bundle_id)
+            if growing is not None and growing.failed is None:
+                return growing
+            player = self.player()
+            performance = player.prepare(self.bundle(item))
+            duration = performance.bundle.source.duration
+            growing = GrowingWav(path, performance.rate, round(duration * performance.rate))
+            self._growing[item.bundle_id] = growing
+
+        def work() -> None:
+            from edge.playback import play
+
+            try:
+                with self._render_lock:
+                    play(player.phrases(performance), growing, from_start=True, until=duration)
+            except Exception as exc:  # the page gets one JSON line; the log names the bundle
+                log.error("rendering bundle %s failed: %s: %s", item.bundle_id.hex(), exc.__class__.__name__, exc)
+            finally:
+                self._growing.pop(item.bundle_id, None)
+
+        threading.Thread(target=work, name=f"render-{item.bundle_id.hex()}", daemon=True).start()
+        return growing
 
     def play_here(self, item: Entry) -> None:
         """On the station's sound card, as the daemon plays (one at a time)."""
@@ -279,9 +308,19 @@ def create_app(cfg: EdgeConfig) -> Starlette:
 
     async def audio(request: Request) -> Response:
         item = console.stored(request.path_params["id"])
-        path = await asyncio.to_thread(console.audio, item)
-        return FileResponse(path, media_type="audio/wav", filename=f"{key(item)}.wav",
-                            content_disposition_type="inline")
+        got: GrowingWav | Path = await asyncio.to_thread(
+            console.audio, item) if isinstance(item, StreamView) else await asyncio.to_thread(console.render, item)
+        name = f'inline; filename="{key(item)}.wav"'
+        if isinstance(got, Path):
+            return FileResponse(got, media_type="audio/wav", headers={"Content-Disposition": name})
+        wanted = byte_range(request.headers.get("range"), got.size)
+        start, end = wanted or (0, got.size)
+        headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start), "Content-Disposition": name,
+                   "Cache-Control": "no-store"}
+        if wanted:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{got.size}"
+        return StreamingResponse(iterate_in_threadpool(got.read(start, end)), status_code=206 if wanted else 200,
+                                 media_type="audio/wav", headers=headers)
 
     async def text(request: Request) -> Response:
         fmt = request.path_params["fmt"]
