@@ -400,7 +400,8 @@ def capture_cmd(
 ) -> None:
     """Capture a sound card's input (a radio receiver's line out) live: bundles
     cut at pauses, one stream, queued for the edge as they are made (the daemon
-    sends them). Ctrl-C ends the stream."""
+    sends them). Ctrl-C (or SIGTERM) ends the stream."""
+    import signal
     import threading
 
     from ground.capture import Cutter, capture, device_blocks, file_blocks, parts_in_background
@@ -420,6 +421,7 @@ def capture_cmd(
     dev = int(device) if device is not None and device.isdigit() else device
     blocks = file_blocks(input_file, realtime=not fast) if input_file else device_blocks(dev)
     stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # systemctl stop: the stream ends with its last part
     name = title or time.strftime("live %Y-%m-%d %H:%M UTC", time.gmtime())
     parts = capture(encoder, _outbox(cfg), parts_in_background(blocks, cutter, stop), edge, prio, name)
     print(f"capturing {'from ' + str(input_file) if input_file else 'the input'} for {edge} ({prio.name.lower()}): "

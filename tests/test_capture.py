@@ -227,3 +227,30 @@ def test_a_parts_speakers_are_the_streams():
     out, _ = linker.link(part(Speaker("Sasha", named.profile_id, named), Speaker("S9", b"\x01" * 8, None)))
     assert [s.label for s in out.speakers] == ["Sasha", "S9"] and out.speakers[1].profile is None
     assert encode_bundle(out)  # still a bundle an edge accepts
+
+
+@pytest.mark.slow
+def test_stopping_the_capture_ends_the_stream_with_its_last_part(tmp_path):
+    """`systemctl stop` (SIGTERM) mid-stream: what was heard is sent, the last part says so, exit 0."""
+    import signal
+
+    from relay.link.outbox import Outbox
+    from relay.testing.broker import free_port
+    from tests.test_daemons import RELAY, write_configs
+
+    ground, _ = write_configs(tmp_path, free_port(), free_port(), SigningKey.generate(), 100.0)
+    proc = subprocess.Popen([RELAY, "ground", "capture", "--input", str(shared("pyannote", "sample.wav")), "--chunk",
+                             "4", "-c", str(ground)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("part 0"):
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    outbox = Outbox(tmp_path / "ground" / "queue.db")
+    parts = [decode_bundle(row[0]).source.stream
+             for row in outbox._db.execute("SELECT bundle FROM outbox ORDER BY id")]
+    assert [p.seq for p in parts] == list(range(len(parts))) and parts[-1].last and 2 <= len(parts) < 7

@@ -1,7 +1,7 @@
 """The shipped systemd units, as systemd itself scores them (``systemd-analyze
 security --offline=true``): exposure at most 2.0 for both daemons and the
-broker watchdog, the edge still able to open the sound card and each unit
-to reach the local broker. And the probe the watchdog runs, against a live
+broker watchdog and the live capture, the edge and the capture still able
+to open the sound card and each daemon to reach the local broker. And the probe the watchdog runs, against a live
 broker and a dead one."""
 
 from __future__ import annotations
@@ -26,11 +26,16 @@ def exposure(unit: str) -> tuple[float, str]:
 
 
 @pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed (scripts/setup.sh installs systemd)")
-@pytest.mark.parametrize("unit", ["relay-ground.service", "relay-edge.service", "relay-broker-watchdog.service"])
+@pytest.mark.parametrize("unit", ["relay-ground.service", "relay-edge.service", "relay-broker-watchdog.service",
+                                  "relay-capture.service"])
 def test_units_are_hardened(unit):
     score, report = exposure(unit)
     assert score <= 2.0, report
     text = (ROOT / "systemd" / unit).read_text()
+    if unit == "relay-capture.service":  # no network at all: the parts go into the ground's queue
+        assert "IPAddressDeny=any" in text and "AF_INET" not in text and "relay ground capture" in text
+        assert "DeviceAllow=char-alsa rw" in text and "SupplementaryGroups=audio" in text
+        return
     assert "IPAddressAllow=localhost" in text and "AF_INET" in text  # the broker stays reachable
     if unit == "relay-broker-watchdog.service":
         assert "relay broker-check" in text and "systemctl restart mosquitto.service" in text
