@@ -449,17 +449,11 @@ def ground_web(
     listen: str = typer.Option(None, "--listen", help="HOST:PORT (default: [web] listen, 127.0.0.1:8751)"),
 ) -> None:
     """Serve the ground's console alone (the daemon serves it too with [web] enabled = true)."""
-    import asyncio
-    import logging
-
-    from ground.web.app import serve_console
-    from relay.web.server import check_listen
+    from ground.web.app import create_app
+    from relay.web.server import serve_alone
 
     cfg = _config(config)
-    host, port = check_listen(cfg.web, listen)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    print(f"ground console: http://{host}:{port}/", flush=True)
-    asyncio.run(serve_console(cfg, listen, in_daemon=False))
+    serve_alone(cfg.web, listen, lambda: create_app(cfg), "ground console")
 
 
 def register(app: typer.Typer) -> None:

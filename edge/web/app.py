@@ -18,11 +18,9 @@ station's speakers, needs the page's token) and the address check are
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -42,12 +40,10 @@ from relay.errors import RelayError
 from relay.format.bundle import Bundle
 from relay.link.inbox import ACCEPTED, QUARANTINED, Inbox, Stored
 from relay.web.auth import Gate
-from relay.web.server import NotFound, build, check_listen, error, guarded, page, serve
+from relay.web.server import NotFound, build, check_listen, error, guarded, live_events, page, serve
 
 log = logging.getLogger("relay.edge.web")
 STATIC = resources.files("edge.web") / "static"
-EVENT_POLL = 1.0  # seconds between looks at the store for the live list
-KEEPALIVE = 15.0
 # one colour per speaker, in order: distinct, readable on white, and not told apart by hue alone
 PALETTE = ("#1f5fa8", "#b3431b", "#2e7d32", "#7b3fa0", "#8a6d00", "#00796b", "#ad1457", "#455a64")
 MEDIA = {"txt": "text/plain; charset=utf-8", "vtt": "text/vtt; charset=utf-8", "srt": "application/x-subrip"}
@@ -278,21 +274,10 @@ def create_app(cfg: EdgeConfig) -> Starlette:
         return JSONResponse(await asyncio.to_thread(lambda: [console.summary(s) for s in items]))
 
     async def events(request: Request) -> Response:
-        async def stream() -> AsyncIterator[str]:
-            seen, quiet = None, 0.0
-            while not await request.is_disconnected():
-                now = console.inbox.version()
-                if now != seen:
-                    seen, quiet = now, 0.0
-                    yield f"event: bundles\ndata: {json.dumps({'count': now[0]})}\n\n"
-                elif quiet >= KEEPALIVE:
-                    quiet = 0.0
-                    yield ": keepalive\n\n"
-                await asyncio.sleep(EVENT_POLL)
-                quiet += EVENT_POLL
+        async def version() -> object:
+            return console.inbox.version()
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return live_events(request, version, "bundles")
 
     async def detail(request: Request) -> Response:
         item = console.stored(request.path_params["id"])
@@ -362,7 +347,7 @@ def create_app(cfg: EdgeConfig) -> Starlette:
     return app
 
 
-async def serve_console(cfg: EdgeConfig, listen: str | None = None, *, in_daemon: bool = True) -> None:
-    """Serve the console in the running event loop (:func:`relay.web.server.serve`)."""
-    host, port = check_listen(cfg.web, listen)
-    await serve(create_app(cfg), host, port, in_daemon=in_daemon)
+async def serve_console(cfg: EdgeConfig) -> None:
+    """The daemon's job: the console in its event loop (:func:`relay.web.server.serve`)."""
+    host, port = check_listen(cfg.web, None)
+    await serve(create_app(cfg), host, port)

@@ -14,19 +14,18 @@ cross-site guard and the serving are :mod:`relay.web`'s.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ground.intake import destination, queue_file
@@ -37,13 +36,11 @@ from relay.link.messages import Priority
 from relay.link.outbox import Outbox, OutboxError
 from relay.storage import is_full
 from relay.web.auth import Gate
-from relay.web.server import NotFound, Refused, build, check_listen, guarded, page, serve
+from relay.web.server import NotFound, Refused, build, check_listen, guarded, live_events, page, serve
 
 log = logging.getLogger("relay.ground.web")
 T = TypeVar("T")
 STATIC = resources.files("ground.web") / "static"
-EVENT_POLL = 1.0  # seconds between looks at the queue for the live view
-KEEPALIVE = 15.0
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 MIN_FREE = 64 * 1024 * 1024  # bytes an upload must leave on the disk (the queue and the daemon need room)
 
@@ -113,21 +110,7 @@ def create_app(cfg: GroundConfig) -> Starlette:
         })
 
     async def events(request: Request) -> Response:
-        async def stream() -> AsyncIterator[str]:
-            seen, quiet = None, 0.0
-            while not await request.is_disconnected():
-                now = await locked(outbox.version)
-                if now != seen:
-                    seen, quiet = now, 0.0
-                    yield f"event: queue\ndata: {json.dumps({'at': time.time()})}\n\n"
-                elif quiet >= KEEPALIVE:
-                    quiet = 0.0
-                    yield ": keepalive\n\n"
-                await asyncio.sleep(EVENT_POLL)
-                quiet += EVENT_POLL
-
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return live_events(request, lambda: locked(outbox.version), "queue")
 
     async def upload(request: Request) -> Response:
         q = request.query_params
@@ -187,7 +170,7 @@ def create_app(cfg: GroundConfig) -> Starlette:
     return app
 
 
-async def serve_console(cfg: GroundConfig, listen: str | None = None, *, in_daemon: bool = True) -> None:
-    """Serve the console in the running event loop (:func:`relay.web.server.serve`)."""
-    host, port = check_listen(cfg.web, listen)
-    await serve(create_app(cfg), host, port, in_daemon=in_daemon)
+async def serve_console(cfg: GroundConfig) -> None:
+    """The daemon's job: the console in its event loop (:func:`relay.web.server.serve`)."""
+    host, port = check_listen(cfg.web, None)
+    await serve(create_app(cfg), host, port)

@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -28,6 +28,8 @@ log = logging.getLogger("relay.web")
 COMMON = resources.files("relay.web") / "static"
 PUBLIC = ("/login", "/common/")  # what a visitor who has not logged in may fetch
 Handler = Callable[[Request], Awaitable[Response]]
+EVENT_POLL = 1.0  # seconds between looks at a store for a page's live view
+KEEPALIVE = 15.0  # seconds of quiet after which a comment keeps the connection (and its proxies) open
 
 
 class NotFound(RelayError):
@@ -163,6 +165,38 @@ def page(folder: str, gate: Gate, station: str) -> Handler:
                                      '<form method="post" action="/logout"><button>Log out</button></form>'))
 
     return serve
+
+
+def live_events(request: Request, version: Callable[[], Awaitable[object]], event: str) -> StreamingResponse:
+    """Server-sent events: ``event`` whenever ``version()`` changes (looked at
+    each :data:`EVENT_POLL` s), a keep-alive comment in the quiet, until the page goes."""
+    import json
+    import time
+
+    async def stream() -> AsyncIterator[str]:
+        seen: object = None
+        quiet = 0.0
+        while not await request.is_disconnected():
+            now = await version()
+            if now != seen:
+                seen, quiet = now, 0.0
+                yield f"event: {event}\ndata: {json.dumps({'at': time.time()})}\n\n"
+            elif quiet >= KEEPALIVE:
+                quiet = 0.0
+                yield ": keepalive\n\n"
+            await asyncio.sleep(EVENT_POLL)
+            quiet += EVENT_POLL
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def serve_alone(web: Web, listen: str | None, make_app: Callable[[], ASGIApp], what: str) -> None:
+    """A console on its own (``relay ground web``, ``relay edge web``) until SIGINT or SIGTERM."""
+    host, port = check_listen(web, listen)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    print(f"{what}: http://{host}:{port}/", flush=True)
+    asyncio.run(serve(make_app(), host, port, in_daemon=False))
 
 
 def check_listen(web: Web, listen: str | None, key: str = "web.listen") -> tuple[str, int]:
