@@ -187,7 +187,7 @@ class EdgeDaemon:
         while True:
             item = await persist(partial(self.inbox.next_to_play, wait), self.state)
             if item is None:
-                if time.monotonic() - idle_since > wait:  # a stream that ended without its last part
+                if self.player.live and time.monotonic() - idle_since > wait:  # a stream ended without its last part
                     await asyncio.to_thread(self.player.end_stream)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.accepted.wait(), timeout=1.0 if self.player.live else 5.0)

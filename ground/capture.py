@@ -108,8 +108,8 @@ class Cutter:
         if self._since_look < LOOK_EVERY and len(self.held) < self.max * SAMPLE_RATE:
             return
         self._since_look = 0.0
-        while (cut := self._cut()) is not None and cut > 0:
-            part = self._take(cut)
+        while (found := self._cut()) is not None and found[0] > 0:
+            part = self._take(*found)
             if part is not None:
                 yield part
 
@@ -118,33 +118,34 @@ class Cutter:
         speech: the edge still learns that the stream is over)."""
         spans = speech_spans(self.held) if len(self.held) else []
         if spans:
-            part = self._take(min(len(self.held), int((spans[-1][1] + 0.2) * SAMPLE_RATE)), last=True)
+            part = self._take(min(len(self.held), int((spans[-1][1] + 0.2) * SAMPLE_RATE)), True, last=True)
             if part is not None:
                 return part
         return Part(np.zeros(0, np.float32), self.seq, self.start, True, self.clock())
 
-    def _cut(self) -> int | None:
-        """Where to cut the held audio (a sample index), or None to wait for more."""
+    def _cut(self) -> tuple[int, bool] | None:
+        """Where to cut the held audio (a sample index) and whether what comes
+        before the cut holds speech; None to wait for more."""
         held = len(self.held) / SAMPLE_RATE
         spans = speech_spans(self.held)
         if not spans:  # silence: keep only a moment before whatever comes next
             keep = int(0.3 * SAMPLE_RATE)
-            return len(self.held) - keep if held > 1.0 else None
+            return (len(self.held) - keep, False) if held > 1.0 else None
         if spans[0][0] > 0.5:  # silence before the speech starts is not sent
-            return int((spans[0][0] - 0.2) * SAMPLE_RATE)
+            return int((spans[0][0] - 0.2) * SAMPLE_RATE), False
         trailing = held - spans[-1][1]
         if held >= self.min and trailing >= self.pause:
-            return int((spans[-1][1] + min(trailing / 2, 0.3)) * SAMPLE_RATE)
+            return int((spans[-1][1] + min(trailing / 2, 0.3)) * SAMPLE_RATE), True
         if held < self.max:
             return None
         gaps = [(a_end + b_start) / 2 for (_, a_end), (b_start, _) in zip(spans, spans[1:])
                 if b_start - a_end >= MIN_GAP and (a_end + b_start) / 2 >= self.min / 2]
-        return int((gaps[-1] if gaps else self.max) * SAMPLE_RATE)
+        return int((gaps[-1] if gaps else self.max) * SAMPLE_RATE), True
 
-    def _take(self, cut: int, last: bool = False) -> Part | None:
+    def _take(self, cut: int, speech: bool, last: bool = False) -> Part | None:
         audio, self.held = self.held[:cut], self.held[cut:]
         start, self.start = self.start, self.start + cut / SAMPLE_RATE
-        if len(audio) == 0 or not speech_spans(audio):  # silence is not sent: the clock moved on
+        if len(audio) == 0 or not speech:  # silence is not sent: the clock moved on
             return None
         part = Part(audio, self.seq, start, last, self.clock())
         self.seq += 1

@@ -126,18 +126,19 @@ class Console:
 
     def entries(self) -> list[Entry]:
         """What the list shows, newest first: each bundle, and each stream once (its newest part's place)."""
+        items = sorted(self.inbox.bundles(), key=lambda s: s.received, reverse=True)
+        parts: dict[bytes, list[Stored]] = {}
+        for item in items:
+            if item.stream is not None:
+                parts.setdefault(item.stream.stream_id, []).append(item)
         out: list[Entry] = []
-        streams: dict[bytes, list[Stored]] = {}
-        for item in sorted(self.inbox.bundles(), key=lambda s: s.received, reverse=True):
+        for item in items:
             if item.stream is None:
                 out.append(item)
-            elif item.stream.stream_id not in streams:
-                streams[item.stream.stream_id] = []
-                out.append(StreamView(item.stream.stream_id, streams[item.stream.stream_id]))
-            if item.stream is not None:
-                streams[item.stream.stream_id].append(item)
-        return [StreamView(e.stream_id, sorted(e.parts, key=lambda p: p.stream.seq if p.stream else 0))
-                if isinstance(e, StreamView) else e for e in out]
+            elif item is parts[item.stream.stream_id][0]:  # the stream's newest part
+                ordered = sorted(parts[item.stream.stream_id], key=lambda p: p.stream.seq if p.stream else 0)
+                out.append(StreamView(item.stream.stream_id, ordered))
+        return out
 
     def bundle(self, item: Entry) -> Bundle:
         """The bundle to show and speak: a stream's parts joined on the timeline they play on, back to back."""
