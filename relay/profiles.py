@@ -21,7 +21,7 @@ import numpy as np
 from relay.db import connect
 from relay.errors import RelayError
 from relay.format.bundle import Bundle
-from relay.format.profile import FittedVoice, VoiceProfile
+from relay.format.profile import PROFILE_ID_SIZE, FittedVoice, VoiceProfile
 
 MATCH_THRESHOLD = 0.6  # cosine similarity above which two embeddings are one speaker
 NAME_BONUS = 0.02  # an enrolled (named) profile wins a near tie over an anonymous one
@@ -95,6 +95,13 @@ class ProfileStore:
         return self._db.execute("SELECT COUNT(*) FROM profiles").fetchone()[0]
 
     def get(self, profile_id: bytes) -> VoiceProfile | None:
+        """The profile with this id, or with this 4-byte prefix of its id (the
+        reference bundle format v2 sends); ``None`` when none, or when a prefix
+        names two profiles (then the speaker is spoken as an unknown one)."""
+        if len(profile_id) < PROFILE_ID_SIZE:
+            rows = self._db.execute(f"SELECT {self._COLUMNS} FROM profiles WHERE substr(id, 1, ?) = ? LIMIT 2",
+                                    (len(profile_id), profile_id)).fetchall()
+            return self._row(rows[0]) if len(rows) == 1 and profile_id else None
         row = self._db.execute(f"SELECT {self._COLUMNS} FROM profiles WHERE id = ?", (profile_id,)).fetchone()
         return self._row(row) if row else None
 

@@ -1,0 +1,507 @@
+"""Bundle format v2: every field arithmetic-coded against what both ends predict.
+
+Layout::
+
+    magic      2 bytes   89 02        (v1 starts 89 53 52 01: the second byte tells them apart)
+    bundle_id  8 bytes   random id, the key for dedup on the edge
+    created    4 bytes   unix seconds, big-endian
+    model      1 byte    the text model (1 = Whisper tiny.en, relay.format.textmodel)
+    stream     the rest: one arithmetic-coded stream (relay.format.arith), no length, no padding
+
+The header stays plain so the link layer and the queues can read the id
+without the model. There is no digest: in transit the link's signed manifest
+carries a BLAKE2b-128 of the bundle (docs/link-protocol.md), and the queues
+on both sides store only what that verified. The coded stream, in order:
+
+    flags      has a stream part, has clips (adaptive bits)
+    title      Whisper tokens under the text model, then EOT
+    language   "en" in one bit, or a length and UTF-8 bytes
+    speakers   count; per speaker: default label S<n> (a bit) or its tokens;
+               profile: none / reference (the id's first 4 bytes) / full (a
+               length and the v1 msgpack entry [id, embedding, ...])
+    segments   count; then all segments' text as one token stream under the
+               text model (it sees the text so far as context); per segment
+               whether it is empty and after which word it ends; its speaker
+               (adaptive, in the context of the previous segment's speaker)
+    timings    per segment, at 40 ms: its start against the previous end; per
+               word a gap flag (context: the word before ends a clause or a
+               sentence), the gap, and the duration as a residual against
+               rate x (letters + 1), the rate learnt from the speaker so far
+    duration   the source's, against the last segment's end
+    stream     id (32 bits), seq, start (20 ms), last
+    clips      count; each the v1 msgpack entry, as a length and bytes
+
+A 40 ms grid is finer than Whisper's word times are accurate (their
+boundaries come from 20 ms cross-attention frames, and land within about a
+tenth of a second); a word's times are rounded on the grid, not chained, so
+no error accumulates.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgpack
+
+from relay.errors import BundleError
+from relay.format.arith import Adaptive, Bit, Count, Decoder, Encoder, get_bytes, get_raw, put_bytes, put_raw
+from relay.format.arith import unzigzag as _unzigzag
+from relay.format.arith import zigzag as _zigzag
+from relay.format.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, StreamPart, Word
+from relay.format.limits import DEFAULT_LIMITS, Limits
+from relay.format.profile import PROFILE_ID_SIZE
+from relay.format.v1 import (
+    STREAM_ID_BYTES,
+    TICK,
+    _clean_text,
+    _pack_clip,
+    _pack_profile,
+    _ticks,
+    _unpack_clip,
+    _unpack_speaker,
+)
+
+MAGIC = b"\x89\x02"
+VERSION = 2
+HEADER_SIZE = 15
+MODEL_ID = 1  # Whisper tiny.en, tables tiny-en-lm-v1
+UNIT = 0.04  # seconds per timing step
+REF_SIZE = 4  # bytes of a profile id sent as a reference
+RESIDUALS = 24  # zigzag residuals below this have their own count; the rest escape
+SENTENCE_END = (".", "?", "!")
+CLAUSE_END = (",", ";", ":", "-")
+
+
+def _units(seconds: float) -> int:
+    return max(0, round(seconds / UNIT))
+
+
+def _letters(word: str) -> int:
+    return sum(1 for ch in word if ch.isalnum())
+
+
+def _ending(word: str) -> int:
+    """0 mid-clause, 1 after a clause, 2 after a sentence: the gap flag's context."""
+    stripped = word.rstrip("\"')]")
+    return 2 if stripped.endswith(SENTENCE_END) else 1 if stripped.endswith(CLAUSE_END) else 0
+
+
+@dataclass
+class _Rate:
+    """A speaker's duration per (letters + 1), in 1/64 units, learnt as words come."""
+
+    units: int = 52 * 64  # prior: 1.3 steps (52 ms) per letter-plus-one, over 40 such
+    letters: int = 40
+
+    def predict(self, letters: int) -> int:
+        return (self.units * (letters + 1) + 32 * self.letters) // (64 * self.letters)
+
+    def learn(self, letters: int, duration: int) -> None:
+        self.units += duration * 64
+        self.letters += letters + 1
+        if self.letters > 4000:  # follow a speaker who changes pace
+            self.units //= 2
+            self.letters //= 2
+
+
+def _residual_prior() -> list[int]:
+    return [max(1, 64 >> (z // 2)) for z in range(RESIDUALS)] + [4]
+
+
+@dataclass
+class _Models:
+    """Every adaptive model of one bundle, in the same state on both ends."""
+
+    n_speakers: int = 1
+    flags: list[Bit] = field(default_factory=lambda: [Bit(0.1), Bit(0.1)])
+    english: Bit = field(default_factory=lambda: Bit(0.95))
+    small: Count = field(default_factory=Count)  # counts, lengths
+    label_default: Bit = field(default_factory=lambda: Bit(0.8))
+    profile_kind: Adaptive = field(default_factory=lambda: Adaptive(3, [4, 8, 4]))
+    empty: Bit = field(default_factory=lambda: Bit(0.02))
+    ends: list[Bit] = field(default_factory=lambda: [Bit(0.02), Bit(0.1), Bit(0.4)])
+    turn: dict[int, Adaptive] = field(default_factory=dict)
+    has_words: Bit = field(default_factory=lambda: Bit(0.95))
+    offset: Count = field(default_factory=Count)
+    gap_flag: list[Bit] = field(default_factory=lambda: [Bit(0.08), Bit(0.3), Bit(0.6)])
+    gap: list[Count] = field(default_factory=lambda: [Count(), Count(), Count()])
+    residual: Adaptive = field(default_factory=lambda: Adaptive(RESIDUALS + 1, _residual_prior(), step=16))
+    escape: Count = field(default_factory=Count)
+    seg_duration: Count = field(default_factory=Count)
+    tail: Count = field(default_factory=Count)
+    rates: dict[int, _Rate] = field(default_factory=dict)
+
+    def speaker_model(self, previous: int) -> Adaptive:
+        if previous not in self.turn:
+            prior = [2] * self.n_speakers
+            if previous < self.n_speakers:
+                prior[previous] = 8
+            self.turn[previous] = Adaptive(self.n_speakers, prior, step=16)
+        return self.turn[previous]
+
+    def rate(self, speaker: int) -> _Rate:
+        return self.rates.setdefault(speaker, _Rate())
+
+
+# --- the symmetric parts: one writer and one reader per field ---------------------------------
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.enc = Encoder()
+        self.m = _Models()
+        self.costs: dict[str, int] = {}
+
+    def part(self, name: str, fn: Callable[[], None]) -> None:
+        before = self.enc.bits()
+        fn()
+        self.costs[name] = self.costs.get(name, 0) + self.enc.bits() - before
+
+    def count(self, model: Count, value: int) -> None:
+        model.encode(self.enc, value)
+
+    def blob(self, data: bytes) -> None:
+        self.m.small.encode(self.enc, len(data))
+        put_bytes(self.enc, data)
+
+    def tokens(self, text: str) -> list[int]:
+        from relay.format.textmodel import encode_tokens, text_of, tokens_of
+
+        toks = tokens_of(text) if text else []
+        if text_of(toks) != text:
+            raise ValueError(f"{text[:40]!r} does not survive Whisper's tokenizer (it holds a special token)")
+        encode_tokens(self.enc, toks)
+        return toks
+
+
+class _Reader:
+    def __init__(self, data: bytes, limits: Limits) -> None:
+        self.dec = Decoder(data)
+        self.size = len(data)
+        self.m = _Models()
+        self.limits = limits
+
+    def blob(self, what: str, limit: int) -> bytes:
+        n = self.m.small.decode(self.dec)
+        if n > limit:
+            raise _LimitExceeded(f"{what} of {n} bytes is over the limit of {limit}")
+        return get_bytes(self.dec, n)
+
+    def tokens(self, limit: int) -> str:
+        """Text under the model. At most ``limit`` tokens, and at most 32 a
+        byte of the stream: a token the model is sure of costs a thousandth
+        of a bit, so a forged stream could otherwise spin out text for hours."""
+        from relay.format.textmodel import decode_tokens, text_of
+
+        return text_of(decode_tokens(self.dec, min(limit, 32 * self.size + 256)))
+
+
+class _LimitExceeded(ValueError):
+    """A well-formed bundle bigger than the reader allows."""
+
+
+def _words_of(bundle: Bundle) -> list[list[str]]:
+    out = []
+    for seg in bundle.segments:
+        words = _clean_text(seg.text).split(" ") if _clean_text(seg.text) else []
+        if seg.words and len(words) != len(seg.words):
+            raise ValueError(f"segment text {seg.text!r} does not split into its {len(seg.words)} words")
+        if not 0 <= seg.speaker < len(bundle.speakers):
+            raise ValueError(f"segment speaker {seg.speaker} is not in the speaker list")
+        out.append(words)
+    return out
+
+
+# --- encoding ----------------------------------------------------------------------------------
+
+
+def encode(bundle: Bundle) -> tuple[bytes, dict[str, int]]:
+    """The bundle's bytes and the bits each part cost (``header`` in bits too)."""
+    if len(bundle.bundle_id) != 8:
+        raise ValueError("bundle_id must be 8 bytes")
+    words = _words_of(bundle)
+    w = _Writer()
+    m, enc = w.m, w.enc
+    src = bundle.source
+    m.flags[0].encode(enc, int(src.stream is not None))
+    m.flags[1].encode(enc, int(bool(bundle.clips)))
+    w.part("title", lambda: w.tokens(_clean_text(src.title)))
+    w.part("source", lambda: _put_language(w, src.language))
+    _put_speakers(w, bundle.speakers)
+    w.part("structure", lambda: w.count(m.small, len(bundle.segments)))
+    flat = [word for ws in words for word in ws]
+    w.part("text", lambda: w.tokens(" ".join(flat)))
+    w.part("structure", lambda: _put_structure(w, bundle, words))
+    last_end = 0
+    def timings() -> None:
+        nonlocal last_end
+        last_end = _put_timings(w, bundle.segments, words)
+    w.part("timings", timings)
+    w.part("source", lambda: w.count(m.tail, _zigzag(_units(src.duration) - last_end)))
+    if src.stream is not None:
+        w.part("source", lambda: _put_stream(w, src.stream))
+    if bundle.clips:
+        def clips() -> None:
+            w.count(m.small, len(bundle.clips))
+            for clip in bundle.clips:
+                w.blob(msgpack.packb(_pack_clip(clip, len(bundle.speakers)), use_bin_type=True))
+        w.part("clips", clips)
+    body = enc.finish()
+    header = MAGIC + bundle.bundle_id + struct.pack(">I", bundle.created) + bytes([MODEL_ID])
+    costs = {"header": 8 * len(header), **w.costs}
+    costs["flush"] = 8 * len(body) - sum(v for k, v in w.costs.items())
+    return header + body, costs
+
+
+def _put_language(w: _Writer, language: str) -> None:
+    w.m.english.encode(w.enc, int(language == "en"))
+    if language != "en":
+        w.blob(language.encode())
+
+
+def _put_speakers(w: _Writer, speakers: list[Speaker]) -> None:
+    """Labels are charged to ``speakers``, profiles (and their kind) to ``profiles``."""
+    m = w.m
+    w.part("speakers", lambda: w.count(m.small, len(speakers)))
+    m.n_speakers = max(1, len(speakers))
+    for i, spk in enumerate(speakers):
+        default = spk.label == f"S{i + 1}"
+
+        def label(spk: Speaker = spk, default: bool = default) -> None:
+            m.label_default.encode(w.enc, int(default))
+            if not default:
+                w.tokens(spk.label)
+
+        def profile(spk: Speaker = spk) -> None:
+            kind = 0 if not spk.profile_id else 1 if spk.profile is None else 2
+            m.profile_kind.encode(w.enc, kind)
+            if kind == 1:
+                put_raw(w.enc, int.from_bytes(spk.profile_id[:REF_SIZE], "big"), 8 * REF_SIZE)
+            elif kind == 2:
+                w.blob(msgpack.packb(_pack_profile(spk), use_bin_type=True))
+
+        w.part("speakers", label)
+        w.part("profiles" if spk.profile_id else "speakers", profile)
+
+
+def _put_structure(w: _Writer, bundle: Bundle, words: list[list[str]]) -> None:
+    m, enc = w.m, w.enc
+    previous = 0
+    for i, (seg, ws) in enumerate(zip(bundle.segments, words)):
+        if i < len(words) - 1:
+            m.empty.encode(enc, int(not ws))
+            for j, word in enumerate(ws):
+                m.ends[_ending(word)].encode(enc, int(j == len(ws) - 1))
+        if m.n_speakers > 1:
+            m.speaker_model(previous).encode(enc, seg.speaker)
+        previous = seg.speaker
+
+
+def _put_timings(w: _Writer, segments: list[Segment], words: list[list[str]]) -> int:
+    m, enc = w.m, w.enc
+    prev_end = 0
+    for seg, ws in zip(segments, words):
+        m.has_words.encode(enc, int(bool(seg.words)))
+        if seg.words:
+            starts = [_units(x.start) for x in seg.words]
+            ends = [_units(x.end) for x in seg.words]
+            start = starts[0]
+        else:
+            start = _units(seg.start)
+        w.count(m.offset, _zigzag(start - prev_end))
+        if not seg.words:
+            end = max(start, _units(seg.end))
+            w.count(m.seg_duration, end - start)
+            prev_end = end
+            continue
+        cursor, ending, rate = start, 0, m.rate(seg.speaker)
+        for word, s, e in zip(ws, starts, ends):
+            s = max(s, cursor)
+            e = max(e, s)
+            gap = s - cursor
+            m.gap_flag[ending].encode(enc, int(gap > 0))
+            if gap:
+                w.count(m.gap[ending], gap - 1)
+            letters = _letters(word)
+            z = _zigzag(e - s - rate.predict(letters))
+            m.residual.encode(enc, min(z, RESIDUALS))
+            if z >= RESIDUALS:
+                w.count(m.escape, z - RESIDUALS)
+            rate.learn(letters, e - s)
+            cursor, ending = e, _ending(word)
+        prev_end = cursor
+    return prev_end
+
+
+def _put_stream(w: _Writer, stream: StreamPart) -> None:
+    if len(stream.stream_id) != STREAM_ID_BYTES or not 0 <= stream.seq < 2**32 or stream.start < 0:
+        raise ValueError(f"stream part {stream!r}: a {STREAM_ID_BYTES}-byte id, a seq under 2^32, a start >= 0")
+    put_raw(w.enc, int.from_bytes(stream.stream_id, "big"), 8 * STREAM_ID_BYTES)
+    w.count(w.m.small, stream.seq)
+    w.count(w.m.small, _ticks(stream.start))
+    w.m.flags[0].encode(w.enc, int(stream.last))
+
+
+# --- decoding ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    bundle_id: bytes
+    created: int
+    model: int
+
+
+def read_header(data: bytes, source: str | None = None) -> Header:
+    if len(data) < HEADER_SIZE:
+        raise BundleError("truncated", f"truncated bundle: only {len(data)} bytes", source)
+    model = data[14]
+    if model != MODEL_ID:
+        raise BundleError("dictionary", f"bundle needs text model {model}, which this relay does not have", source)
+    (created,) = struct.unpack_from(">I", data, 10)
+    return Header(bytes(data[2:10]), created, model)
+
+
+def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Bundle:
+    """The bundle in ``data`` (magic already checked); ``ValueError`` for a
+    malformed stream, :class:`_LimitExceeded` past ``limits``."""
+    header = read_header(data)
+    r = _Reader(data[HEADER_SIZE:], limits)
+    m, dec = r.m, r.dec
+    has_stream = m.flags[0].decode(dec)
+    has_clips = m.flags[1].decode(dec)
+    title = r.tokens(1000)
+    language = "en" if m.english.decode(dec) else r.blob("the language", 32).decode()
+    speakers = _get_speakers(r)
+    n_segments = m.small.decode(dec)
+    if n_segments > limits.max_segments:
+        raise _LimitExceeded(f"bundle has {n_segments} segments, over the limit of {limits.max_segments}")
+    text = r.tokens(limits.max_words * 8)
+    if len(text) > limits.max_text_chars:
+        raise _LimitExceeded(f"bundle text of {len(text)} characters is over the limit of {limits.max_text_chars}")
+    flat = text.split(" ") if text else []
+    if len(flat) > limits.max_words:
+        raise _LimitExceeded(f"bundle has {len(flat)} words, over the limit of {limits.max_words}")
+    if n_segments and not speakers:
+        raise ValueError("segments without any speaker")
+    words, seg_speakers = _get_structure(r, n_segments, flat)
+    max_units = int(limits.max_duration / UNIT)
+    segments, last_end = _get_timings(r, words, seg_speakers, max_units)
+    duration = last_end + _unzigzag(m.tail.decode(dec))
+    if not 0 <= duration <= max_units:
+        raise _LimitExceeded(f"bundle declares {duration * UNIT:.0f} s of audio, outside 0..{limits.max_duration:.0f} s")
+    stream = _get_stream(r) if has_stream else None
+    clips = []
+    if has_clips:
+        n = m.small.decode(dec)
+        if n > limits.max_clips:
+            raise _LimitExceeded(f"bundle has {n} audio clips, over the limit of {limits.max_clips}")
+        for _ in range(n):
+            entry = msgpack.unpackb(r.blob("a clip", limits.max_body_bytes), raw=False, max_ext_len=0)
+            clips.append(_unpack_clip(entry, len(speakers), int(limits.max_duration / TICK)))
+    if r.dec.overrun() > 64:
+        raise ValueError("the coded stream ends before its contents do")
+    return Bundle(SourceInfo(title, duration * UNIT, language, stream), speakers, segments, clips,
+                  header.bundle_id, header.created)
+
+
+def _get_speakers(r: _Reader) -> list[Speaker]:
+    m, dec = r.m, r.dec
+    n = m.small.decode(dec)
+    if n > r.limits.max_speakers:
+        raise _LimitExceeded(f"bundle has {n} speakers, over the limit of {r.limits.max_speakers}")
+    m.n_speakers = max(1, n)
+    speakers: list[Speaker] = []
+    for i in range(n):
+        label = f"S{i + 1}" if m.label_default.decode(dec) else r.tokens(200)
+        kind = m.profile_kind.decode(dec)
+        if kind == 0:
+            speakers.append(Speaker(label))
+        elif kind == 1:
+            speakers.append(Speaker(label, get_raw(dec, 8 * REF_SIZE).to_bytes(REF_SIZE, "big")))
+        else:
+            entry = msgpack.unpackb(r.blob("a voice profile", 64 * 1024), raw=False, max_ext_len=0)
+            if not isinstance(entry, list) or not entry or len(entry[0]) != PROFILE_ID_SIZE:
+                raise ValueError("a voice profile entry is malformed")
+            speakers.append(_unpack_speaker([label], entry))
+    return speakers
+
+
+def _get_structure(r: _Reader, n_segments: int, flat: list[str]) -> tuple[list[list[str]], list[int]]:
+    m, dec = r.m, r.dec
+    words: list[list[str]] = []
+    speakers: list[int] = []
+    pos, previous = 0, 0
+    for i in range(n_segments):
+        if i == n_segments - 1:
+            words.append(flat[pos:])
+            pos = len(flat)
+        elif m.empty.decode(dec):
+            words.append([])
+        else:
+            first = pos
+            while True:
+                if pos >= len(flat):
+                    raise ValueError("the segments claim more words than the text holds")
+                word = flat[pos]
+                pos += 1
+                if m.ends[_ending(word)].decode(dec):
+                    break
+            words.append(flat[first:pos])
+        speaker = m.speaker_model(previous).decode(dec) if m.n_speakers > 1 else 0
+        speakers.append(speaker)
+        previous = speaker
+    if pos != len(flat):
+        raise ValueError("text left over after the last segment")
+    return words, speakers
+
+
+def _get_timings(r: _Reader, words: list[list[str]], speakers: list[int],
+                 max_units: int) -> tuple[list[Segment], int]:
+    m, dec = r.m, r.dec
+
+    def unit(value: int, what: str) -> int:
+        if not 0 <= value <= max_units:
+            raise _LimitExceeded(f"{what} at {value * UNIT:.2f} s is outside the limit of {max_units * UNIT:.0f} s")
+        return value
+
+    segments = []
+    prev_end = 0
+    for ws, spk in zip(words, speakers):
+        has_words = m.has_words.decode(dec)
+        start = unit(prev_end + _unzigzag(m.offset.decode(dec)), "a segment")
+        if not has_words:
+            prev_end = unit(start + m.seg_duration.decode(dec), "a segment")
+            segments.append(Segment(spk, start * UNIT, prev_end * UNIT, " ".join(ws)))
+            continue
+        cursor, ending, rate = start, 0, m.rate(spk)
+        out = []
+        for word in ws:
+            if m.gap_flag[ending].decode(dec):
+                cursor = unit(cursor + 1 + m.gap[ending].decode(dec), "a word")
+            s = cursor
+            z = m.residual.decode(dec)
+            if z >= RESIDUALS:
+                z += m.escape.decode(dec)
+            letters = _letters(word)
+            duration = rate.predict(letters) + _unzigzag(z)
+            if duration < 0:
+                raise ValueError("a word's duration is negative")
+            cursor = unit(s + duration, "a word")
+            rate.learn(letters, duration)
+            out.append(Word(word, s * UNIT, cursor * UNIT))
+            ending = _ending(word)
+        prev_end = cursor
+        segments.append(Segment(spk, start * UNIT, cursor * UNIT, " ".join(ws), tuple(out)))
+    return segments, prev_end
+
+
+def _get_stream(r: _Reader) -> StreamPart:
+    sid = get_raw(r.dec, 8 * STREAM_ID_BYTES).to_bytes(STREAM_ID_BYTES, "big")
+    seq = r.m.small.decode(r.dec)
+    start = r.m.small.decode(r.dec)
+    if seq >= 2**32 or start >= 1 << 40:
+        raise ValueError("the stream part is out of range")
+    return StreamPart(sid, seq, start * TICK, bool(r.m.flags[0].decode(r.dec)))
