@@ -33,7 +33,7 @@ from typer.core import TyperGroup
 
 from relay.errors import RelayError
 from relay.fileio import read_bytes
-from relay.format.wire import decode_bundle, field_costs
+from relay.format.wire import decode_bundle, field_costs, version_of
 
 
 def ordered(*order: str) -> type[TyperGroup]:
@@ -179,18 +179,22 @@ def inspect(
             who = decoded.speakers[c.speaker].label if c.speaker is not None else "(not speech)"
             clips.add_row(f"{c.start:7.2f}", f"{c.end:7.2f}", who, c.codec, str(len(c.data)), c.reason)
         console.print(clips)
-    costs = field_costs(decoded)
+    version = version_of(data)
+    costs = field_costs(decoded, version)
     total = len(data)
     sizes = Table("field", "bytes", "share", box=None, header_style="bold")
     for name, size in costs.items():
-        if name != "body_total":
-            sizes.add_row(name, str(size), f"{size / total:.0%}")
+        sizes.add_row(name, f"{size:.1f}" if version == 2 else f"{size:.0f}", f"{size / total:.0%}")
     sizes.add_row("[bold]total[/]", f"[bold]{total}[/]", "")
     console.print(sizes)
+    n_words = sum(len(seg.text.split()) for seg in decoded.segments)
+    if n_words:
+        console.print(f"format v{version}: text {costs.get('text', 0) * 8 / n_words:.1f} bits a word, "
+                      f"timings {costs.get('timings', 0) * 8 / n_words:.1f} bits a word ({n_words} words)")
     if "profiles" in costs:
         full = sum(1 for s in decoded.speakers if s.profile)
         refs = sum(1 for s in decoded.speakers if s.profile_id and not s.profile)
-        console.print(f"voice profiles: {costs['profiles']} bytes ({full} sent in full, {refs} by reference)")
+        console.print(f"voice profiles: {costs['profiles']:.1f} bytes ({full} sent in full, {refs} by reference)")
     if duration:
         console.print(f"{total * 8 / duration:.1f} bits per second over {duration:.2f} s of audio")
 

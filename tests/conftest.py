@@ -140,3 +140,11 @@ def pyannote_diarized(diarizer):
     from relay.audio.io import load_audio
 
     return {uri: diarizer(load_audio(shared("pyannote", f"{uri}.wav"))) for uri in PYANNOTE_FILES}
+
+
+@pytest.fixture(scope="session")
+def text_model():
+    """The integer Whisper text model format v2 codes under (about 1 s to load)."""
+    from relay.format.textmodel import text_model
+
+    return text_model()

@@ -1,4 +1,4 @@
-"""Bundle format v1: exact round trips, and one error type for every defect."""
+"""Bundle format v1 (still read, and written on request): exact round trips, and one error type for every defect."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.errors import BundleError
-from relay.format import wire
+from relay.format import v1 as wire
 from relay.format.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
-from relay.format.wire import TICK, decode_bundle, encode_bundle, field_costs, read_header
+from relay.format.v1 import TICK, decode_bundle, encode_bundle, field_costs, read_header
 from relay.testing.bundles import real_bundle
 
 
