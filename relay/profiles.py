@@ -154,8 +154,12 @@ class ProfileStore:
         self._db.execute("UPDATE profiles SET sent = 1 WHERE id = ?", (profile_id,))
 
     def mark_unsent(self, profile_id: bytes) -> None:
-        """The edge says it lacks this profile: send it in full next time."""
-        self._db.execute("UPDATE profiles SET sent = 0 WHERE id = ?", (profile_id,))
+        """The edge says it lacks this profile: send it in full next time. The
+        edge names it as the bundle did: in full (format v1) or by the 4-byte
+        prefix of format v2, which marks every profile that shares it."""
+        if not profile_id:
+            return
+        self._db.execute("UPDATE profiles SET sent = 0 WHERE substr(id, 1, ?) = ?", (len(profile_id), profile_id))
 
     def remove(self, name: str) -> bool:
         return self._db.execute("DELETE FROM profiles WHERE name = ?", (name,)).rowcount > 0

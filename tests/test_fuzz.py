@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 from relay.config import ConfigError, EdgeConfig, GroundConfig, load
 from relay.errors import BundleError
 from relay.format import v1 as wire
-from relay.format.wire import decode_bundle, encode_bundle
 from relay.format.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
 from relay.format.limits import Limits
 from relay.format.profile import VoiceProfile
+from relay.format.wire import decode_bundle, encode_bundle
 from relay.link.inbox import Inbox
 from relay.link.messages import Ack, Fragment, LinkError, Priority, parse_down
 from relay.link.signing import Keyring, SigningKey

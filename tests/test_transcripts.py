@@ -99,7 +99,8 @@ def test_search_finds_the_phrase_its_speaker_and_time_across_bundles(tmp_path, e
     word = max(target.text.split(), key=len).strip(".,;:!?\"'()")
     hits = index.search(word)
     assert hits, word
-    found = [h for h in hits if h.bundle_id == second.bundle_id and h.start == pytest.approx(target.start, abs=0.02)]
+    # format v2 keeps times on an 80 ms grid
+    found = [h for h in hits if h.bundle_id == second.bundle_id and h.start == pytest.approx(target.start, abs=0.041)]
     assert found and found[0].title == "tuesday" and found[0].speaker == ("S2" if target.speaker else "Alice")
     assert f"[{word.lower()}]" in found[0].snippet.lower()
     # every hit really has every word asked for (as the start of a word)
@@ -110,7 +111,7 @@ def test_search_finds_the_phrase_its_speaker_and_time_across_bundles(tmp_path, e
         assert all(f"[{w}" in h.snippet.lower() for w in two), h.snippet
     # a speaker's name finds their phrases; a prefix finds the word
     assert {h.speaker for h in index.search("alice", 200)} == {"Alice"}
-    assert any(h.start == pytest.approx(target.start, abs=0.02) for h in index.search(word[:-1], 200))
+    assert any(h.start == pytest.approx(target.start, abs=0.041) for h in index.search(word[:-1], 200))
     # a lost index is rebuilt from the store
     index.close()
     (tmp_path / "transcripts.db").unlink()

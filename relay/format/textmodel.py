@@ -39,6 +39,7 @@ from functools import cache
 from importlib.resources import files
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -320,12 +321,11 @@ def text_model() -> TextModel:
     return TextModel()
 
 
-
 # --- coding text -------------------------------------------------------------------------------
 
 
 @cache
-def tokenizer():  # type: ignore[no-untyped-def]
+def tokenizer() -> Any:
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(str(_model_dir() / "tokenizer.json"))

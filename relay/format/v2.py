@@ -2,16 +2,17 @@
 
 Layout::
 
-    magic      2 bytes   89 02        (v1 starts 89 53 52 01: the second byte tells them apart)
+    magic      2 bytes   89, then 1 + the text model (02: Whisper tiny.en, relay.format.textmodel);
+                         v1 starts 89 53 52 01, so the second byte tells them apart
     bundle_id  8 bytes   random id, the key for dedup on the edge
     created    4 bytes   unix seconds, big-endian
-    model      1 byte    the text model (1 = Whisper tiny.en, relay.format.textmodel)
     stream     the rest: one arithmetic-coded stream (relay.format.arith), no length, no padding
 
 The header stays plain so the link layer and the queues can read the id
 without the model. There is no digest: in transit the link's signed manifest
 carries a BLAKE2b-128 of the bundle (docs/link-protocol.md), and the queues
-on both sides store only what that verified. The coded stream, in order:
+on both sides store only what that verified; the stream ends with a 12-bit
+check that a file cut short or garbled fails. The coded stream, in order:
 
     flags      has a stream part, has clips (adaptive bits)
     title      Whisper tokens under the text model, then EOT
@@ -33,6 +34,7 @@ on both sides store only what that verified. The coded stream, in order:
     duration   the source's, against the last segment's end
     stream     id (32 bits), seq, start (20 ms), last
     clips      count; each the v1 msgpack entry, as a length and bytes
+    end check  0xA5C in 12 raw bits
 
 An 80 ms grid is no coarser than Whisper's word times are accurate (their
 boundaries come from 20 ms cross-attention frames through DTW and land
@@ -54,7 +56,7 @@ from relay.errors import BundleError
 from relay.format.arith import Adaptive, Bit, Count, Decoder, Encoder, get_bytes, get_raw, put_bytes, put_raw
 from relay.format.arith import unzigzag as _unzigzag
 from relay.format.arith import zigzag as _zigzag
-from relay.format.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, StreamPart, Word
+from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, StreamPart, Word
 from relay.format.limits import DEFAULT_LIMITS, Limits
 from relay.format.profile import PROFILE_ID_SIZE
 from relay.format.v1 import (
@@ -68,13 +70,16 @@ from relay.format.v1 import (
     _unpack_speaker,
 )
 
-MAGIC = b"\x89\x02"
+MAGIC = b"\x89\x02"  # 0x89, then 1 + the text model's number
 VERSION = 2
-HEADER_SIZE = 15
+HEADER_SIZE = 14
+END_CHECK = 0xA5C  # 12 bits coded last: a truncated or garbled stream fails it (odds 1 in 4096)
+END_BITS = 12
 MODEL_ID = 1  # Whisper tiny.en, tables tiny-en-lm-v1
 UNIT = 0.08  # seconds per timing step
 REF_SIZE = 4  # bytes of a profile id sent as a reference
 RESIDUALS = 24  # zigzag residuals below this have their own count; the rest escape
+RESIDUAL_STEP = 16  # what a residual adds to its count (the prior totals about 300)
 SENTENCE_END = (".", "?", "!")
 CLAUSE_END = (",", ";", ":", "-")
 
@@ -97,7 +102,8 @@ WEIGHT_BASE = 6  # a word lasts about (letters + 6) x a speaker's pace: fitted o
 
 
 def _weight(word: str) -> int:
-    return _letters(word) + WEIGHT_BASE
+    """Letters, digits three times more (a year is four words aloud), and a base."""
+    return _letters(word) + 3 * sum(ch.isdigit() for ch in word) + WEIGHT_BASE
 
 
 @dataclass
@@ -141,7 +147,7 @@ class _Models:
     gap: list[Count] = field(default_factory=lambda: [Count(), Count(), Count()])
     total: Count = field(default_factory=Count)
     residual: list[Adaptive] = field(
-        default_factory=lambda: [Adaptive(RESIDUALS + 1, _residual_prior(), step=16) for _ in range(3)])
+        default_factory=lambda: [Adaptive(RESIDUALS + 1, _residual_prior(), step=RESIDUAL_STEP) for _ in range(3)])
     escape: Count = field(default_factory=Count)
     seg_duration: Count = field(default_factory=Count)
     tail: Count = field(default_factory=Count)
@@ -168,7 +174,7 @@ class _Writer:
         self.m = _Models()
         self.costs: dict[str, int] = {}
 
-    def part(self, name: str, fn: Callable[[], None]) -> None:
+    def part(self, name: str, fn: Callable[[], object]) -> None:
         before = self.enc.bits()
         fn()
         self.costs[name] = self.costs.get(name, 0) + self.enc.bits() - before
@@ -204,12 +210,12 @@ class _Reader:
         return get_bytes(self.dec, n)
 
     def tokens(self, limit: int) -> str:
-        """Text under the model. At most ``limit`` tokens, and at most 32 a
+        """Text under the model. At most ``limit`` tokens, and at most 16 a
         byte of the stream: a token the model is sure of costs a thousandth
         of a bit, so a forged stream could otherwise spin out text for hours."""
         from relay.format.textmodel import decode_tokens, text_of
 
-        return text_of(decode_tokens(self.dec, min(limit, 32 * self.size + 256)))
+        return text_of(decode_tokens(self.dec, min(limit, 16 * self.size + 64)))
 
 
 class _LimitExceeded(ValueError):
@@ -254,16 +260,17 @@ def encode(bundle: Bundle) -> tuple[bytes, dict[str, int]]:
         last_end = _put_timings(w, bundle.segments, words)
     w.part("timings", timings)
     w.part("source", lambda: w.count(m.tail, _zigzag(_units(src.duration) - last_end)))
-    if src.stream is not None:
-        w.part("source", lambda: _put_stream(w, src.stream))
+    if (stream := src.stream) is not None:
+        w.part("source", lambda: _put_stream(w, stream))
     if bundle.clips:
         def clips() -> None:
             w.count(m.small, len(bundle.clips))
             for clip in bundle.clips:
                 w.blob(msgpack.packb(_pack_clip(clip, len(bundle.speakers)), use_bin_type=True))
         w.part("clips", clips)
+    w.part("end check", lambda: put_raw(enc, END_CHECK, END_BITS))
     body = enc.finish()
-    header = MAGIC + bundle.bundle_id + struct.pack(">I", bundle.created) + bytes([MODEL_ID])
+    header = MAGIC + bundle.bundle_id + struct.pack(">I", bundle.created)
     costs = {"header": 8 * len(header), **w.costs}
     costs["flush"] = 8 * len(body) - sum(v for k, v in w.costs.items())
     return header + body, costs
@@ -382,7 +389,7 @@ class Header:
 def read_header(data: bytes, source: str | None = None) -> Header:
     if len(data) < HEADER_SIZE:
         raise BundleError("truncated", f"truncated bundle: only {len(data)} bytes", source)
-    model = data[14]
+    model = data[1] - 1
     if model != MODEL_ID:
         raise BundleError("dictionary", f"bundle needs text model {model}, which this relay does not have", source)
     (created,) = struct.unpack_from(">I", data, 10)
@@ -427,7 +434,8 @@ def _decode(r: _Reader, header: Header) -> Bundle:
     segments, last_end = _get_timings(r, words, seg_speakers, max_units)
     duration = last_end + _unzigzag(m.tail.decode(dec))
     if not 0 <= duration <= max_units:
-        raise _LimitExceeded(f"bundle declares {duration * UNIT:.0f} s of audio, outside 0..{limits.max_duration:.0f} s")
+        raise _LimitExceeded(f"bundle declares {duration * UNIT:.0f} s of audio, "
+                             f"outside 0..{limits.max_duration:.0f} s")
     stream = _get_stream(r) if has_stream else None
     clips = []
     if has_clips:
@@ -437,8 +445,8 @@ def _decode(r: _Reader, header: Header) -> Bundle:
         for _ in range(n):
             entry = msgpack.unpackb(r.blob("a clip", limits.max_body_bytes), raw=False, max_ext_len=0)
             clips.append(_unpack_clip(entry, len(speakers), int(limits.max_duration / TICK)))
-    if r.dec.overrun() > 64:
-        raise ValueError("the coded stream ends before its contents do")
+    if get_raw(r.dec, END_BITS) != END_CHECK:
+        raise BundleError("truncated", "truncated or corrupted bundle: its end check fails")
     return Bundle(SourceInfo(title, duration * UNIT, language, stream), speakers, segments, clips,
                   header.bundle_id, header.created)
 

@@ -10,6 +10,9 @@ written on request (``version=1``) for an edge that has not been upgraded.
 
 from __future__ import annotations
 
+import copy
+from functools import lru_cache
+
 from relay.errors import BundleError
 from relay.format import v1, v2
 from relay.format.bundle import Bundle
@@ -30,8 +33,8 @@ def encode_bundle(bundle: Bundle, version: int = DEFAULT_VERSION) -> bytes:
 
 def version_of(data: bytes) -> int:
     """1 or 2 from the magic bytes; 0 when neither."""
-    if data[:2] == v2.MAGIC:
-        return 2
+    if len(data) > 1 and data[0] == v2.MAGIC[0] and 2 <= data[1] < v1.MAGIC[1]:
+        return 2  # 89 02 ..: v2, the second byte naming the text model
     return 1 if data[:3] == v1.MAGIC else 0
 
 
@@ -48,7 +51,7 @@ def decode_bundle(data: bytes, source: str | None = None, limits: Limits = DEFAU
     from relay.format.textmodel import TextModelMissing
 
     try:
-        return v2.decode(data, limits)
+        return copy.deepcopy(_decode_v2(bytes(data), limits))
     except BundleError as exc:
         raise BundleError(exc.reason, str(exc), source) from None
     except TextModelMissing as exc:
@@ -57,6 +60,14 @@ def decode_bundle(data: bytes, source: str | None = None, limits: Limits = DEFAU
         raise BundleError("limits", str(exc), source) from None
     except Exception as exc:  # any malformation of the coded stream is a bad bundle
         raise BundleError("body", f"malformed bundle body ({exc.__class__.__name__}: {exc})", source) from None
+
+
+@lru_cache(maxsize=16)
+def _decode_v2(data: bytes, limits: Limits) -> Bundle:
+    """The edge reads a bundle when it arrives, when it plays and when a page
+    shows it; decoding text is the slow part (about 10 ms a token), so the
+    last few decoded are kept (callers get a copy)."""
+    return v2.decode(data, limits)
 
 
 def field_bits(bundle: Bundle, version: int = DEFAULT_VERSION) -> dict[str, int]:

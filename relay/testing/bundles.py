@@ -25,9 +25,14 @@ def lj_words(shared: Path = SHARED) -> list[str]:
     return " ".join(line.split("|", 1)[1] for line in psv.read_text().splitlines() if "|" in line).split()
 
 
-def real_bundle(words: int = 40, title: str = "call", seed: int = 0) -> bytes:
+def real_bundle(words: int = 40, title: str = "call", seed: int = 0, version: int = 1) -> bytes:
     """A bundle of real words: LJSpeech's transcripts from word ``seed`` on,
-    with speech-like word timings."""
+    with speech-like word timings.
+
+    Format v1 unless asked: the link carries either as bytes, and the link
+    tests queue, decode and check hundreds of bundles, while decoding v2 text
+    runs Whisper's decoder at about 10 ms a token (format v2 is tested on its
+    own, in tests/test_wire_v2.py, and end to end by the daemons' tests)."""
     text = lj_words()
     rng = random.Random(seed)
     ws, t = [], 0.0
@@ -36,7 +41,7 @@ def real_bundle(words: int = 40, title: str = "call", seed: int = 0) -> bytes:
         ws.append(Word(text[(seed + i) % len(text)], round(t, 2), round(t + d, 2)))
         t += d + rng.choice([0.0, 0.05, 0.1, 0.4])
     seg = Segment(0, ws[0].start, ws[-1].end, " ".join(w.text for w in ws), tuple(ws))
-    return encode_bundle(Bundle(SourceInfo(title, ws[-1].end + 0.5, "en"), [Speaker("S1")], [seg]))
+    return encode_bundle(Bundle(SourceInfo(title, ws[-1].end + 0.5, "en"), [Speaker("S1")], [seg]), version)
 
 
 def conversation(phrases: int = 12, seed: int = 0, title: str = "watch change",
