@@ -118,8 +118,8 @@ class _Linear:
 
     @classmethod
     def of(cls, w: np.ndarray, b: np.ndarray) -> _Linear:
-        top = float(np.abs(w.astype(np.float64)).max())
-        shift = 14 - max(0, int(np.ceil(np.log2(top)))) if top > 0 else 14
+        mantissa, exponent = np.frexp(np.abs(w.astype(np.float64)).max())  # exact, unlike log2
+        shift = 14 - max(0, int(exponent) - (1 if mantissa == 0.5 else 0))
         return cls(np.rint(w.astype(np.float64).T * 2.0**shift), shift,
                    np.rint(b.astype(np.float64) * ONE).astype(np.int64))
 
