@@ -59,6 +59,8 @@ from relay.format.arith import zigzag as _zigzag
 from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, StreamPart, Word
 from relay.format.limits import DEFAULT_LIMITS, Limits
 from relay.format.profile import PROFILE_ID_SIZE
+
+INT4_BYTES = 96  # a 192-d embedding in signed nibbles (int8: twice as many bytes)
 from relay.format.v1 import (
     STREAM_ID_BYTES,
     TICK,
@@ -124,6 +126,12 @@ class _Rate:
             self.weight //= 2
 
 
+def _nibble_prior() -> list[int]:
+    """An int4 embedding's signed nibbles (0..7, then -8..-1 as 8..15) cluster
+    near zero: the direction of a 192-d vector scaled to its largest value."""
+    return [24, 24, 20, 16, 10, 6, 3, 2, 1, 2, 3, 6, 10, 16, 20, 24]
+
+
 def _residual_prior() -> list[int]:
     return [max(1, 64 >> (z // 2)) for z in range(RESIDUALS)] + [4]
 
@@ -138,6 +146,9 @@ class _Models:
     small: Count = field(default_factory=Count)  # counts, lengths
     label_default: Bit = field(default_factory=lambda: Bit(0.8))
     profile_kind: Adaptive = field(default_factory=lambda: Adaptive(3, [4, 8, 4]))
+    nibble: Adaptive = field(default_factory=lambda: Adaptive(16, _nibble_prior(), step=8))
+    present: Bit = field(default_factory=lambda: Bit(0.5))
+    colour: Count = field(default_factory=Count)
     empty: Bit = field(default_factory=lambda: Bit(0.02))
     ends: list[Bit] = field(default_factory=lambda: [Bit(0.02), Bit(0.1), Bit(0.4)])
     turn: dict[int, Adaptive] = field(default_factory=dict)
@@ -301,10 +312,49 @@ def _put_speakers(w: _Writer, speakers: list[Speaker]) -> None:
             if kind == 1:
                 put_raw(w.enc, int.from_bytes(spk.profile_id[:REF_SIZE], "big"), 8 * REF_SIZE)
             elif kind == 2:
-                w.blob(msgpack.packb(_pack_profile(spk), use_bin_type=True))
+                _put_profile(w, spk)
 
         w.part("speakers", label)
         w.part("profiles" if spk.profile_id else "speakers", profile)
+
+
+def _put_profile(w: _Writer, spk: Speaker) -> None:
+    """A profile in full, field by field (the v1 entry's fields, 20 bytes less
+    than its msgpack): id raw; the embedding's nibbles under an adaptive
+    table (int8: raw bytes); pitch and range raw 7 bits, rate a count; then
+    each optional part after a bit: the reference clip (codec raw 8, bytes),
+    the colour (16 zigzag counts), the fitted voice (msgpack bytes)."""
+    m, enc = w.m, w.enc
+    entry = _pack_profile(spk)
+    assert entry is not None and len(entry) >= 5
+    pid, embedding, f0, f0_range, rate = entry[:5]
+    optional = [*entry[5:], None, None, None][:3]
+    put_raw(enc, int.from_bytes(pid, "big"), 8 * PROFILE_ID_SIZE)
+    m.present.encode(enc, int(len(embedding) == 2 * INT4_BYTES))
+    if len(embedding) == INT4_BYTES:
+        for byte in embedding:
+            m.nibble.encode(enc, byte >> 4)
+            m.nibble.encode(enc, byte & 15)
+    elif len(embedding) == 2 * INT4_BYTES:
+        put_bytes(enc, embedding)
+    else:
+        raise ValueError(f"an embedding of {len(embedding)} bytes")
+    put_raw(enc, f0, 7)
+    put_raw(enc, f0_range, 7)
+    w.count(m.small, rate)
+    reference, colour, fitted = optional
+    m.present.encode(enc, int(bool(reference)))
+    if reference:
+        put_raw(enc, reference[0], 8)
+        w.blob(reference[1])
+    m.present.encode(enc, int(colour is not None))
+    if colour is not None:
+        w.count(m.small, len(colour))
+        for value in colour:
+            w.count(m.colour, _zigzag(value - 256 if value > 127 else value))
+    m.present.encode(enc, int(fitted is not None))
+    if fitted is not None:
+        w.blob(msgpack.packb(fitted, use_bin_type=True))
 
 
 def _put_structure(w: _Writer, bundle: Bundle, words: list[list[str]]) -> None:
@@ -466,11 +516,38 @@ def _get_speakers(r: _Reader) -> list[Speaker]:
         elif kind == 1:
             speakers.append(Speaker(label, get_raw(dec, 8 * REF_SIZE).to_bytes(REF_SIZE, "big")))
         else:
-            entry = msgpack.unpackb(r.blob("a voice profile", 64 * 1024), raw=False, max_ext_len=0)
-            if not isinstance(entry, list) or not entry or len(entry[0]) != PROFILE_ID_SIZE:
-                raise ValueError("a voice profile entry is malformed")
-            speakers.append(_unpack_speaker([label], entry))
+            speakers.append(_unpack_speaker([label], _get_profile(r)))
     return speakers
+
+
+def _get_profile(r: _Reader) -> list:
+    """The v1 entry of a full profile, read field by field (the v1 reader then checks it)."""
+    m, dec = r.m, r.dec
+    pid = get_raw(dec, 8 * PROFILE_ID_SIZE).to_bytes(PROFILE_ID_SIZE, "big")
+    if m.present.decode(dec):
+        embedding = get_bytes(dec, 2 * INT4_BYTES)
+    else:
+        embedding = bytes((m.nibble.decode(dec) << 4) | m.nibble.decode(dec) for _ in range(INT4_BYTES))
+    entry: list = [pid, embedding, get_raw(dec, 7), get_raw(dec, 7), m.small.decode(dec)]
+    reference = None
+    if m.present.decode(dec):
+        reference = [get_raw(dec, 8), r.blob("a reference clip", r.limits.max_body_bytes)]
+    colour = None
+    if m.present.decode(dec):
+        n = m.small.decode(dec)
+        if n > 64:
+            raise ValueError(f"a colour of {n} bands")
+        values = [_unzigzag(m.colour.decode(dec)) for _ in range(n)]
+        if any(not -128 <= v <= 127 for v in values):
+            raise ValueError("a colour band out of range")
+        colour = bytes(v & 0xFF for v in values)
+    fitted = None
+    if m.present.decode(dec):
+        fitted = msgpack.unpackb(r.blob("a fitted voice", 4096), raw=False, max_ext_len=0)
+    entry += [reference, colour, fitted]
+    while entry[-1] is None:
+        entry.pop()
+    return entry
 
 
 def _get_structure(r: _Reader, n_segments: int, flat: list[str]) -> tuple[list[list[str]], list[int]]:
