@@ -59,8 +59,6 @@ from relay.format.arith import zigzag as _zigzag
 from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, StreamPart, Word
 from relay.format.limits import DEFAULT_LIMITS, Limits
 from relay.format.profile import PROFILE_ID_SIZE
-
-INT4_BYTES = 96  # a 192-d embedding in signed nibbles (int8: twice as many bytes)
 from relay.format.v1 import (
     STREAM_ID_BYTES,
     TICK,
@@ -72,6 +70,7 @@ from relay.format.v1 import (
     _unpack_speaker,
 )
 
+INT4_BYTES = 96  # a 192-d embedding in signed nibbles (int8: twice as many bytes)
 MAGIC = b"\x89\x02"  # 0x89, then 1 + the text model's number
 VERSION = 2
 HEADER_SIZE = 14
