@@ -482,9 +482,11 @@ def _decode(r: _Reader, header: Header) -> Bundle:
     max_units = int(limits.max_duration / UNIT)
     segments, last_end = _get_timings(r, words, seg_speakers, max_units)
     duration = last_end + _unzigzag(m.tail.decode(dec))
-    if not 0 <= duration <= max_units:
+    if duration < 0:
+        raise ValueError(f"the recording lasts {duration * UNIT:.2f} s")
+    if duration > max_units:
         raise _LimitExceeded(f"bundle declares {duration * UNIT:.0f} s of audio, "
-                             f"outside 0..{limits.max_duration:.0f} s")
+                             f"over the limit of {limits.max_duration:.0f} s")
     stream = _get_stream(r) if has_stream else None
     clips = []
     if has_clips:
@@ -583,7 +585,9 @@ def _get_timings(r: _Reader, words: list[list[str]], speakers: list[int],
     m, dec = r.m, r.dec
 
     def unit(value: int, what: str) -> int:
-        if not 0 <= value <= max_units:
+        if value < 0:
+            raise ValueError(f"{what} at {value * UNIT:.2f} s, before the recording starts")
+        if value > max_units:
             raise _LimitExceeded(f"{what} at {value * UNIT:.2f} s is outside the limit of {max_units * UNIT:.0f} s")
         return value
 
