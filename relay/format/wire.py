@@ -20,6 +20,7 @@ from relay.format.limits import DEFAULT_LIMITS, Limits
 
 VERSIONS = (1, 2)
 DEFAULT_VERSION = 2
+CACHE_UNDER = 64 * 1024  # bundles up to this size are kept decoded (16 at most)
 
 
 def encode_bundle(bundle: Bundle, version: int = DEFAULT_VERSION) -> bytes:
@@ -51,6 +52,8 @@ def decode_bundle(data: bytes, source: str | None = None, limits: Limits = DEFAU
     from relay.format.textmodel import TextModelMissing
 
     try:
+        if len(data) > CACHE_UNDER:  # mostly coded audio, quick to read and big to keep
+            return v2.decode(bytes(data), limits)
         return copy.deepcopy(_decode_v2(bytes(data), limits))
     except BundleError as exc:
         raise BundleError(exc.reason, str(exc), source) from None
