@@ -37,7 +37,7 @@ from ground.encoder import Encoder  # noqa: E402
 from ground.transcribe import TranscribeOptions, Transcriber  # noqa: E402
 from relay.audio.io import SAMPLE_RATE, resample  # noqa: E402
 from relay.config import GroundConfig, GroundSection  # noqa: E402
-from relay.format.wire import field_costs  # noqa: E402
+from relay.format.wire import decode_bundle, encode_bundle, field_costs  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 AAC_BPS, OPUS_BPS = 64_000, 6_000
@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--listener", default="base", help="Whisper model that transcribes the rehydrated speech")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write the per-clip figures here")
+    ap.add_argument("--format", type=int, default=2, choices=(1, 2), help="bundle format the edge receives")
     args = ap.parse_args()
     console = Console(width=170)
     norm = EnglishTextNormalizer()
@@ -85,25 +86,27 @@ def main() -> None:
     for path, ref in track(clips(), description="encode → decode → re-transcribe", console=console):
         res = ground.encode_file(path, title="")
         t = time.perf_counter()
-        audio, _ = render(res.bundle, engine)
+        received = decode_bundle(encode_bundle(res.bundle, args.format))  # what the edge gets, as the wire rounds it
+        audio, _ = render(received, engine)
         tts_s = time.perf_counter() - t
         speech_s = len(audio) / engine.sample_rate
         back = listener.transcribe(resample(audio, engine.sample_rate, SAMPLE_RATE), options)  # listen back
         hyp, back_text = norm(res.bundle.text()), norm(" ".join(s.text for s in back.segments))
-        costs = field_costs(res.bundle)
+        costs = field_costs(res.bundle, args.format)
+        size = len(encode_bundle(res.bundle, args.format))
         dur = res.duration
         rows.append(
             {
                 "clip": path.name,
                 "duration_s": round(dur, 2),
                 "input_bytes": res.input_bytes,
-                "bundle_bytes": len(res.data),
-                "bps": round(len(res.data) * 8 / dur, 1),
+                "bundle_bytes": size,
+                "bps": round(size * 8 / dur, 1),
                 "content_bytes": costs["text"] + costs["timings"],
                 "content_bps": round((costs["text"] + costs["timings"]) * 8 / dur, 1),
-                "ratio_input": round(res.input_bytes / len(res.data)),
-                "ratio_aac64": round(AAC_BPS / 8 * dur / len(res.data)),
-                "ratio_opus6": round(OPUS_BPS / 8 * dur / len(res.data), 1),
+                "ratio_input": round(res.input_bytes / size),
+                "ratio_aac64": round(AAC_BPS / 8 * dur / size),
+                "ratio_opus6": round(OPUS_BPS / 8 * dur / size, 1),
                 "wer": round(jiwer.wer(norm(ref), hyp), 4) if ref else None,
                 "wer_back": round(jiwer.wer(hyp, back_text), 4) if hyp else None,
                 "asr_rtf": round(res.transcript.rtf, 3),
