@@ -15,7 +15,9 @@ on both sides store only what that verified; the stream ends with a 12-bit
 check that a file cut short or garbled fails. The coded stream, in order:
 
     flags      has a stream part, has clips (adaptive bits)
-    title      Whisper tokens under the text model, then EOT
+    title      a bit, then Whisper tokens under the text model and EOT, or (a
+               file's name, when shorter so) printable ASCII under an
+               adaptive character model and an end symbol
     language   "en" in one bit, or a length and UTF-8 bytes
     speakers   count; per speaker: default label S<n> (a bit) or its tokens;
                profile: none / reference (the id's first 4 bytes) / full (a
@@ -142,6 +144,7 @@ class _Models:
     n_speakers: int = 1
     flags: list[Bit] = field(default_factory=lambda: [Bit(0.1), Bit(0.1)])
     english: Bit = field(default_factory=lambda: Bit(0.95))
+    title_is_name: Bit = field(default_factory=lambda: Bit(0.5))
     small: Count = field(default_factory=Count)  # counts, lengths
     label_default: Bit = field(default_factory=lambda: Bit(0.8))
     profile_kind: Adaptive = field(default_factory=lambda: Adaptive(3, [4, 8, 4]))
@@ -257,7 +260,7 @@ def encode(bundle: Bundle) -> tuple[bytes, dict[str, int]]:
     src = bundle.source
     m.flags[0].encode(enc, int(src.stream is not None))
     m.flags[1].encode(enc, int(bool(bundle.clips)))
-    w.part("title", lambda: w.tokens(_clean_text(src.title)))
+    w.part("title", lambda: _put_title(w, _clean_text(src.title)))
     w.part("source", lambda: _put_language(w, src.language))
     _put_speakers(w, bundle.speakers)
     w.part("structure", lambda: w.count(m.small, len(bundle.segments)))
@@ -284,6 +287,68 @@ def encode(bundle: Bundle) -> tuple[bytes, dict[str, int]]:
     costs = {"header": 8 * len(header), **w.costs}
     costs["flush"] = 8 * len(body) - sum(v for k, v in w.costs.items())
     return header + body, costs
+
+
+PRINTABLE = 95  # ASCII 32..126
+
+
+def _name_prior() -> list[int]:
+    """Characters of a file name: digits, letters, separators; an end symbol last."""
+    prior = [1] * (PRINTABLE + 1)
+    for ch in "0123456789":
+        prior[ord(ch) - 32] = 12
+    for ch in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        prior[ord(ch) - 32] = 4
+    for ch in "-_. ":
+        prior[ord(ch) - 32] = 8
+    prior[PRINTABLE] = 8
+    return prior
+
+
+def _put_name(enc: Encoder, text: str) -> None:
+    model = Adaptive(PRINTABLE + 1, _name_prior(), step=16)
+    for ch in text:
+        model.encode(enc, ord(ch) - 32)
+    model.encode(enc, PRINTABLE)
+
+
+def _name_cost(text: str) -> int:
+    enc = Encoder()
+    _put_name(enc, text)
+    return len(enc.finish())
+
+
+def _put_title(w: _Writer, title: str) -> None:
+    """A title is often a file's name ("LJ001-0013", "2026-12-02_bridge"), which
+    Whisper's model codes poorly (digits and codes are rare in speech): a bit
+    says whether it goes character by character under a file-name model, when
+    that is shorter (printable ASCII only), or as text under the model."""
+    as_name = title.isascii() and title.isprintable() and _name_cost(title) < _text_cost(title)
+    w.m.title_is_name.encode(w.enc, int(as_name))
+    if as_name:
+        _put_name(w.enc, title)
+    else:
+        w.tokens(title)
+
+
+def _text_cost(text: str) -> int:
+    from relay.format.textmodel import encode_tokens, tokens_of
+
+    enc = Encoder()
+    encode_tokens(enc, tokens_of(text) if text else [])
+    return len(enc.finish())
+
+
+def _get_title(r: _Reader) -> str:
+    if not r.m.title_is_name.decode(r.dec):
+        return r.tokens(1000)
+    model = Adaptive(PRINTABLE + 1, _name_prior(), step=16)
+    out = []
+    while (symbol := model.decode(r.dec)) != PRINTABLE:
+        if len(out) >= 1000:
+            raise ValueError("a title of over 1000 characters")
+        out.append(chr(symbol + 32))
+    return "".join(out)
 
 
 def _put_language(w: _Writer, language: str) -> None:
@@ -464,7 +529,7 @@ def _decode(r: _Reader, header: Header) -> Bundle:
     m, dec = r.m, r.dec
     has_stream = m.flags[0].decode(dec)
     has_clips = m.flags[1].decode(dec)
-    title = r.tokens(1000)
+    title = _get_title(r)
     language = "en" if m.english.decode(dec) else r.blob("the language", 32).decode()
     speakers = _get_speakers(r)
     n_segments = m.small.decode(dec)
