@@ -343,7 +343,7 @@ def _get_title(r: _Reader) -> str:
     if not r.m.title_is_name.decode(r.dec):
         return r.tokens(1000)
     model = Adaptive(PRINTABLE + 1, _name_prior(), step=16)
-    out = []
+    out: list[str] = []
     while (symbol := model.decode(r.dec)) != PRINTABLE:
         if len(out) >= 1000:
             raise ValueError("a title of over 1000 characters")
