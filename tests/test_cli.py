@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,8 +59,10 @@ def test_encode_inspect_decode(jfk_bundle, tmp_path):
 
     human = relay("inspect", str(jfk_bundle))
     assert human.returncode == 0
-    for field in ("header", "text", "timings", "digest", "bits per second"):
+    for field in ("header", "text", "timings", "end check", "bits per second", "format v2"):
         assert field in human.stdout
+    text_bits = re.search(r"text ([0-9.]+) bits a word, timings ([0-9.]+) bits a word", human.stdout)
+    assert text_bits and 0 < float(text_bits[1]) < 12 and 0 < float(text_bits[2]) < 8
 
     wav = tmp_path / "jfk.wav"
     proc = relay("edge", "decode", str(jfk_bundle), "-o", str(wav))
@@ -104,7 +107,7 @@ def test_encode_hub_model_without_internet(tmp_path):
 
 def _mutations(data: bytes) -> dict[str, bytes]:
     future = bytearray(data)
-    future[3] = 9
+    future[1] = 9  # format v2 with a text model this relay does not have
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 0x10
     return {
@@ -125,7 +128,7 @@ def test_bad_bundles(jfk_bundle, tmp_path, kind, command):
     args = ["inspect", str(bad)] if command == "inspect" else ["edge", "decode", str(bad), "-o",
         str(tmp_path / "x.wav")]
     proc = relay(*args)
-    expected = {"future": "version 9", "truncated": "truncated", "flipped": "integrity"}.get(kind, "")
+    expected = {"future": "text model 8", "truncated": "truncated", "flipped": "corrupt"}.get(kind, "")
     assert_one_line_error(proc, f"{kind}.bundle", expected)
     assert not (tmp_path / "x.wav").exists()
 

@@ -142,7 +142,7 @@ def test_mutated_bytes_are_a_bundle_error(b, flips):
     decode_or_bundle_error(reseal(bytes(data)))  # past the digest: the header and body parsers
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(b=bundles(), flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), min_size=1, max_size=4),
        cut=st.integers(0, 64))
 def test_mutated_v2_bytes_are_a_bundle_error(text_model, b, flips, cut):

@@ -62,7 +62,8 @@ def decode_bundle(data: bytes, source: str | None = None, limits: Limits = DEFAU
     except v2._LimitExceeded as exc:
         raise BundleError("limits", str(exc), source) from None
     except Exception as exc:  # any malformation of the coded stream is a bad bundle
-        raise BundleError("body", f"malformed bundle body ({exc.__class__.__name__}: {exc})", source) from None
+        raise BundleError("body", f"malformed or corrupted bundle ({exc.__class__.__name__}: {exc})",
+                          source) from None
 
 
 @lru_cache(maxsize=16)
