@@ -33,7 +33,7 @@ check that a file cut short or garbled fails. The coded stream, in order:
                a residual against its share of what is left of the segment,
                shared by weight (letters + 6), in the context of the word's
                own ending (a word before a comma or a full stop runs long)
-    duration   the source's, against the last segment's end
+    duration   the source's in 20 ms ticks, against the last segment's end
     stream     id (32 bits), seq, start (20 ms), last
     clips      count; each the v1 msgpack entry, as a length and bytes
     end check  0xA5C in 12 raw bits
@@ -80,6 +80,7 @@ END_CHECK = 0xA5C  # 12 bits coded last: a truncated or garbled stream fails it 
 END_BITS = 12
 MODEL_ID = 1  # Whisper tiny.en, tables tiny-en-lm-v1
 UNIT = 0.08  # seconds per timing step
+TICKS_PER_UNIT = 4  # v1's 20 ms ticks in a step: the recording's length and a stream's start keep them
 REF_SIZE = 4  # bytes of a profile id sent as a reference
 RESIDUALS = 24  # zigzag residuals below this have their own count; the rest escape
 RESIDUAL_STEP = 16  # what a residual adds to its count (the prior totals about 300)
@@ -272,7 +273,8 @@ def encode(bundle: Bundle) -> tuple[bytes, dict[str, int]]:
         nonlocal last_end
         last_end = _put_timings(w, bundle.segments, words)
     w.part("timings", timings)
-    w.part("source", lambda: w.count(m.tail, _zigzag(_units(src.duration) - last_end)))
+    # the recording's length in 20 ms ticks: the edge renders to it, so it keeps v1's resolution
+    w.part("source", lambda: w.count(m.tail, _zigzag(_ticks(src.duration) - last_end * TICKS_PER_UNIT)))
     if (stream := src.stream) is not None:
         w.part("source", lambda: _put_stream(w, stream))
     if bundle.clips:
@@ -546,11 +548,11 @@ def _decode(r: _Reader, header: Header) -> Bundle:
     words, seg_speakers = _get_structure(r, n_segments, flat)
     max_units = int(limits.max_duration / UNIT)
     segments, last_end = _get_timings(r, words, seg_speakers, max_units)
-    duration = last_end + _unzigzag(m.tail.decode(dec))
+    duration = last_end * TICKS_PER_UNIT + _unzigzag(m.tail.decode(dec))  # in 20 ms ticks
     if duration < 0:
-        raise ValueError(f"the recording lasts {duration * UNIT:.2f} s")
-    if duration > max_units:
-        raise _LimitExceeded(f"bundle declares {duration * UNIT:.0f} s of audio, "
+        raise ValueError(f"the recording lasts {duration * TICK:.2f} s")
+    if duration > max_units * TICKS_PER_UNIT:
+        raise _LimitExceeded(f"bundle declares {duration * TICK:.0f} s of audio, "
                              f"over the limit of {limits.max_duration:.0f} s")
     stream = _get_stream(r) if has_stream else None
     clips = []
@@ -563,7 +565,7 @@ def _decode(r: _Reader, header: Header) -> Bundle:
             clips.append(_unpack_clip(entry, len(speakers), int(limits.max_duration / TICK)))
     if get_raw(r.dec, END_BITS) != END_CHECK:
         raise BundleError("truncated", "truncated or corrupted bundle: its end check fails")
-    return Bundle(SourceInfo(title, duration * UNIT, language, stream), speakers, segments, clips,
+    return Bundle(SourceInfo(title, duration * TICK, language, stream), speakers, segments, clips,
                   header.bundle_id, header.created)
 
 
