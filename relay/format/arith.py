@@ -234,7 +234,7 @@ class Count:
     def __init__(self, adaptive: int = 3) -> None:
         self._length = [Bit(0.5) for _ in range(self.MAX_BITS + 1)]
         self._adaptive = adaptive
-        self._mantissa: dict[tuple[int, int, int], Bit] = {}
+        self._mantissa: dict[tuple[int, int], Bit] = {}
 
     def encode(self, enc: Encoder, value: int) -> None:
         if not 0 <= value < 1 << self.MAX_BITS:
@@ -269,7 +269,7 @@ class Count:
         return v - 1
 
     def _mantissa_bit(self, n: int, prefix: int) -> Bit:
-        key = (n, prefix, 0)
+        key = (n, prefix)
         if key not in self._mantissa:
             self._mantissa[key] = Bit(0.5)
         return self._mantissa[key]

@@ -75,10 +75,9 @@ def _model_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-def _read_ct2(path: Path, prefix: str) -> dict[str, np.ndarray]:
-    """The variables under ``prefix`` of a CTranslate2 ``model.bin`` (format 6)."""
+def _read_ct2(data: bytes, prefix: str) -> dict[str, np.ndarray]:
+    """The variables under ``prefix`` of a CTranslate2 ``model.bin`` (format 6), read from its bytes."""
     dtypes = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
-    data = path.read_bytes()
     pos = 0
 
     def take(fmt: str) -> int:
@@ -171,10 +170,11 @@ class TextModel:
         path = folder / "model.bin"
         if not path.exists():
             raise TextModelMissing(f"{path} is missing")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes()  # read once: hashed, then parsed
+        digest = hashlib.sha256(data).hexdigest()
         if digest != PINNED_SHA256:
             raise TextModelMissing(f"{path} is not the pinned Whisper tiny.en (sha256 {digest[:12]}...)")
-        v = _read_ct2(path, "decoder/")
+        v = _read_ct2(data, "decoder/")
         tables = np.load(str(files("relay.format.models").joinpath("tiny-en-lm-v1.npz")), allow_pickle=False)
         self.exp = tables["exp"].astype(np.int64)
         self.gelu = tables["gelu"].astype(np.int64)
