@@ -11,7 +11,9 @@ the rest of the bundle).
 
 The coder is the classic one of Witten, Neal and Cleary (CACM 1987) with a
 64-bit state. The encoder ends on the shortest tail that pins the interval
-and drops trailing zero bytes: the decoder reads zeros past the end.
+and drops trailing zero bytes: the decoder reads zeros past the end, but
+only as far as a stream the encoder wrote can need (its 64-bit window and
+the bits it dropped), so a cut or forged stream ends where its data does.
 """
 
 from __future__ import annotations
@@ -80,8 +82,12 @@ class Encoder:
         return bytes(out)
 
 
+MAX_OVERRUN = 2 * PRECISION  # bits a decoder may read past the data: its window, and the zeros the encoder dropped
+
+
 class Decoder:
-    """Reads what an :class:`Encoder` wrote; past the end it reads zeros.
+    """Reads what an :class:`Encoder` wrote; past the end it reads zeros, at
+    most :data:`MAX_OVERRUN` bits of them (then ``ValueError``: the data ended).
 
     ``max_steps`` bounds the symbols one stream may yield, so a hostile
     stream cannot keep a reader busy for ever (each reader also bounds what
@@ -101,6 +107,8 @@ class Decoder:
         pos = self._pos
         self._pos += 1
         if pos >> 3 >= len(self._data):
+            if pos - 8 * len(self._data) >= MAX_OVERRUN:
+                raise ValueError("the coded stream ends before its data does")
             return 0
         return (self._data[pos >> 3] >> (7 - (pos & 7))) & 1
 

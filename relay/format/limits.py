@@ -15,9 +15,14 @@ limits would refuse, so keep both ends alike).
 
 from __future__ import annotations
 
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from relay.errors import RelayError
 
 MiB = 1024 * 1024
 
@@ -35,6 +40,54 @@ class Limits(BaseModel):
     max_text_chars: Annotated[int, Field(ge=1, le=100_000_000)] = 2_000_000
     max_speakers: Annotated[int, Field(ge=1, le=255)] = 64
     max_clips: Annotated[int, Field(ge=0, le=10_000_000)] = 20_000
+    # CPU seconds decoding one bundle may take: this much, plus decode_cpu_per_kb for each KiB on the wire.
+    # Format v2's text costs about 10-40 ms a token here (5x that on a Pi); a byte holds one token of ordinary
+    # speech but dozens of a repeated one, so only a budget bounds what a bundle can cost (README: hostile input)
+    decode_cpu_seconds: Annotated[float, Field(gt=0, le=86400)] = 120.0
+    decode_cpu_per_kb: Annotated[float, Field(ge=0, le=86400)] = 120.0
+
+    def decode_seconds(self, size: int) -> float:
+        """The CPU budget of decoding a bundle of ``size`` bytes."""
+        return self.decode_cpu_seconds + self.decode_cpu_per_kb * size / 1024
 
 
 DEFAULT_LIMITS = Limits()
+
+
+class LimitExceeded(ValueError):
+    """A well-formed bundle bigger, or dearer to decode, than the reader allows."""
+
+
+class DecodeAbandoned(RelayError):
+    """Whoever asked for a decode gave up on it (a more urgent bundle came first, the daemon is stopping)."""
+
+
+@dataclass
+class DecodeBudget:
+    """What one decoding may cost: ``seconds`` of this thread's CPU time, and
+    ``cancel``, which its owner sets to abandon it (the decoder looks at both
+    once per token, so it stops within one token's time). A worker thread
+    cannot be killed; one that checks a flag can be abandoned."""
+
+    seconds: float
+    cancel: threading.Event | None = None
+    _start: float | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, limits: Limits, size: int, cancel: threading.Event | None = None) -> DecodeBudget:
+        return cls(limits.decode_seconds(size), cancel)
+
+    def begin(self) -> DecodeBudget:
+        """Start counting, in the thread that decodes (CPU time is counted per thread)."""
+        self._start = time.thread_time()
+        return self
+
+    def used(self) -> float:
+        return 0.0 if self._start is None else time.thread_time() - self._start
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise DecodeAbandoned("decoding abandoned")
+        if self.used() > self.seconds:
+            raise LimitExceeded(f"decoding took over {self.seconds:.0f} CPU-seconds (limits.decode_cpu_seconds "
+                                "and decode_cpu_per_kb)")

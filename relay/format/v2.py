@@ -59,7 +59,7 @@ from relay.format.arith import Adaptive, Bit, Count, Decoder, Encoder, get_bytes
 from relay.format.arith import unzigzag as _unzigzag
 from relay.format.arith import zigzag as _zigzag
 from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, StreamPart, Word
-from relay.format.limits import DEFAULT_LIMITS, Limits
+from relay.format.limits import DEFAULT_LIMITS, DecodeBudget, LimitExceeded, Limits
 from relay.format.profile import PROFILE_ID_SIZE
 from relay.format.v1 import (
     STREAM_ID_BYTES,
@@ -84,6 +84,12 @@ TICKS_PER_UNIT = 4  # v1's 20 ms ticks in a step: the recording's length and a s
 REF_SIZE = 4  # bytes of a profile id sent as a reference
 RESIDUALS = 24  # zigzag residuals below this have their own count; the rest escape
 RESIDUAL_STEP = 16  # what a residual adds to its count (the prior totals about 300)
+# Tokens a bundle may hold (title, labels and text): TOKENS_BASE plus TOKENS_PER_BYTE for each byte of its
+# stream; the ground refuses to write more, so the work of decoding follows the bytes received. Speech costs
+# about one token a byte; a word said over and over (a hallucination loop) up to about 50 (measured: "la" 5,000
+# times, 98 bytes); a stream of zeros ends with its data after a few.
+TOKENS_BASE, TOKENS_PER_BYTE = 64, 64
+TITLE_TOKENS, LABEL_TOKENS = 1000, 200  # a title's, a speaker label's
 SENTENCE_END = (".", "?", "!")
 CLAUSE_END = (",", ";", ":", "-")
 
@@ -187,6 +193,8 @@ class _Writer:
         self.enc = Encoder()
         self.m = _Models()
         self.costs: dict[str, int] = {}
+        self.head_tokens = 0  # the title's and the labels' (the reader counts them against the size alone)
+        self.text_tokens = 0
 
     def part(self, name: str, fn: Callable[[], object]) -> None:
         before = self.enc.bits()
@@ -200,22 +208,31 @@ class _Writer:
         self.m.small.encode(self.enc, len(data))
         put_bytes(self.enc, data)
 
-    def tokens(self, text: str) -> list[int]:
+    def tokens(self, text: str, limit: int | None = None) -> list[int]:
+        """``text`` under the model; ``limit``: the most a reader takes here (None: the bundle's text)."""
         from relay.format.textmodel import encode_tokens, text_of, tokens_of
 
         toks = tokens_of(text) if text else []
         if text_of(toks) != text:
             raise ValueError(f"{text[:40]!r} does not survive Whisper's tokenizer (it holds a special token)")
+        if limit is not None and len(toks) > limit:
+            raise ValueError(f"{text[:40]!r}... is {len(toks)} tokens, over the {limit} a reader takes there")
+        if limit is None:
+            self.text_tokens += len(toks)
+        else:
+            self.head_tokens += len(toks)
         encode_tokens(self.enc, toks)
         return toks
 
 
 class _Reader:
-    def __init__(self, data: bytes, limits: Limits) -> None:
+    def __init__(self, data: bytes, limits: Limits, budget: DecodeBudget | None = None) -> None:
         self.dec = Decoder(data)
         self.size = len(data)
         self.m = _Models()
         self.limits = limits
+        self.budget = budget
+        self.tokens_left = TOKENS_BASE + TOKENS_PER_BYTE * len(data)  # across the title, labels and text
 
     def blob(self, what: str, limit: int) -> bytes:
         n = self.m.small.decode(self.dec)
@@ -224,16 +241,21 @@ class _Reader:
         return get_bytes(self.dec, n)
 
     def tokens(self, limit: int) -> str:
-        """Text under the model. At most ``limit`` tokens, and at most 16 a
-        byte of the stream: a token the model is sure of costs a thousandth
-        of a bit, so a forged stream could otherwise spin out text for hours."""
+        """Text under the model: at most ``limit`` tokens, and at most what the
+        bundle's size allows in all (:data:`TOKENS_PER_BYTE`): a token the model
+        is sure of costs a hundredth of a bit, so a forged stream could
+        otherwise spin out text for hours."""
         from relay.format.textmodel import decode_tokens, text_of
 
-        return text_of(decode_tokens(self.dec, min(limit, 16 * self.size + 64)))
+        cap = min(limit, self.tokens_left)
+        toks = decode_tokens(self.dec, cap, budget=self.budget,
+                             over=None if cap == limit else f"over the {cap} tokens a bundle of "
+                                                             f"{self.size + HEADER_SIZE} bytes may hold")
+        self.tokens_left -= len(toks)
+        return text_of(toks)
 
 
-class _LimitExceeded(ValueError):
-    """A well-formed bundle bigger than the reader allows."""
+_LimitExceeded = LimitExceeded  # a well-formed bundle bigger (or dearer to decode) than the reader allows
 
 
 def _words_of(bundle: Bundle) -> list[list[str]]:
@@ -285,6 +307,10 @@ def encode(bundle: Bundle) -> tuple[bytes, dict[str, int]]:
         w.part("clips", clips)
     w.part("end check", lambda: put_raw(enc, END_CHECK, END_BITS))
     body = enc.finish()
+    tokens = w.head_tokens + w.text_tokens
+    if tokens > TOKENS_BASE + TOKENS_PER_BYTE * len(body):
+        raise ValueError(f"{tokens} tokens in a bundle of {len(body) + HEADER_SIZE} bytes: more than a reader "
+                         f"takes ({TOKENS_PER_BYTE} a byte; the text repeats itself over and over)")
     header = MAGIC + bundle.bundle_id + struct.pack(">I", bundle.created)
     costs = {"header": 8 * len(header), **w.costs}
     costs["flush"] = 8 * len(body) - sum(v for k, v in w.costs.items())
@@ -330,7 +356,7 @@ def _put_title(w: _Writer, title: str) -> None:
     if as_name:
         _put_name(w.enc, title)
     else:
-        w.tokens(title)
+        w.tokens(title, TITLE_TOKENS)
 
 
 def _text_cost(text: str) -> int:
@@ -343,7 +369,7 @@ def _text_cost(text: str) -> int:
 
 def _get_title(r: _Reader) -> str:
     if not r.m.title_is_name.decode(r.dec):
-        return r.tokens(1000)
+        return r.tokens(TITLE_TOKENS)
     model = Adaptive(PRINTABLE + 1, _name_prior(), step=16)
     out: list[str] = []
     while (symbol := model.decode(r.dec)) != PRINTABLE:
@@ -370,7 +396,7 @@ def _put_speakers(w: _Writer, speakers: list[Speaker]) -> None:
         def label(spk: Speaker = spk, default: bool = default) -> None:
             m.label_default.encode(w.enc, int(default))
             if not default:
-                w.tokens(spk.label)
+                w.tokens(spk.label, LABEL_TOKENS)
 
         def profile(spk: Speaker = spk) -> None:
             kind = 0 if not spk.profile_id else 1 if spk.profile is None else 2
@@ -512,12 +538,14 @@ def read_header(data: bytes, source: str | None = None) -> Header:
     return Header(bytes(data[2:10]), created, model)
 
 
-def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Bundle:
+def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, budget: DecodeBudget | None = None) -> Bundle:
     """The bundle in ``data`` (magic already checked); ``ValueError`` for a
-    malformed stream, :class:`_LimitExceeded` past ``limits``, and
-    :class:`BundleError` (``truncated``) when the stream ran out first."""
+    malformed stream, :class:`LimitExceeded` past ``limits`` or ``budget``,
+    :class:`relay.format.limits.DecodeAbandoned` when the budget's owner
+    cancelled it, and :class:`BundleError` (``truncated``) when the stream ran
+    out first."""
     header = read_header(data)
-    r = _Reader(data[HEADER_SIZE:], limits)
+    r = _Reader(data[HEADER_SIZE:], limits, budget)
     try:
         return _decode(r, header)
     except (ValueError, IndexError, TypeError, UnicodeDecodeError, msgpack.UnpackException) as exc:
@@ -577,7 +605,7 @@ def _get_speakers(r: _Reader) -> list[Speaker]:
     m.n_speakers = max(1, n)
     speakers: list[Speaker] = []
     for i in range(n):
-        label = f"S{i + 1}" if m.label_default.decode(dec) else r.tokens(200)
+        label = f"S{i + 1}" if m.label_default.decode(dec) else r.tokens(LABEL_TOKENS)
         kind = m.profile_kind.decode(dec)
         if kind == 0:
             speakers.append(Speaker(label))

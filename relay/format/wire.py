@@ -11,16 +11,18 @@ written on request (``version=1``) for an edge that has not been upgraded.
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
+import threading
+from collections import OrderedDict
 
 from relay.errors import BundleError
 from relay.format import v1, v2
 from relay.format.bundle import Bundle
-from relay.format.limits import DEFAULT_LIMITS, Limits
+from relay.format.limits import DEFAULT_LIMITS, DecodeAbandoned, DecodeBudget, LimitExceeded, Limits
 
 VERSIONS = (1, 2)
 DEFAULT_VERSION = 2
-CACHE_UNDER = 64 * 1024  # bundles up to this size are kept decoded (16 at most)
+CACHE_UNDER = 64 * 1024  # bundles up to this size are kept decoded (CACHE_ENTRIES at most)
+CACHE_ENTRIES = 16
 
 
 def encode_bundle(bundle: Bundle, version: int = DEFAULT_VERSION) -> bytes:
@@ -39,10 +41,13 @@ def version_of(data: bytes) -> int:
     return 1 if data[:3] == v1.MAGIC else 0
 
 
-def decode_bundle(data: bytes, source: str | None = None, limits: Limits = DEFAULT_LIMITS) -> Bundle:
+def decode_bundle(data: bytes, source: str | None = None, limits: Limits = DEFAULT_LIMITS,
+                  budget: DecodeBudget | None = None) -> Bundle:
     """Unpack bytes into a :class:`Bundle`; any defect, and anything beyond
     ``limits``, raises :class:`BundleError` (reason ``limits`` for the latter)
-    before memory is allocated for it."""
+    before memory is allocated for it. Decoding runs within ``budget`` (by
+    default the CPU time ``limits`` give a bundle of this size), and raises
+    :class:`DecodeAbandoned` if the budget's owner cancels it."""
     if version_of(data) != 2:
         return v1.decode_bundle(data, source, limits)
     if len(data) > limits.max_bundle_bytes:
@@ -51,27 +56,40 @@ def decode_bundle(data: bytes, source: str | None = None, limits: Limits = DEFAU
     v2.read_header(data, source)
     from relay.format.textmodel import TextModelMissing
 
+    data = bytes(data)
+    with _lock:
+        cached = _decoded.get((data, limits))
+        if cached is not None:
+            _decoded.move_to_end((data, limits))
+    if cached is not None:
+        return copy.deepcopy(cached)
+    budget = (budget or DecodeBudget.of(limits, len(data))).begin()
     try:
-        if len(data) > CACHE_UNDER:  # mostly coded audio, quick to read and big to keep
-            return v2.decode(bytes(data), limits)
-        return copy.deepcopy(_decode_v2(bytes(data), limits))
-    except BundleError as exc:
+        bundle = v2.decode(data, limits, budget)
+    except (BundleError, DecodeAbandoned) as exc:
+        if isinstance(exc, DecodeAbandoned):
+            raise
         raise BundleError(exc.reason, str(exc), source) from None
     except TextModelMissing as exc:
         raise BundleError("dictionary", f"this relay cannot read format v2: {exc}", source) from None
-    except v2._LimitExceeded as exc:
+    except LimitExceeded as exc:
         raise BundleError("limits", str(exc), source) from None
     except Exception as exc:  # any malformation of the coded stream is a bad bundle
         raise BundleError("body", f"malformed or corrupted bundle ({exc.__class__.__name__}: {exc})",
                           source) from None
+    if len(data) <= CACHE_UNDER:  # mostly coded audio above: quick to read and big to keep
+        with _lock:
+            _decoded[(data, limits)] = copy.deepcopy(bundle)
+            while len(_decoded) > CACHE_ENTRIES:
+                _decoded.popitem(last=False)
+    return bundle
 
 
-@lru_cache(maxsize=16)
-def _decode_v2(data: bytes, limits: Limits) -> Bundle:
-    """The edge reads a bundle when it arrives, when it plays and when a page
-    shows it; decoding text is the slow part (about 10 ms a token), so the
-    last few decoded are kept (callers get a copy)."""
-    return v2.decode(data, limits)
+# The edge reads a bundle when it arrives, when it plays and when a page shows
+# it; decoding text is the slow part (10-40 ms a token), so the last few
+# decoded are kept (callers get a copy; an abandoned or failed decode is not kept).
+_decoded: OrderedDict[tuple[bytes, Limits], Bundle] = OrderedDict()
+_lock = threading.Lock()
 
 
 def field_bits(bundle: Bundle, version: int = DEFAULT_VERSION) -> dict[str, int]:

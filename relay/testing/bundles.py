@@ -58,3 +58,41 @@ def conversation(phrases: int = 12, seed: int = 0, title: str = "watch change",
         segments.append(Segment(p % 2, ws[0].start, ws[-1].end, " ".join(w.text for w in ws), tuple(ws)))
         t += rng.uniform(0.3, 1.5)
     return Bundle(SourceInfo(title, t + 0.5, "en"), [Speaker(names[0]), Speaker(names[1])], segments)
+
+
+def repeated(word: str = "la", times: int = 750, title: str = "") -> bytes:
+    """A valid, dense format v2 bundle: one word said ``times`` times (a
+    hallucination loop, a chant) in one segment. The text model is sure of
+    every repeat, so the text costs a fraction of a bit a token: about 30
+    tokens a byte (1,500 tokens in 46 bytes), and each costs the reader a
+    decoder step."""
+    text = " ".join([word] * times)
+    bundle = Bundle(SourceInfo(title, 60.0, "en"), [Speaker("S1")], [Segment(0, 0.0, 60.0, text)],
+                    bundle_id=os.urandom(8), created=0)
+    return encode_bundle(bundle, 2)
+
+
+def endless_text(size: int = 64 * 1024, seed: int = 0) -> bytes:
+    """A hostile format v2 bundle: a valid start (no title, one speaker, one
+    segment) and then random bytes, which the text model reads as tokens,
+    about one every two bytes, for as long as the data lasts: tens of
+    thousands of decoder steps (many minutes) before it is found to be
+    garbage. What a reader's CPU budget is for."""
+    from relay.format import v2
+    from relay.format.arith import Encoder
+
+    w = v2._Writer()
+    m, enc = w.m, w.enc
+    m.flags[0].encode(enc, 0)
+    m.flags[1].encode(enc, 0)
+    v2._put_title(w, "")
+    v2._put_language(w, "en")
+    v2._put_speakers(w, [Speaker("S1")])
+    w.count(m.small, 1)
+    enc._pending += 1  # end the prefix as Encoder.finish does, keeping every bit (no trailing zeros dropped):
+    enc._emit(0 if enc._low < (1 << 62) else 1)  # whatever follows, the symbols above decode as written
+    bits = enc._bits + [0] * (-len(enc._bits) % 8)
+    prefix = bytes(int("".join(map(str, bits[i:i + 8])), 2) for i in range(0, len(bits), 8))
+    assert isinstance(enc, Encoder)
+    noise = random.Random(seed).randbytes(size)
+    return v2.MAGIC + os.urandom(8) + (0).to_bytes(4, "big") + prefix + noise
