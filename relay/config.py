@@ -63,6 +63,7 @@ class Link(_Strict):
     windows: list[str] = []  # daily UTC windows "HH:MM-HH:MM" when sending is allowed; empty = always
     ack_timeout: Annotated[float, Field(gt=0)] = 120.0  # seconds before a silent edge is polled
     max_poll_interval: Annotated[float, Field(gt=0)] = 3600.0
+    max_clock_skew: Annotated[float, Field(ge=0)] = 600.0  # an ack signed further in the future is refused
 
     @field_validator("windows")
     @classmethod
@@ -163,10 +164,45 @@ class EdgeLink(_Strict):
     partial_quota: Annotated[int, Field(ge=1024)] = 128 * 1024 * 1024  # bytes those may declare, in all
     partial_ttl: Annotated[float, Field(gt=0)] = 3 * 86400.0  # seconds a transfer may sit idle before it is dropped
     buffer_bytes: Annotated[int, Field(ge=0)] = 4 * 1024 * 1024  # parts held in memory until their hash arrives
+    buffer_parts: Annotated[int, Field(ge=0, le=1_000_000)] = 4096  # and at most this many of them
     max_age: Annotated[float, Field(ge=0)] = 30 * 86400.0  # refuse transfers signed longer ago (0: no limit)
     max_clock_skew: Annotated[float, Field(ge=0)] = 600.0  # seconds the ground's clock may be ahead or behind
     reply_interval: Annotated[float, Field(ge=0)] = 5.0  # the same ack is sent at most once in this many seconds
     max_play_attempts: Annotated[int, Field(ge=1, le=100)] = 2  # playbacks the daemon may die in before quarantine
+
+
+Days = Annotated[float, Field(gt=0, le=36500)]
+MB = Annotated[float, Field(gt=0, le=10_000_000)]
+
+
+class EdgeRetention(_Strict):
+    """What the edge keeps, and for how long (``[retention]`` in edge.toml): a
+    node at sea runs for a year with nobody to empty its disk. The daemon
+    prunes every ``every`` seconds and before it waits for space; ``relay edge
+    prune [--dry-run]`` does the same by hand. Nothing not yet played is ever
+    removed, and a bundle's id is kept as long as a replay of it could still
+    be fresh (``link.max_age``), so it is never played twice."""
+
+    played_days: Days = 30.0  # output WAVs (output_dir) older than this are removed
+    played_mb: MB = 4096.0  # and the oldest beyond this much in all
+    wav_mb: MB = 512.0  # one bundle's WAV at most (22 kHz: about 3 h); a longer one is quarantined, not written
+    cache_days: Days = 7.0  # the console's renderings (state_dir/web), by age
+    cache_mb: MB = 1024.0  # and in all
+    bundles_days: Days = 90.0  # a played (or refused) bundle's data is kept this long (relay edge play, the console)
+    bundles_max: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000  # and at most this many bundles' data
+    transcripts_mb: MB = 256.0  # the search index (transcripts.db) keeps the newest transcripts within this
+    every: Annotated[float, Field(ge=1, le=86400)] = 600.0  # seconds between prunings in the daemon
+
+
+class GroundRetention(_Strict):
+    """What the ground keeps (``[retention]`` in ground.toml): files taken from
+    the spool and uploaded on the console once their bundle is delivered (or
+    failed, or cancelled), finished queue entries, refused spool files."""
+
+    files_days: Days = 7.0  # spool/.taken, uploads: after the entry is finished
+    rejected_days: Days = 30.0  # spool/.rejected and its .reason files
+    queue_days: Days = 90.0  # finished entries (delivered, failed, cancelled) leave the queue
+    every: Annotated[float, Field(ge=1, le=86400)] = 600.0  # seconds between prunings in the daemon
 
 
 class Codecs(_Strict):
@@ -221,6 +257,9 @@ class Web(_Strict):
 
     enabled: bool = False  # served by the daemon too (relay edge web / relay ground web serve it alone)
     listen: str = "127.0.0.1:8750"  # HOST:PORT; beyond loopback only with a password_hash
+    # names and addresses the console is reached by beyond localhost and the listen address (every request's
+    # Host is checked: a page elsewhere cannot point a name of its own at this console, DNS rebinding)
+    hosts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9.:\-\[\]]{1,253}$")]] = []
     # scrypt hash of the console's password (`relay web password` makes one); a login is asked whenever set
     password_hash: str | None = None
     session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 12.0  # a login lasts this long (or to a restart)
@@ -264,6 +303,7 @@ class GroundConfig(_Strict):
     codecs: Codecs = Field(default_factory=Codecs)
     limits: Limits = Limits()
     web: GroundWeb = Field(default_factory=GroundWeb)
+    retention: GroundRetention = GroundRetention()
 
     @property
     def username(self) -> str:
@@ -278,6 +318,7 @@ class EdgeConfig(_Strict):
     voices: Voices = Field(default_factory=Voices)
     codecs: Codecs = Field(default_factory=Codecs)
     limits: Limits = Limits()
+    retention: EdgeRetention = EdgeRetention()
 
     @property
     def username(self) -> str:

@@ -18,6 +18,7 @@ from relay.link.transfer import OutgoingTransfer
 from relay.profiles import ProfileStore
 from relay.testing.broker import LocalBroker, free_port, mosquitto_path
 from relay.testing.bundles import real_bundle
+from relay.testing.configs import SAME_CLOCK
 from relay.testing.pair import Pair, wait_for
 from relay.testing.web import call
 from tests.test_daemons import one_line, run, write_configs
@@ -33,7 +34,8 @@ def key() -> SigningKey:
 @pytest.fixture()
 def ends(tmp_path, key):
     outbox = Outbox(tmp_path / "ground.db")
-    inbox = Inbox(tmp_path / "edge.db", "ship", Keyring([key.public]), ProfileStore(tmp_path / "profiles.db"))
+    inbox = Inbox(tmp_path / "edge.db", "ship", Keyring([key.public]), ProfileStore(tmp_path / "profiles.db"),
+                  link=SAME_CLOCK)
     return outbox, inbox
 
 
@@ -74,10 +76,10 @@ def test_what_the_edge_would_refuse_from_the_link_it_refuses_from_a_file(tmp_pat
     row = outbox.add_bundle(real_bundle(300), "ship", Priority.NORMAL)
     good = by_hand.pack(outbox.export(row, key, FRAG))
     # another ground's key; a transfer signed for another edge
-    stranger = Inbox(tmp_path / "other.db", "ship", Keyring([SigningKey.generate().public]))
+    stranger = Inbox(tmp_path / "other.db", "ship", Keyring([SigningKey.generate().public]), link=SAME_CLOCK)
     with pytest.raises(LinkError, match="signature|key"):
         by_hand.import_transfer(stranger, good)
-    elsewhere = Inbox(tmp_path / "else.db", "tug", Keyring([key.public]))
+    elsewhere = Inbox(tmp_path / "else.db", "tug", Keyring([key.public]), link=SAME_CLOCK)
     with pytest.raises(LinkError):
         by_hand.import_transfer(elsewhere, good)
     # one byte changed in a data part: refused, and the half-made transfer is gone
@@ -92,7 +94,7 @@ def test_what_the_edge_would_refuse_from_the_link_it_refuses_from_a_file(tmp_pat
     old = OutgoingTransfer.create(bid, bundle, "ship", Priority.NORMAL, FRAG, key, 1, int(time.time()) - 40 * 86400)
     with pytest.raises(LinkError, match="days ago"):
         by_hand.import_transfer(inbox, by_hand.pack(old))
-    strict = Inbox(tmp_path / "strict.db", "ship", Keyring([key.public]), link=EdgeLink(max_age=0))
+    strict = Inbox(tmp_path / "strict.db", "ship", Keyring([key.public]), link=EdgeLink(max_clock_skew=0, max_age=0))
     before = OutgoingTransfer.create(bid, bundle, "ship", Priority.NORMAL, FRAG, key, 1, int(time.time()) - 7200)
     with pytest.raises(LinkError, match="before this edge's store began"):
         by_hand.import_transfer(strict, by_hand.pack(before))
@@ -152,6 +154,7 @@ def test_export_and_import_from_the_command_line(tmp_path):
     ground, edge = write_configs(tmp_path, 1, 2, key, 100.0)
     bundle = tmp_path / "news.bundle"
     bundle.write_bytes(real_bundle(120, title="news"))
+    assert run("edge", "ls", "-c", str(edge)).returncode == 0  # the edge is installed first (its store begins)
     added = run("ground", "queue", "add", str(bundle), "-c", str(ground))
     assert added.returncode == 0, added.stderr
     stick = tmp_path / "stick" / "news.transfer"
@@ -188,11 +191,12 @@ def test_a_running_edge_plays_an_imported_bundle_once_and_the_link_then_confirms
     with LocalBroker(tmp_path / "broker") as broker:
         pair = Pair(tmp_path, broker, f'\n[web]\nenabled = true\nlisten = "127.0.0.1:{console}"\n')
         try:
+            pair.start("edge")  # the edge exists (its store has begun) before the ground signs for it
+            wait_for(lambda: (tmp_path / "edge" / "inbox.db").exists(), 600, "the edge's store")
             pair.queue(real_bundle(30, title="by hand"), "hand")
             stick = tmp_path / "hand.transfer"
             out = pair.relay("ground", "export", "1", "-o", str(stick), "-c", str(pair.ground_config))
             assert out.returncode == 0, out.stderr
-            pair.start("edge")
             got = pair.relay("edge", "import", str(stick), "-c", str(pair.edge_config))
             assert got.returncode == 0 and "stored" in got.stdout, got.stderr
             wait_for(lambda: len(list((tmp_path / "played").glob("*.wav"))) == 1, 600, "the imported bundle played")

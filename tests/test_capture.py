@@ -22,6 +22,7 @@ from relay.link.messages import Priority
 from relay.link.signing import Keyring, SigningKey
 from relay.link.transfer import OutgoingTransfer
 from relay.testing.bundles import real_bundle
+from relay.testing.configs import SAME_CLOCK
 from tests.conftest import shared
 
 GAP = 1.2  # seconds of silence between the joined clips
@@ -100,7 +101,7 @@ def stream_part(seq: int, sid: bytes = b"live", last: bool = False) -> bytes:
 @pytest.fixture()
 def inbox(tmp_path):
     key = SigningKey.generate()
-    store = Inbox(tmp_path / "inbox.db", "ship", Keyring([key.public]))
+    store = Inbox(tmp_path / "inbox.db", "ship", Keyring([key.public]), link=SAME_CLOCK)
 
     def deliver(data: bytes) -> bytes:
         bid = decode_bundle(data).bundle_id

@@ -60,6 +60,9 @@ port = {edge_port}
 host = "127.0.0.1"
 topic_prefix = "t"
 keepalive = 5
+
+[link]
+max_clock_skew = 0  # one machine, one clock: take what the test signs the moment the store began
 """)
     return ground, edge
 

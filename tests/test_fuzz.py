@@ -34,6 +34,7 @@ from relay.link.inbox import Inbox
 from relay.link.messages import Ack, Fragment, LinkError, Priority, parse_down
 from relay.link.signing import Keyring, SigningKey
 from relay.link.transfer import Manifest, OutgoingTransfer
+from relay.testing.configs import SAME_CLOCK
 
 LIMITS = Limits(max_bundle_bytes=64 * 1024, max_body_bytes=256 * 1024, max_duration=3600.0, max_segments=500,
                 max_words=5000, max_text_chars=50_000, max_speakers=16, max_clips=200)
@@ -216,7 +217,8 @@ def test_link_parsers_raise_only_link_errors(data):
 @pytest.fixture(scope="module")
 def fuzz_inbox(tmp_path_factory):
     ground = SigningKey.generate()
-    inbox = Inbox(tmp_path_factory.mktemp("fuzz") / "edge.db", "ship1", Keyring([ground.public]), limits=LIMITS)
+    inbox = Inbox(tmp_path_factory.mktemp("fuzz") / "edge.db", "ship1", Keyring([ground.public]), limits=LIMITS,
+                  link=SAME_CLOCK)
     real = OutgoingTransfer.create(b"\x07" * 8, b"\x89SR" + bytes(2000), "ship1", Priority.NORMAL, 340, ground, 1,
                                    2_000_000_000 - 10)
     return inbox, ground, real

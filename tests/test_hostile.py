@@ -48,10 +48,10 @@ def test_no_ack_stops_the_ground(pair):
     wait_for(lambda: "connected" in pair.log("ground"), 600, "the ground to connect")
     raw = publisher(pair.broker.port)
     key = pair.edge_key
-    huge = msgpack.packb([2, bytes(8), 1, [], "", [2**40], 0])  # used to allocate a terabyte, then crash-loop
+    huge = msgpack.packb([3, bytes(8), 1, [], "", [2**40], 0, 1, 0, 1, 0])  # used to allocate a terabyte
     bad = [
         Ack(os.urandom(8), AckState.ACCEPTED).pack(key, "ship1"),  # a bundle this ground does not know
-        huge + key.sign(b"speech-relay ack v2\0", b"ship1\0" + huge)[1],
+        huge + key.sign(b"speech-relay ack v3\0", b"ship1\0" + huge)[1],
         Ack(os.urandom(8), AckState.ACCEPTED).body(),  # unsigned
         Ack(os.urandom(8), AckState.ACCEPTED).pack(SigningKey.generate(), "ship1"),  # forged
         os.urandom(5000),

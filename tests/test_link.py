@@ -3,6 +3,7 @@ parts of real bundles, out of order, duplicated, lost, forged, injected."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import time
@@ -22,6 +23,7 @@ from relay.link.signing import Keyring, SigningKey, VerifyKey
 from relay.link.transfer import IncomingTransfer, Layout, Manifest, OutgoingTransfer, payload_size
 from relay.profiles import ProfileStore
 from relay.testing.bundles import real_bundle
+from relay.testing.configs import SAME_CLOCK
 
 FRAG = 340
 
@@ -39,7 +41,7 @@ def edge_key() -> SigningKey:
 @pytest.fixture()
 def ends(tmp_path, key):
     outbox = Outbox(tmp_path / "ground.db")
-    inbox = Inbox(tmp_path / "edge.db", "ship", Keyring([key.public]))
+    inbox = Inbox(tmp_path / "edge.db", "ship", Keyring([key.public]), link=SAME_CLOCK)
     return outbox, inbox
 
 
@@ -54,6 +56,11 @@ def drain(outbox: Outbox, key: SigningKey, edges=("ship",), limit: int = 10_000,
         outbox.sent(nxt, ack_timeout=ack_timeout)
         out.append((nxt, parse_down(nxt.payload)))
     raise AssertionError("sender never ran dry")
+
+
+def stamped(inbox: Inbox, ack: Ack) -> Ack:
+    """``ack`` as the edge daemon signs it: with the edge's next ack number."""
+    return dataclasses.replace(ack, counter=inbox.next_counter(), at=int(time.time()))
 
 
 def deliver(inbox: Inbox, frag: Fragment) -> Received:
@@ -76,7 +83,7 @@ def test_bundles_cross_in_order_with_duplicates_and_holes(ends, key, edge_key):
     acks = [deliver(inbox, f).ack for f in [head, *rest, *rest[:2]]]  # and two duplicates
     holes = [a for a in acks if a is not None]
     assert holes and holes[-1].state == AckState.INCOMPLETE and holes[-1].missing_indices() == lost
-    wire_ack = Ack.unpack(holes[-1].pack(edge_key, "ship"), edge_key.public, "ship")
+    wire_ack = Ack.unpack(holes[-1].pack(edge_key, "ship", inbox.next_counter()), edge_key.public, "ship")
     outbox.on_ack(wire_ack, "ship", 60)
     resent = drain(outbox, key)
     assert sorted(f.index for _, f in resent) == sorted(lost)  # only the holes
@@ -86,10 +93,12 @@ def test_bundles_cross_in_order_with_duplicates_and_holes(ends, key, edge_key):
     outcome = outbox.on_ack(results[-1].ack, "ship", 60)
     assert outcome.item.state == State.DELIVERED and outcome.note == "delivered"
     assert inbox.data(decided[0].bundle_id) == data
-    # the broker redelivers an old fragment: acknowledged again (once per reply_interval), stored once
+    # the broker redelivers the manifest: acknowledged again (once per reply_interval), stored once;
+    # a bare part of a decided bundle is anyone's to send, and never answered
     again = inbox.receive(frags[0])
     assert again.ack is not None and again.ack.state == AckState.ACCEPTED and again.decided is None
-    assert inbox.receive(frags[1]).ack is None  # the same ack again, so soon: not sent
+    assert inbox.receive(frags[0]).ack is None  # the same ack again, so soon: not sent
+    assert inbox.receive(frags[1]).ack is None
     assert len(inbox.bundles()) == 1
 
 
@@ -191,7 +200,7 @@ def test_forged_parts_and_manifests_never_displace_the_real_ones(ends, key):
 def test_untrusted_unsigned_and_misaddressed_manifests_are_dropped_silently(tmp_path, key):
     """Unauthenticated input gets no answer: an answer would let a stranger make
     the edge talk up the thin link, or fail a real bundle at the ground."""
-    inbox = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]))
+    inbox = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]), link=SAME_CLOCK)
     stranger = SigningKey.generate()
     data = real_bundle(20)
     cases = {
@@ -221,7 +230,7 @@ def test_a_signed_bundle_that_does_not_decode_is_rejected_and_the_ground_fails_i
     results = [deliver(inbox, t.fragment(i)) for i in range(t.count)]
     assert results[-1].decided.state == REJECTED and results[-1].ack.state == AckState.REJECTED
     drain(outbox, key)
-    outcome = outbox.on_ack(results[-1].ack, "ship", 60)
+    outcome = outbox.on_ack(stamped(inbox, results[-1].ack), "ship", 60)
     assert outcome.item.state == State.FAILED and "edge rejected it" in outcome.item.reason
     assert inbox.next_to_play() is None
 
@@ -232,22 +241,23 @@ def test_stale_and_replayed_transfers_are_refused_and_signed_again(tmp_path, key
     outbox = Outbox(tmp_path / "g.db")
     outbox.add_bundle(real_bundle(30), "ship")
     frags = [f for _, f in drain(outbox, key)]
-    old = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]))
+    old = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]), link=SAME_CLOCK)
     assert [deliver(old, f) for f in frags][-1].decided.state == ACCEPTED
     old.close()
     (tmp_path / "e.db").unlink()  # the edge's store is lost ...
-    later = Inbox(tmp_path / "e2.db", "ship", Keyring([key.public]), link=EdgeLink(max_clock_skew=0))
-    later.epoch = int(time.time()) + 5  # ... and begins again a little later
+    later = Inbox(tmp_path / "e2.db", "ship", Keyring([key.public]))
+    later.epoch = int(time.time()) + 5  # ... and begins again a few seconds later: within max_clock_skew
     got = later.receive(frags[0])  # an attacker replays the captured transfer
     assert got.ack.state == AckState.REJECTED and got.ack.code == RejectCode.STALE and later.partial() == []
-    # the ground, told so in an ack it can trust, signs again; the new signature is accepted
+    assert got.ack.not_before == later.epoch
+    # the ground, told so in an ack it can trust, signs again, no earlier than the edge's store began
     outcome = outbox.on_ack(got.ack, "ship", 60)  # (the first ack never reached the ground)
     assert outcome.item.state == State.READY
-    later.epoch = int(time.time()) - 5
     fresh = [f for _, f in drain(outbox, key)]
+    assert Manifest.unpack(fresh[0].data).signed_at == later.epoch
     assert [deliver(later, f) for f in fresh][-1].decided.state == ACCEPTED
     # a bundle signed longer ago than max_age
-    aged = Inbox(tmp_path / "e3.db", "ship", Keyring([key.public]), link=EdgeLink(max_age=60))
+    aged = Inbox(tmp_path / "e3.db", "ship", Keyring([key.public]), link=EdgeLink(max_clock_skew=0, max_age=60))
     t = OutgoingTransfer.create(os.urandom(8), real_bundle(10), "ship", Priority.NORMAL, FRAG, key, 3,
                                 int(time.time()) - 3600)
     assert aged.receive(t.fragment(0)).ack.code == RejectCode.STALE
@@ -257,21 +267,29 @@ def test_the_ground_signs_again_when_the_edge_calls_its_transfer_stale(tmp_path,
     outbox = Outbox(tmp_path / "g.db")
     row = outbox.add_bundle(real_bundle(30), "ship")
     first = [f for _, f in drain(outbox, key)]
-    stale = Ack(first[0].bundle_id, AckState.REJECTED, reason="signed before this edge's store began",
-                code=RejectCode.STALE)
-    assert outbox.on_ack(stale, "ship", 60).item.state == State.READY
+
+    def stale(manifest: Fragment, not_before: int = 0) -> Ack:
+        return Ack(manifest.bundle_id, AckState.REJECTED, reason="signed before this edge's store began",
+                   code=RejectCode.STALE, seq=Manifest.unpack(manifest.data).seq, not_before=not_before)
+
+    later = int(time.time()) + 90  # the edge's store began after the ground's clock's now
+    assert outbox.on_ack(stale(first[0], later), "ship", 60).item.state == State.READY
     second = [f for _, f in drain(outbox, key)]
+    replayed = outbox.on_ack(stale(first[0], later), "ship", 60)
+    assert replayed.item is None and replayed.refused == "old transfer"  # about the transfer before
     assert second[0].data != first[0].data  # a new manifest: new time, new sequence number
     assert Manifest.unpack(second[0].data).seq == Manifest.unpack(first[0].data).seq + 1
+    assert Manifest.unpack(second[0].data).signed_at == later  # signed no earlier than the edge asked
+    last = second
     for _ in range(3):
-        outbox.on_ack(stale, "ship", 60)
-        drain(outbox, key)
+        outbox.on_ack(stale(last[0]), "ship", 60)
+        last = [f for _, f in drain(outbox, key)] or last
     assert outbox.get(row).state == State.FAILED  # a clock that keeps disagreeing is an operator's problem
 
 
 def test_partial_transfers_expire_and_have_a_quota(tmp_path, key):
     inbox = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]),
-                  link=EdgeLink(max_partial=2, partial_ttl=60))
+                  link=EdgeLink(max_clock_skew=0, max_partial=2, partial_ttl=60))
 
     def start(prio: Priority) -> bytes:
         t = OutgoingTransfer.create(os.urandom(8), real_bundle(200, seed=int(prio)), "ship", prio, FRAG, key, 1,
@@ -300,9 +318,9 @@ def test_polls_are_signed_and_answered_once(ends, key):
     ack = inbox.poll(poll).ack  # the edge holds nothing of it
     assert ack.state == AckState.UNKNOWN
     assert inbox.poll(poll).ack is None  # a replayed poll: not answered again so soon
-    forged = Poll.create(poll.bundle_id, "ship", SigningKey.generate(), int(time.time()))
+    forged = Poll.create(poll.bundle_id, "ship", SigningKey.generate(), int(time.time()) + 1)
     assert inbox.poll(forged).dropped == "signature"
-    outbox.on_ack(ack, "ship", 60)
+    outbox.on_ack(stamped(inbox, ack), "ship", 60)
     assert outbox.get(row).pending == outbox.get(row).count  # everything again
 
 
@@ -429,15 +447,20 @@ def test_malformed_messages_are_link_errors(edge_key):
         parse_down(b"\x20" + bytes(1000), max_size=500)
     good = Ack(bytes(8), AckState.ACCEPTED)
     for body in (b"\xc1", b"\x93\x01\x02\x03", good.body()[:-1], bytes(70)):
-        signed = body + edge_key.sign(b"speech-relay ack v2\0", b"ship\0" + body)[1]
+        signed = body + edge_key.sign(b"speech-relay ack v3\0", b"ship\0" + body)[1]
         with pytest.raises(LinkError):
             Ack.unpack(signed, edge_key.public, "ship")
     # a profile id of 2**40 used to allocate a terabyte before the broker ack
     import msgpack
 
-    body = msgpack.packb([2, bytes(8), 1, [], "", [2**40], 0])
+    body = msgpack.packb([3, bytes(8), 1, [], "", [2**40], 0, 1, 0, 1, 0])
     with pytest.raises(LinkError, match="wrong types"):
         Ack.parse(body)
+    for numbers in ([-1, 0, 1, 0], [2**32, 0, 1, 0], [1, 0, 2**63, 0], [1, 0, 1, 2**40]):
+        with pytest.raises(LinkError, match="out of range"):
+            Ack.parse(msgpack.packb([3, bytes(8), 1, [], "", [], 0, *numbers]))
+    with pytest.raises(LinkError, match="shape or version"):  # an ack of protocol v2: no counter, refused
+        Ack.parse(msgpack.packb([2, bytes(8), 1, [], "", [], 0]))
 
 
 def test_keys_round_trip(tmp_path, key):
@@ -471,7 +494,7 @@ def test_edge_names_profiles_it_lacks_and_the_ground_sends_them_again(tmp_path, 
     ground_store, edge_store = ProfileStore(tmp_path / "g.db"), ProfileStore(tmp_path / "e.db")
     ground_store.put(profile, sent=True)  # the ground believes the edge has it
     outbox = Outbox(tmp_path / "ground.db")
-    inbox = Inbox(tmp_path / "edge.db", "ship", Keyring([key.public]), profiles=edge_store)
+    inbox = Inbox(tmp_path / "edge.db", "ship", Keyring([key.public]), profiles=edge_store, link=SAME_CLOCK)
 
     def bundle(title: str, full: bool) -> bytes:
         doc = decode_bundle(real_bundle(80, title))
@@ -501,7 +524,7 @@ def test_edge_names_profiles_it_lacks_and_the_ground_sends_them_again(tmp_path, 
 def test_an_assembly_that_does_not_match_its_digest_is_fetched_again_then_rejected(tmp_path, key):
     """Every part matched its hash but the whole does not match the signed digest
     (a ground bug): the parts are fetched again, not rejected for good at once."""
-    inbox = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]))
+    inbox = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]), link=SAME_CLOCK)
     data = real_bundle(100)
     t = OutgoingTransfer.create(os.urandom(8), data, "ship", Priority.NORMAL, FRAG, key, 1, int(time.time()))
     m = Manifest.unpack(t.part(0))
@@ -520,13 +543,13 @@ def test_an_assembly_that_does_not_match_its_digest_is_fetched_again_then_reject
 
 
 def test_a_transfer_completed_just_before_a_crash_is_decided_after_the_restart(tmp_path, key):
-    inbox = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]))
+    inbox = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]), link=SAME_CLOCK)
     data = real_bundle(60)
     t = OutgoingTransfer.create(decode_bundle(data).bundle_id, data, "ship", Priority.NORMAL, FRAG, key, 1,
                                 int(time.time()))
     completes = [inbox.receive(t.fragment(i)).complete for i in range(t.count)]
     assert completes[-1] == t.bundle_id  # complete, but the daemon dies before deciding
     inbox.close()
-    again = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]))
-    assert again.complete() == [t.bundle_id]
+    again = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]), link=SAME_CLOCK)
+    assert [bid for bid, _ in again.complete()] == [t.bundle_id]
     assert again.finish(t.bundle_id).decided.state == ACCEPTED and again.complete() == []

@@ -18,6 +18,7 @@ from relay.link.messages import Priority
 from relay.link.signing import Keyring, SigningKey
 from relay.link.transfer import OutgoingTransfer
 from relay.testing.bundles import conversation
+from relay.testing.configs import SAME_CLOCK
 from tests.test_daemons import one_line, run, write_configs
 
 VTT_TIMING = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}$")
@@ -77,7 +78,7 @@ def test_times_over_an_hour_and_words_without_timings():
 @pytest.fixture()
 def edge(tmp_path):
     key = SigningKey.generate()
-    inbox = Inbox(tmp_path / "inbox.db", "ship", Keyring([key.public]))
+    inbox = Inbox(tmp_path / "inbox.db", "ship", Keyring([key.public]), link=SAME_CLOCK)
 
     def receive(bundle: Bundle) -> bytes:
         data = encode_bundle(bundle)

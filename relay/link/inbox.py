@@ -33,17 +33,18 @@ in its ack, so the ground sends them in full again.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from relay.config import EdgeConfig, EdgeLink
 from relay.db import connect, transaction
 from relay.errors import BundleError, RelayError
 from relay.format.bundle import Bundle, StreamPart
-from relay.format.limits import DEFAULT_LIMITS, Limits
+from relay.format.limits import DEFAULT_LIMITS, DecodeBudget, Limits
 from relay.format.profile import PROFILE_ID_SIZE
 from relay.link.messages import FRAGMENT_HEADER, Ack, AckState, Fragment, LinkError, Poll, Priority, RejectCode, ranges
 from relay.link.signing import Keyring, VerifyKey
@@ -117,6 +118,7 @@ class Received:
 
     ack: Ack | None = None
     complete: bytes | None = None
+    priority: Priority | None = None  # of the transfer just completed
     decided: Stored | None = None
     dropped: str | None = None
     note: str = ""
@@ -132,34 +134,45 @@ def _missing(bitmap: bytes | bytearray, count: int) -> list[int]:
 
 class _Buffer:
     """Parts that arrived before the part holding their hash (the link
-    reordered them): kept in memory, at most ``max_bytes`` in all and a few
-    candidates per place, oldest evicted first, never written to disk. An
-    evicted real part is simply a hole the ground resends."""
+    reordered them): kept in memory, at most ``max_bytes`` in all (each part
+    counted with what holding it costs, so empty parts are not free) and
+    ``max_parts`` parts, a few candidates per place, oldest evicted first,
+    never written to disk. An evicted real part is simply a hole the ground
+    resends."""
 
     PER_PART = 3
+    OVERHEAD = 256  # bytes of memory one held part costs beyond its data (measured: ~330 for an empty one)
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, max_parts: int = 4096) -> None:
         self.max_bytes = max_bytes
+        self.max_parts = max_parts
         self.size = 0
+        self.parts = 0
         self._parts: OrderedDict[tuple[bytes, int], list[bytes]] = OrderedDict()
 
     def add(self, frag: Fragment) -> bool:
-        if len(frag.data) > self.max_bytes:
+        cost = len(frag.data) + self.OVERHEAD
+        if cost > self.max_bytes or self.max_parts < 1:
             return False
         key = (frag.bundle_id, frag.index)
-        candidates = self._parts.setdefault(key, [])
+        candidates = self._parts.get(key, [])
         if frag.data in candidates or len(candidates) >= self.PER_PART:
             return False
-        candidates.append(frag.data)
-        self.size += len(frag.data)
-        while self.size > self.max_bytes:
+        self._parts.setdefault(key, candidates).append(frag.data)
+        self.size += cost
+        self.parts += 1
+        while self.size > self.max_bytes or self.parts > self.max_parts:
             _, old = self._parts.popitem(last=False)
-            self.size -= sum(len(d) for d in old)
+            self._forget(old)
         return True
+
+    def _forget(self, found: list[bytes]) -> None:
+        self.size -= sum(len(d) + self.OVERHEAD for d in found)
+        self.parts -= len(found)
 
     def take(self, bundle_id: bytes, index: int) -> list[bytes]:
         found = self._parts.pop((bundle_id, index), [])
-        self.size -= sum(len(d) for d in found)
+        self._forget(found)
         return found
 
     def has(self, bundle_id: bytes, index: int) -> bool:
@@ -178,11 +191,20 @@ class Inbox:
         self._db = connect(self.path, SCHEMA, "the edge store", InboxError)
         if "started" not in {r[1] for r in self._db.execute("PRAGMA table_info(bundles)")}:
             self._db.execute("ALTER TABLE bundles ADD COLUMN started REAL")
-        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (int(time.time()),))
+        # A store refuses what was signed before it began, and within max_clock_skew after: a transfer that
+        # an edge which lost its old store had played could otherwise play again (the broker redelivering it,
+        # or someone replaying it) if the ground's clock ran ahead. A ground that signs something new in that
+        # window is told when to sign again (not_before); it signs again only what it has not seen delivered.
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)",
+                         (int(time.time() + self.link.max_clock_skew),))
         self.epoch = int(self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
+        # the ack counter starts at the store's birth in ms, so a store made after a loss counts on from above
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('counter', ?)", (int(time.time() * 1000),))
+        self._counter = self._counter_end = 0
         self._open: dict[bytes, IncomingTransfer] = {}
-        self._buffer = _Buffer(self.link.buffer_bytes)
-        self._replied: dict[tuple[bytes, bytes], float] = {}
+        self._buffer = _Buffer(self.link.buffer_bytes, self.link.buffer_parts)
+        self._replied: dict[tuple, float] = {}
+        self._polled: OrderedDict[bytes, int] = OrderedDict()  # the newest poll's signing time, per bundle
 
     @classmethod
     def of(cls, cfg: EdgeConfig, profiles: ProfileStore | None = None) -> Inbox:
@@ -197,6 +219,19 @@ class Inbox:
     def _tx(self) -> AbstractContextManager[None]:
         return transaction(self._db)
 
+    COUNTER_BLOCK = 1000  # ack numbers reserved per write to the store
+
+    def next_counter(self) -> int:
+        """The next ack number: strictly greater than any this store handed out,
+        across restarts (blocks are reserved in the store before they are used)."""
+        if self._counter >= self._counter_end:
+            with self._tx():
+                start = int(self._db.execute("SELECT value FROM meta WHERE key = 'counter'").fetchone()[0])
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'counter'", (start + self.COUNTER_BLOCK,))
+            self._counter, self._counter_end = start, start + self.COUNTER_BLOCK
+        self._counter += 1
+        return self._counter
+
     # --- receiving -------------------------------------------------------------------------------
 
     def receive(self, frag: Fragment) -> Received:
@@ -206,8 +241,8 @@ class Inbox:
         if len(frag.data) + FRAGMENT_HEADER.size > self.link.max_fragment:
             return Received(dropped="size", note=f"fragment of {len(frag.data)} bytes over max_fragment")
         known = self.get(frag.bundle_id)
-        if known is not None:  # a resend: say again what we decided (at most once per reply_interval)
-            return Received(self._limited(self._decided_ack(known)))
+        if known is not None:  # a resend: only its signed manifest is answered (what we decided, at most once
+            return self._again(frag, known)  # per reply_interval); a bare part could be anyone's
         if frag.index == 0:
             if frag.bundle_id in self._open or self._transfer(frag.bundle_id) is not None:
                 return Received()  # the manifest again
@@ -225,13 +260,26 @@ class Inbox:
                                                   f"{frag.count} parts, its manifest {transfer.layout.count}")
         received = self._received(frag.bundle_id)
         had_last = _bit(received, frag.count - 1)
-        if _bit(received, frag.index):
-            return self._progress(transfer, received, frag.index, had_last)  # a duplicate
+        if _bit(received, frag.index) and transfer.verify(frag.index, frag.data):
+            return self._progress(transfer, received, frag.index, had_last)  # a duplicate (answered: it is real)
         if not transfer.verify(frag.index, frag.data):
             return Received(dropped="hash", note=f"fragment {frag.index} of bundle {frag.bundle_id.hex()} does not "
                                                  "match its signed hash (forged or damaged)")
         received = self._store(transfer, [(frag.index, frag.data)])
         return self._progress(transfer, received, frag.index, had_last)
+
+    def _again(self, frag: Fragment, known: Stored) -> Received:
+        """A part of a bundle already decided: a genuine manifest gets the decision
+        again (the ground lost our ack); anything else is dropped unanswered."""
+        if frag.index != 0:
+            return Received(note="a part of a bundle already decided")
+        try:
+            manifest = Manifest.unpack(frag.data)
+            manifest.check(self.keyring, self.edge, frag.bundle_id, frag.count)
+        except LinkError as e:
+            return Received(dropped=e.reason, note=f"manifest for bundle {frag.bundle_id.hex()}: {e}")
+        ack = self._decided_ack(known)
+        return Received(self._limited(replace(ack, seq=manifest.seq) if ack.state == AckState.REJECTED else ack))
 
     def _manifest(self, frag: Fragment) -> Received:
         bid = frag.bundle_id
@@ -240,20 +288,27 @@ class Inbox:
             manifest.check(self.keyring, self.edge, bid, frag.count)
         except LinkError as e:
             return Received(dropped=e.reason, note=f"manifest for bundle {bid.hex()}: {e}")
+        seq = manifest.seq
         # authentic from here on: refusals are answered, so the ground knows
         if manifest.part_size + FRAGMENT_HEADER.size > self.link.max_fragment:
-            return self._refuse(bid, RejectCode.BAD, f"fragments of {manifest.part_size + FRAGMENT_HEADER.size} "
-                                                     f"bytes are over this edge's max_fragment")
+            return self._refuse(bid, seq, RejectCode.BAD, f"fragments of {manifest.part_size + FRAGMENT_HEADER.size} "
+                                                          f"bytes are over this edge's max_fragment")
         if manifest.size > self.limits.max_bundle_bytes:
-            return self._refuse(bid, RejectCode.BAD, f"a bundle of {manifest.size} bytes is over this edge's "
-                                                     f"limit of {self.limits.max_bundle_bytes}")
+            return self._refuse(bid, seq, RejectCode.BAD, f"a bundle of {manifest.size} bytes is over this edge's "
+                                                          f"limit of {self.limits.max_bundle_bytes}")
         now = time.time()
+        if manifest.signed_at > now + self.link.max_clock_skew:
+            return self._refuse(bid, seq, RejectCode.STALE,
+                                f"signed {manifest.signed_at - now:.0f} s in the future by this edge's clock "
+                                f"(max_clock_skew {self.link.max_clock_skew:.0f} s): is the ground's clock right?")
         if self.link.max_age and now - manifest.signed_at > self.link.max_age:
-            return self._refuse(bid, RejectCode.STALE, f"signed {(now - manifest.signed_at) / 86400:.1f} days ago "
-                                                       f"(max_age {self.link.max_age / 86400:.1f} days)")
-        if manifest.signed_at < self.epoch - self.link.max_clock_skew:
-            return self._refuse(bid, RejectCode.STALE, "signed before this edge's store began (a replay, or sent "
-                                                       "before the edge lost its state)")
+            return self._refuse(bid, seq, RejectCode.STALE, f"signed {(now - manifest.signed_at) / 86400:.1f} days "
+                                                            f"ago (max_age {self.link.max_age / 86400:.1f} days)")
+        if manifest.signed_at < self.epoch:
+            began = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.epoch))
+            return self._refuse(bid, seq, RejectCode.STALE, f"signed before this edge's store began ({began}: a "
+                                                            "replay, or sent before the edge lost its state); sign "
+                                                            "it again", self.epoch)
         if not self._make_room(manifest):
             return Received(dropped="full", note=f"bundle {bid.hex()}: too many transfers in progress "
                                                  f"(max_partial {self.link.max_partial}, partial_quota "
@@ -271,8 +326,9 @@ class Inbox:
         received = self._store(transfer, [], newly_known=list(transfer.layout.block(0)))
         return self._progress(transfer, received, 0, had_last=False)
 
-    def _refuse(self, bid: bytes, code: RejectCode, reason: str) -> Received:
-        return Received(self._limited(Ack(bid, AckState.REJECTED, reason=reason, code=code)),
+    def _refuse(self, bid: bytes, seq: int, code: RejectCode, reason: str, not_before: int = 0) -> Received:
+        ack = Ack(bid, AckState.REJECTED, reason=reason, code=code, seq=seq, not_before=not_before)
+        return Received(self._limited(ack),
                         dropped="stale" if code == RejectCode.STALE else "refused",
                         note=f"bundle {bid.hex()}: {reason}")
 
@@ -347,16 +403,17 @@ class Inbox:
         count = transfer.layout.count
         missing = _missing(received, count)
         if not missing:
-            return Received(complete=bid)
+            return Received(complete=bid, priority=transfer.manifest.priority)
         if index == count - 1 or (_bit(received, count - 1) and not had_last):
-            return Received(self._limited(Ack(bid, AckState.INCOMPLETE, tuple(ranges(missing)))))
+            return Received(self._limited(Ack(bid, AckState.INCOMPLETE, tuple(ranges(missing)),
+                                              seq=transfer.manifest.seq)))
         return Received()
 
     def _limited(self, ack: Ack) -> Ack | None:
         """``ack``, unless the very same ack went out less than ``reply_interval`` ago
         (replayed messages must not make the edge talk up the thin link)."""
         now = time.monotonic()
-        key = (ack.bundle_id, ack.body())
+        key = ack.key()
         if now - self._replied.get(key, -1e9) < self.link.reply_interval:
             return None
         if len(self._replied) > 4096:
@@ -366,35 +423,50 @@ class Inbox:
 
     def poll(self, poll: Poll) -> Received:
         """A (verified) poll: where the bundle stands."""
+        bid = poll.bundle_id
         try:
             poll.check(self.keyring, self.edge)
         except LinkError as e:
-            return Received(dropped=e.reason, note=f"poll for bundle {poll.bundle_id.hex()}: {e}")
-        if self.link.max_age and time.time() - poll.signed_at > self.link.max_age:
-            return Received(dropped="stale", note=f"poll for bundle {poll.bundle_id.hex()} signed too long ago")
-        return Received(self._limited(self.status(poll.bundle_id)))
+            return Received(dropped=e.reason, note=f"poll for bundle {bid.hex()}: {e}")
+        now = time.time()
+        if poll.signed_at > now + self.link.max_clock_skew:
+            return Received(dropped="future", note=f"poll for bundle {bid.hex()} signed {poll.signed_at - now:.0f} s "
+                                                   "in the future by this edge's clock: is the ground's clock right?")
+        if self.link.max_age and now - poll.signed_at > self.link.max_age:
+            return Received(dropped="stale", note=f"poll for bundle {bid.hex()} signed too long ago")
+        if poll.signed_at <= self._polled.get(bid, -1):
+            return Received(dropped="replay", note=f"poll for bundle {bid.hex()} no newer than one answered already "
+                                                   "(a replay)")
+        self._polled[bid] = poll.signed_at
+        self._polled.move_to_end(bid)
+        while len(self._polled) > 4096:
+            self._polled.popitem(last=False)
+        return Received(self._limited(self.status(bid, poll.seq)))
 
-    def status(self, bid: bytes) -> Ack:
+    def status(self, bid: bytes, seq: int = 0) -> Ack:
+        """Where ``bid`` stands; ``seq``: the transfer the question was about (for an answer of "unknown")."""
         known = self.get(bid)
         if known is not None:
-            return self._decided_ack(known)
-        row = self._db.execute("SELECT count, received FROM transfers WHERE bundle_id = ?", (bid,)).fetchone()
+            ack = self._decided_ack(known)
+            return replace(ack, seq=seq) if ack.state == AckState.REJECTED and seq else ack
+        row = self._db.execute("SELECT count, received, seq FROM transfers WHERE bundle_id = ?", (bid,)).fetchone()
         if row is None:
-            return Ack(bid, AckState.UNKNOWN)
-        return Ack(bid, AckState.INCOMPLETE, tuple(ranges(_missing(row[1], row[0]))))
+            return Ack(bid, AckState.UNKNOWN, seq=seq)
+        return Ack(bid, AckState.INCOMPLETE, tuple(ranges(_missing(row[1], row[0]))), seq=row[2])
 
     def holes(self) -> list[Ack]:
         """An INCOMPLETE ack for every transfer in progress, most urgent first:
         what the edge tells the ground when it (re)connects, so holes left by
         a fault are resent at once, in priority order, not after a poll."""
-        rows = self._db.execute("SELECT bundle_id, count, received FROM transfers ORDER BY priority, first")
-        return [Ack(bid, AckState.INCOMPLETE, tuple(ranges(_missing(rec, n)))) for bid, n, rec in rows]
+        rows = self._db.execute("SELECT bundle_id, count, received, seq FROM transfers ORDER BY priority, first")
+        return [Ack(bid, AckState.INCOMPLETE, tuple(ranges(_missing(rec, n))), seq=seq) for bid, n, rec, seq in rows]
 
     # --- deciding --------------------------------------------------------------------------------
 
-    def complete(self) -> list[bytes]:
-        """Transfers with every part in but no decision (the daemon died in between)."""
-        return [bid for bid, n, rec in self._db.execute("SELECT bundle_id, count, received FROM transfers")
+    def complete(self) -> list[tuple[bytes, Priority]]:
+        """Transfers with every part in but no decision (the daemon died in between), with their priority."""
+        return [(bytes(bid), Priority(prio)) for bid, n, rec, prio in
+                self._db.execute("SELECT bundle_id, count, received, priority FROM transfers")
                 if not _missing(rec, n)]
 
     def assembly(self, bid: bytes) -> tuple[bytes, Manifest] | None:
@@ -408,15 +480,18 @@ class Inbox:
             return None
         return b"".join(bytes(p[1]) for p in parts), transfer.manifest
 
-    def check(self, bid: bytes, data: bytes, manifest: Manifest) -> Bundle | BundleError | None:
+    def check(self, bid: bytes, data: bytes, manifest: Manifest,
+              cancel: threading.Event | None = None) -> Bundle | BundleError | None:
         """Off the event loop: the decoded bundle, the reason it is unusable, or
-        None when the assembly does not match the signed digest (fetch it again)."""
+        None when the assembly does not match the signed digest (fetch it again).
+        Setting ``cancel`` abandons the decoding (:class:`DecodeAbandoned`)."""
         from relay.format.wire import decode_bundle
 
         if len(data) != manifest.size or bundle_digest(data) != manifest.digest:
             return None
         try:
-            bundle = decode_bundle(data, f"bundle {bid.hex()}", self.limits)
+            bundle = decode_bundle(data, f"bundle {bid.hex()}", self.limits,
+                                   DecodeBudget.of(self.limits, len(data), cancel))
         except BundleError as e:
             return e
         if bundle.bundle_id != bid:
@@ -441,7 +516,7 @@ class Inbox:
                     keep[i // 8] |= 1 << (i % 8)
                 self._db.execute("UPDATE transfers SET received = ?, assemblies = assemblies + 1 WHERE bundle_id = ?",
                                  (bytes(keep), bid))
-            return Received(Ack(bid, AckState.INCOMPLETE, tuple(ranges(_missing(keep, count)))),
+            return Received(Ack(bid, AckState.INCOMPLETE, tuple(ranges(_missing(keep, count))), seq=seq),
                             dropped="assembly", note=f"bundle {bid.hex()} does not match its signed digest; "
                                                      "fetching it again")
         now = time.time()
@@ -498,13 +573,14 @@ class Inbox:
         return ids
 
     def _decided_ack(self, stored: Stored) -> Ack:
+        bid, seq = stored.bundle_id, stored.seq or 0
         if stored.state == REJECTED:
-            return Ack(stored.bundle_id, AckState.REJECTED, reason=stored.reason or "rejected")
+            return Ack(bid, AckState.REJECTED, reason=stored.reason or "rejected", seq=seq)
         if stored.state == QUARANTINED:
-            return Ack(stored.bundle_id, AckState.QUARANTINED, reason=stored.reason or "cannot be played")
+            return Ack(bid, AckState.QUARANTINED, reason=stored.reason or "cannot be played", seq=seq)
         if stored.played is not None:
-            return Ack(stored.bundle_id, AckState.PLAYED)
-        return Ack(stored.bundle_id, AckState.ACCEPTED, missing_profiles=tuple(self.missing_profiles(stored.bundle_id)))
+            return Ack(bid, AckState.PLAYED, seq=seq)
+        return Ack(bid, AckState.ACCEPTED, missing_profiles=tuple(self.missing_profiles(bid)), seq=seq)
 
     def missing_profiles(self, bundle_id: bytes) -> list[bytes]:
         """Profiles the bundle refers to that the edge still lacks."""
@@ -517,8 +593,9 @@ class Inbox:
 
     # --- playing ---------------------------------------------------------------------------------
 
-    def next_to_play(self, stream_wait: float = 30.0, now: float | None = None) -> Stored | None:
-        """The most urgent accepted bundle not played yet. A part of a live
+    def next_to_play(self, stream_wait: float = 30.0, now: float | None = None,
+                     skip: set[bytes] | frozenset[bytes] = frozenset()) -> Stored | None:
+        """The most urgent accepted bundle not played yet (but those in ``skip``). A part of a live
         stream waits for the part before it (played, or given up on), for at
         most ``stream_wait`` seconds after it arrived: the link may deliver
         parts out of order, and a part that never comes must not stop the rest."""
@@ -527,6 +604,8 @@ class Inbox:
                                 "ORDER BY b.priority, b.received", (ACCEPTED,)).fetchall()
         for row in rows:
             item = _stored(row)
+            if item.bundle_id in skip:
+                continue
             part = item.stream
             if part is None:
                 return item
@@ -553,9 +632,58 @@ class Inbox:
     def data(self, bundle_id: bytes) -> bytes:
         row = self._db.execute("SELECT data FROM bundles WHERE bundle_id = ? AND state IN (?, ?)",
                                (bundle_id, ACCEPTED, QUARANTINED)).fetchone()
-        if row is None or row[0] is None:
+        if row is None:
             raise InboxError(f"no accepted bundle {bundle_id.hex()} on this edge (relay edge ls lists them)")
+        if row[0] is None:
+            raise InboxError(f"bundle {bundle_id.hex()} was played long ago and its data removed "
+                             "([retention] bundles_days, bundles_max); its transcript is still searchable")
         return bytes(row[0])
+
+    # --- retention -------------------------------------------------------------------------------
+
+    def sheddable(self, before: float, keep: int) -> list[bytes]:
+        """Bundles whose data may go: played, rejected or quarantined (never one
+        still to be played), received before ``before`` or older than the newest
+        ``keep`` that hold data."""
+        done = "(state != ? OR played IS NOT NULL) AND data IS NOT NULL"
+        old = {bytes(r[0]) for r in self._db.execute(
+            f"SELECT bundle_id FROM bundles WHERE {done} AND received < ?", (ACCEPTED, before))}
+        beyond = {bytes(r[0]) for r in self._db.execute(
+            f"SELECT bundle_id FROM bundles WHERE {done} AND bundle_id NOT IN (SELECT bundle_id FROM bundles "
+            "WHERE data IS NOT NULL ORDER BY received DESC LIMIT ?)", (ACCEPTED, keep))}
+        return sorted(old | beyond)
+
+    def shed(self, ids: list[bytes]) -> None:
+        """Drop these bundles' data (their rows stay: the id, so a resend is not played again, and the record)."""
+        with self._tx():
+            self._db.executemany("UPDATE bundles SET data = NULL WHERE bundle_id = ? AND (state != ? OR played IS "
+                                 "NOT NULL)", [(b, ACCEPTED) for b in ids])
+
+    def data_sizes(self, ids: list[bytes]) -> list[tuple[bytes, int]]:
+        return [(b, int(self._db.execute("SELECT coalesce(length(data), 0) FROM bundles WHERE bundle_id = ?",
+                                         (b,)).fetchone()[0])) for b in ids]
+
+    def forgettable(self, before: float) -> list[bytes]:
+        """Rows that may go entirely: data gone, the ground told, received before
+        ``before`` (which must be older than any transfer the edge would still
+        take as fresh, or a replay would play again)."""
+        return [bytes(r[0]) for r in self._db.execute(
+            "SELECT bundle_id FROM bundles WHERE data IS NULL AND report IS NULL AND received < ? AND "
+            "(state != ? OR played IS NOT NULL)", (before, ACCEPTED))]
+
+    def forget(self, ids: list[bytes]) -> None:
+        with self._tx():
+            for table in ("plays", "stream_parts", "bundles"):
+                self._db.executemany(f"DELETE FROM {table} WHERE bundle_id = ?", [(b,) for b in ids])
+
+    def outputs(self, bundle_id: bytes, folder: Path) -> Path | None:
+        """The WAV the daemon spoke this bundle into, if it is still in ``folder``."""
+        for (output,) in self._db.execute("SELECT output FROM plays WHERE bundle_id = ? AND output IS NOT NULL "
+                                          "ORDER BY at DESC", (bundle_id,)):
+            path = Path(output)
+            if path.suffix == ".wav" and path.parent.resolve() == folder.resolve() and path.is_file():
+                return path
+        return None
 
     def start_play(self, bundle_id: bytes) -> int:
         """Count a playback attempt before it starts (so a bundle that kills the
@@ -611,7 +739,7 @@ class Inbox:
                 out.append(self._decided_ack(stored))  # with the profiles it still lacks
             else:
                 out.append(Ack(stored.bundle_id, report, reason=stored.reason or "" if report != AckState.PLAYED
-                               else ""))
+                               else "", seq=stored.seq or 0))
         return out
 
     def reported(self, ack: Ack) -> None:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from relay.db import connect, transaction
 from relay.errors import RelayError
+from relay.format.bundle import Bundle
 from relay.format.limits import DEFAULT_LIMITS, Limits
 from relay.link.messages import Ack, AckState, Poll, Priority, RejectCode
 from relay.link.signing import SigningKey
@@ -78,7 +79,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS outbox_bundle ON outbox (bundle_id) WHERE bund
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, priority, rank, id);
 CREATE TABLE IF NOT EXISTS link_log (t REAL NOT NULL, edge TEXT NOT NULL, bytes INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS edge_seq (edge TEXT PRIMARY KEY, seq INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS edge_heard (edge TEXT PRIMARY KEY, t REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS edge_heard (edge TEXT PRIMARY KEY, t REAL NOT NULL, counter INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS link_state (
     id INTEGER PRIMARY KEY CHECK (id = 1), connected INTEGER NOT NULL, since REAL NOT NULL, beat REAL NOT NULL
 );
@@ -107,6 +108,7 @@ class PlayState(StrEnum):
 
 
 ACTIVE = (State.QUEUED, State.ENCODING, State.READY, State.SENDING)
+FINISHED = (State.DELIVERED, State.FAILED, State.CANCELLED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +195,13 @@ class Outgoing:
 @dataclass(frozen=True, slots=True)
 class AckOutcome:
     """What an edge's ack changed: the row (None if the ground does not know
-    the bundle), the profile ids now known to be on the edge, and a line for the log."""
+    the bundle, or refused the ack), the profile ids now known to be on the
+    edge, and a line for the log."""
 
     item: Item | None
     delivered_profiles: list[bytes]
     note: str
+    refused: str | None = None  # why a verified ack changed nothing (a tag for counting): replay, future...
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +225,14 @@ class Outbox:
         self.path = Path(path)
         self.limits = limits
         self._db = connect(self.path, _migrate_sql(self.path) + SCHEMA, "the ground queue", OutboxError)
-        if "polls_sent" not in {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}:
-            self._db.execute("ALTER TABLE outbox ADD COLUMN polls_sent INTEGER NOT NULL DEFAULT 0")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
+        added = (("polls_sent", "INTEGER NOT NULL DEFAULT 0"), ("ack_counter", "INTEGER NOT NULL DEFAULT 0"),
+                 ("not_before", "INTEGER"), ("poll_at", "INTEGER"))
+        for column, kind in added:
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE outbox ADD COLUMN {column} {kind}")
+        if "counter" not in {r[1] for r in self._db.execute("PRAGMA table_info(edge_heard)")}:
+            self._db.execute("ALTER TABLE edge_heard ADD COLUMN counter INTEGER NOT NULL DEFAULT 0")
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -252,12 +262,14 @@ class Outbox:
         return self._insert(edge, priority, title or path.stem, str(path), State.QUEUED)
 
     def add_bundle(self, data: bytes, edge: str, priority: Priority = Priority.NORMAL, title: str = "",
-                   source: str | None = None, profiles: Iterable[bytes] = ()) -> int:
+                   source: str | None = None, profiles: Iterable[bytes] = (), decoded: Bundle | None = None) -> int:
         """Queue an encoded bundle, ready to send: refused (:class:`relay.errors.BundleError`)
-        if it is corrupt or over the limits, since an edge would refuse it too."""
+        if it is corrupt or over the limits, since an edge would refuse it too.
+        ``decoded``: what the caller already decoded ``data`` to, off the event
+        loop (a daemon must not spend a bundle's decoding time on its loop)."""
         from relay.format.wire import decode_bundle
 
-        bundle = decode_bundle(data, source, self.limits)
+        bundle = decoded if decoded is not None else decode_bundle(data, source, self.limits)
         row = self._insert(edge, priority, title or bundle.source.title or "untitled", source, State.READY,
                            bundle.bundle_id, data)
         self._db.execute("UPDATE outbox SET profiles = ? WHERE id = ?", (json.dumps([p.hex() for p in profiles]), row))
@@ -284,12 +296,13 @@ class Outbox:
                              (str(State.ENCODING), time.time(), row[0]))
         return _item(row)
 
-    def encoded(self, row: int, data: bytes, profiles: Iterable[bytes] = ()) -> bool:
+    def encoded(self, row: int, data: bytes, profiles: Iterable[bytes] = (), decoded: Bundle | None = None) -> bool:
         """Store the bundle of an encoding row, checked as an edge would check
-        it. False if the row was cancelled meanwhile."""
+        it (``decoded``: what the caller, off the event loop, decoded it to).
+        False if the row was cancelled meanwhile."""
         from relay.format.wire import decode_bundle
 
-        bundle = decode_bundle(data, f"entry {row}", self.limits)
+        bundle = decoded if decoded is not None else decode_bundle(data, f"entry {row}", self.limits)
         cur = self._db.execute(
             "UPDATE outbox SET state = ?, bundle_id = ?, bundle = ?, profiles = ?, updated = ? "
             "WHERE id = ? AND state = ?",
@@ -347,7 +360,7 @@ class Outbox:
             if state == State.READY:
                 seq = self._next_seq(edge)
                 transfer = OutgoingTransfer.create(bid, bundle, edge, Priority(prio), fragment_size, key, seq,
-                                                   int(time.time()))
+                                                   self._signing_time(id_))
                 pending = _bits(transfer.count, range(transfer.count))
                 self._db.execute(
                     "UPDATE outbox SET state = ?, head = ?, fragment_size = ?, count = ?, pending = ?, polls = 0, "
@@ -360,6 +373,12 @@ class Outbox:
         index = _indices(pending)[0]
         return Outgoing(id_, edge, Priority(prio), bid, transfer.fragment(index).pack(), index)
 
+    def _signing_time(self, row: int) -> int:
+        """Now, or the time the edge asked us not to sign before (its store began
+        after our clock's now: it refused a transfer as signed too early)."""
+        not_before = self._db.execute("SELECT not_before FROM outbox WHERE id = ?", (row,)).fetchone()[0]
+        return max(int(time.time()), not_before or 0)
+
     def _next_seq(self, edge: str) -> int:
         row = self._db.execute("SELECT seq FROM edge_seq WHERE edge = ?", (edge,)).fetchone()
         seq = (row[0] if row else 0) + 1
@@ -368,12 +387,14 @@ class Outbox:
         return seq
 
     def _poll(self, row: int, key: SigningKey, ack_timeout: float, max_interval: float) -> Outgoing:
-        id_, edge, prio, bid, polls = self._db.execute(
-            "SELECT id, edge, priority, bundle_id, polls FROM outbox WHERE id = ?", (row,)).fetchone()
+        id_, edge, prio, bid, polls, seq, last = self._db.execute(
+            "SELECT id, edge, priority, bundle_id, polls, seq, poll_at FROM outbox WHERE id = ?", (row,)).fetchone()
         # the next poll's time: stretched by the backoff (sent() counts this one)
         wait = min(ack_timeout * 2 ** min(polls, 30), max_interval)
-        self._db.execute("UPDATE outbox SET next_poll = ? WHERE id = ?", (time.time() + wait, id_))
-        poll = Poll.create(bid, edge, key, int(time.time()))
+        # signed now, but always after the row's last poll (the edge ignores one no newer: a replay)
+        at = max(int(time.time()), (last or 0) + 1)
+        self._db.execute("UPDATE outbox SET next_poll = ?, poll_at = ? WHERE id = ?", (time.time() + wait, at, id_))
+        poll = Poll.create(bid, edge, key, at, seq or 0)
         return Outgoing(id_, edge, Priority(prio), bid, poll.pack(), None)
 
     def sent(self, out: Outgoing, ack_timeout: float) -> None:
@@ -413,21 +434,31 @@ class Outbox:
             f"{where}", [time.time(), str(State.SENDING), int(up_to), *args])
         return cur.rowcount
 
-    def on_ack(self, ack: Ack, edge: str, ack_timeout: float) -> AckOutcome:
-        """Apply an edge's (verified) ack."""
+    def on_ack(self, ack: Ack, edge: str, ack_timeout: float, max_skew: float = 600.0) -> AckOutcome:
+        """Apply an edge's (verified) ack, if it is fresh: not from the future
+        (beyond ``max_skew``), and, where it would make the ground act again
+        (resend, sign again, fail), about the transfer in flight and newer than
+        the last such ack applied (the edge's counter only grows): a genuine ack
+        captured and replayed later changes nothing."""
         now = time.time()
+        if ack.at > now + max_skew:
+            return AckOutcome(None, [], f"ack from {edge} signed {ack.at - now:.0f} s in the future by this "
+                                        "ground's clock (is the edge's clock right?); ignored", "future")
         with self._tx():
-            self._db.execute("INSERT INTO edge_heard VALUES (?, ?) ON CONFLICT(edge) DO UPDATE SET t = excluded.t",
-                             (edge, now))
+            heard = self._db.execute("SELECT counter FROM edge_heard WHERE edge = ?", (edge,)).fetchone()
+            if heard is None or ack.counter > heard[0]:  # the edge's last word, not a replay of an old one
+                self._db.execute("INSERT INTO edge_heard VALUES (?, ?, ?) ON CONFLICT(edge) DO UPDATE SET "
+                                 "t = excluded.t, counter = excluded.counter", (edge, now, ack.counter))
             row = self._db.execute(
-                "SELECT id, state, count, pending, profiles, resigns, play_state FROM outbox "
+                "SELECT id, state, count, pending, profiles, resigns, play_state, seq, ack_counter FROM outbox "
                 "WHERE bundle_id = ? AND edge = ?", (ack.bundle_id, edge)).fetchone()
             if row is None:
                 return AckOutcome(None, [], f"ack from {edge} for unknown bundle {ack.bundle_id.hex()} ignored")
-            id_, state, count, pending, profiles, resigns, play_state = row
+            id_, state, count, pending, profiles, resigns, play_state, seq, last = row
             delivered: list[bytes] = []
             note = ""
             if ack.state in (AckState.ACCEPTED, AckState.PLAYED, AckState.QUARANTINED):
+                # what only ever moves forward: delivered, then played (or quarantined) - safe to hear twice
                 if state == State.SENDING:
                     self._db.execute("UPDATE outbox SET state = ?, delivered = ?, pending = NULL, next_poll = NULL, "
                                      "reason = NULL, updated = ? WHERE id = ?", (str(State.DELIVERED), now, now, id_))
@@ -439,23 +470,42 @@ class Outbox:
                         self._db.execute("UPDATE outbox SET played = ?, play_state = ?, play_reason = ?, updated = ? "
                                          "WHERE id = ?", (now, str(how), ack.reason or None, now, id_))
                         note = f"{note}, {how}" if note else str(how)
+                self._db.execute("UPDATE outbox SET ack_counter = max(ack_counter, ?) WHERE id = ?",
+                                 (ack.counter, id_))
             elif state != State.SENDING:
                 pass  # a late or duplicate ack: nothing to do
-            elif ack.state == AckState.REJECTED and ack.code == RejectCode.STALE and resigns < MAX_RESIGNS:
-                self._db.execute(
-                    "UPDATE outbox SET state = ?, head = NULL, pending = NULL, count = NULL, next_poll = NULL, "
-                    "resigns = resigns + 1, reason = ?, updated = ? WHERE id = ?",
-                    (str(State.READY), f"edge called the signature stale ({ack.reason}); signed again", now, id_))
-                note = "stale at the edge: signing again"
+            elif ack.seq != seq:
+                return AckOutcome(None, [], f"ack from {edge} about transfer {ack.seq} of bundle "
+                                            f"{ack.bundle_id.hex()}, which is now transfer {seq}: an old answer, "
+                                            "ignored", "old transfer")
+            elif ack.state == AckState.REJECTED and ack.code == RejectCode.STALE:
+                # bound to this transfer, whose seq a new signature changes: heard once, even if replayed
+                if resigns >= MAX_RESIGNS:
+                    self._db.execute("UPDATE outbox SET state = ?, reason = ?, next_poll = NULL, updated = ? "
+                                     "WHERE id = ?", (str(State.FAILED), f"edge rejected it: {ack.reason}", now, id_))
+                    note = "rejected"
+                else:
+                    self._db.execute(
+                        "UPDATE outbox SET state = ?, head = NULL, pending = NULL, count = NULL, next_poll = NULL, "
+                        "resigns = resigns + 1, reason = ?, not_before = ?, ack_counter = 0, updated = ? WHERE id = ?",
+                        (str(State.READY), f"edge called the signature stale ({ack.reason}); signed again",
+                         ack.not_before or None, now, id_))
+                    note = "stale at the edge: signing again"
+            elif ack.counter <= last:
+                return AckOutcome(None, [], f"ack from {edge} for bundle {ack.bundle_id.hex()} no newer than one "
+                                            f"applied already (counter {ack.counter} <= {last}): a replay, ignored",
+                                  "replay")
             elif ack.state == AckState.REJECTED:
-                self._db.execute("UPDATE outbox SET state = ?, reason = ?, next_poll = NULL, updated = ? WHERE id = ?",
-                                 (str(State.FAILED), f"edge rejected it: {ack.reason}", now, id_))
+                self._db.execute("UPDATE outbox SET state = ?, reason = ?, next_poll = NULL, ack_counter = ?, "
+                                 "updated = ? WHERE id = ?",
+                                 (str(State.FAILED), f"edge rejected it: {ack.reason}", ack.counter, now, id_))
                 note = "rejected"
             else:
                 holes = set(range(count)) if ack.state == AckState.UNKNOWN else ack.missing_indices()
                 holes = {i for i in holes if i < count} | set(_indices(pending))
-                self._db.execute("UPDATE outbox SET pending = ?, polls = 0, next_poll = ?, updated = ? WHERE id = ?",
-                                 (_bits(count, holes), None if holes else now + ack_timeout, now, id_))
+                self._db.execute("UPDATE outbox SET pending = ?, polls = 0, next_poll = ?, ack_counter = ?, "
+                                 "updated = ? WHERE id = ?",
+                                 (_bits(count, holes), None if holes else now + ack_timeout, ack.counter, now, id_))
                 note = f"{len(holes)} fragment(s) to resend" if holes else "nothing missing"
         return AckOutcome(self.get(id_), delivered, note)
 
@@ -492,7 +542,7 @@ class Outbox:
         with self._tx():
             seq = self._next_seq(item.edge)
         return OutgoingTransfer.create(bytes(bid), bytes(bundle), item.edge, item.priority, fragment_size, key, seq,
-                                       int(time.time()))
+                                       self._signing_time(row))
 
     def cancel(self, row: int) -> Item:
         item = self.get(row)
@@ -574,6 +624,20 @@ class Outbox:
         return (self._db.execute("SELECT count(*), max(updated) FROM outbox").fetchone()
                 + self._db.execute("SELECT max(t) FROM edge_heard").fetchone()
                 + (self._db.execute("SELECT connected, beat FROM link_state").fetchone() or ()))
+
+    def finished_before(self, before: float) -> list[Item]:
+        """Entries finished (delivered, failed, cancelled) and not changed since ``before``:
+        what retention may remove. A delivered entry still waiting for its play
+        report counts once it is that old (the edge may never have played it)."""
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE state IN (?, ?, ?) AND updated < ? ORDER BY id",
+                                (*map(str, FINISHED), before))
+        return [_item(r) for r in rows]
+
+    def remove(self, rows: list[int]) -> None:
+        """Remove finished entries (their bundle ids may then be queued again)."""
+        with self._tx():
+            self._db.executemany("DELETE FROM outbox WHERE id = ? AND state IN (?, ?, ?)",
+                                 [(r, *map(str, FINISHED)) for r in rows])
 
     def prune_log(self, keep: float = 3600.0) -> None:
         self._db.execute("DELETE FROM link_log WHERE t < ?", (time.time() - keep,))

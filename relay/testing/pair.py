@@ -24,7 +24,11 @@ RELAY = str(Path(sys.executable).with_name("relay"))
 class Pair:
     """A ground and an edge daemon on one broker (topic prefix "relay", edge "ship1")."""
 
-    def __init__(self, tmp: Path, broker: LocalBroker, ground_limits: str = "", edge_extra: str = "") -> None:
+    def __init__(self, tmp: Path, broker: LocalBroker, ground_limits: str = "", edge_extra: str = "",
+                 edge_skew: float = 0.0) -> None:
+        """``edge_skew``: the edge's ``link.max_clock_skew``; 0 (one machine, one clock) lets a transfer the
+        test signs the moment the edge's store began be taken at once; the default's first-transfer refusal
+        and fresh signature are tested on their own."""
         self.tmp = tmp
         self.broker = broker
         self.ground_key, self.edge_key = SigningKey.generate(), SigningKey.generate()
@@ -59,6 +63,8 @@ trusted_keys = ["{self.ground_key.public.text()}"]
 [broker]
 host = "127.0.0.1"
 port = {broker.port}
+[link]
+max_clock_skew = {edge_skew}
 {edge_extra}
 """)
         self.procs: dict[str, subprocess.Popen] = {}
