@@ -16,7 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True, soft_wrap=True)
+from relay.cli import plain_console
+
+console = plain_console(stderr=True, soft_wrap=True)
 EXTRAS = "the test extras (pip install .[test])"
 NEEDS = {"ground": "the ground side (pip install .[ground])", "edge": "the edge side (pip install .[edge])",
          "jiwer": EXTRAS, "whisper_normalizer": EXTRAS, "matplotlib": EXTRAS}
@@ -37,7 +39,7 @@ def bench(
     out: Path = typer.Option(Path("out/bench"), "--out", help="folder for the JSON and the plots"),
     model: str = typer.Option("tiny.en", "--model", "-m", help="the ground's Whisper model"),
     listener: str = typer.Option("base", "--listener", help="Whisper model that listens to the results"),
-    num_speakers: int = typer.Option(None, "--speakers", min=1, help="exact number of speakers, if known"),
+    num_speakers: int = typer.Option(None, "--speakers", min=1, max=64, help="exact number of speakers, if known"),
     voice: str = typer.Option(None, "--voice", help="one edge voice for everyone (default: a voice per speaker)"),
     only: list[str] = typer.Option([], "--tier", help="run only these tiers (repeatable); default: all available"),
     lyra_models: Path = typer.Option(None, "--lyra-models", help="folder of Lyra v2's .tflite models"),
@@ -89,7 +91,7 @@ def bench(
         for row in rows:
             table.add_row(*row)
         screen = Console()
-        Console(width=max(screen.width, 150) if not screen.is_terminal else None).print(table)
+        plain_console(width=max(screen.width, 150) if not screen.is_terminal else None).print(table)
     for figures in report.rows:
         if figures.cast:
             print(f"voices ({figures.tier}): {figures.cast}")

@@ -18,15 +18,15 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from relay.cli import keys_app, ordered, with_flags
+from relay.cli import keys_app, ordered, plain_console, with_flags
 
-console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
+console = plain_console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 edge_app = typer.Typer(help="The edge: the daemon, decoding, voices, what was received, keys.", no_args_is_help=True,
                        cls=ordered("run", "decode", "voices", "import", "ls", "search", "text", "play", "replay",
-                                   "web", "keys"))
+                                   "prune", "web", "keys"))
 voices_app = typer.Typer(help="The TTS voices this edge can speak with.", no_args_is_help=True)
 CONFIG_HELP = ("edge configuration (default: $SPEECH_RELAY_EDGE_CONFIG, /etc/speech-relay/edge.toml, "
                "or the packaged defaults)")
@@ -72,7 +72,8 @@ def decode(
         None, "--voice", help="a voice key from 'relay edge voices ls' or a Piper .onnx path (default: edge.voice, "
         "'auto': a voice per speaker)"
     ),
-    speaker_id: int = typer.Option(None, "--speaker-id", help="speaker of a multi-speaker Piper .onnx"),
+    speaker_id: int = typer.Option(None, "--speaker-id", min=0, max=100_000,
+                                   help="speaker of a multi-speaker Piper .onnx"),
     voice_dirs: list[Path] = typer.Option([], "--voices", help=VOICES_DIR_HELP),
     keep_pitch: bool = typer.Option(
         False, "--keep-pitch", help="speak at each voice's own pitch rather than moving it toward the speaker's"
@@ -96,7 +97,7 @@ def decode(
     cfg = with_flags(cfg, "codecs", lyra_models=lyra_models)
     player = Player(cfg, speaker_id=speaker_id)
     player.check()
-    decoded = decode_bundle(read_bytes(bundle, "bundle"), str(bundle), cfg.limits)
+    decoded = decode_bundle(read_bytes(bundle, "bundle", cfg.limits.max_bundle_bytes), str(bundle), cfg.limits)
     with console.status("loading voices (measuring new ones once: about a minute the first time)…"):
         performance = player.prepare(decoded)
     for pid in performance.missing:
@@ -166,16 +167,16 @@ def voices_ls(
         }
         print(json.dumps(doc, indent=2))
         return
-    out = Console()
+    out = plain_console()
     engines = Table("engine", "available", "detail", box=None, header_style="bold")
     for s in catalog.statuses.values():
-        engines.add_row(s.engine, "yes" if s.available else "[red]no[/]", s.detail)
+        engines.add_row(s.engine, "yes" if s.available else Text("no", "red"), s.detail)
     out.print(engines)
     table = Table("voice", "engine", "language", "embedding", "pitch", "rate", box=None, header_style="bold")
     for v in voices:
         t = traits[v.key]
         table.add_row(
-            v.key, v.engine, v.language, "measured" if t else "[yellow]not measured[/]",
+            v.key, v.engine, v.language, "measured" if t else Text("not measured", "yellow"),
             f"{t.f0_median:.0f} Hz" if t else "", f"{t.rate:.0f} wpm" if t else "",
         )
     out.print(table)
@@ -226,7 +227,8 @@ def edge_import(
     refused = 0
     for path in files:
         try:
-            done = by_hand.import_transfer(inbox, read_bytes(path, "transfer file"))
+            done = by_hand.import_transfer(inbox, read_bytes(path, "transfer file",
+                                                             by_hand.max_file_bytes(cfg.limits.max_bundle_bytes)))
         except RelayError as err:
             refused += 1
             console.print(f"error: {path}: refused: {err}", markup=False, highlight=False)
@@ -260,7 +262,7 @@ def edge_ls(config: Path = Config, as_json: bool = typer.Option(False, "--json")
                       f"{s.plays}x" if s.played else "waiting" if s.state == "accepted" else "")
     for b, n, c in partial:
         table.add_row(b.hex(), "", "", "", f"arriving: {n}/{c} fragments", "", "", "")
-    Console().print(table)
+    plain_console().print(table)
     if not stored and not partial:
         print("nothing received yet")
 
@@ -286,7 +288,7 @@ def edge_search(
     table = Table("bundle", "title", "at", "speaker", "words", box=None, header_style="bold")
     for h in hits:
         table.add_row(h.bundle_id.hex(), h.title, timestamp(h.start), h.speaker, h.snippet)
-    Console().print(table, markup=False, highlight=False)
+    plain_console().print(table)
     if not hits:
         print(f"no phrase has {query!r} ({len(index)} transcript(s) searched)")
 
@@ -356,6 +358,24 @@ def edge_replay(bundle: str = typer.Argument(..., help="bundle id (a unique pref
                 config: Path = Config) -> None:
     """Play a received bundle again (a quarantined one too: it may play now)."""
     _speak(config, bundle, "replay", output, again=True)
+
+
+@edge_app.command("prune")
+def edge_prune(config: Path = Config,
+               dry_run: bool = typer.Option(False, "--dry-run", help="say what would be removed; remove nothing"),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Remove what [retention] lets go of: old spoken WAVs and console renderings, played bundles' data,
+    the oldest transcripts over the index's cap (the daemon does this every retention.every seconds).
+    Nothing not yet played is removed."""
+    from edge.retention import prune
+
+    done = prune(_config(config), dry_run)
+    if as_json:
+        print(json.dumps(done.to_dict(), indent=2))
+        return
+    for item in done.items:
+        print(f"{item.what}  {item.size / 1e6:.1f} MB  {item.why}")
+    print(done.summary())
 
 
 @edge_app.command("web")

@@ -5,7 +5,11 @@ receives fragments and polls on the edge's data topic and hands them to the
 inbox (:mod:`relay.link.inbox`), which checks every part against its signed hash
 before storing it. A complete transfer is decoded in a worker thread (the
 event loop keeps taking messages) and accepted or rejected; acks go back
-signed with this edge's key. Every message is acknowledged to the broker
+signed with this edge's key. Decoding runs beside the receiving, never in
+its way: a decider task takes complete transfers most urgent first, each in
+a worker thread under the CPU budget ``[limits]`` gives its size, and
+abandons a less urgent one when a more urgent transfer completes (it is
+decoded again afterwards). Every message is acknowledged to the broker
 once it is handled, whatever it was: a malformed, forged or oversized one
 is counted and logged (one line per kind, then a summary a minute) and
 dropped, never redelivered to fail again.
@@ -26,24 +30,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
+from dataclasses import dataclass, field
 from functools import partial
 
 import aiomqtt
 
 from edge.player import Player
+from edge.retention import NoRoomYet, make_room, prune
 from relay.config import ConfigError, EdgeConfig
 from relay.errors import RelayError
+from relay.format.limits import DecodeAbandoned
 from relay.link.inbox import ACCEPTED, Inbox
-from relay.link.messages import Ack, LinkError, Poll, parse_down, topics
+from relay.link.messages import Ack, LinkError, Poll, Priority, parse_down, topics
 from relay.link.mqtt import ConnectionSettings, ack, reconnecting
 from relay.link.service import Drops, supervise
 from relay.link.signing import SigningKey
 from relay.profiles import ProfileStore
-from relay.storage import Waiter, is_full, persist, persist_blocking
+from relay.storage import Waiter, persist, persist_blocking
 
 log = logging.getLogger("relay.edge")
 MAX_REPLIES = 1000  # acks waiting for the broker; beyond that they are dropped (a poll asks again)
+NO_ROOM_RETRY = 60.0  # seconds before a bundle that found no room on the output disk is tried again
+
+
+@dataclass(order=True)
+class _Complete:
+    """A complete transfer waiting for its decision (sorted: most urgent, then oldest)."""
+
+    priority: int
+    since: float
+    bundle_id: bytes = field(compare=False)
 
 
 class EdgeDaemon:
@@ -56,8 +74,9 @@ class EdgeDaemon:
             raise ConfigError("edge.trusted_keys: required (the public key `relay ground keys init` printed)")
         self.key = SigningKey.load(e.signing_key)
         self.connection = ConnectionSettings(config.broker, config.username)
-        self.state = Waiter(log, f"edge state ({e.state_dir})")
-        self.output = Waiter(log, f"edge output ({e.played_dir})")
+        self.state = Waiter(log, f"edge state ({e.state_dir})", where=e.state_dir)
+        self.output = Waiter(log, f"edge output ({e.played_dir})", where=e.played_dir)
+        self.state.on_full = self.output.on_full = self._prune
         self.inbox = persist_blocking(lambda: Inbox.of(config, ProfileStore(e.profiles_db)), self.state)
         self.player = Player(config)
         if config.web.enabled:  # an address it may not serve on stops the daemon now, in one line
@@ -71,18 +90,21 @@ class EdgeDaemon:
         self.report = asyncio.Event()  # play reports (or acks) wait to be published
         self.replies: asyncio.Queue[Ack] = asyncio.Queue(MAX_REPLIES)
         self.drops = Drops(log)
+        self.complete: dict[bytes, _Complete] = {}  # waiting for the decider
+        self.decoding: tuple[_Complete, threading.Event] | None = None
+        self.decide_wake = asyncio.Event()
 
     async def run(self) -> None:
         e = self.cfg.edge
         await persist(lambda: e.played_dir.mkdir(parents=True, exist_ok=True), self.output)
-        for bid in await persist(self.inbox.complete, self.state):  # decided when the daemon died
-            await self._finish(bid)
+        for bid, priority in await persist(self.inbox.complete, self.state):  # not decided when the daemon died
+            self._completed(bid, priority)
         for item in await persist(self.inbox.crashed, self.state):
             log.error("bundle %s (%s) quarantined: playback did not finish %d times", item.bundle_id.hex(),
                       item.title, self.cfg.link.max_play_attempts)
         ident = f"relay-edge-{e.name}"
         jobs = {"link": reconnecting(self._session, self.connection, ident, self.stop, manual_ack=True),
-                "housekeeping": self._housekeeping()}
+                "decider": self._decider(), "housekeeping": self._housekeeping()}
         if self.cfg.web.enabled:
             from edge.web.app import serve_console
 
@@ -130,15 +152,47 @@ class EdgeDaemon:
         if result.ack is not None:
             self._reply(result.ack)
         if result.complete is not None:
-            await self._finish(result.complete)
+            self._completed(result.complete, result.priority or Priority.BULK)
 
-    async def _finish(self, bid: bytes) -> None:
+    def _completed(self, bid: bytes, priority: Priority) -> None:
+        """Hand a complete transfer to the decider; abandon a less urgent decoding for it."""
+        if bid in self.complete:
+            return
+        item = self.complete[bid] = _Complete(int(priority), time.monotonic(), bid)
+        if self.decoding is not None and item < self.decoding[0]:
+            self.decoding[1].set()  # the worker stops at its next token; that bundle is decoded again later
+        self.decide_wake.set()
+
+    async def _decider(self) -> None:
+        """Complete transfers, most urgent first: each decoded in a worker thread
+        (the receiving loop goes on meanwhile), then accepted or rejected."""
+        while True:
+            if not self.complete:
+                self.decide_wake.clear()
+                await self.decide_wake.wait()
+                continue
+            item = min(self.complete.values())
+            cancel = threading.Event()
+            self.decoding = (item, cancel)
+            try:
+                await self._finish(item.bundle_id, cancel)
+            except DecodeAbandoned:
+                log.info("bundle %s: decoding set aside for a more urgent one", item.bundle_id.hex())
+                continue
+            except asyncio.CancelledError:
+                cancel.set()  # the daemon is stopping: the worker thread ends at its next token
+                raise
+            finally:
+                self.decoding = None
+            self.complete.pop(item.bundle_id, None)
+
+    async def _finish(self, bid: bytes, cancel: threading.Event | None = None) -> None:
         """A transfer is complete: decode it off the event loop, then decide."""
-        found = self.inbox.assembly(bid)
+        found = await persist(partial(self.inbox.assembly, bid), self.state)
         if found is None:
             return
         data, manifest = found
-        outcome = await asyncio.to_thread(self.inbox.check, bid, data, manifest)
+        outcome = await asyncio.to_thread(self.inbox.check, bid, data, manifest, cancel)
         result = await persist(lambda: self.inbox.decide(bid, data, outcome), self.state)
         if result.dropped:
             self.drops(result.dropped, result.note)
@@ -174,9 +228,11 @@ class EdgeDaemon:
             self.report.clear()
             while not self.replies.empty():
                 reply = self.replies.get_nowait()
-                await client.publish(topic, reply.pack(self.key, name), qos=1)
+                counter = await persist(self.inbox.next_counter, self.state)
+                await client.publish(topic, reply.pack(self.key, name, counter), qos=1)
             for report in await persist(self.inbox.reports, self.state):
-                await client.publish(topic, report.pack(self.key, name), qos=1)
+                counter = await persist(self.inbox.next_counter, self.state)
+                await client.publish(topic, report.pack(self.key, name, counter), qos=1)
                 await persist(partial(self.inbox.reported, report), self.state)
 
     # --- playing ---------------------------------------------------------------------------------
@@ -184,8 +240,14 @@ class EdgeDaemon:
     async def _player(self) -> None:
         wait = self.cfg.edge.stream_wait
         idle_since = time.monotonic()
+        deferred: dict[bytes, float] = {}  # bundles waiting for room on the output disk: when to try again
+        told: dict[bytes, float] = {}  # when each was last said to wait (a line an hour, not one a minute)
+        room = partial(make_room, self.cfg)
         while True:
-            item = await persist(partial(self.inbox.next_to_play, wait), self.state)
+            now = time.monotonic()
+            for bid in [b for b, t in deferred.items() if t <= now]:
+                del deferred[bid]
+            item = await persist(partial(self.inbox.next_to_play, wait, skip=set(deferred)), self.state)
             if item is None:
                 if self.player.live and time.monotonic() - idle_since > wait:  # a stream ended without its last part
                     await asyncio.to_thread(self.player.end_stream)
@@ -197,12 +259,25 @@ class EdgeDaemon:
             bid = item.bundle_id
             await persist(partial(self.inbox.start_play, bid), self.state)
             try:
-                data = self.inbox.data(bid)
-                where = await asyncio.to_thread(self.player.speak, data, bid, item.received)
+                data = await persist(partial(self.inbox.data, bid), self.state)
+                where = await asyncio.to_thread(self.player.speak, data, bid, item.received, room)
+            except NoRoomYet as err:  # it waits; smaller bundles play meanwhile
+                await persist(partial(self.inbox.abandon_play, bid), self.state)
+                deferred[bid] = time.monotonic() + NO_ROOM_RETRY
+                if time.monotonic() - told.get(bid, -1e9) > 3600:
+                    told[bid] = time.monotonic()
+                    log.warning("bundle %s (%s) waits for room: %s; the bundles after it play meanwhile",
+                                bid.hex(), item.title, err)
+                continue
             except Exception as err:
-                if is_full(err):  # the output disk: wait for space, then play it again
+                kind = self.output.classify(err)
+                if kind is not None:  # the output disk is full (pruned, then waited for) or failing
                     await persist(partial(self.inbox.abandon_play, bid), self.state)
-                    await asyncio.sleep(self.output.delay(err))
+                    if kind == "full" and not self.output.pruned:
+                        self.output.pruned = True
+                        await self._prune()
+                    else:
+                        await asyncio.sleep(self.output.delay(err, kind))
                     continue
                 reason = str(err) if isinstance(err, RelayError) else f"{err.__class__.__name__}: {err}"
                 log.error("bundle %s (%s) cannot be played, quarantined: %s", bid.hex(), item.title, reason)
@@ -210,14 +285,30 @@ class EdgeDaemon:
                 self.report.set()
                 continue
             self.output.ok()
+            told.pop(bid, None)
             await persist(partial(self.inbox.played, bid, "auto", where), self.state)
             self.report.set()
             log.info("bundle %s played (%s) -> %s", bid.hex(), item.title, where)
 
     async def _housekeeping(self) -> None:
-        """Transfers the ground gave up on expire (``link.partial_ttl``)."""
+        """Transfers the ground gave up on expire (``link.partial_ttl``); what
+        ``[retention]`` lets go of is pruned every ``retention.every`` seconds."""
+        last = -1e18
         while True:
             for bid in await persist(self.inbox.expire, self.state):
                 log.info("transfer %s idle for %.0f s: dropped (the ground resends it if it still wants to)",
                          bid.hex(), self.cfg.link.partial_ttl)
-            await asyncio.sleep(60.0)
+            if time.monotonic() - last >= self.cfg.retention.every:
+                last = time.monotonic()
+                await self._prune()
+            await asyncio.sleep(min(60.0, self.cfg.retention.every))
+
+    async def _prune(self) -> None:
+        """Apply ``[retention]`` (in a worker thread, on its own connections)."""
+        try:
+            done = await asyncio.to_thread(prune, self.cfg)
+        except Exception as err:  # a failing disk, a busy store: said, and tried again next time
+            log.error("pruning failed: %s: %s", err.__class__.__name__, err)
+            return
+        if done.items or any(done.counts.values()):
+            log.info("retention: %s", done.summary())

@@ -38,6 +38,11 @@ from relay.format.wire import decode_bundle
 from relay.profiles import ProfileStore
 
 
+def wav_bytes(duration: float, rate: int) -> int:
+    """The size of a bundle's WAV on its timeline (16-bit mono), known before a sample is made."""
+    return 44 + 2 * round(duration * rate)
+
+
 @dataclass(slots=True)
 class Performance:
     """Who speaks a bundle: the voices (one per speaker index, one for all, or
@@ -205,11 +210,14 @@ class Player:
         return play(self.phrases(performance), WavOutput(path, performance.rate), from_start=True,
                     until=performance.bundle.source.duration)
 
-    def speak(self, data: bytes, bundle_id: bytes, received: float) -> str:
+    def speak(self, data: bytes, bundle_id: bytes, received: float,
+              room: Callable[[int], None] | None = None) -> str:
         """What the edge daemon does with a bundle it accepted: speak it on the
         device (``play = true``) or into a WAV in the output folder; returns where.
-        A full output disk raises ``OSError`` (the daemon waits); anything the
-        bundle itself causes raises, and the daemon quarantines it."""
+        Before a WAV is written, ``room(bytes)`` may refuse it (too big ever to
+        fit: the daemon quarantines it; no room now: it waits). A full output
+        disk raises ``OSError`` (the daemon waits); anything the bundle itself
+        causes raises, and the daemon quarantines it."""
         bundle = decode_bundle(data, f"bundle {bundle_id.hex()}", self.config.limits)
         performance = self.prepare(bundle)
         if self._device_ok:
@@ -226,5 +234,7 @@ class Player:
         # redone after the restart rewrites the same file instead of adding one
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(received))
         out = self.config.edge.played_dir / f"{stamp}-{bundle_id.hex()}.wav"
+        if room is not None:
+            room(wav_bytes(performance.bundle.source.duration, performance.rate))
         self.to_file(performance, out)
         return str(out)

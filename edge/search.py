@@ -106,6 +106,34 @@ class TranscriptIndex:
             added += 1
         return added
 
+    def size(self) -> int:
+        """Bytes the index uses (its pages in use, not those free for reuse)."""
+        pages, free, size = (self._db.execute(f"PRAGMA {p}").fetchone()[0]
+                             for p in ("page_count", "freelist_count", "page_size"))
+        return (pages - free) * size
+
+    def trim(self, max_bytes: int, dry_run: bool = False) -> list[bytes]:
+        """Drop the oldest transcripts until the index holds at most ``max_bytes``
+        (each bundle stays marked indexed, so it is not indexed again). Returns their ids."""
+        dropped: list[bytes] = []
+        if self.size() <= max_bytes:
+            return dropped
+        rows = [bytes(r[0]) for r in self._db.execute("SELECT bundle_id FROM indexed WHERE phrases > 0 ORDER BY "
+                                                      "rowid")]
+        if dry_run:  # roughly: in proportion to the phrases they hold
+            over = 1 - max_bytes / max(self.size(), 1)
+            return rows[: int(len(rows) * over) + 1]
+        step = max(1, len(rows) // 20)
+        while rows and self.size() > max_bytes:
+            batch, rows = rows[:step], rows[step:]
+            with transaction(self._db):
+                for bid in batch:
+                    self._db.execute("DELETE FROM phrases WHERE bundle_id = ?", (bid,))
+                    self._db.execute("UPDATE indexed SET phrases = 0 WHERE bundle_id = ?", (bid,))
+                self._db.execute("INSERT INTO phrases (phrases) VALUES ('optimize')")  # frees the deleted rows' pages
+            dropped += batch
+        return dropped
+
     def search(self, query: str, limit: int = 50) -> list[Hit]:
         """Phrases matching every word of ``query``, best first."""
         rows = self._db.execute(

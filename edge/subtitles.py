@@ -50,15 +50,22 @@ def _greedy(words: list[str]) -> list[str]:
     return lines
 
 
+def _cut(words: list[str]) -> list[str]:
+    """Words longer than a line (a web address, a code) cut into line-long pieces."""
+    return [w[i:i + LINE_CHARS] for w in words for i in range(0, len(w), LINE_CHARS)]
+
+
 def lines_of(text: str) -> list[str]:
     """``text`` in lines of at most :data:`LINE_CHARS`: two even ones where two will do."""
-    words = text.split()
+    words = _cut(text.split())
     greedy = _greedy(words)
     if len(greedy) != 2:
         return greedy
     splits = [(" ".join(words[:i]), " ".join(words[i:])) for i in range(1, len(words))]
-    first, second = min((p for p in splits if max(len(p[0]), len(p[1])) <= LINE_CHARS),
-                        key=lambda p: abs(len(p[0]) - len(p[1])))
+    fitting = [p for p in splits if max(len(p[0]), len(p[1])) <= LINE_CHARS]
+    if not fitting:
+        return greedy
+    first, second = min(fitting, key=lambda p: abs(len(p[0]) - len(p[1])))
     return [first, second]
 
 
@@ -88,7 +95,7 @@ def cues(bundle: Bundle) -> Iterator[Cue]:
                 continue
             word = Word(text, word.start, word.end)
             if group:
-                lines = _greedy([*(w.text for w in group), text])
+                lines = _greedy(_cut([*(w.text for w in group), text]))
                 if len(lines) > MAX_LINES or word.end - group[0].start > MAX_CUE_SECONDS:
                     yield _cue(group, name)
                     group = []

@@ -20,16 +20,16 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from relay.cli import keys_app, ordered, stage_bars, with_flags
+from relay.cli import keys_app, ordered, plain_console, stage_bars, with_flags
 
-console = Console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
+console = plain_console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
+MAX_ID = 2**63 - 1  # SQLite's largest integer: an id beyond it is a usage error, not a crash
 ground_app = typer.Typer(help="The ground station: the daemon, encoding, speakers, the queue, keys.",
                          no_args_is_help=True,
-                         cls=ordered("run", "encode", "speakers", "queue", "export", "status", "capture", "web",
-                                     "keys"))
+                         cls=ordered("run", "encode", "speakers", "queue", "export", "status", "prune", "capture",
+                                     "web", "keys"))
 speakers_app = typer.Typer(help="Known speakers: enroll, list, remove.", no_args_is_help=True)
 queue_app = typer.Typer(help="The queue of bundles to send.", no_args_is_help=True)
 CONFIG_HELP = ("ground configuration (default: $SPEECH_RELAY_GROUND_CONFIG, /etc/speech-relay/ground.toml, "
@@ -97,15 +97,15 @@ def encode(
     ),
     language: str = typer.Option(None, "--language", help="language code; default: detect (English for .en models)"),
     beam_size: int = typer.Option(None, "--beam-size", min=1, max=10, help="Whisper beam size (1 = greedy, faster)"),
-    threads: int = typer.Option(None, "--threads", min=0, help="CPU threads for Whisper (0 = all cores)"),
+    threads: int = typer.Option(None, "--threads", min=0, max=256, help="CPU threads for Whisper (0 = all cores)"),
     diarize: bool = typer.Option(None, "--diarize/--no-diarize", help="find who spoke when (pyannote)"),
     pipeline: str = typer.Option(
         None, "--pipeline", help="diarization: 'offline' (packaged models) or a pyannote hub pipeline name"
     ),
     hf_token: str = typer.Option(None, "--hf-token", help="Hugging Face token for a hub pipeline (or $HF_TOKEN)"),
-    num_speakers: int = typer.Option(None, "--speakers", min=1, help="exact number of speakers, if known"),
-    min_speakers: int = typer.Option(None, "--min-speakers", min=1, help="at least this many speakers"),
-    max_speakers: int = typer.Option(None, "--max-speakers", min=1, help="at most this many speakers"),
+    num_speakers: int = typer.Option(None, "--speakers", min=1, max=64, help="exact number of speakers, if known"),
+    min_speakers: int = typer.Option(None, "--min-speakers", min=1, max=64, help="at least this many speakers"),
+    max_speakers: int = typer.Option(None, "--max-speakers", min=1, max=64, help="at most this many speakers"),
     profile_bits: int = typer.Option(None, "--profile-bits", help="voice embedding width on the wire: 4 or 8 bits"),
     fit_voices: bool = typer.Option(
         None, "--fit-voices/--no-fit-voices", help="fit a Kokoro voice to each new speaker (up to 2 minutes each)"
@@ -117,7 +117,8 @@ def encode(
     ),
     hybrid_codec: str = typer.Option(None, "--hybrid-codec", help="the audio tier hybrid uses"),
     budget: float = typer.Option(
-        None, "--budget", min=1, help="bit/s the bundle may cost: the richest tier that fits (overrides --tier)"
+        None, "--budget", min=1, max=1e7,
+        help="bit/s the bundle may cost: the richest tier that fits (overrides --tier)"
     ),
     reference_clips: str = typer.Option(
         None, "--reference-clips",
@@ -241,7 +242,7 @@ def speakers_ls(
             p.name or "(anonymous)", p.id_hex, f"{p.f0_median:.0f} Hz", f"{p.f0_range:.1f} st", f"{p.rate:.0f} wpm",
             "yes" if store.was_sent(p.profile_id) else "no",
         )
-    Console().print(table if rows else f"no {'profiles' if every else 'enrolled speakers'} in {store.path}")
+    plain_console().print(table if rows else f"no {'profiles' if every else 'enrolled speakers'} in {store.path}")
 
 
 @speakers_app.command("rm")
@@ -313,14 +314,14 @@ def queue_ls(
             played = "not yet"
         table.add_row(str(i.id), i.edge, i.priority.name.lower(), str(i.state), i.title,
                       str(i.bundle_size or ""), progress, played, _age(i.created))
-    Console().print(table)
+    plain_console().print(table)
     if not items:
         print("queue empty" + ("" if all_ else " (--all shows finished entries)"))
 
 
 @queue_app.command("cancel")
 def queue_cancel(
-    entry: int = typer.Argument(..., help="entry id from relay ground queue ls"),
+    entry: int = typer.Argument(..., min=1, max=MAX_ID, help="entry id from relay ground queue ls"),
     config: Path = Config,
 ) -> None:
     """Stop sending an entry (fragments already sent stay sent)."""
@@ -330,7 +331,7 @@ def queue_cancel(
 
 @queue_app.command("bump")
 def queue_bump(
-    entry: int = typer.Argument(..., help="entry id from relay ground queue ls"),
+    entry: int = typer.Argument(..., min=1, max=MAX_ID, help="entry id from relay ground queue ls"),
     priority: str = typer.Option(None, "--priority", "-p", help="also move it to this priority"),
     config: Path = Config,
 ) -> None:
@@ -341,9 +342,26 @@ def queue_bump(
     print(f"entry {item.id} ({item.title}) is now first among {item.priority.name.lower()}")
 
 
+@ground_app.command("prune")
+def prune_cmd(config: Path = Config,
+              dry_run: bool = typer.Option(False, "--dry-run", help="say what would be removed; remove nothing"),
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """Remove what [retention] lets go of: taken and uploaded recordings once their entry is finished,
+    refused spool files, finished queue entries (the daemon does this every retention.every seconds)."""
+    from ground.retention import prune
+
+    done = prune(_config(config), dry_run)
+    if as_json:
+        print(json.dumps(done.to_dict(), indent=2))
+        return
+    for item in done.items:
+        print(f"{item.what}  {item.size / 1e6:.1f} MB  {item.why}")
+    print(done.summary())
+
+
 @ground_app.command("export")
 def export(
-    entry: int = typer.Argument(..., help="entry id from relay ground queue ls"),
+    entry: int = typer.Argument(..., min=1, max=MAX_ID, help="entry id from relay ground queue ls"),
     output: Path = typer.Option(..., "-o", "--output", help="file to write (relay edge import reads it)"),
     config: Path = Config,
 ) -> None:
@@ -382,7 +400,7 @@ def status(
                       f"{r['backlog_entries']} ({r['backlog_bytes']} B)", str(r["delivered"]),
                       str(r["played"]), str(r["quarantined"]), str(r["failed"]), str(r["link_bytes_sent"]),
                       f"{r['rate_bytes_per_s']:.1f} B/s", _duration(r["eta_s"]))
-    Console().print(table)
+    plain_console().print(table)
     if not rows:
         print("no edges yet")
 
@@ -392,7 +410,8 @@ def capture_cmd(
     device: str = typer.Option(None, "--device", help="the input device: a number or a name (default: the system's)"),
     input_file: Path = typer.Option(None, "--input", help="a recording played in as if live, instead of a device"),
     fast: bool = typer.Option(False, "--fast", help="with --input: as fast as it encodes, not in real time"),
-    chunk: float = typer.Option(10.0, "--chunk", help="seconds a bundle covers at most (cut at pauses)"),
+    chunk: float = typer.Option(10.0, "--chunk", min=1, max=600,
+                                help="seconds a bundle covers at most (cut at pauses)"),
     to: str = typer.Option(None, "--to", help="edge name (default: the configuration's default_edge)"),
     priority: str = typer.Option("priority", "--priority", "-p", help="flash, priority, normal or bulk"),
     title: str = typer.Option(None, "--title", help="the stream's title (default: live and the time)"),

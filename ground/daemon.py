@@ -28,9 +28,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiomqtt
 
@@ -44,7 +46,11 @@ from relay.link.outbox import Outbox, State
 from relay.link.service import Drops, supervise
 from relay.link.signing import SigningKey, VerifyKey
 from relay.profiles import ProfileStore
-from relay.storage import Waiter, is_full, persist, persist_blocking
+from relay.storage import Waiter, persist, persist_blocking
+
+if TYPE_CHECKING:
+    from ground.intake import Checked
+    from relay.format.bundle import Bundle
 
 log = logging.getLogger("relay.ground")
 HEARTBEAT = 30.0  # seconds between the daemon's notes that it is alive (LinkState.alive allows three)
@@ -68,7 +74,8 @@ class GroundDaemon:
         self.edge_keys = edge_keys(config)
         self.key = SigningKey.load(g.signing_key)
         self.connection = ConnectionSettings(config.broker, config.username)
-        self.state = Waiter(log, f"ground state ({g.state_dir})")
+        self.state = Waiter(log, f"ground state ({g.state_dir})", where=g.state_dir)
+        self.state.on_full = self._prune
         self.outbox = persist_blocking(lambda: Outbox(g.queue_db, config.limits), self.state)
         self.profiles = persist_blocking(lambda: ProfileStore(g.profiles_db), self.state)
         self.encoder = Encoder(config)  # models load when the first recording comes
@@ -94,7 +101,7 @@ class GroundDaemon:
         if requeued:
             log.info("%d entr%s interrupted while encoding, queued again", requeued, "y" if requeued == 1 else "ies")
         ident = f"relay-ground-{self.cfg.ground.name}"
-        jobs = {"encoder": self._encoder(), "heartbeat": self._heartbeat(),
+        jobs = {"encoder": self._encoder(), "heartbeat": self._heartbeat(), "housekeeping": self._housekeeping(),
                 "link": reconnecting(self._session, self.connection, ident, self.stop, manual_ack=True)}
         if self.cfg.web.enabled:
             from ground.web.app import serve_console
@@ -160,9 +167,10 @@ class GroundDaemon:
         except LinkError as err:
             self.drops(err.reason, f"ack on {topic}: {err}")
             return
-        outcome = await persist(lambda: self.outbox.on_ack(reply, edge, self.cfg.link.ack_timeout), self.state)
+        outcome = await persist(lambda: self.outbox.on_ack(reply, edge, self.cfg.link.ack_timeout,
+                                                           self.cfg.link.max_clock_skew), self.state)
         if outcome.item is None:
-            self.drops("unknown bundle", outcome.note)
+            self.drops(outcome.refused or "unknown bundle", outcome.note)
             return
         for pid in outcome.delivered_profiles:
             await persist(partial(self.profiles.mark_sent, pid), self.state)
@@ -202,12 +210,17 @@ class GroundDaemon:
                 continue
             log.info("encoding entry %d: %s", item.id, item.source)
             try:
-                data, full = await asyncio.to_thread(self._encode, Path(item.source or ""), item.title)
-                stored = await persist(partial(self.outbox.encoded, item.id, data, full), self.state)
+                data, full, decoded = await asyncio.to_thread(self._encode, Path(item.source or ""), item.title)
+                stored = await persist(partial(self.outbox.encoded, item.id, data, full, decoded), self.state)
             except Exception as e:
-                if is_full(e):  # a cache or the queue filled: encode it again once there is room
+                kind = self.state.classify(e)
+                if kind is not None:  # a cache or the queue filled (or failed): encode it again once it works
                     await persist(self.outbox.recover, self.state)
-                    await asyncio.sleep(self.state.delay(e))
+                    if kind == "full" and not self.state.pruned:
+                        self.state.pruned = True
+                        await self._prune()
+                    else:
+                        await asyncio.sleep(self.state.delay(e, kind))
                     continue
                 if not isinstance(e, RelayError):
                     raise
@@ -218,11 +231,34 @@ class GroundDaemon:
                 log.info("entry %d ready: %d bytes", item.id, len(data))
             self.wake.set()
 
-    def _encode(self, path: Path, title: str) -> tuple[bytes, list[bytes]]:
-        """In a worker thread: audio file -> (bundle, ids of profiles sent in full).
-        New speakers are remembered now, but count as sent only once acknowledged."""
+    def _encode(self, path: Path, title: str) -> tuple[bytes, list[bytes], Bundle]:
+        """In a worker thread: audio file -> (bundle, ids of profiles sent in full, the bundle
+        as an edge decodes it: checked here, never on the event loop). New speakers are
+        remembered now, but count as sent only once acknowledged."""
+        from relay.format.wire import decode_bundle
+
         result = self.encoder.encode_file(path, title, fit_voices=False)  # fitting follows, in the background
-        return result.data, self.encoder.commit(result, sent=False)
+        decoded = decode_bundle(result.data, str(path), self.cfg.limits)
+        return result.data, self.encoder.commit(result, sent=False), decoded
+
+    # --- retention -------------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        """What ``[retention]`` lets go of, every ``retention.every`` seconds."""
+        while True:
+            await self._prune()
+            await asyncio.sleep(self.cfg.retention.every)
+
+    async def _prune(self) -> None:
+        from ground.retention import prune
+
+        try:
+            done = await asyncio.to_thread(prune, self.cfg)
+        except Exception as err:  # a failing disk, a busy queue: said, and tried again next time
+            log.error("pruning failed: %s: %s", err.__class__.__name__, err)
+            return
+        if done.items:
+            log.info("retention: %s", done.summary())
 
     # --- voices fitted in the background ---------------------------------------------------------
 
@@ -283,8 +319,16 @@ class GroundDaemon:
                 await self._take(path)
 
     async def _take(self, path: Path) -> None:
+        from ground.intake import check_file
+
+        cancel = threading.Event()
         try:
-            await persist(lambda: self._queue_file(path), self.state)
+            try:
+                checked = await asyncio.to_thread(check_file, self.cfg, path, cancel)  # a bundle is decoded
+            except asyncio.CancelledError:
+                cancel.set()  # stopping: the worker ends at its next token
+                raise
+            await persist(lambda: self._queue_file(checked), self.state)
         except RelayError as e:
             rejected = path.parent.parent / ".rejected"
             try:
@@ -295,11 +339,12 @@ class GroundDaemon:
                 pass
             log.warning("spool %s: %s; moved to %s", path.name, e, rejected)
 
-    def _queue_file(self, path: Path) -> None:
-        from ground.intake import destination, queue_file
+    def _queue_file(self, checked: Checked) -> None:
+        from ground.intake import destination, enqueue
 
+        path = checked.path
         edge = destination(self.cfg, None, "spool")
         title = path.name.split("-", 1)[-1].rsplit(".", 1)[0]
-        row = queue_file(self.outbox, self.cfg, path, edge, title=title)
+        row = enqueue(self.outbox, checked, edge, title=title)
         log.info("spool: queued %s as entry %d for %s", path.name, row, edge)
         self.wake.set()

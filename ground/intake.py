@@ -9,10 +9,13 @@ an edge this ground serves.
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from relay.config import GroundConfig
 from relay.errors import RelayError
+from relay.format.bundle import Bundle
 from relay.link.messages import Priority
 from relay.link.outbox import Outbox
 
@@ -28,14 +31,43 @@ def destination(cfg: GroundConfig, edge: str | None, flag: str = "--to") -> str:
     return name
 
 
-def queue_file(outbox: Outbox, cfg: GroundConfig, path: Path, edge: str, priority: Priority = Priority.NORMAL,
-               title: str = "", source: str | None = None) -> int:
-    """Check ``path`` and queue it for ``edge``: the new entry's id."""
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A file that passed the check: audio (``bundle`` None), or a bundle's bytes and what they decode to."""
+
+    path: Path
+    data: bytes | None = None
+    bundle: Bundle | None = None
+
+
+def check_file(cfg: GroundConfig, path: Path, cancel: threading.Event | None = None) -> Checked:
+    """The slow half, without the queue (a daemon runs it in a worker thread):
+    audio's first frames decoded, or a bundle decoded under the edge's limits
+    and the CPU budget they give its size; ``cancel`` abandons that decoding."""
     from relay.audio.io import probe_audio
 
     if path.suffix.lower() == ".bundle":
         from relay.fileio import read_bytes
+        from relay.format.limits import DecodeBudget
+        from relay.format.wire import decode_bundle
 
-        return outbox.add_bundle(read_bytes(path, "bundle"), edge, priority, title, source or str(path.resolve()))
+        data = read_bytes(path, "bundle", cfg.limits.max_bundle_bytes)
+        return Checked(path, data, decode_bundle(data, str(path), cfg.limits,
+                                                 DecodeBudget.of(cfg.limits, len(data), cancel)))
     probe_audio(path)
-    return outbox.add_audio(path, edge, priority, title)
+    return Checked(path)
+
+
+def enqueue(outbox: Outbox, checked: Checked, edge: str, priority: Priority = Priority.NORMAL, title: str = "",
+            source: str | None = None) -> int:
+    """The quick half: the checked file into the queue for ``edge``; the new entry's id."""
+    if checked.data is not None and checked.bundle is not None:
+        return outbox.add_bundle(checked.data, edge, priority, title, source or str(checked.path.resolve()),
+                                 decoded=checked.bundle)
+    return outbox.add_audio(checked.path, edge, priority, title)
+
+
+def queue_file(outbox: Outbox, cfg: GroundConfig, path: Path, edge: str, priority: Priority = Priority.NORMAL,
+               title: str = "", source: str | None = None) -> int:
+    """Check ``path`` and queue it for ``edge``: the new entry's id."""
+    return enqueue(outbox, check_file(cfg, path), edge, priority, title, source)

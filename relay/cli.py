@@ -29,6 +29,7 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from relay.errors import RelayError
@@ -56,7 +57,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=ordered("ground", "edge", "inspect", "bench", "web", "link-sim", "broker-check"),
 )
-console = Console()
+def plain_console(**options: Any) -> Console:
+    """A console that prints what it is given: titles, transcripts and names are
+    the content of bundles anyone may have made, so ``[/`` or ``:x:`` in them is
+    text, never rich markup or an emoji code (styles come as ``Text`` objects)."""
+    return Console(markup=False, highlight=False, emoji=False, **options)
+
+
+console = plain_console()
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -139,7 +147,9 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="print the decoded bundle as JSON"),
 ) -> None:
     """Show a bundle: speakers, segments, bytes per field, bits per second."""
-    data = read_bytes(bundle, "bundle")
+    from relay.format.limits import DEFAULT_LIMITS
+
+    data = read_bytes(bundle, "bundle", DEFAULT_LIMITS.max_bundle_bytes)
     decoded = decode_bundle(data, str(bundle))
     if as_json:
         out = decoded.to_dict()
@@ -148,7 +158,7 @@ def inspect(
         return
     duration = decoded.source.duration
     created = datetime.fromtimestamp(decoded.created, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    console.print(f"[bold]{bundle}[/]  id {decoded.id_hex}  created {created}")
+    console.print(Text.assemble((str(bundle), "bold"), f"  id {decoded.id_hex}  created {created}"))
     console.print(
         f"title {decoded.source.title!r}  language {decoded.source.language}  "
         f"duration {duration:.2f} s  {len(decoded.speakers)} speaker(s)  {len(decoded.segments)} segment(s)"
@@ -185,7 +195,7 @@ def inspect(
     sizes = Table("field", "bytes", "share", box=None, header_style="bold")
     for name, size in costs.items():
         sizes.add_row(name, f"{size:.1f}" if version == 2 else f"{size:.0f}", f"{size / total:.0%}")
-    sizes.add_row("[bold]total[/]", f"[bold]{total}[/]", "")
+    sizes.add_row(Text("total", "bold"), Text(str(total), "bold"), "")
     console.print(sizes)
     n_words = sum(len(seg.text.split()) for seg in decoded.segments)
     if n_words:
@@ -202,11 +212,12 @@ def inspect(
 @app.command("link-sim")
 def link_sim(
     to: str = typer.Option("127.0.0.1:1883", "--to", help="the broker, HOST:PORT"),
-    listen: int = typer.Option(1884, "--listen", help="port to listen on (127.0.0.1)"),
-    rate: float = typer.Option(300.0, "--rate", help="bytes per second each way (0: unthrottled)"),
-    latency: float = typer.Option(0.6, "--latency", help="one-way delay in seconds"),
-    outage_every: float = typer.Option(0.0, "--outage-every", help="mean seconds between random cuts (0: none)"),
-    outage: float = typer.Option(30.0, "--outage", help="seconds each cut lasts"),
+    listen: int = typer.Option(1884, "--listen", min=1, max=65535, help="port to listen on (127.0.0.1)"),
+    rate: float = typer.Option(300.0, "--rate", min=0, max=1e9, help="bytes per second each way (0: unthrottled)"),
+    latency: float = typer.Option(0.6, "--latency", min=0, max=3600, help="one-way delay in seconds"),
+    outage_every: float = typer.Option(0.0, "--outage-every", min=0, max=1e6,
+                                       help="mean seconds between random cuts (0: none)"),
+    outage: float = typer.Option(30.0, "--outage", min=0, max=1e6, help="seconds each cut lasts"),
 ) -> None:
     """Simulate a thin link on loopback: point a daemon's broker.port here."""
     import asyncio
@@ -237,7 +248,7 @@ def link_sim(
 @app.command("broker-check")
 def broker_check(
     broker: str = typer.Argument("127.0.0.1:1883", help="the broker, HOST:PORT"),
-    timeout: float = typer.Option(20.0, "--timeout", min=0.1, help="seconds to wait for its answer"),
+    timeout: float = typer.Option(20.0, "--timeout", min=0.1, max=3600, help="seconds to wait for its answer"),
 ) -> None:
     """Is the broker answering? Exit 0 if it answers an MQTT CONNECT in time, 1 if
     not (the watchdog, systemd/relay-broker-watchdog.*, then restarts it)."""

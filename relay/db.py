@@ -29,9 +29,9 @@ def connect(path: str | Path, schema: str, what: str, error: type[RelayError] = 
         db.executescript(schema)
         return db
     except (sqlite3.Error, OSError) as exc:
-        if is_full(exc):
+        if is_full(exc, path.parent):
             raise StorageFull(f"{path}: cannot open {what}: disk full ({exc})") from exc
-        raise error(f"{path}: cannot open {what} ({exc})") from None
+        raise error(f"{path}: cannot open {what} ({exc})") from exc  # a failing disk stays an I/O error
 
 
 @contextmanager

@@ -13,6 +13,11 @@
 # every existing key are kept, never overwritten. Keys are EC P-256 (short
 # handshakes on a thin link), certificates valid for ten years.
 #
+# A ship's name is its edge's name (letters, digits, _ and -, at most 32), and
+# never the ground's ("ground", the shipped ACL's, and GROUND_NAME if the
+# ground has another: that user holds every edge's topics) nor "ca" or
+# "server" (this folder's own files).
+#
 # Then: copy ca.crt, server.crt and server.key to the ground's
 # /etc/mosquitto/speech-relay/ (config/mosquitto-tls.conf), and ca.crt,
 # SHIP.crt and SHIP.key to that ship's (config/mosquitto-bridge.conf);
@@ -25,11 +30,19 @@ fi
 dir=$1 server=$2
 shift 2
 command -v openssl >/dev/null || { echo "make-certs: openssl is not installed (apt install openssl)" >&2; exit 1; }
-mkdir -p "$dir"
 umask 077
 days=3650
 key() { [ -f "$1" ] || openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-name_ok() { [[ $1 =~ ^[A-Za-z0-9_.-]{1,64}$ ]] || { echo "make-certs: bad name '$1'" >&2; exit 1; }; }
+ground=${GROUND_NAME:-ground}
+name_ok() {
+  [[ $1 =~ ^[A-Za-z0-9_-]{1,32}$ ]] || { echo "make-certs: bad ship name '$1' (an edge name: letters, digits, _ and -, at most 32)" >&2; exit 2; }
+  if [ "$1" = "$ground" ] || [ "$1" = ground ] || [ "$1" = ca ] || [ "$1" = server ]; then
+    echo "make-certs: a ship may not be named '$1': that name is the ground's (its broker user holds every edge's topics) or this folder's own" >&2
+    exit 2
+  fi
+}
+for ship in "$@"; do name_ok "$ship"; done  # every name checked before anything is made
+mkdir -p "$dir"
 
 if [ ! -f "$dir/ca.crt" ]; then
   key "$dir/ca.key"

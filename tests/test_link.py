@@ -315,7 +315,9 @@ def test_polls_are_signed_and_answered_once(ends, key):
     assert outbox.next_out(FRAG, key, ack_timeout=30) is None  # next one in 30 s, then 60, 120...
     poll = parse_down(due.payload)
     assert isinstance(poll, Poll)
-    ack = inbox.poll(poll).ack  # the edge holds nothing of it
+    got = inbox.poll(poll)
+    ack = got.ack  # the edge holds nothing of it
+    assert ack is not None, got
     assert ack.state == AckState.UNKNOWN
     assert inbox.poll(poll).ack is None  # a replayed poll: not answered again so soon
     forged = Poll.create(poll.bundle_id, "ship", SigningKey.generate(), int(time.time()) + 1)
@@ -553,3 +555,102 @@ def test_a_transfer_completed_just_before_a_crash_is_decided_after_the_restart(t
     again = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]), link=SAME_CLOCK)
     assert [bid for bid, _ in again.complete()] == [t.bundle_id]
     assert again.finish(t.bundle_id).decided.state == ACCEPTED and again.complete() == []
+
+
+# --- issue 24: replays, clocks, floods --------------------------------------------------------------
+
+
+def test_a_replayed_ack_changes_nothing(ends, key, edge_key):
+    """A genuine "incomplete" ack, captured and sent again every 20 s, kept a
+    flash transfer from completing (581 fragments sent for 190 parts): now an
+    ack no newer than one applied is ignored, and one about an earlier
+    transfer of the bundle too."""
+    outbox, inbox = ends
+    row = outbox.add_bundle(real_bundle(200), "ship", Priority.FLASH)
+    frags = [f for _, f in drain(outbox, key)]
+    holes = Ack(frags[0].bundle_id, AckState.INCOMPLETE, ((2, 4),), seq=Manifest.unpack(frags[0].data).seq)
+    wire = Ack.unpack(holes.pack(edge_key, "ship", inbox.next_counter()), edge_key.public, "ship")
+    assert outbox.on_ack(wire, "ship", 60).note == "2 fragment(s) to resend"
+    assert sorted(f.index for _, f in drain(outbox, key)) == [2, 3]
+    for _ in range(5):  # the same ack, again and again
+        again = outbox.on_ack(wire, "ship", 60)
+        assert again.item is None and again.refused == "replay"
+    assert drain(outbox, key) == [] and outbox.get(row).pending == 0
+    other = dataclasses.replace(wire, seq=wire.seq + 7, counter=inbox.next_counter())
+    assert outbox.on_ack(other, "ship", 60).refused == "old transfer"
+    fresh = dataclasses.replace(wire, counter=inbox.next_counter())  # the edge really asks again
+    assert outbox.on_ack(fresh, "ship", 60).note == "2 fragment(s) to resend"
+
+
+def test_acks_manifests_and_polls_from_the_future_are_refused(ends, key, edge_key):
+    outbox, inbox = ends
+    row = outbox.add_bundle(real_bundle(20), "ship")
+    frags = [f for _, f in drain(outbox, key)]
+    ahead = Ack(frags[0].bundle_id, AckState.ACCEPTED, counter=inbox.next_counter(), at=int(time.time()) + 3600)
+    refused = outbox.on_ack(ahead, "ship", 60, max_skew=600)
+    assert refused.item is None and refused.refused == "future" and outbox.get(row).state == State.SENDING
+    # a manifest dated ten years ahead (the ground's clock is wrong): refused, and the ground told why
+    t = OutgoingTransfer.create(os.urandom(8), real_bundle(10), "ship", Priority.NORMAL, FRAG, key, 9,
+                                int(time.time()) + 10 * 365 * 86400)
+    got = inbox.receive(t.fragment(0))
+    assert got.ack.state == AckState.REJECTED and got.ack.code == RejectCode.STALE and "future" in got.ack.reason
+    assert inbox.partial() == []
+    poll = Poll.create(frags[0].bundle_id, "ship", key, int(time.time()) + 10 * 365 * 86400, 1)
+    assert inbox.poll(poll).dropped == "future"
+
+
+def test_a_replayed_poll_is_not_answered(ends, key):
+    outbox, inbox = ends
+    outbox.add_bundle(real_bundle(20), "ship")
+    drain(outbox, key, ack_timeout=0)
+    poll = parse_down(outbox.next_out(FRAG, key, ack_timeout=30).payload)
+    assert inbox.poll(poll).ack is not None
+    inbox._replied.clear()  # however long after
+    assert inbox.poll(poll).dropped == "replay"
+    inbox.link = EdgeLink(max_clock_skew=60)  # (the next second may not have come yet)
+    newer = Poll.create(poll.bundle_id, "ship", key, poll.signed_at + 1, poll.seq)
+    assert inbox.poll(newer).ack is not None
+
+
+def test_the_reorder_buffer_is_bounded_in_parts_as_well_as_bytes(tmp_path, key):
+    """13-byte fragments with no data and random ids used to cost 334 bytes of
+    memory each, never freed (the buffer counted data bytes only)."""
+    inbox = Inbox(tmp_path / "e.db", "ship", Keyring([key.public]),
+                  link=EdgeLink(max_clock_skew=0, buffer_bytes=1 << 20, buffer_parts=500))
+    for _ in range(20_000):
+        inbox.receive(parse_down(bytes([0x20]) + os.urandom(8) + (1).to_bytes(2, "big") + (2).to_bytes(2, "big")))
+    buf = inbox._buffer
+    assert buf.parts <= 500 and len(buf._parts) <= 500 and buf.size <= 1 << 20
+    assert inbox.partial() == [] and inbox.stored_bytes() == 0
+
+
+def test_no_answer_to_what_anyone_could_have_sent(ends, key):
+    """A forged part naming a bundle already decided drew a signed ack up the
+    thin link (120 forged messages, 75 acks); so did a forged copy of a
+    transfer's last part. Only a genuine manifest or poll is answered."""
+    outbox, inbox = ends
+    outbox.add_bundle(real_bundle(60), "ship")
+    frags = [f for _, f in drain(outbox, key)]
+    results = [deliver(inbox, f) for f in frags]
+    assert results[-1].decided.state == ACCEPTED
+    bid = frags[0].bundle_id
+    for index in range(1, frags[0].count):
+        forged = Fragment(bid, index, frags[0].count, os.urandom(len(frags[index].data)))
+        assert inbox.receive(forged).ack is None
+        assert inbox.receive(Fragment(bid, index, frags[0].count, b"")).ack is None
+    stranger = OutgoingTransfer.create(bid, real_bundle(60), "ship", Priority.FLASH, FRAG, SigningKey.generate(), 1,
+                                       int(time.time()))
+    assert inbox.receive(stranger.fragment(0)).ack is None  # a manifest no trusted key signed
+    assert inbox.receive(frags[0]).ack is not None  # the ground's own: the decision again
+    # a transfer in progress: a forged duplicate of its last part is not answered
+    outbox.add_bundle(real_bundle(300, seed=5), "ship")
+    more = [f for _, f in drain(outbox, key)]
+    for f in more[:-1]:
+        inbox.receive(f)
+    last = more[-1]
+    assert inbox.receive(last).complete is not None
+    inbox.discard(last.bundle_id)
+    for f in more[:3]:
+        inbox.receive(f)
+    inbox._replied.clear()
+    assert inbox.receive(Fragment(last.bundle_id, last.index, last.count, os.urandom(len(last.data)))).ack is None

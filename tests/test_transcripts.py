@@ -144,6 +144,7 @@ def test_query_words_are_quoted_and_bounded():
 def test_search_and_text_from_the_command_line(tmp_path):
     key = SigningKey.generate()
     _, edge_cfg = write_configs(tmp_path, 1, 2, key, 100.0)
+    assert run("edge", "ls", "-c", str(edge_cfg)).returncode == 0  # the edge's store begins before the signing
     bundle = conversation(10, title="ice report")
     data = encode_bundle(bundle)
     t = OutgoingTransfer.create(bundle.bundle_id, data, "ship", Priority.NORMAL, 340, key, 1, int(time.time()))

@@ -64,8 +64,11 @@ def test_sessions_expire_and_cannot_be_forged():
     gate = Gate(hash_password(PASSWORD), session_seconds=60)
     cookie = gate.session(now=1000.0)
     assert gate.valid_session(cookie, now=1030.0) and not gate.valid_session(cookie, now=1061.0)
-    expires, mac = cookie.split(".")
-    assert not gate.valid_session(f"{int(expires) + 9999}.{mac}", now=1030.0)  # a later expiry, same MAC
+    expires, sid, mac = cookie.split(".")
+    assert not gate.valid_session(f"{int(expires) + 9999}.{sid}.{mac}", now=1030.0)  # a later expiry, same MAC
+    gate.end(cookie)  # logged out: over for good, whoever kept a copy of the cookie
+    assert not gate.valid_session(cookie, now=1030.0)
+    cookie = gate.session(now=1000.0)
     assert not Gate(gate.password_hash).valid_session(cookie, now=1030.0)  # another server's key (a restart)
     for junk in [None, "", "x", "." * 300, "12.zz"]:
         assert not gate.valid_session(junk, now=1030.0)
@@ -86,6 +89,15 @@ def test_state_changes_need_the_token_and_this_origin():
     assert "token" in (cross_site_refusal("DELETE", {"host": "ground:8751"}, "t0k") or "")
     assert "cross-site" in (cross_site_refusal("POST", {**h, "origin": "http://evil.example"}, "t0k") or "")
     assert cross_site_refusal("POST", {**h, "origin": "http://ground:8751"}, "t0k") is None
+    # DNS rebinding: the page's own name, pointed at this console, is "same origin" with itself: refused
+    # unless it is one of the console's names
+    rebound = {"host": "evil.example:8751", "x-relay-token": "t0k", "origin": "http://evil.example:8751"}
+    assert cross_site_refusal("POST", rebound, "t0k", {"ground", "localhost"}) is not None
+    assert cross_site_refusal("POST", {**h, "origin": "http://ground:8751"}, "t0k", {"ground"}) is None
+    gate = Gate(None, hosts={"localhost", "127.0.0.1", "ground"})
+    assert gate.host_ok("127.0.0.1:8751") and gate.host_ok("GROUND") and gate.host_ok("localhost")
+    for bad in ("evil.example:8751", "127.0.0.1.evil.example", "", None, "[::1", "a" * 400):
+        assert not gate.host_ok(bad), bad
 
 
 def test_beyond_loopback_only_with_a_login(tmp_path):

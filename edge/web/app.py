@@ -18,13 +18,18 @@ station's speakers, needs the page's token) and the address check are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import iterate_in_threadpool
@@ -40,7 +45,18 @@ from relay.errors import RelayError
 from relay.format.bundle import Bundle
 from relay.link.inbox import ACCEPTED, QUARANTINED, Inbox, Stored
 from relay.web.auth import Gate
-from relay.web.server import NotFound, build, check_listen, error, guarded, live_events, page, serve
+from relay.web.server import (
+    NotFound,
+    Refused,
+    build,
+    check_listen,
+    console_hosts,
+    error,
+    guarded,
+    live_events,
+    page,
+    serve,
+)
 
 log = logging.getLogger("relay.edge.web")
 STATIC = resources.files("edge.web") / "static"
@@ -50,6 +66,8 @@ MEDIA = {"txt": "text/plain; charset=utf-8", "vtt": "text/vtt; charset=utf-8", "
 
 
 LIVE_FOR = 120.0  # seconds after a stream's newest part during which it counts as live (unless it ended)
+CONSOLE_NICE = 10  # the console's threads' niceness, above the daemon's 0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,9 +99,18 @@ def key(item: Entry) -> str:
     return item.key if isinstance(item, StreamView) else item.bundle_id.hex()
 
 
+def _nice() -> None:
+    """The console's worker threads run at a lower priority than the daemon's: a
+    page rendering a bundle must not slow the station's own playback."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CONSOLE_NICE)
+
+
 @dataclass
 class Console:
-    """What the app's handlers share: the stores and a renderer."""
+    """What the app's handlers share: the stores, a renderer, and the console's
+    own worker threads (never the daemon's: a rendering waiting for its turn
+    must not keep a flash bundle from being decoded or played)."""
 
     cfg: EdgeConfig
     inbox: Inbox
@@ -92,6 +119,12 @@ class Console:
     _render_lock: threading.RLock = field(default_factory=threading.RLock)
     _summaries: dict[bytes, dict] = field(default_factory=dict)
     _growing: dict[bytes, GrowingWav] = field(default_factory=dict)  # renderings under way
+    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        max_workers=2, thread_name_prefix="console", initializer=_nice))
+
+    async def off(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the console's own worker threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, partial(fn, *args))
 
     @property
     def cache(self) -> Path:
@@ -191,9 +224,18 @@ class Console:
         return got.path
 
     def render(self, item: Stored) -> GrowingWav | Path:
-        """The bundle's WAV: the cached file, or the one being rendered now
-        (started here if need be), which a response can follow as it grows."""
+        """The bundle's WAV: the daemon's own (it spoke it into a file), the
+        cached file, or the one being rendered now (started here if need be),
+        which a response can follow as it grows. One the ``[retention]`` limits
+        would not let the daemon write is refused (413)."""
+        from edge.player import wav_bytes
+        from edge.retention import console_cache
+        from relay.retention import unlink
+
         path = self.cache / f"{item.bundle_id.hex()}.wav"
+        spoken = self.inbox.outputs(item.bundle_id, self.cfg.edge.played_dir)
+        if spoken is not None:
+            return spoken
         with self._render_lock:
             if path.is_file():
                 return path
@@ -203,12 +245,19 @@ class Console:
             player = self.player()
             performance = player.prepare(self.bundle(item))
             duration = performance.bundle.source.duration
+            size = wav_bytes(duration, performance.rate)
+            limit = min(self.cfg.retention.wav_mb, self.cfg.retention.cache_mb) * 1e6
+            if size > limit:
+                raise Refused(413, f"bundle {item.bundle_id.hex()} would render to {size / 1e6:.0f} MB, over what "
+                                   f"this console keeps ({limit / 1e6:.0f} MB: [retention] wav_mb, cache_mb)")
+            unlink(console_cache(self.cfg, time.time(), need=size))
             growing = GrowingWav(path, performance.rate, round(duration * performance.rate))
             self._growing[item.bundle_id] = growing
 
         def work() -> None:
             from edge.playback import play
 
+            _nice()
             try:
                 with self._render_lock:
                     play(player.phrases(performance), growing, from_start=True, until=duration)
@@ -268,11 +317,11 @@ def join_wavs(paths: list[Path], out: Path) -> None:
 def create_app(cfg: EdgeConfig) -> Starlette:
     """The console over ``cfg``'s stores."""
     console = Console(cfg, Inbox.of(cfg), TranscriptIndex(cfg.edge.transcripts_db, cfg.limits))
-    gate = Gate(cfg.web.password_hash, cfg.web.session_hours * 3600)
+    gate = Gate(cfg.web.password_hash, cfg.web.session_hours * 3600, console_hosts(cfg.web))
 
     async def bundles(request: Request) -> Response:
         items = console.entries()
-        return JSONResponse(await asyncio.to_thread(lambda: [console.summary(s) for s in items]))
+        return JSONResponse(await console.off(lambda: [console.summary(s) for s in items]))
 
     async def events(request: Request) -> Response:
         async def version() -> object:
@@ -282,7 +331,7 @@ def create_app(cfg: EdgeConfig) -> Starlette:
 
     async def detail(request: Request) -> Response:
         item = console.stored(request.path_params["id"])
-        b = await asyncio.to_thread(console.bundle, item)
+        b = await console.off(console.bundle, item)
         return JSONResponse({
             **console.summary(item),
             "speakers": [{"name": speaker_name(b, i), "colour": PALETTE[i % len(PALETTE)]}
@@ -294,8 +343,8 @@ def create_app(cfg: EdgeConfig) -> Starlette:
 
     async def audio(request: Request) -> Response:
         item = console.stored(request.path_params["id"])
-        got: GrowingWav | Path = await asyncio.to_thread(
-            console.audio, item) if isinstance(item, StreamView) else await asyncio.to_thread(console.render, item)
+        got: GrowingWav | Path = await console.off(
+            console.audio, item) if isinstance(item, StreamView) else await console.off(console.render, item)
         name = f'inline; filename="{key(item)}.wav"'
         if isinstance(got, Path):
             return FileResponse(got, media_type="audio/wav", headers={"Content-Disposition": name})
@@ -313,19 +362,19 @@ def create_app(cfg: EdgeConfig) -> Starlette:
         if fmt not in FORMATS:
             return error(404, f"no format {fmt!r} (one of {', '.join(FORMATS)})")
         item = console.stored(request.path_params["id"])
-        body = render(await asyncio.to_thread(console.bundle, item), fmt)
+        body = render(await console.off(console.bundle, item), fmt)
         name = f"{key(item)}.{fmt}"
         return Response(body, media_type=MEDIA[fmt], headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     async def search(request: Request) -> Response:
         query = request.query_params.get("q", "")[:500]
-        await asyncio.to_thread(console.index.sync, console.inbox)
+        await console.off(console.index.sync, console.inbox)
         hits = console.index.search(query, 50)
         return JSONResponse([h.to_dict() for h in hits])
 
     async def play(request: Request) -> Response:  # the token and Origin are checked by relay.web's Guard
         item = console.stored(request.path_params["id"])
-        await asyncio.to_thread(console.play_here, item)
+        await console.off(console.play_here, item)
         return JSONResponse({"played": key(item)})
 
     from edge.playback import PlaybackError

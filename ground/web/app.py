@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ground.intake import destination, queue_file
+from ground.intake import check_file, destination, enqueue
 from ground.status import edges, queue
 from relay.config import GroundConfig
 from relay.errors import RelayError
@@ -36,7 +36,7 @@ from relay.link.messages import Priority
 from relay.link.outbox import Outbox, OutboxError
 from relay.storage import is_full
 from relay.web.auth import Gate
-from relay.web.server import NotFound, Refused, build, check_listen, guarded, live_events, page, serve
+from relay.web.server import NotFound, Refused, build, check_listen, console_hosts, guarded, live_events, page, serve
 
 log = logging.getLogger("relay.ground.web")
 T = TypeVar("T")
@@ -88,7 +88,7 @@ def create_app(cfg: GroundConfig) -> Starlette:
     """The console over ``cfg``'s queue."""
     outbox = Outbox(cfg.ground.queue_db, cfg.limits)
     lock = asyncio.Lock()  # one connection, used by one request at a time
-    gate = Gate(cfg.web.password_hash, cfg.web.session_hours * 3600)
+    gate = Gate(cfg.web.password_hash, cfg.web.session_hours * 3600, console_hosts(cfg.web))
     uploads = cfg.ground.state_dir / "uploads"
 
     async def locked(fn: Callable[[], T]) -> T:
@@ -120,8 +120,10 @@ def create_app(cfg: GroundConfig) -> Starlette:
         title = q.get("title", "").strip()[:200] or Path(name).stem
         path = await receive_upload(request, uploads, name, int(cfg.web.max_upload_mb * 2**20))
         try:
-            async with lock:  # the audio's first frames are decoded: off the event loop
-                row = await asyncio.to_thread(queue_file, outbox, cfg, path, edge, priority, title)
+            # the audio's first frames, or the whole bundle, decoded off the event loop and outside the
+            # queue's lock: the page goes on answering meanwhile
+            checked = await asyncio.to_thread(check_file, cfg, path)
+            row = await locked(lambda: enqueue(outbox, checked, edge, priority, title))
         except RelayError as exc:  # named as the operator knows it, not by where it was kept
             path.unlink(missing_ok=True)
             raise RelayError(str(exc).replace(str(path), name)) from None
@@ -137,6 +139,8 @@ def create_app(cfg: GroundConfig) -> Starlette:
     async def entry(request: Request) -> int:
         """The entry the path names, or :class:`NotFound` (404, not a conflict)."""
         row = int(request.path_params["id"])
+        if not 1 <= row < 2**63:  # beyond SQLite's integers: no such entry, not a crash
+            raise NotFound(f"no queue entry {row}")
         try:
             await locked(lambda: outbox.get(row))
         except OutboxError as exc:

@@ -37,6 +37,13 @@ MAX_FILE_FRAGMENT = 0xFFFF
 SUFFIX = ".transfer"
 
 
+def max_file_bytes(max_bundle: int) -> int:
+    """The largest transfer file a bundle of ``max_bundle`` bytes makes (its parts in
+    the smallest fragments, their hashes and headers): larger files are refused unread."""
+    parts = max_bundle // (340 - 13) + 2
+    return HEADER.size + max_bundle + parts * (13 + LENGTH.size + 8) + 4096
+
+
 def pack(transfer: OutgoingTransfer) -> bytes:
     """The file for ``transfer``: every fragment, manifest first."""
     out = [HEADER.pack(MAGIC, VERSION, transfer.count)]

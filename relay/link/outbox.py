@@ -39,7 +39,7 @@ from relay.db import connect, transaction
 from relay.errors import RelayError
 from relay.format.bundle import Bundle
 from relay.format.limits import DEFAULT_LIMITS, Limits
-from relay.link.messages import Ack, AckState, Poll, Priority, RejectCode
+from relay.link.messages import POLL, Ack, AckState, Poll, Priority, RejectCode
 from relay.link.signing import SigningKey
 from relay.link.transfer import OutgoingTransfer
 
@@ -391,9 +391,9 @@ class Outbox:
             "SELECT id, edge, priority, bundle_id, polls, seq, poll_at FROM outbox WHERE id = ?", (row,)).fetchone()
         # the next poll's time: stretched by the backoff (sent() counts this one)
         wait = min(ack_timeout * 2 ** min(polls, 30), max_interval)
-        # signed now, but always after the row's last poll (the edge ignores one no newer: a replay)
+        # signed now, but always after the row's last poll sent (the edge ignores one no newer: a replay)
         at = max(int(time.time()), (last or 0) + 1)
-        self._db.execute("UPDATE outbox SET next_poll = ?, poll_at = ? WHERE id = ?", (time.time() + wait, at, id_))
+        self._db.execute("UPDATE outbox SET next_poll = ? WHERE id = ?", (time.time() + wait, id_))
         poll = Poll.create(bid, edge, key, at, seq or 0)
         return Outgoing(id_, edge, Priority(prio), bid, poll.pack(), None)
 
@@ -414,10 +414,11 @@ class Outbox:
                     (_bits(row[1], left), nbytes, not left, now + ack_timeout, now, out.id),
                 )
             else:
+                at = POLL.unpack(out.payload)[2] if len(out.payload) == POLL.size else None
                 self._db.execute(
                     "UPDATE outbox SET sent_bytes = sent_bytes + ?, polls = polls + 1, polls_sent = polls_sent + 1, "
-                    "updated = ? WHERE id = ?",
-                    (nbytes, now, out.id),
+                    "poll_at = coalesce(?, poll_at), updated = ? WHERE id = ?",
+                    (nbytes, at, now, out.id),
                 )
             self._db.execute("INSERT INTO link_log VALUES (?, ?, ?)", (now, out.edge, nbytes))
 

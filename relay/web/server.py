@@ -89,10 +89,13 @@ class Guard:
         path = request.url.path
         public = path.startswith(PUBLIC)
         response: Response | None = None
-        if not public and not self.gate.allowed(request.cookies.get(COOKIE)):
+        if not self.gate.host_ok(request.headers.get("host")):  # another site's name pointed here (DNS rebinding)
+            response = error(421, "this console does not answer to that name: reach it by its own address, or add "
+                                  "the name to [web] hosts")
+        elif not public and not self.gate.allowed(request.cookies.get(COOKIE)):
             response = error(401, "log in first") if path.startswith("/api/") else RedirectResponse("/login", 303)
         elif not public:
-            why = cross_site_refusal(request.method, request.headers, self.gate.token)
+            why = cross_site_refusal(request.method, request.headers, self.gate.token, self.gate.hosts)
             if why:
                 response = error(403, why)
         if response is not None:
@@ -114,7 +117,7 @@ def login_routes(gate: Gate, station: str) -> list[BaseRoute]:
         if not gate.needs_login:
             return RedirectResponse("/", 303)
         origin = request.headers.get("origin") or request.headers.get("referer")
-        if not same_origin(origin, request.headers.get("host")):
+        if not same_origin(origin, request.headers.get("host"), gate.hosts):
             return error(403, "cross-site request refused")
         client = request.client.host if request.client else "?"
         body = b""
@@ -133,6 +136,7 @@ def login_routes(gate: Gate, station: str) -> list[BaseRoute]:
         return response
 
     async def logout(request: Request) -> Response:
+        gate.end(request.cookies.get(COOKIE))
         response = RedirectResponse("/login", 303)
         response.delete_cookie(COOKIE)
         return response
@@ -146,12 +150,33 @@ def build(routes: Sequence[BaseRoute], gate: Gate, station: str, static: str) ->
     one at /common, the login pages, behind the :class:`Guard`."""
     from starlette.middleware import Middleware
 
-    return Starlette(
+    app = Starlette(
         routes=[*login_routes(gate, station), *routes,
                 Mount("/static", StaticFiles(directory=static), name="static"),
                 Mount("/common", StaticFiles(directory=str(COMMON)), name="common")],
         middleware=[Middleware(Guard, gate=gate)],
     )
+    app.state.gate = gate
+    return app
+
+
+def console_hosts(web: Web, listen_host: str | None = None) -> set[str]:
+    """The names a console answers to: localhost, the address it listens on,
+    ``[web] hosts``, and, listening on every interface, this machine's names
+    and addresses."""
+    import socket
+
+    hosts = {"localhost", "127.0.0.1", "::1", *(h.lower().strip("[]") for h in web.hosts)}
+    host = (listen_host or web.address[0]).lower()
+    if host in ("0.0.0.0", "::", ""):
+        names = {socket.gethostname(), socket.getfqdn()}
+        for name in list(names):
+            with contextlib.suppress(OSError):
+                names |= {str(info[4][0]) for info in socket.getaddrinfo(name, None)}
+        hosts |= {n.lower() for n in names if n}
+    else:
+        hosts.add(host)
+    return hosts
 
 
 def page(folder: str, gate: Gate, station: str) -> Handler:
@@ -228,6 +253,9 @@ async def serve(app: ASGIApp, host: str, port: int, *, in_daemon: bool = True) -
                 with super().capture_signals():
                     yield
 
+    gate = getattr(getattr(app, "state", None), "gate", None)
+    if isinstance(gate, Gate) and host.lower() not in ("0.0.0.0", "::"):
+        gate.hosts.add(host.lower())  # the address given on the command line, if it differs from the file's
     server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                    lifespan="off"))
     log.info("console on http://%s:%d/", host, port)
