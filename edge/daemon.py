@@ -192,6 +192,7 @@ class EdgeDaemon:
         if found is None:
             return
         data, manifest = found
+        log.info("bundle %s complete (%d bytes, %s): decoding", bid.hex(), len(data), manifest.priority.name.lower())
         outcome = await asyncio.to_thread(self.inbox.check, bid, data, manifest, cancel)
         result = await persist(lambda: self.inbox.decide(bid, data, outcome), self.state)
         if result.dropped:
@@ -241,7 +242,8 @@ class EdgeDaemon:
         wait = self.cfg.edge.stream_wait
         idle_since = time.monotonic()
         deferred: dict[bytes, float] = {}  # bundles waiting for room on the output disk: when to try again
-        told: dict[bytes, float] = {}  # when each was last said to wait (a line an hour, not one a minute)
+        short_since: float | None = None  # when the output disk last had no room for a bundle (one line a spell)
+        waiting: set[bytes] = set()  # bundles that found no room and have not played since
         room = partial(make_room, self.cfg)
         while True:
             now = time.monotonic()
@@ -261,13 +263,14 @@ class EdgeDaemon:
             try:
                 data = await persist(partial(self.inbox.data, bid), self.state)
                 where = await asyncio.to_thread(self.player.speak, data, bid, item.received, room)
-            except NoRoomYet as err:  # it waits; smaller bundles play meanwhile
+            except NoRoomYet as err:  # it waits; the bundles after it play meanwhile
                 await persist(partial(self.inbox.abandon_play, bid), self.state)
                 deferred[bid] = time.monotonic() + NO_ROOM_RETRY
-                if time.monotonic() - told.get(bid, -1e9) > 3600:
-                    told[bid] = time.monotonic()
-                    log.warning("bundle %s (%s) waits for room: %s; the bundles after it play meanwhile",
-                                bid.hex(), item.title, err)
+                waiting.add(bid)
+                if short_since is None or time.monotonic() - short_since > 3600:
+                    log.warning("%s: no room for bundle %s (%s): %s; it waits, the bundles after it play "
+                                "meanwhile", self.output.what, bid.hex(), item.title, err)
+                    short_since = time.monotonic()
                 continue
             except Exception as err:
                 kind = self.output.classify(err)
@@ -281,11 +284,15 @@ class EdgeDaemon:
                     continue
                 reason = str(err) if isinstance(err, RelayError) else f"{err.__class__.__name__}: {err}"
                 log.error("bundle %s (%s) cannot be played, quarantined: %s", bid.hex(), item.title, reason)
+                waiting.discard(bid)
                 await persist(partial(self.inbox.quarantine, bid, reason), self.state)
                 self.report.set()
                 continue
             self.output.ok()
-            told.pop(bid, None)
+            waiting.discard(bid)
+            if short_since is not None and not waiting:
+                log.info("%s: room again: the bundles that waited have played", self.output.what)
+                short_since = None
             await persist(partial(self.inbox.played, bid, "auto", where), self.state)
             self.report.set()
             log.info("bundle %s played (%s) -> %s", bid.hex(), item.title, where)

@@ -24,7 +24,7 @@ from relay.link.signing import SigningKey
 from relay.link.transfer import OutgoingTransfer
 from relay.testing.broker import free_port
 from relay.testing.bundles import conversation, real_bundle
-from relay.testing.web import console
+from relay.testing.web import call, console
 from relay.web.auth import hash_password
 from tests.conftest import shared
 from tests.test_daemons import RELAY, one_line, run, write_configs
@@ -333,6 +333,11 @@ def test_queue_a_recording_from_the_ground_page(ground, browser, tmp_path):
     flash.get_by_role("button", name="Cancel").click()
     page.wait_for_selector("#queue tbody tr.cancelled", timeout=WAIT)
     assert page.locator("#queue tbody tr.cancelled td.title").inner_text() == "ice report"
+    # log out (the page's own form): the session is over, even for the cookie the browser may still hold
+    session = next(c for c in page.context.cookies() if c["name"] == "relay_session")
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_selector("#password")
+    assert call(url + "/api/queue", headers={"Cookie": f"relay_session={session['value']}"}).status == 401
     assert errors == []
 
 

@@ -152,14 +152,14 @@ def test_a_full_output_disk_delays_playback_and_loses_nothing(tmp_path):
             ground = subprocess.Popen([RELAY, "ground", "run", "-c", str(ground_cfg)],
                                       stdout=(tmp_path / "ground.log").open("ab"), stderr=subprocess.STDOUT)
             wait_for(lambda: all(e["state"] == "delivered" for e in entries(ground_cfg)), 600, "delivery")
-            time.sleep(4.0)  # the player tries, and waits
+            wait_for(lambda: "no room for bundle" in (tmp_path / "edge.log").read_text(), 600, "the player to try")
             assert not any(e["play_state"] for e in entries(ground_cfg))  # nothing played, nothing failed
             log = (tmp_path / "edge.log").read_text()
-            assert log.count("disk full") == 1 and "quarantined" not in log
+            assert log.count("no room for bundle") == 1 and "quarantined" not in log  # one line for the spell
             filler.unlink()
             wait_for(lambda: all(e["play_state"] == "played" for e in entries(ground_cfg)), 600, "every bundle played")
             assert len(list(seen_by(edge, played).glob("*.wav"))) == 6
-            assert "space again" in (tmp_path / "edge.log").read_text()
+            assert "room again" in (tmp_path / "edge.log").read_text()
             assert edge.poll() is None and ground.poll() is None
         finally:
             stop(*(p for p in (ground, edge) if p is not None))
@@ -224,3 +224,39 @@ def test_queue_add_on_a_full_disk_is_one_line(tmp_path):
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert proc.returncode == 1 and len(lines) == 1, proc.stderr
         assert lines[0].startswith("error: ") and "disk full" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_a_wav_that_can_never_fit_is_quarantined_and_the_next_one_plays(tmp_path):
+    """An 85-byte bundle may declare hours; its WAV (44 KB a second) used to be
+    tried for ever on a disk it could never fit ("disk full, nothing is
+    dropped" with 20 MB free), and the bundles behind it never played. Now it
+    is quarantined before a byte is written, with the reason, and reported."""
+    from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, Word
+    from relay.format.wire import encode_bundle
+
+    with LocalBroker(tmp_path / "broker") as broker:
+        ground_cfg, edge_cfg = configs(tmp_path, broker.port)
+        word = (Word("attention", 0.5, 1.2),)
+        long = Bundle(SourceInfo("ten minutes", 600.0, "en"), [Speaker("S1")], [Segment(0, 0.5, 1.2, "attention",
+                                                                                          word)])
+        (tmp_path / "long.bundle").write_bytes(encode_bundle(long, 1))
+        assert relay("ground", "queue", "add", str(tmp_path / "long.bundle"), "-p", "flash",
+                     "-c", str(ground_cfg)).returncode == 0
+        (tmp_path / "after.bundle").write_bytes(real_bundle(40, "after", seed=3))
+        assert relay("ground", "queue", "add", str(tmp_path / "after.bundle"), "-c", str(ground_cfg)).returncode == 0
+        played = tmp_path / "played"
+        edge = in_small_disk([RELAY, "edge", "run", "-c", str(edge_cfg)], {played: "8m"}, tmp_path / "edge.log")
+        ground = subprocess.Popen([RELAY, "ground", "run", "-c", str(ground_cfg)],
+                                  stdout=(tmp_path / "ground.log").open("ab"), stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: all(e["play_state"] for e in entries(ground_cfg)), 600, "both decided")
+            by_title = {e["title"]: e for e in entries(ground_cfg)}
+            assert by_title["ten minutes"]["play_state"] == "quarantined"
+            assert "more than the output folder may ever hold" in by_title["ten minutes"]["play_reason"]
+            assert by_title["after"]["play_state"] == "played"
+            assert [p.name for p in seen_by(edge, played).glob("*")] == [
+                next(p.name for p in seen_by(edge, played).glob("*.wav"))]  # one WAV, no half-written other
+            log = (tmp_path / "edge.log").read_text()
+            assert "disk full" not in log and "Traceback" not in log
+        finally:
+            stop(ground, edge)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -184,3 +185,52 @@ def test_fragments_of_the_wrong_size_count_or_origin_do_not_lock_a_transfer(pair
     log = pair.log("edge")
     assert "untrusted key" in log and "over the limit" in log
     raw.loop_stop()
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_a_long_decoding_holds_up_neither_the_link_nor_a_flash_bundle(pair):
+    """A bundle whose text takes minutes to decode ("Thank you." 10,000 times:
+    30,000 tokens in 663 bytes, signed by the real ground) used to hold the
+    edge's receiving loop, and a flash bundle behind it waited (5 s to 85 s).
+    Now the decoding runs beside the link and is set aside for the flash one."""
+    dense = (DATA / "thanks-10000.bundle").read_bytes()
+    bid = dense[2:10]
+    pair.start("edge")
+    wait_for(lambda: "connected" in pair.log("edge"), 600, "the edge to connect")
+    slow = OutgoingTransfer.create(bid, dense, "ship1", Priority.BULK, 340, pair.ground_key, 1, int(time.time()))
+    raw = publisher(pair.broker.port)
+    for i in range(slow.count):
+        raw.publish("relay/ship1/d", slow.fragment(i).pack(), qos=1).wait_for_publish(5)
+    wait_for(lambda: f"bundle {bid.hex()} complete" in pair.log("edge"), 600, "the edge to start decoding it")
+    pair.queue(real_bundle(40, "flash"), "flash", "flash")
+    pair.start("ground")
+    wait_for(lambda: pair.entries()[0]["play_state"] == "played", 600, "the flash bundle played")
+    log = pair.log("edge")
+    assert f"bundle {bid.hex()} accepted" not in log  # still to be decoded when the flash one had played
+    assert f"bundle {bid.hex()}: decoding set aside for a more urgent one" in log
+    assert pair.alive("edge") and "Traceback" not in log
+    raw.loop_stop()
+
+
+def test_a_spooled_bundle_is_decoded_off_the_grounds_loop(tmp_path):
+    """The same bundle dropped in the ground's spool used to be decoded on its
+    event loop (a flash entry waited 2 s to 101 s, the broker connection
+    dropped). Now it is checked in a worker thread and the link goes on."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with LocalBroker(tmp_path / "broker") as broker:
+        pair = Pair(tmp_path, broker, ground_extra=f'spool_dir = "{spool}"\nspool_settle = 0.5')
+        try:
+            pair.start("edge")
+            pair.start("ground")
+            wait_for(lambda: "connected" in pair.log("ground"), 600, "the ground to connect")
+            shutil.copy(DATA / "thanks-10000.bundle", spool / "chant.bundle")
+            wait_for(lambda: not (spool / "chant.bundle").exists(), 600, "the spool to take it")
+            pair.queue(real_bundle(40, "flash"), "flash", "flash")
+            wait_for(lambda: pair.entries()[0]["play_state"] == "played", 600, "the flash bundle played")
+            assert [e["title"] for e in pair.entries()] == ["flash"]  # the chant still being checked
+            assert pair.alive("ground") and "Traceback" not in pair.log("ground")
+        finally:
+            pair.stop()

@@ -242,6 +242,42 @@ def test_the_login(tmp_path):
         assert "failed" in late.headers["location"] and "set-cookie" not in late.headers
 
 
+def test_other_names_old_sessions_and_huge_ids_are_refused(tmp_path):
+    """DNS rebinding: a page on evil.example whose name now points at
+    127.0.0.1 is "same origin" with itself, so it used to read the page's
+    token and cancel, bump and upload on a loopback console with no login.
+    A session used to outlive its logout. An id over 2**63 gave a 500."""
+    cfg, _ = write_configs(tmp_path, free_port(), free_port(), SigningKey.generate(), 100.0)
+    with console("ground", cfg, free_port(), tmp_path / "open.log", RELAY) as url:
+        port = url.rsplit(":", 1)[1]
+        evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+        for path in ("/", "/api/queue", "/api/status", "/login", "/static/app.js"):
+            got = call(url + path, headers=evil)
+            assert got.status == 421 and b"{{token}}" not in got.body and b"X-Relay-Token" not in got.body, path
+        tok = token(url)
+        assert tok.encode() not in call(url + "/", headers=evil).body
+        row = upload(url, real_bundle(20), "a.bundle", tok).json()["id"]
+        assert call(f"{url}/api/queue/{row}/cancel", "POST", headers={**evil, "X-Relay-Token": tok}).status == 421
+        assert call(f"{url}/api/queue?name=x.bundle", "POST", real_bundle(20, seed=4),
+                    {**evil, "X-Relay-Token": tok}).status == 421
+        assert call(f"{url}/api/queue", headers={"Host": f"localhost:{port}"}).status == 200  # its own names
+        act = {"X-Relay-Token": tok}
+        for huge in (2**63, 2**64, 10**20):
+            got = call(f"{url}/api/queue/{huge}/cancel", "POST", headers=act)
+            assert got.status == 404 and "error" in got.json(), huge
+        assert call(f"{url}/api/queue/{row}/cancel", "POST", headers=act).json()["state"] == "cancelled"
+    cfg.write_text(cfg.read_text() + f'\n[web]\npassword_hash = "{hash_password(PASSWORD)}"\n')
+    with console("ground", cfg, free_port(), tmp_path / "login.log", RELAY) as url:
+        form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": url}
+        good = call(url + "/login", "POST", f"password={quote(PASSWORD)}".encode(), form)
+        session = good.headers["set-cookie"].split(";")[0]
+        assert call(url + "/api/queue", headers={"Cookie": session}).status == 200
+        assert call(url + "/logout", "POST", b"", {"Cookie": session, "Origin": "http://evil.example"}).status == 403
+        out = call(url + "/logout", "POST", b"", {"Cookie": session, "Origin": url})  # the page's form: no token
+        assert out.status == 303
+        assert call(url + "/api/queue", headers={"Cookie": session}).status == 401  # a kept copy is no use
+
+
 # --- the edge's audio, served while it renders --------------------------------------------------
 
 
@@ -281,3 +317,53 @@ def test_a_growing_wav_is_exactly_as_long_as_declared_and_readable_as_it_grows(t
     assert byte_range("bytes=-100", size) == (900, 1000) and byte_range("bytes=900-5000", size) == (900, 1000)
     for bad in [None, "", "items=0-1", "bytes=a-b", "bytes=5-1", "bytes=0-1,5-6", "bytes=2000-", "bytes=-0"]:
         assert byte_range(bad, size) is None, bad
+
+
+def test_the_edge_console_reuses_the_daemons_wav_and_keeps_to_its_own_threads(tmp_path):
+    """The edge console used to render a bundle the daemon had already spoken
+    into a WAV, holding a lock for the whole rendering in the threads the
+    daemon decodes and plays in (a flash bundle waited 2 s -> 14 s). Now it
+    serves the daemon's WAV, works in its own lower-priority threads, and
+    refuses a rendering [retention] would not let it keep."""
+    import os
+    import threading
+    import time
+
+    from edge.web.app import Console
+    from relay.config import EdgeConfig
+    from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, Word
+    from relay.format.wire import encode_bundle
+    from relay.link.inbox import Inbox
+    from relay.link.messages import Priority
+    from relay.link.transfer import OutgoingTransfer
+    from relay.testing.configs import SAME_CLOCK
+    from relay.web.server import Refused
+
+    key = SigningKey.generate()
+    cfg = EdgeConfig.model_validate({
+        "edge": {"name": "ship", "state_dir": str(tmp_path / "edge"), "output_dir": str(tmp_path / "played"),
+                 "voice": "espeak:en-us+m3", "trusted_keys": [key.public.text()]},
+        "link": SAME_CLOCK.model_dump(), "retention": {"wav_mb": 10}})
+    inbox = Inbox.of(cfg)
+    stored = []
+    for title, seconds in (("spoken", 4.0), ("long", 3600.0)):
+        words = (Word("hello", 0.5, 0.9),)
+        b = Bundle(SourceInfo(title, seconds, "en"), [Speaker("S1")], [Segment(0, 0.5, 0.9, "hello", words)])
+        t = OutgoingTransfer.create(b.bundle_id, encode_bundle(b, 1), "ship", Priority.NORMAL, 340, key, 1,
+                                    int(time.time()))
+        for i in range(t.count):
+            inbox.receive(t.fragment(i))
+        stored.append(inbox.finish(b.bundle_id).decided)
+    wav = cfg.edge.played_dir / f"20261203-000000-{stored[0].bundle_id.hex()}.wav"
+    wav.parent.mkdir(parents=True)
+    wav.write_bytes(b"RIFF")
+    inbox.start_play(stored[0].bundle_id)
+    inbox.played(stored[0].bundle_id, "auto", str(wav))
+    console = Console(cfg, inbox, None)  # type: ignore[arg-type]
+    assert console.render(inbox.get(stored[0].bundle_id)) == wav  # the daemon's own, not rendered again
+    with pytest.raises(Refused, match="wav_mb"):
+        console.render(inbox.get(stored[1].bundle_id))  # an hour at 22 kHz: over 10 MB
+    assert not (cfg.edge.state_dir / "web").exists() or not list((cfg.edge.state_dir / "web").glob("*.wav"))
+    nice, name = console.pool.submit(lambda: (os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
+                                              threading.current_thread().name)).result()
+    assert nice == 10 and name.startswith("console")

@@ -18,9 +18,7 @@ station's speakers, needs the page's token) and the address check are
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -51,9 +49,11 @@ from relay.web.server import (
     build,
     check_listen,
     console_hosts,
+    console_pool,
     error,
     guarded,
     live_events,
+    lower_priority,
     page,
     serve,
 )
@@ -66,7 +66,6 @@ MEDIA = {"txt": "text/plain; charset=utf-8", "vtt": "text/vtt; charset=utf-8", "
 
 
 LIVE_FOR = 120.0  # seconds after a stream's newest part during which it counts as live (unless it ended)
-CONSOLE_NICE = 10  # the console's threads' niceness, above the daemon's 0
 T = TypeVar("T")
 
 
@@ -99,13 +98,6 @@ def key(item: Entry) -> str:
     return item.key if isinstance(item, StreamView) else item.bundle_id.hex()
 
 
-def _nice() -> None:
-    """The console's worker threads run at a lower priority than the daemon's: a
-    page rendering a bundle must not slow the station's own playback."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CONSOLE_NICE)
-
-
 @dataclass
 class Console:
     """What the app's handlers share: the stores, a renderer, and the console's
@@ -119,8 +111,7 @@ class Console:
     _render_lock: threading.RLock = field(default_factory=threading.RLock)
     _summaries: dict[bytes, dict] = field(default_factory=dict)
     _growing: dict[bytes, GrowingWav] = field(default_factory=dict)  # renderings under way
-    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
-        max_workers=2, thread_name_prefix="console", initializer=_nice))
+    pool: ThreadPoolExecutor = field(default_factory=console_pool)
 
     async def off(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in the console's own worker threads."""
@@ -257,7 +248,7 @@ class Console:
         def work() -> None:
             from edge.playback import play
 
-            _nice()
+            lower_priority()
             try:
                 with self._render_lock:
                     play(player.phrases(performance), growing, from_start=True, until=duration)

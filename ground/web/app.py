@@ -36,7 +36,18 @@ from relay.link.messages import Priority
 from relay.link.outbox import Outbox, OutboxError
 from relay.storage import is_full
 from relay.web.auth import Gate
-from relay.web.server import NotFound, Refused, build, check_listen, console_hosts, guarded, live_events, page, serve
+from relay.web.server import (
+    NotFound,
+    Refused,
+    build,
+    check_listen,
+    console_hosts,
+    console_pool,
+    guarded,
+    live_events,
+    page,
+    serve,
+)
 
 log = logging.getLogger("relay.ground.web")
 T = TypeVar("T")
@@ -88,6 +99,7 @@ def create_app(cfg: GroundConfig) -> Starlette:
     """The console over ``cfg``'s queue."""
     outbox = Outbox(cfg.ground.queue_db, cfg.limits)
     lock = asyncio.Lock()  # one connection, used by one request at a time
+    pool = console_pool()  # checks of uploads, in the console's own threads
     gate = Gate(cfg.web.password_hash, cfg.web.session_hours * 3600, console_hosts(cfg.web))
     uploads = cfg.ground.state_dir / "uploads"
 
@@ -122,7 +134,7 @@ def create_app(cfg: GroundConfig) -> Starlette:
         try:
             # the audio's first frames, or the whole bundle, decoded off the event loop and outside the
             # queue's lock: the page goes on answering meanwhile
-            checked = await asyncio.to_thread(check_file, cfg, path)
+            checked = await asyncio.get_running_loop().run_in_executor(pool, check_file, cfg, path)
             row = await locked(lambda: enqueue(outbox, checked, edge, priority, title))
         except RelayError as exc:  # named as the operator knows it, not by where it was kept
             path.unlink(missing_ok=True)

@@ -40,11 +40,12 @@ class Limits(BaseModel):
     max_text_chars: Annotated[int, Field(ge=1, le=100_000_000)] = 2_000_000
     max_speakers: Annotated[int, Field(ge=1, le=255)] = 64
     max_clips: Annotated[int, Field(ge=0, le=10_000_000)] = 20_000
-    # CPU seconds decoding one bundle may take: this much, plus decode_cpu_per_kb for each KiB on the wire.
-    # Format v2's text costs about 10-40 ms a token here (5x that on a Pi); a byte holds one token of ordinary
-    # speech but dozens of a repeated one, so only a budget bounds what a bundle can cost (README: hostile input)
-    decode_cpu_seconds: Annotated[float, Field(gt=0, le=86400)] = 120.0
-    decode_cpu_per_kb: Annotated[float, Field(ge=0, le=86400)] = 120.0
+    # CPU seconds decoding one bundle may take: this much, plus decode_cpu_per_kb for each KiB on the wire. The
+    # tokens a bundle may hold follow its size (relay.format.v2.TOKENS_PER_BYTE), each about 11 ms of decoding
+    # here (5x that on a Pi): ordinary speech is a token a byte, a word said over and over up to about 50. The
+    # budget is the net under that for a slow or busy machine; a bundle over it is refused with the reason.
+    decode_cpu_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    decode_cpu_per_kb: Annotated[float, Field(ge=0, le=86400)] = 1000.0
 
     def decode_seconds(self, size: int) -> float:
         """The CPU budget of decoding a bundle of ``size`` bytes."""

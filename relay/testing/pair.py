@@ -25,10 +25,10 @@ class Pair:
     """A ground and an edge daemon on one broker (topic prefix "relay", edge "ship1")."""
 
     def __init__(self, tmp: Path, broker: LocalBroker, ground_limits: str = "", edge_extra: str = "",
-                 edge_skew: float = 0.0) -> None:
+                 edge_skew: float = 0.0, ground_extra: str = "") -> None:
         """``edge_skew``: the edge's ``link.max_clock_skew``; 0 (one machine, one clock) lets a transfer the
         test signs the moment the edge's store began be taken at once; the default's first-transfer refusal
-        and fresh signature are tested on their own."""
+        and fresh signature are tested on their own. ``ground_extra``: more keys for ``[ground]``."""
         self.tmp = tmp
         self.broker = broker
         self.ground_key, self.edge_key = SigningKey.generate(), SigningKey.generate()
@@ -40,6 +40,7 @@ class Pair:
 state_dir = "{tmp}/ground"
 signing_key = "{tmp}/ground.key"
 default_edge = "ship1"
+{ground_extra}
 [edges.ship1]
 key = "{self.edge_key.public.text()}"
 [broker]

@@ -7,7 +7,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -26,10 +29,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("relay.web")
 COMMON = resources.files("relay.web") / "static"
-PUBLIC = ("/login", "/common/")  # what a visitor who has not logged in may fetch
+PUBLIC = ("/login", "/logout", "/common/")  # what a visitor who has not logged in may fetch (or post: by Origin)
 Handler = Callable[[Request], Awaitable[Response]]
 EVENT_POLL = 1.0  # seconds between looks at a store for a page's live view
 KEEPALIVE = 15.0  # seconds of quiet after which a comment keeps the connection (and its proxies) open
+
+
+CONSOLE_NICE = 10  # a console's worker threads' niceness, above its daemon's 0
+
+
+def _nice() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CONSOLE_NICE)
+
+
+def lower_priority() -> None:
+    """Run this thread below the daemon's: a page rendering or decoding must not slow what the station does."""
+    _nice()
+
+
+def console_pool(workers: int = 2) -> ThreadPoolExecutor:
+    """A console's own worker threads, at a lower priority: a request waiting
+    for one never holds a thread the daemon decodes or plays in."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="console", initializer=_nice)
 
 
 class NotFound(RelayError):
@@ -135,7 +157,10 @@ def login_routes(gate: Gate, station: str) -> list[BaseRoute]:
                             samesite="strict", secure=request.url.scheme == "https")
         return response
 
-    async def logout(request: Request) -> Response:
+    async def logout(request: Request) -> Response:  # the page's form: no token, so checked by its Origin
+        origin = request.headers.get("origin") or request.headers.get("referer")
+        if not same_origin(origin, request.headers.get("host"), gate.hosts):
+            return error(403, "cross-site request refused")
         gate.end(request.cookies.get(COOKIE))
         response = RedirectResponse("/login", 303)
         response.delete_cookie(COOKIE)
