@@ -260,3 +260,4 @@ def test_a_wav_that_can_never_fit_is_quarantined_and_the_next_one_plays(tmp_path
             assert "disk full" not in log and "Traceback" not in log
         finally:
             stop(ground, edge)
+

@@ -654,3 +654,21 @@ def test_no_answer_to_what_anyone_could_have_sent(ends, key):
         inbox.receive(f)
     inbox._replied.clear()
     assert inbox.receive(Fragment(last.bundle_id, last.index, last.count, os.urandom(len(last.data)))).ack is None
+
+
+def test_a_part_published_as_its_transfer_ends_counts_for_nothing(ends, key):
+    """The edge's stale refusal arrived while a part of that transfer was being
+    published: sent() found the entry signed again (no count, no parts) and
+    the ground's link task died on it (found by the deployment test)."""
+    outbox, _ = ends
+    row = outbox.add_bundle(real_bundle(300), "ship")
+    out = outbox.next_out(FRAG, key, ["ship"])
+    manifest = Manifest.unpack(parse_down(out.payload).data)
+    stale = Ack(out.bundle_id, AckState.REJECTED, reason="stale", code=RejectCode.STALE, seq=manifest.seq)
+    assert outbox.on_ack(stale, "ship", 60).item.state == State.READY
+    outbox.sent(out, 60)  # the part the broker now has belongs to no transfer
+    assert outbox.get(row).state == State.READY and outbox.get(row).fragments_sent == 0
+    again = outbox.next_out(FRAG, key, ["ship"])  # signed afresh: every part still to send
+    assert again.seq == manifest.seq + 1 and outbox.get(row).pending == outbox.get(row).count
+    outbox.sent(out, 60)  # the old part, even now, takes nothing off the new transfer
+    assert outbox.get(row).pending == outbox.get(row).count

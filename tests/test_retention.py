@@ -218,3 +218,45 @@ def test_a_full_disk_and_a_failing_one_are_told_apart(tmp_path, caplog):
     text = caplog.text
     assert "edge state: I/O error" in text and "disk full" not in text.split("edge output")[0]
     assert "edge output: disk full" in text
+
+
+def test_a_failing_disk_is_retried_under_its_own_name_and_a_full_one_pruned_first(tmp_path, caplog):
+    """What a daemon's store writes go through (relay.storage.persist): an I/O
+    error is waited out as an I/O error (it used to be called a full disk); a
+    full disk is pruned once, then waited out; anything else is raised."""
+    import asyncio
+
+    from relay.storage import persist
+
+    log = logging.getLogger("test.persist")
+    failures = [sqlite3.OperationalError("disk I/O error")] * 2 + [OSError(errno.EIO, "Input/output error")]
+    pruned: list[int] = []
+
+    def write() -> str:
+        if failures:
+            raise failures.pop(0)
+        return "written"
+
+    async def prune() -> None:
+        pruned.append(1)
+
+    async def run() -> list[str]:
+        io = Waiter(log, "edge state", where=tmp_path, io_pause=0.01)
+        io.on_full = prune
+        got = [await persist(write, io)]
+        failures.extend([OSError(errno.ENOSPC, "No space left on device")] * 2)
+        full = Waiter(log, "edge output", where=tmp_path, first=0.01)
+        full.on_full = prune
+        got.append(await persist(write, full))
+        with pytest.raises(PermissionError):
+            failures.append(PermissionError(errno.EACCES, "Permission denied"))
+            await persist(write, full)
+        return got
+
+    with caplog.at_level(logging.INFO, logger="test.persist"):
+        assert asyncio.run(run()) == ["written", "written"]
+    assert pruned == [1]  # once for the full disk's spell, not for the failing one
+    text = caplog.text
+    assert "edge state: I/O error" in text and "edge state: disk full" not in text
+    assert "edge state: writes work again" in text
+    assert "edge output: disk full" in text and "edge output: space again" in text

@@ -306,9 +306,10 @@ class Inbox:
                                                             f"ago (max_age {self.link.max_age / 86400:.1f} days)")
         if manifest.signed_at < self.epoch:
             began = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.epoch))
-            return self._refuse(bid, seq, RejectCode.STALE, f"signed before this edge's store began ({began}: a "
-                                                            "replay, or sent before the edge lost its state); sign "
-                                                            "it again", self.epoch)
+            return self._refuse(bid, seq, RejectCode.STALE, f"signed before this edge's store began ({began}, "
+                                                            "max_clock_skew after it was made): a replay, or sent "
+                                                            "before the edge lost its state; the ground signs it "
+                                                            "again", self.epoch)
         if not self._make_room(manifest):
             return Received(dropped="full", note=f"bundle {bid.hex()}: too many transfers in progress "
                                                  f"(max_partial {self.link.max_partial}, partial_quota "

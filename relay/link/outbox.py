@@ -190,6 +190,7 @@ class Outgoing:
     bundle_id: bytes
     payload: bytes
     index: int | None  # the part's index; None for a poll
+    seq: int | None = None  # the transfer a part belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,24 +355,25 @@ class Outbox:
 
     def _fragment(self, row: int, fragment_size: int, key: SigningKey) -> Outgoing:
         with self._tx():
-            id_, edge, prio, state, bid, bundle, head, fsize, pending = self._db.execute(
-                "SELECT id, edge, priority, state, bundle_id, bundle, head, fragment_size, pending FROM outbox "
+            id_, edge, prio, state, bid, bundle, head, fsize, pending, seq = self._db.execute(
+                "SELECT id, edge, priority, state, bundle_id, bundle, head, fragment_size, pending, seq FROM outbox "
                 "WHERE id = ?", (row,)).fetchone()
             if state == State.READY:
                 seq = self._next_seq(edge)
+                signed_at = self._signing_time(id_)
                 transfer = OutgoingTransfer.create(bid, bundle, edge, Priority(prio), fragment_size, key, seq,
-                                                   self._signing_time(id_))
+                                                   signed_at)
                 pending = _bits(transfer.count, range(transfer.count))
                 self._db.execute(
                     "UPDATE outbox SET state = ?, head = ?, fragment_size = ?, count = ?, pending = ?, polls = 0, "
                     "next_poll = NULL, seq = ?, signed_at = ?, updated = ? WHERE id = ?",
                     (str(State.SENDING), transfer.head_blob(), fragment_size, transfer.count, pending, seq,
-                     int(time.time()), time.time(), id_),
+                     signed_at, time.time(), id_),
                 )
             else:
                 transfer = OutgoingTransfer.resume(bid, bundle, head, fsize)
         index = _indices(pending)[0]
-        return Outgoing(id_, edge, Priority(prio), bid, transfer.fragment(index).pack(), index)
+        return Outgoing(id_, edge, Priority(prio), bid, transfer.fragment(index).pack(), index, seq)
 
     def _signing_time(self, row: int) -> int:
         """Now, or the time the edge asked us not to sign before (its store began
@@ -403,10 +405,15 @@ class Outbox:
         now = time.time()
         nbytes = len(out.payload)
         with self._tx():
-            row = self._db.execute("SELECT pending, count FROM outbox WHERE id = ?", (out.id,)).fetchone()
+            row = self._db.execute("SELECT pending, count, seq FROM outbox WHERE id = ?", (out.id,)).fetchone()
             if row is None:
                 return
-            if out.index is not None:
+            if out.index is not None and (row[1] is None or row[0] is None or row[2] != out.seq):
+                # the transfer it belonged to ended while it was on its way (delivered, or signed again after
+                # the edge called it stale): the bytes count for the link, the part for nothing
+                self._db.execute("UPDATE outbox SET sent_bytes = sent_bytes + ?, updated = ? WHERE id = ?",
+                                 (nbytes, now, out.id))
+            elif out.index is not None:
                 left = [i for i in _indices(row[0]) if i != out.index]
                 self._db.execute(
                     "UPDATE outbox SET pending = ?, sent_bytes = sent_bytes + ?, fragments_sent = fragments_sent + 1, "
