@@ -90,6 +90,7 @@ class EdgeDaemon:
         self.report = asyncio.Event()  # play reports (or acks) wait to be published
         self.replies: asyncio.Queue[Ack] = asyncio.Queue(MAX_REPLIES)
         self.drops = Drops(log)
+        self._prune_said = -1e18  # when a failed pruning was last logged
         self.complete: dict[bytes, _Complete] = {}  # waiting for the decider
         self.decoding: tuple[_Complete, threading.Event] | None = None
         self.decide_wake = asyncio.Event()
@@ -152,7 +153,7 @@ class EdgeDaemon:
         if result.ack is not None:
             self._reply(result.ack)
         if result.complete is not None:
-            self._completed(result.complete, result.priority or Priority.BULK)
+            self._completed(result.complete, Priority.BULK if result.priority is None else result.priority)
 
     def _completed(self, bid: bytes, priority: Priority) -> None:
         """Hand a complete transfer to the decider; abandon a less urgent decoding for it."""
@@ -314,8 +315,15 @@ class EdgeDaemon:
         """Apply ``[retention]`` (in a worker thread, on its own connections)."""
         try:
             done = await asyncio.to_thread(prune, self.cfg)
-        except Exception as err:  # a failing disk, a busy store: said, and tried again next time
-            log.error("pruning failed: %s: %s", err.__class__.__name__, err)
+        except Exception as err:  # a full or failing store, a busy one: said (once an hour), tried again next time
+            if time.monotonic() - self._prune_said > 3600:
+                self._prune_said = time.monotonic()
+                if self.state.classify(err) == "full":
+                    log.warning("pruning removed the old files it could; the store itself has no room to change "
+                                "yet")
+                else:
+                    log.error("pruning failed: %s: %s", err.__class__.__name__, err)
             return
+        self._prune_said = -1e18
         if done.items or any(done.counts.values()):
             log.info("retention: %s", done.summary())

@@ -84,6 +84,7 @@ class GroundDaemon:
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()
         self.drops = Drops(log)
+        self._prune_said = -1e18  # when a failed pruning was last logged
         self.connected = False
         if config.web.enabled:  # an address it may not serve on stops the daemon now, in one line
             from relay.web.server import check_listen
@@ -254,9 +255,16 @@ class GroundDaemon:
 
         try:
             done = await asyncio.to_thread(prune, self.cfg)
-        except Exception as err:  # a failing disk, a busy queue: said, and tried again next time
-            log.error("pruning failed: %s: %s", err.__class__.__name__, err)
+        except Exception as err:  # a full or failing store, a busy one: said (once an hour), tried again next time
+            if time.monotonic() - self._prune_said > 3600:
+                self._prune_said = time.monotonic()
+                if self.state.classify(err) == "full":
+                    log.warning("pruning removed the old files it could; the store itself has no room to change "
+                                "yet")
+                else:
+                    log.error("pruning failed: %s: %s", err.__class__.__name__, err)
             return
+        self._prune_said = -1e18
         if done.items:
             log.info("retention: %s", done.summary())
 
