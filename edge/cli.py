@@ -368,14 +368,9 @@ def edge_prune(config: Path = Config,
     the oldest transcripts over the index's cap (the daemon does this every retention.every seconds).
     Nothing not yet played is removed."""
     from edge.retention import prune
+    from relay.retention import show
 
-    done = prune(_config(config), dry_run)
-    if as_json:
-        print(json.dumps(done.to_dict(), indent=2))
-        return
-    for item in done.items:
-        print(f"{item.what}  {item.size / 1e6:.1f} MB  {item.why}")
-    print(done.summary())
+    show(prune(_config(config), dry_run), as_json)
 
 
 @edge_app.command("web")

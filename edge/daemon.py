@@ -48,6 +48,7 @@ from relay.link.mqtt import ConnectionSettings, ack, reconnecting
 from relay.link.service import Drops, supervise
 from relay.link.signing import SigningKey
 from relay.profiles import ProfileStore
+from relay.retention import Pruner
 from relay.storage import Waiter, persist, persist_blocking
 
 log = logging.getLogger("relay.edge")
@@ -90,7 +91,7 @@ class EdgeDaemon:
         self.report = asyncio.Event()  # play reports (or acks) wait to be published
         self.replies: asyncio.Queue[Ack] = asyncio.Queue(MAX_REPLIES)
         self.drops = Drops(log)
-        self._prune_said = -1e18  # when a failed pruning was last logged
+        self.pruner = Pruner(partial(prune, config), log)
         self.complete: dict[bytes, _Complete] = {}  # waiting for the decider
         self.decoding: tuple[_Complete, threading.Event] | None = None
         self.decide_wake = asyncio.Event()
@@ -313,17 +314,4 @@ class EdgeDaemon:
 
     async def _prune(self) -> None:
         """Apply ``[retention]`` (in a worker thread, on its own connections)."""
-        try:
-            done = await asyncio.to_thread(prune, self.cfg)
-        except Exception as err:  # a full or failing store, a busy one: said (once an hour), tried again next time
-            if time.monotonic() - self._prune_said > 3600:
-                self._prune_said = time.monotonic()
-                if self.state.classify(err) == "full":
-                    log.warning("pruning removed the old files it could; the store itself has no room to change "
-                                "yet")
-                else:
-                    log.error("pruning failed: %s: %s", err.__class__.__name__, err)
-            return
-        self._prune_said = -1e18
-        if done.items or any(done.counts.values()):
-            log.info("retention: %s", done.summary())
+        await self.pruner()

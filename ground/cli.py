@@ -349,14 +349,9 @@ def prune_cmd(config: Path = Config,
     """Remove what [retention] lets go of: taken and uploaded recordings once their entry is finished,
     refused spool files, finished queue entries (the daemon does this every retention.every seconds)."""
     from ground.retention import prune
+    from relay.retention import show
 
-    done = prune(_config(config), dry_run)
-    if as_json:
-        print(json.dumps(done.to_dict(), indent=2))
-        return
-    for item in done.items:
-        print(f"{item.what}  {item.size / 1e6:.1f} MB  {item.why}")
-    print(done.summary())
+    show(prune(_config(config), dry_run), as_json)
 
 
 @ground_app.command("export")

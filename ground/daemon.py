@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import aiomqtt
 
 from ground.encoder import Encoder
+from ground.retention import prune
 from relay.config import ConfigError, GroundConfig
 from relay.errors import RelayError
 from relay.link.budget import Budget
@@ -46,6 +47,7 @@ from relay.link.outbox import Outbox, State
 from relay.link.service import Drops, supervise
 from relay.link.signing import SigningKey, VerifyKey
 from relay.profiles import ProfileStore
+from relay.retention import Pruner
 from relay.storage import Waiter, persist, persist_blocking
 
 if TYPE_CHECKING:
@@ -84,7 +86,7 @@ class GroundDaemon:
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()
         self.drops = Drops(log)
-        self._prune_said = -1e18  # when a failed pruning was last logged
+        self.pruner = Pruner(partial(prune, config), log)
         self.connected = False
         if config.web.enabled:  # an address it may not serve on stops the daemon now, in one line
             from relay.web.server import check_listen
@@ -251,22 +253,8 @@ class GroundDaemon:
             await asyncio.sleep(self.cfg.retention.every)
 
     async def _prune(self) -> None:
-        from ground.retention import prune
-
-        try:
-            done = await asyncio.to_thread(prune, self.cfg)
-        except Exception as err:  # a full or failing store, a busy one: said (once an hour), tried again next time
-            if time.monotonic() - self._prune_said > 3600:
-                self._prune_said = time.monotonic()
-                if self.state.classify(err) == "full":
-                    log.warning("pruning removed the old files it could; the store itself has no room to change "
-                                "yet")
-                else:
-                    log.error("pruning failed: %s: %s", err.__class__.__name__, err)
-            return
-        self._prune_said = -1e18
-        if done.items:
-            log.info("retention: %s", done.summary())
+        """Apply ``[retention]`` (in a worker thread, on its own connections)."""
+        await self.pruner()
 
     # --- voices fitted in the background ---------------------------------------------------------
 

@@ -5,6 +5,10 @@ configuration sets it."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,3 +119,45 @@ def unlink(items: list[Removed]) -> None:
                 Path(r.what).unlink(missing_ok=True)
             except IsADirectoryError:
                 pass
+
+
+class Pruner:
+    """A daemon's pruning: ``prune()`` in a worker thread (on its own
+    connections), what it removed in one line, and a failure said once an
+    hour: on a full store pruning removes the old files it can and the store
+    waits for room, which is no news every ten minutes."""
+
+    def __init__(self, prune: Callable[[], Pruned], log: logging.Logger) -> None:
+        self.prune, self.log = prune, log
+        self._said = -1e18
+
+    async def __call__(self) -> Pruned | None:
+        from relay.storage import classify
+
+        try:
+            done = await asyncio.to_thread(self.prune)
+        except Exception as err:  # a full or failing store, a busy one: tried again next time
+            if time.monotonic() - self._said > 3600:
+                self._said = time.monotonic()
+                if classify(err) == "full":
+                    self.log.warning("pruning removed the old files it could; the store itself has no room to "
+                                     "change yet")
+                else:
+                    self.log.error("pruning failed: %s: %s", err.__class__.__name__, err)
+            return None
+        self._said = -1e18
+        if done.items or any(done.counts.values()):
+            self.log.info("retention: %s", done.summary())
+        return done
+
+
+def show(done: Pruned, as_json: bool) -> None:
+    """What ``relay edge prune`` and ``relay ground prune`` print."""
+    import json
+
+    if as_json:
+        print(json.dumps(done.to_dict(), indent=2))
+        return
+    for item in done.items:
+        print(f"{item.what}  {item.size / MB:.1f} MB  {item.why}")
+    print(done.summary())

@@ -47,30 +47,27 @@ def _sqlite_code(exc: sqlite3.Error) -> int | None:
     return None if code is None else code & 0xFF
 
 
-def free_bytes(path: str | Path | None) -> int | None:
-    """Bytes free to this process on the filesystem holding ``path`` (its nearest existing folder)."""
-    if path is None:
-        return None
+def _statvfs(path: str | Path) -> os.statvfs_result | None:
+    """The filesystem holding ``path`` (its nearest existing folder)."""
     p = Path(path)
     while not p.exists() and p != p.parent:
         p = p.parent
     try:
-        st = os.statvfs(p)
+        return os.statvfs(p)
     except OSError:
         return None
-    return st.f_bavail * st.f_frsize
+
+
+def free_bytes(path: str | Path | None) -> int | None:
+    """Bytes free to this process on the filesystem holding ``path``."""
+    st = _statvfs(path) if path is not None else None
+    return None if st is None else st.f_bavail * st.f_frsize
 
 
 def disk_bytes(path: str | Path) -> int | None:
     """The size of the filesystem holding ``path``."""
-    p = Path(path)
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    try:
-        st = os.statvfs(p)
-    except OSError:
-        return None
-    return st.f_blocks * st.f_frsize
+    st = _statvfs(path)
+    return None if st is None else st.f_blocks * st.f_frsize
 
 
 def classify(exc: BaseException, where: str | Path | None = None) -> Kind | None:

@@ -195,7 +195,8 @@ class Console:
             self._summaries[item.bundle_id] = {"speakers": speakers}
         state = {ACCEPTED: "played" if item.played else "stored"}.get(item.state, item.state)
         return {"id": item.bundle_id.hex(), "title": item.title or "untitled", "received": item.received,
-                "duration": item.duration, "priority": item.priority.name.lower() if item.priority is not None else None,
+                "duration": item.duration,
+                "priority": item.priority.name.lower() if item.priority is not None else None,
                 "state": state, "reason": item.reason, "plays": item.plays, **self._summaries[item.bundle_id]}
 
     def audio(self, item: Entry) -> Path:
