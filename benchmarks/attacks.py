@@ -211,9 +211,13 @@ def main() -> None:
     ap.add_argument("--flood-seconds", type=float, default=10.0)
     ap.add_argument("--flood-rate", type=float, default=2000.0, help="flood messages per second (the attempt)")
     ap.add_argument("--json", type=Path, default=ROOT / "out" / "bench" / "attacks.json")
+    ap.add_argument("--keep", type=Path, help="run in this folder and keep it (logs)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="attacks-") as td, LocalBroker(Path(td) / "broker") as broker:
-        b = Bench(Path(td), broker)
+    with tempfile.TemporaryDirectory(prefix="attacks-") as td, \
+            LocalBroker((args.keep or Path(td)) / "broker") as broker:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+        b = Bench(args.keep or Path(td), broker)
         p = b.pair
         p.start("edge")
         wait_for(lambda: "connected" in p.log("edge"), 60, "the edge")

@@ -161,6 +161,8 @@ class EdgeDaemon:
         if bid in self.complete:
             return
         item = self.complete[bid] = _Complete(int(priority), time.monotonic(), bid)
+        log.info("bundle %s complete (%s): to be decoded%s", bid.hex(), priority.name.lower(),
+                 f" ({len(self.complete) - 1} more waiting)" if len(self.complete) > 1 else "")
         if self.decoding is not None and item < self.decoding[0]:
             self.decoding[1].set()  # the worker stops at its next token; that bundle is decoded again later
         self.decide_wake.set()
@@ -194,7 +196,6 @@ class EdgeDaemon:
         if found is None:
             return
         data, manifest = found
-        log.info("bundle %s complete (%d bytes, %s): decoding", bid.hex(), len(data), manifest.priority.name.lower())
         outcome = await asyncio.to_thread(self.inbox.check, bid, data, manifest, cancel)
         result = await persist(lambda: self.inbox.decide(bid, data, outcome), self.state)
         if result.dropped:
