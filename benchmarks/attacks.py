@@ -25,6 +25,7 @@ Timings are of this machine; tests assert behaviour, never speed.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import sys
@@ -195,7 +196,7 @@ def issue24(b: Bench, t: int, stranger: SigningKey) -> None:
     b.real(f"dense{t}")
     played = b.delivered_and_played(f"dense{t}", 300)
     b.record("bundles that take minutes to decode, at the edge and in the ground's spool", played > 0,
-             "decoded beside the link, set aside for a flash bundle", flash_played_s=played)
+             "decoded beside the link; a flash bundle decoded beside them", flash_played_s=played)
     # 11. the console by another name (a page elsewhere pointing its own name at this console)
     port = b.console_port
     evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
@@ -218,6 +219,7 @@ def main() -> None:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
         b = Bench(args.keep or Path(td), broker)
+        atexit.register(b.pair.stop)  # a failed run leaves no daemon behind
         p = b.pair
         p.start("edge")
         wait_for(lambda: "connected" in p.log("edge"), 60, "the edge")

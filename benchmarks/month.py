@@ -25,6 +25,7 @@ over the second half (per scaled day); the figure with ``--plot``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import random
 import sys
@@ -95,6 +96,7 @@ def main() -> None:
                         edge_extra=f"[retention]\nplayed_days = {2 * d}\ncache_days = {2 * d}\n"
                                    f"bundles_days = {7 * d}\nevery = {day / 4}\n",
                         ground_extra=f'spool_dir = "{spool}"\nspool_settle = 0.2')
+            atexit.register(pair.stop)  # a failed run leaves no daemon behind
             pair.start("edge")
             wait_for(lambda: "connected" in pair.log("edge"), 120, "the edge")
             pair.start("ground")

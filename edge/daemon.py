@@ -6,10 +6,11 @@ inbox (:mod:`relay.link.inbox`), which checks every part against its signed hash
 before storing it. A complete transfer is decoded in a worker thread (the
 event loop keeps taking messages) and accepted or rejected; acks go back
 signed with this edge's key. Decoding runs beside the receiving, never in
-its way: a decider task takes complete transfers most urgent first, each in
-a worker thread under the CPU budget ``[limits]`` gives its size, and
-abandons a less urgent one when a more urgent transfer completes (it is
-decoded again afterwards). Every message is acknowledged to the broker
+its way: a decider task takes complete transfers most urgent first, two at
+a time, each in a worker thread under the CPU budget ``[limits]`` gives its
+size, so a flash bundle is decoded beside a long bulk one; a third, more
+urgent than both, abandons the less urgent (decoded again afterwards).
+Every message is acknowledged to the broker
 once it is handled, whatever it was: a malformed, forged or oversized one
 is counted and logged (one line per kind, then a summary a minute) and
 dropped, never redelivered to fail again.
@@ -54,6 +55,7 @@ from relay.storage import Waiter, persist, persist_blocking
 log = logging.getLogger("relay.edge")
 MAX_REPLIES = 1000  # acks waiting for the broker; beyond that they are dropped (a poll asks again)
 NO_ROOM_RETRY = 60.0  # seconds before a bundle that found no room on the output disk is tried again
+DECODERS = 2  # bundles decoded at once: a flash one beside a long one (a third more urgent sets one aside)
 
 
 @dataclass(order=True)
@@ -93,7 +95,6 @@ class EdgeDaemon:
         self.drops = Drops(log)
         self.pruner = Pruner(partial(prune, config), log)
         self.complete: dict[bytes, _Complete] = {}  # waiting for the decider
-        self.decoding: tuple[_Complete, threading.Event] | None = None
         self.decide_wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -157,38 +158,58 @@ class EdgeDaemon:
             self._completed(result.complete, Priority.BULK if result.priority is None else result.priority)
 
     def _completed(self, bid: bytes, priority: Priority) -> None:
-        """Hand a complete transfer to the decider; abandon a less urgent decoding for it."""
+        """Hand a complete transfer to the decider."""
         if bid in self.complete:
             return
-        item = self.complete[bid] = _Complete(int(priority), time.monotonic(), bid)
+        self.complete[bid] = _Complete(int(priority), time.monotonic(), bid)
         log.info("bundle %s complete (%s): to be decoded%s", bid.hex(), priority.name.lower(),
                  f" ({len(self.complete) - 1} more waiting)" if len(self.complete) > 1 else "")
-        if self.decoding is not None and item < self.decoding[0]:
-            self.decoding[1].set()  # the worker stops at its next token; that bundle is decoded again later
         self.decide_wake.set()
 
     async def _decider(self) -> None:
-        """Complete transfers, most urgent first: each decoded in a worker thread
-        (the receiving loop goes on meanwhile), then accepted or rejected."""
-        while True:
-            if not self.complete:
+        """Complete transfers, most urgent first, each decoded in a worker thread
+        (the receiving goes on meanwhile), then accepted or rejected. Up to
+        :data:`DECODERS` at once, so a flash bundle is decoded beside a long
+        bulk one, not after it; a more urgent one than all of those abandons
+        the least urgent, which is decoded again later."""
+        running: dict[bytes, tuple[_Complete, threading.Event, asyncio.Task]] = {}
+        failed: list[BaseException] = []
+
+        def done(bid: bytes, task: asyncio.Task) -> None:
+            running.pop(bid, None)
+            if not task.cancelled() and task.exception() is not None:
+                failed.append(task.exception())  # type: ignore[arg-type]
+            self.decide_wake.set()
+
+        try:
+            while True:
+                if failed:
+                    raise failed[0]  # a bug: the daemon stops, and systemd restarts it from its store
+                waiting = sorted(v for k, v in self.complete.items() if k not in running)
+                if waiting and len(running) < DECODERS:
+                    item, cancel = waiting[0], threading.Event()
+                    task = asyncio.create_task(self._decide(item, cancel))
+                    running[item.bundle_id] = (item, cancel, task)
+                    task.add_done_callback(partial(done, item.bundle_id))
+                    continue
+                if waiting:
+                    least = max(running.values(), key=lambda r: r[0])
+                    if waiting[0] < least[0] and not least[1].is_set():
+                        least[1].set()  # its worker stops at its next token; it waits its turn again
                 self.decide_wake.clear()
                 await self.decide_wake.wait()
-                continue
-            item = min(self.complete.values())
-            cancel = threading.Event()
-            self.decoding = (item, cancel)
-            try:
-                await self._finish(item.bundle_id, cancel)
-            except DecodeAbandoned:
-                log.info("bundle %s: decoding set aside for a more urgent one", item.bundle_id.hex())
-                continue
-            except asyncio.CancelledError:
-                cancel.set()  # the daemon is stopping: the worker thread ends at its next token
-                raise
-            finally:
-                self.decoding = None
-            self.complete.pop(item.bundle_id, None)
+        finally:  # the daemon is stopping: every worker thread ends at its next token
+            for _, cancel, task in running.values():
+                cancel.set()
+                task.cancel()
+
+    async def _decide(self, item: _Complete, cancel: threading.Event) -> None:
+        try:
+            await self._finish(item.bundle_id, cancel)
+        except DecodeAbandoned:
+            log.info("bundle %s: decoding set aside for a more urgent one", item.bundle_id.hex())
+            return
+        self.complete.pop(item.bundle_id, None)
 
     async def _finish(self, bid: bytes, cancel: threading.Event | None = None) -> None:
         """A transfer is complete: decode it off the event loop, then decide."""

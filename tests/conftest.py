@@ -20,7 +20,7 @@ JFK_TEXT = (
 SLOW = {
     "test_asr", "test_bench", "test_cast", "test_cli", "test_codecs", "test_diarization", "test_engines",
     "test_prosody", "test_roundtrip", "test_speakers", "test_tiers", "test_voices", "test_deployment",
-    "test_hostile", "test_diskfull", "test_fuzz", "test_fit_voice", "test_console",
+    "test_hostile", "test_diskfull", "test_fuzz", "test_fit_voice", "test_console", "test_cli_hostile",
 }
 
 

@@ -37,7 +37,7 @@ def header() -> bytes:
     return v2.MAGIC + os.urandom(8) + (0).to_bytes(4, "big")
 
 
-@pytest.mark.parametrize("size", [1, 30, 200])
+@pytest.mark.parametrize("size", [1, 30, pytest.param(200, marks=pytest.mark.slow)])
 def test_a_stream_of_zeros_ends_where_its_data_does(size):
     """The decoder used to read zeros past the end for as long as the text
     model kept predicting: 25 CPU-s for 30 bytes. Now it stops within a
