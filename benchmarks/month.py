@@ -9,8 +9,9 @@ operator's would, dropped in the ground's spool folder (``--per-day`` a day,
 mixed priorities, real transcripts of 40-250 words); the edge speaks each
 into a WAV (espeak-ng: the disk, not the voice, is under test here). Retention,
 in scaled days: spoken WAVs 2 days, the console's cache 2, a played bundle's
-data 7, the ground's taken files 1 and finished entries 7; the daemons prune
-every 6 scaled hours.
+data 7, the ground's taken files 1 and finished entries 7; the edge's
+``link.max_age`` 7 (``--max-age``: a bundle's record is forgotten after twice
+that); the daemons prune every 6 scaled hours.
 
 Every scaled 6 hours it samples the disk each side uses (the edge's store,
 search index, output folder; the ground's queue and spool) and each daemon's
@@ -77,6 +78,8 @@ def main() -> None:
     ap.add_argument("--days", type=float, default=30.0)
     ap.add_argument("--per-day", type=float, default=48.0, help="bundles a (scaled) day")
     ap.add_argument("--scale", type=float, default=720.0, help="how much faster than real time")
+    ap.add_argument("--max-age", type=float, default=7.0,
+                    help="the edge's link.max_age, scaled days: a record is forgotten after twice this")
     ap.add_argument("--json", type=Path, default=ROOT / "out" / "bench" / "month.json")
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--keep", type=Path, help="run in this folder and keep it (logs)")
@@ -93,7 +96,8 @@ def main() -> None:
             pair = Pair(tmp, broker,
                         ground_limits=f"[retention]\nfiles_days = {d}\nrejected_days = {2 * d}\n"
                                       f"queue_days = {7 * d}\nevery = {day / 4}\n",
-                        edge_extra=f"[retention]\nplayed_days = {2 * d}\ncache_days = {2 * d}\n"
+                        edge_extra=f"max_age = {args.max_age * day}\n"  # (in the edge's [link] section)
+                                   f"[retention]\nplayed_days = {2 * d}\ncache_days = {2 * d}\n"
                                    f"bundles_days = {7 * d}\nevery = {day / 4}\n",
                         ground_extra=f'spool_dir = "{spool}"\nspool_settle = 0.2')
             atexit.register(pair.stop)  # a failed run leaves no daemon behind
