@@ -85,9 +85,9 @@ def run_one(audio: Path, args: argparse.Namespace, loaded, relay: str) -> dict: 
 
     from ground.capture import Cutter, capture, file_blocks, parts_in_background
     from ground.encoder import Encoder
+    from ground.queue import Outbox
     from relay.config import load_ground
     from relay.link.messages import Priority
-    from relay.link.outbox import Outbox
     from relay.testing.broker import LocalBroker
     from relay.testing.linksim import LinkSimThread
 

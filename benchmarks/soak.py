@@ -46,8 +46,8 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from ground.queue import Outbox, State  # noqa: E402
 from relay.link.messages import Priority  # noqa: E402
-from relay.link.outbox import Outbox, State  # noqa: E402
 from relay.testing.bundles import real_bundle  # noqa: E402
 from relay.testing.deployment import Deployment  # noqa: E402
 from relay.testing.hostile import Hostile  # noqa: E402

@@ -44,7 +44,7 @@ def _config(path: Path | None, voice_dirs: list[Path] | None = None):
 
 
 def _inbox(cfg, profiles: bool = False):
-    from relay.link.inbox import Inbox
+    from edge.store import Inbox
     from relay.profiles import ProfileStore
 
     return Inbox.of(cfg, ProfileStore(cfg.edge.profiles_db) if profiles else None)
@@ -215,6 +215,7 @@ def edge_import(
 ) -> None:
     """Store bundles brought by hand, checked exactly as if received (signature, freshness, limits);
     the daemon plays them. One already held is left alone. Exit 2 if any file is refused."""
+    from edge.by_hand import import_transfer
     from relay.config import ConfigError
     from relay.errors import RelayError
     from relay.fileio import read_bytes
@@ -227,8 +228,8 @@ def edge_import(
     refused = 0
     for path in files:
         try:
-            done = by_hand.import_transfer(inbox, read_bytes(path, "transfer file",
-                                                             by_hand.max_file_bytes(cfg.limits.max_bundle_bytes)))
+            done = import_transfer(inbox, read_bytes(path, "transfer file",
+                                                     by_hand.max_file_bytes(cfg.limits.max_bundle_bytes)))
         except RelayError as err:
             refused += 1
             console.print(f"error: {path}: refused: {err}", markup=False, highlight=False)
@@ -322,8 +323,8 @@ def edge_text(
 
 def _speak(config: Path | None, bundle: str, how: str, output: Path | None, again: bool) -> None:
     from edge.player import Player
+    from edge.store import InboxError
     from relay.errors import RelayError
-    from relay.link.inbox import InboxError
 
     cfg = _config(config)
     if output is not None:

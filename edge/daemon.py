@@ -2,7 +2,7 @@
 
 One MQTT session (persistent, QoS 1, re-established after any drop)
 receives fragments and polls on the edge's data topic and hands them to the
-inbox (:mod:`relay.link.inbox`), which checks every part against its signed hash
+inbox (:mod:`edge.store`), which checks every part against its signed hash
 before storing it. A complete transfer is decoded in a worker thread (the
 event loop keeps taking messages) and accepted or rejected; acks go back
 signed with this edge's key. Decoding runs beside the receiving, never in
@@ -40,10 +40,10 @@ import aiomqtt
 
 from edge.player import Player
 from edge.retention import NoRoomYet, make_room, prune
+from edge.store import ACCEPTED, Inbox
 from relay.config import ConfigError, EdgeConfig
 from relay.errors import RelayError
 from relay.format.limits import DecodeAbandoned
-from relay.link.inbox import ACCEPTED, Inbox
 from relay.link.messages import Ack, LinkError, Poll, Priority, parse_down, topics
 from relay.link.mqtt import ConnectionSettings, ack, reconnecting
 from relay.link.service import Drops, supervise

@@ -43,7 +43,7 @@ def prune(cfg: EdgeConfig, dry_run: bool = False, now: float | None = None) -> P
     """Apply ``[retention]`` to the edge's folders, store and search index (its
     own connections: a daemon runs this in a worker thread)."""
     from edge.search import TranscriptIndex
-    from relay.link.inbox import Inbox
+    from edge.store import Inbox
 
     now = now or time.time()
     r = cfg.retention

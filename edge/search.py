@@ -21,11 +21,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.store import ACCEPTED, QUARANTINED, Inbox
 from relay.db import connect, transaction
 from relay.errors import BundleError, RelayError
 from relay.format.bundle import Bundle
 from relay.format.limits import DEFAULT_LIMITS, Limits
-from relay.link.inbox import ACCEPTED, QUARANTINED, Inbox
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS indexed (bundle_id BLOB PRIMARY KEY, phrases INTEGER NOT NULL);

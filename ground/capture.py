@@ -39,11 +39,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ground.queue import Outbox
 from relay.audio.io import SAMPLE_RATE
 from relay.errors import RelayError
 from relay.format.bundle import Bundle, Speaker
 from relay.link.messages import Priority
-from relay.link.outbox import Outbox
 
 if TYPE_CHECKING:
     from ground.encoder import Encoder

@@ -44,7 +44,7 @@ def _config(path: Path | None):
 
 
 def _outbox(cfg):
-    from relay.link.outbox import Outbox
+    from ground.queue import Outbox
 
     return Outbox(cfg.ground.queue_db, cfg.limits)
 
@@ -269,8 +269,8 @@ def queue_add(
 ) -> None:
     """Queue a file for an edge (checked first: audio must decode, a bundle must be one an edge accepts)."""
     from ground.intake import destination, queue_file
+    from ground.queue import Outbox
     from relay.link.messages import Priority
-    from relay.link.outbox import Outbox
 
     cfg = _config(config)
     edge = destination(cfg, to)
@@ -291,7 +291,7 @@ def queue_ls(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List the queue, most urgent first."""
-    from relay.link.outbox import ACTIVE
+    from ground.queue import ACTIVE
 
     items = _outbox(_config(config)).items(None if all_ else ACTIVE)
     if as_json:

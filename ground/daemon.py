@@ -17,7 +17,7 @@ Three tasks share one asyncio loop:
   then a summary a minute) and dropped; nothing an edge or a stranger sends
   stops the daemon.
 
-All state is in the outbox (:mod:`relay.link.outbox`); the daemon holds nothing
+All state is in the outbox (:mod:`ground.queue`); the daemon holds nothing
 that a kill -9 could lose, and a full disk is waited out (one log line), not
 turned into failed entries.
 """
@@ -37,13 +37,13 @@ from typing import TYPE_CHECKING
 import aiomqtt
 
 from ground.encoder import Encoder
+from ground.queue import Outbox, State
 from ground.retention import prune
 from relay.config import ConfigError, GroundConfig
 from relay.errors import RelayError
 from relay.link.budget import Budget
 from relay.link.messages import Ack, LinkError, topics
 from relay.link.mqtt import ConnectionSettings, ack, reconnecting
-from relay.link.outbox import Outbox, State
 from relay.link.service import Drops, supervise
 from relay.link.signing import SigningKey, VerifyKey
 from relay.profiles import ProfileStore

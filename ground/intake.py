@@ -13,11 +13,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ground.queue import Outbox
 from relay.config import GroundConfig
 from relay.errors import RelayError
 from relay.format.bundle import Bundle
 from relay.link.messages import Priority
-from relay.link.outbox import Outbox
 
 
 def destination(cfg: GroundConfig, edge: str | None, flag: str = "--to") -> str:

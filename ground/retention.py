@@ -18,8 +18,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ground.queue import FINISHED, Outbox
 from relay.config import GroundConfig
-from relay.link.outbox import FINISHED, Outbox
 from relay.retention import DAY, Pruned, Removed, files_in, strays, unlink
 
 

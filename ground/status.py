@@ -1,6 +1,6 @@
 """What an operator watches: each edge's link and the queue with its ETAs.
 
-One reading of the queue (:class:`relay.link.outbox.Outbox`) and the
+One reading of the queue (:class:`ground.queue.Outbox`) and the
 configuration, shared by ``relay ground status`` and the ground's console,
 so both say the same thing. The ETA of an entry is the time until the link
 has sent everything ahead of it for its edge and then it, at the budget's
@@ -14,9 +14,9 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from ground.queue import ACTIVE, Item, Outbox
 from relay.config import GroundConfig
 from relay.link.budget import eta, seconds_to_window
-from relay.link.outbox import ACTIVE, Item, Outbox
 
 
 @dataclass(frozen=True, slots=True)

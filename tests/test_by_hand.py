@@ -8,11 +8,12 @@ import time
 
 import pytest
 
+from edge.by_hand import import_transfer
+from edge.store import ACCEPTED, REJECTED, Inbox
+from ground.queue import Outbox, OutboxError, State
 from relay.config import EdgeLink
 from relay.link import by_hand
-from relay.link.inbox import ACCEPTED, REJECTED, Inbox
 from relay.link.messages import LinkError, Priority
-from relay.link.outbox import Outbox, OutboxError, State
 from relay.link.signing import Keyring, SigningKey
 from relay.link.transfer import OutgoingTransfer
 from relay.profiles import ProfileStore
@@ -45,12 +46,12 @@ def test_an_exported_transfer_is_stored_as_if_received_and_once(ends, key):
     row = outbox.add_bundle(data, "ship", Priority.PRIORITY)
     file = by_hand.pack(outbox.export(row, key, FRAG))
     assert outbox.get(row).state == State.READY  # the entry is not changed: the edge's ack tells delivery
-    done = by_hand.import_transfer(inbox, file)
+    done = import_transfer(inbox, file)
     assert done.outcome == "stored" and done.title == "orders"
     stored = inbox.get(done.bundle_id)
     assert stored is not None and stored.state == ACCEPTED and stored.priority == Priority.PRIORITY
     assert inbox.data(done.bundle_id) == data and inbox.next_to_play().bundle_id == done.bundle_id
-    assert by_hand.import_transfer(inbox, file).outcome == "known"  # again: nothing changes
+    assert import_transfer(inbox, file).outcome == "known"  # again: nothing changes
     assert len(inbox.bundles()) == 1 and inbox.partial() == []
 
 
@@ -68,7 +69,7 @@ def test_the_link_and_the_stick_deliver_one_bundle_once(ends, key):
     file = by_hand.pack(outbox.export(row, key, 4096))  # another size asked: the started transfer is kept
     fragments = by_hand.unpack(file)
     assert fragments[0].data == parse_down(first.payload).data and len(fragments) == outbox.get(row).count
-    assert by_hand.import_transfer(inbox, file).outcome == "stored"
+    assert import_transfer(inbox, file).outcome == "stored"
 
 
 def test_what_the_edge_would_refuse_from_the_link_it_refuses_from_a_file(tmp_path, ends, key):
@@ -78,35 +79,35 @@ def test_what_the_edge_would_refuse_from_the_link_it_refuses_from_a_file(tmp_pat
     # another ground's key; a transfer signed for another edge
     stranger = Inbox(tmp_path / "other.db", "ship", Keyring([SigningKey.generate().public]), link=SAME_CLOCK)
     with pytest.raises(LinkError, match="signature|key"):
-        by_hand.import_transfer(stranger, good)
+        import_transfer(stranger, good)
     elsewhere = Inbox(tmp_path / "else.db", "tug", Keyring([key.public]), link=SAME_CLOCK)
     with pytest.raises(LinkError):
-        by_hand.import_transfer(elsewhere, good)
+        import_transfer(elsewhere, good)
     # one byte changed in a data part: refused, and the half-made transfer is gone
     tampered = bytearray(good)
     tampered[-5] ^= 0x40
     with pytest.raises(LinkError, match="hash"):
-        by_hand.import_transfer(inbox, bytes(tampered))
+        import_transfer(inbox, bytes(tampered))
     assert inbox.partial() == [] and inbox.bundles() == []
     # signed too long ago for this edge (max_age), or before the edge's store began
     bundle = real_bundle(50, seed=3)
     bid = bytes.fromhex(_bundle_id(bundle))
     old = OutgoingTransfer.create(bid, bundle, "ship", Priority.NORMAL, FRAG, key, 1, int(time.time()) - 40 * 86400)
     with pytest.raises(LinkError, match="days ago"):
-        by_hand.import_transfer(inbox, by_hand.pack(old))
+        import_transfer(inbox, by_hand.pack(old))
     strict = Inbox(tmp_path / "strict.db", "ship", Keyring([key.public]), link=EdgeLink(max_clock_skew=0, max_age=0))
     before = OutgoingTransfer.create(bid, bundle, "ship", Priority.NORMAL, FRAG, key, 1, int(time.time()) - 7200)
     with pytest.raises(LinkError, match="before this edge's store began"):
-        by_hand.import_transfer(strict, by_hand.pack(before))
+        import_transfer(strict, by_hand.pack(before))
     # nothing of it was kept, and the good file still goes in
-    assert by_hand.import_transfer(inbox, good).outcome == "stored"
+    assert import_transfer(inbox, good).outcome == "stored"
 
 
 def test_an_authentic_but_unusable_bundle_is_kept_as_rejected(ends, key):
     outbox, inbox = ends
     bad = b"SRB" + bytes(40)  # signed by the ground, but not a bundle
     transfer = OutgoingTransfer.create(b"\x01" * 8, bad, "ship", Priority.NORMAL, FRAG, key, 1, int(time.time()))
-    done = by_hand.import_transfer(inbox, by_hand.pack(transfer))
+    done = import_transfer(inbox, by_hand.pack(transfer))
     assert done.outcome == "rejected" and done.reason
     assert inbox.get(done.bundle_id).state == REJECTED and inbox.next_to_play() is None
 
@@ -136,7 +137,7 @@ def test_malformed_files_are_refused_before_anything_is_stored(ends, key, damage
         "huge": build(frags, count=60_000),
     }
     with pytest.raises(LinkError):
-        by_hand.import_transfer(inbox, files[damage])
+        import_transfer(inbox, files[damage])
     assert inbox.bundles() == [] and inbox.partial() == []
 
 

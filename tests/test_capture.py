@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 
+from edge.store import Inbox
 from ground.capture import Cutter, speech_spans
 from relay.audio.io import SAMPLE_RATE, load_audio
 from relay.format.bundle import SourceInfo, StreamPart
 from relay.format.wire import decode_bundle, encode_bundle
-from relay.link.inbox import Inbox
 from relay.link.messages import Priority
 from relay.link.signing import Keyring, SigningKey
 from relay.link.transfer import OutgoingTransfer
@@ -182,7 +182,7 @@ def test_capture_from_the_command_line(tmp_path):
     entries = json.loads(subprocess.run([RELAY, "ground", "queue", "ls", "--json", "-c", str(ground)],
                                         capture_output=True, text=True, timeout=60).stdout)
     assert len(entries) >= 3 and all(e["title"] == "radio" and e["priority"] == "priority" for e in entries)
-    from relay.link.outbox import Outbox
+    from ground.queue import Outbox
 
     outbox = Outbox(tmp_path / "ground" / "queue.db")
     bundles = [decode_bundle(outbox._db.execute("SELECT bundle FROM outbox WHERE id = ?", (e["id"],)).fetchone()[0])
@@ -237,7 +237,7 @@ def test_stopping_the_capture_ends_the_stream_with_its_last_part(tmp_path):
 
     import soundfile as sf
 
-    from relay.link.outbox import Outbox
+    from ground.queue import Outbox
     from relay.testing.broker import free_port
     from tests.test_daemons import RELAY, write_configs
 

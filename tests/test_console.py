@@ -50,8 +50,8 @@ class Station:
         self.tmp = tmp
         self.key = SigningKey.generate()
         _, self.config = write_configs(tmp, 1, 2, self.key, 100.0)
+        from edge.store import Inbox
         from relay.config import load_edge
-        from relay.link.inbox import Inbox
 
         Inbox.of(load_edge(self.config)).close()  # the station's store begins before anything is signed for it
         self.port = free_port()

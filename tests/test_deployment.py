@@ -21,8 +21,8 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
+from ground.queue import Outbox
 from relay.link.messages import Priority
-from relay.link.outbox import Outbox
 from relay.testing.broker import mosquitto_path
 from relay.testing.bundles import real_bundle
 from relay.testing.deployment import Deployment

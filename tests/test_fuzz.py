@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge.store import Inbox
 from relay.config import ConfigError, EdgeConfig, GroundConfig, load
 from relay.errors import BundleError
 from relay.format import v1 as wire
@@ -30,7 +31,6 @@ from relay.format.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker,
 from relay.format.limits import Limits
 from relay.format.profile import VoiceProfile
 from relay.format.wire import decode_bundle, encode_bundle
-from relay.link.inbox import Inbox
 from relay.link.messages import Ack, Fragment, LinkError, Priority, parse_down
 from relay.link.signing import Keyring, SigningKey
 from relay.link.transfer import Manifest, OutgoingTransfer

@@ -11,14 +11,14 @@ import time
 import numpy as np
 import pytest
 
+from edge.store import ACCEPTED, QUARANTINED, REJECTED, Inbox, Received
+from ground.queue import Outbox, OutboxError, PlayState, State
 from relay.config import EdgeLink
 from relay.format.bundle import Bundle, Speaker
 from relay.format.limits import Limits
 from relay.format.profile import VoiceProfile
 from relay.format.wire import decode_bundle, encode_bundle
-from relay.link.inbox import ACCEPTED, QUARANTINED, REJECTED, Inbox, Received
 from relay.link.messages import Ack, AckState, Fragment, LinkError, Poll, Priority, RejectCode, parse_down
-from relay.link.outbox import Outbox, OutboxError, PlayState, State
 from relay.link.signing import Keyring, SigningKey, VerifyKey
 from relay.link.transfer import IncomingTransfer, Layout, Manifest, OutgoingTransfer, payload_size
 from relay.profiles import ProfileStore
@@ -246,7 +246,7 @@ def test_stale_and_replayed_transfers_are_refused_and_signed_again(tmp_path, key
     old.close()
     (tmp_path / "e.db").unlink()  # the edge's store is lost ...
     later = Inbox(tmp_path / "e2.db", "ship", Keyring([key.public]))
-    later.epoch = int(time.time()) + 5  # ... and begins again a few seconds later: within max_clock_skew
+    later.receiver.epoch = int(time.time()) + 5  # ... and begins again a few seconds later: within max_clock_skew
     got = later.receive(frags[0])  # an attacker replays the captured transfer
     assert got.ack.state == AckState.REJECTED and got.ack.code == RejectCode.STALE and later.partial() == []
     assert got.ack.not_before == later.epoch
@@ -605,9 +605,9 @@ def test_a_replayed_poll_is_not_answered(ends, key):
     drain(outbox, key, ack_timeout=0)
     poll = parse_down(outbox.next_out(FRAG, key, ack_timeout=30).payload)
     assert inbox.poll(poll).ack is not None
-    inbox._replied.clear()  # however long after
+    inbox.receiver._replied.clear()  # however long after
     assert inbox.poll(poll).dropped == "replay"
-    inbox.link = EdgeLink(max_clock_skew=60)  # (the next second may not have come yet)
+    inbox.receiver.link = EdgeLink(max_clock_skew=60)  # (the next second may not have come yet)
     newer = Poll.create(poll.bundle_id, "ship", key, poll.signed_at + 1, poll.seq)
     assert inbox.poll(newer).ack is not None
 
@@ -619,7 +619,7 @@ def test_the_reorder_buffer_is_bounded_in_parts_as_well_as_bytes(tmp_path, key):
                   link=EdgeLink(max_clock_skew=0, buffer_bytes=1 << 20, buffer_parts=500))
     for _ in range(20_000):
         inbox.receive(parse_down(bytes([0x20]) + os.urandom(8) + (1).to_bytes(2, "big") + (2).to_bytes(2, "big")))
-    buf = inbox._buffer
+    buf = inbox.receiver._buffer
     assert buf.parts <= 500 and len(buf._parts) <= 500 and buf.size <= 1 << 20
     assert inbox.partial() == [] and inbox.stored_bytes() == 0
 
@@ -652,7 +652,7 @@ def test_no_answer_to_what_anyone_could_have_sent(ends, key):
     inbox.discard(last.bundle_id)
     for f in more[:3]:
         inbox.receive(f)
-    inbox._replied.clear()
+    inbox.receiver._replied.clear()
     assert inbox.receive(Fragment(last.bundle_id, last.index, last.count, os.urandom(len(last.data)))).ack is None
 
 

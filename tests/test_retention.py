@@ -18,13 +18,13 @@ import pytest
 from edge.retention import NoRoomYet, WontFit, make_room
 from edge.retention import prune as prune_edge
 from edge.search import TranscriptIndex
+from edge.store import ACCEPTED, Inbox
+from ground.queue import Outbox, State
 from ground.retention import prune as prune_ground
 from relay.config import EdgeConfig, GroundConfig
 from relay.format.limits import DEFAULT_LIMITS
 from relay.format.wire import encode_bundle
-from relay.link.inbox import ACCEPTED, Inbox
 from relay.link.messages import Priority
-from relay.link.outbox import Outbox, State
 from relay.link.signing import SigningKey
 from relay.link.transfer import OutgoingTransfer
 from relay.storage import Waiter, classify

@@ -8,12 +8,13 @@ import time
 
 import pytest
 
+from edge.by_hand import import_transfer
 from edge.search import SearchError, TranscriptIndex, fts_query
+from edge.store import Inbox
 from edge.subtitles import LINE_CHARS, MAX_CUE_SECONDS, cues, render, srt, transcript, webvtt
 from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, Word
 from relay.format.wire import decode_bundle, encode_bundle
 from relay.link import by_hand
-from relay.link.inbox import Inbox
 from relay.link.messages import Priority
 from relay.link.signing import Keyring, SigningKey
 from relay.link.transfer import OutgoingTransfer
@@ -83,7 +84,7 @@ def edge(tmp_path):
     def receive(bundle: Bundle) -> bytes:
         data = encode_bundle(bundle)
         t = OutgoingTransfer.create(bundle.bundle_id, data, "ship", Priority.NORMAL, 340, key, 1, int(time.time()))
-        assert by_hand.import_transfer(inbox, by_hand.pack(t)).outcome == "stored"
+        assert import_transfer(inbox, by_hand.pack(t)).outcome == "stored"
         return bundle.bundle_id
 
     return inbox, receive

@@ -329,11 +329,11 @@ def test_the_edge_console_reuses_the_daemons_wav_and_keeps_to_its_own_threads(tm
     import threading
     import time
 
+    from edge.store import Inbox
     from edge.web.app import Console
     from relay.config import EdgeConfig
     from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, Word
     from relay.format.wire import encode_bundle
-    from relay.link.inbox import Inbox
     from relay.link.messages import Priority
     from relay.link.transfer import OutgoingTransfer
     from relay.testing.configs import SAME_CLOCK

@@ -36,12 +36,12 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from edge.search import SearchError, TranscriptIndex
+from edge.store import ACCEPTED, QUARANTINED, Inbox, Stored
 from edge.subtitles import FORMATS, render, speaker_name
 from edge.web.growing import GrowingWav, byte_range
 from relay.config import EdgeConfig
 from relay.errors import RelayError
 from relay.format.bundle import Bundle
-from relay.link.inbox import ACCEPTED, QUARANTINED, Inbox, Stored
 from relay.web.auth import Gate
 from relay.web.server import (
     NotFound,

@@ -1,7 +1,7 @@
 """The station console at the ground: the queue, each edge's link, and a
 recording dropped on the page queued for an edge.
 
-A Starlette app over the ground's queue (:class:`relay.link.outbox.Outbox`,
+A Starlette app over the ground's queue (:class:`ground.queue.Outbox`,
 its own connection: WAL lets it share the file with the daemon). What it
 shows is :mod:`ground.status`'s reading, the same as ``relay ground
 status``; what it changes goes through the same calls as ``relay ground
@@ -29,11 +29,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ground.intake import check_file, destination, enqueue
+from ground.queue import Outbox, OutboxError
 from ground.status import edges, queue
 from relay.config import GroundConfig
 from relay.errors import RelayError
 from relay.link.messages import Priority
-from relay.link.outbox import Outbox, OutboxError
 from relay.storage import is_full
 from relay.web.auth import Gate
 from relay.web.server import (

@@ -4,7 +4,8 @@ When the link is down for days, an operator carries bundles instead. The
 file holds exactly what the link would have carried to that edge: the
 transfer's signed manifest (part 0), its hash parts and its data parts, each
 as the fragment the ground would publish. So an import at the edge goes
-through the same checks as a reception (:class:`relay.link.inbox.Inbox`:
+through the same checks as a reception (:mod:`edge.by_hand` hands each part to
+:class:`relay.link.receiver.Receiver`:
 the ground's signature over the edge's name, freshness, the edge's limits,
 every part against its signed hash, the bundle's digest and decoding) and
 is stored exactly as if it had been received; a bundle the edge already
@@ -23,9 +24,7 @@ the signature does not cover.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
-from relay.link.inbox import ACCEPTED, Inbox
 from relay.link.messages import MAX_FRAGMENT, MAX_PARTS, Fragment, LinkError, parse_down
 from relay.link.transfer import OutgoingTransfer
 
@@ -34,7 +33,6 @@ VERSION = 1
 HEADER = struct.Struct(">4sBH")  # magic, version, fragments
 LENGTH = struct.Struct(">H")  # bytes of the fragment that follows (a fragment is at most 64 KiB here)
 MAX_FILE_FRAGMENT = 0xFFFF
-SUFFIX = ".transfer"
 
 
 def max_file_bytes(max_bundle: int) -> int:
@@ -92,40 +90,3 @@ def unpack(data: bytes, max_fragment: int = MAX_FRAGMENT) -> list[Fragment]:
     if sorted(f.index for f in fragments) != list(range(count)):
         raise LinkError("file", "a part is missing or given twice")
     return fragments
-
-
-@dataclass(frozen=True, slots=True)
-class Imported:
-    """What an import did: ``stored`` (accepted, to be played), ``rejected``
-    (authentic but unusable; kept as the link keeps it, with the reason) or
-    ``known`` (the edge held it already: nothing changed)."""
-
-    bundle_id: bytes
-    outcome: str
-    title: str | None = None
-    reason: str | None = None
-
-
-def import_transfer(inbox: Inbox, data: bytes) -> Imported:
-    """Receive a transfer file as the link would have delivered it. A part
-    that fails its check is refused with the reason, and a transfer this
-    import started is dropped again (one the link had begun is left to it)."""
-    fragments = unpack(data, inbox.link.max_fragment)
-    bid = fragments[0].bundle_id
-    known = inbox.get(bid)
-    if known is not None:
-        return Imported(bid, "known", known.title, known.reason)
-    arriving = {b for b, _, _ in inbox.partial()}
-    for frag in fragments:
-        result = inbox.receive(frag)
-        if result.dropped:
-            if bid not in arriving:
-                inbox.discard(bid)
-            raise LinkError(result.dropped, result.note or f"bundle {bid.hex()}: refused ({result.dropped})")
-    decided = inbox.finish(bid).decided
-    if decided is None:  # the assembly did not match its signed digest: nothing kept
-        inbox.discard(bid)
-        raise LinkError("assembly", f"bundle {bid.hex()}: its parts do not make the bundle they were signed for")
-    if decided.state == ACCEPTED:
-        return Imported(bid, "stored", decided.title)
-    return Imported(bid, "rejected", decided.title, decided.reason)
