@@ -26,10 +26,11 @@ from hypothesis import strategies as st
 from edge.store import Inbox
 from relay.config import ConfigError, EdgeConfig, GroundConfig, load
 from relay.errors import BundleError
-from relay.format import v1 as wire
+from relay.format import v1
 from relay.format.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
 from relay.format.limits import Limits
 from relay.format.profile import VoiceProfile
+from relay.format.varint import put_uvarint
 from relay.format.wire import decode_bundle, encode_bundle
 from relay.link.messages import Ack, Fragment, LinkError, Priority, parse_down
 from relay.link.signing import Keyring, SigningKey
@@ -63,18 +64,18 @@ def bounded(fn):
 
 def seal(fields: list, bundle_id: bytes = b"\x01" * 8, dict_id: int = 1) -> bytes:
     """A bundle around any body, with a valid digest, so the body parser is what is tested."""
-    body = wire._compress(msgpack.packb(fields, use_bin_type=True), dict_id)
-    out = bytearray(wire.MAGIC) + bytes([wire.VERSION, wire.FLAG_ZSTD])
-    wire._put_uvarint(out, dict_id)
+    body = v1.compress(msgpack.packb(fields, use_bin_type=True), dict_id)
+    out = bytearray(v1.MAGIC) + bytes([v1.VERSION, v1.FLAG_ZSTD])
+    put_uvarint(out, dict_id)
     out += bundle_id + b"\x00\x00\x00\x01"
-    wire._put_uvarint(out, len(body))
+    put_uvarint(out, len(body))
     out += body
-    return bytes(out) + hashlib.blake2b(out, digest_size=wire.DIGEST_SIZE).digest()
+    return bytes(out) + hashlib.blake2b(out, digest_size=v1.DIGEST_SIZE).digest()
 
 
 def reseal(data: bytes) -> bytes:
-    body = data[: -wire.DIGEST_SIZE]
-    return body + hashlib.blake2b(body, digest_size=wire.DIGEST_SIZE).digest()
+    body = data[: -v1.DIGEST_SIZE]
+    return body + hashlib.blake2b(body, digest_size=v1.DIGEST_SIZE).digest()
 
 
 @st.composite
@@ -96,17 +97,17 @@ def bundles(draw) -> Bundle:
         for token in draw(st.lists(st.sampled_from(["ask", "not", "what", "your", "country"]), max_size=6)):
             t += draw(st.integers(0, 20))
             d = draw(st.integers(0, 40))
-            words.append(Word(token, t * wire.TICK, (t + d) * wire.TICK))
+            words.append(Word(token, t * v1.TICK, (t + d) * v1.TICK))
             t += d
         spk = draw(st.integers(0, n_spk - 1))
         if words:
             segments.append(Segment(spk, words[0].start, words[-1].end, " ".join(w.text for w in words),
                                     tuple(words)))
-    clips = [AudioClip(draw(st.integers(0, 500)) * wire.TICK, draw(st.integers(0, 100)) * wire.TICK,
+    clips = [AudioClip(draw(st.integers(0, 500)) * v1.TICK, draw(st.integers(0, 100)) * v1.TICK,
                        draw(st.sampled_from(["codec2-700C", "opus-6k", "lyra-3200"])), draw(st.binary(max_size=50)),
                        draw(st.none() | st.integers(0, n_spk - 1)), "forced")
              for _ in range(draw(st.integers(0, 3)))]
-    return Bundle(SourceInfo(draw(st.text(max_size=20)), t * wire.TICK + 1.0, "en"), speakers, segments, clips)
+    return Bundle(SourceInfo(draw(st.text(max_size=20)), t * v1.TICK + 1.0, "en"), speakers, segments, clips)
 
 
 def decode_or_bundle_error(data: bytes) -> None:
@@ -119,7 +120,7 @@ def decode_or_bundle_error(data: bytes) -> None:
 @FUZZ
 @given(b=bundles(), path=st.lists(st.integers(0, 40), min_size=1, max_size=3), value=msgpack_values)
 def test_a_field_of_any_type_anywhere_in_a_valid_body_is_a_bundle_error(b, path, value):
-    fields = [v for _, v in wire._body_fields(b)]
+    fields = [v for _, v in v1.body_fields(b)]
     fields = msgpack.unpackb(msgpack.packb(fields, use_bin_type=True), raw=False)  # plain lists
     node = fields
     for step in path[:-1]:
@@ -136,7 +137,7 @@ def test_a_field_of_any_type_anywhere_in_a_valid_body_is_a_bundle_error(b, path,
 @FUZZ
 @given(b=bundles(), flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), min_size=1, max_size=8))
 def test_mutated_bytes_are_a_bundle_error(b, flips):
-    data = bytearray(wire.encode_bundle(b))  # format v1
+    data = bytearray(v1.encode_bundle(b))  # format v1
     for pos, x in flips:
         data[pos % len(data)] ^= x
     decode_or_bundle_error(bytes(data))
@@ -170,7 +171,7 @@ def test_bombs_are_refused_before_they_are_built(n, ticks):
     """Counts, durations and sizes that would allocate gigabytes: refused under the limits."""
     words = "a " * min(n, 300_000)
     timings = bytearray(b"\x01")
-    wire._put_uvarint(timings, ticks)
+    put_uvarint(timings, ticks)
     for body in ([["t", "en", ticks], [["S1"]], b"\x00", words, bytes(timings)],
                  [["t", "en", 100], [["S1"]] * min(n, 10_000), b"", "", b""],
                  [["t", "en", 100], [["S1"]], b"", "", b"", None, [[1, 0, ticks, ticks, 0, b"x"]] * 3]):

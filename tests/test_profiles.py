@@ -74,15 +74,16 @@ def test_bundles_without_profiles_have_no_profile_field():
 def test_malformed_profile_is_a_bundle_error():
     import msgpack
 
-    from relay.format import v1 as wire
+    from relay.format import v1
+    from relay.format.varint import put_uvarint
 
     b = _bundle([Speaker("S1")])
-    fields = [v for _, v in wire._body_fields(b)] + [[[b"\x01\x02"]]]  # a 2-byte profile id
-    payload = wire._compress(msgpack.packb(fields, use_bin_type=True), 1)
+    fields = [v for _, v in v1.body_fields(b)] + [[[b"\x01\x02"]]]  # a 2-byte profile id
+    payload = v1.compress(msgpack.packb(fields, use_bin_type=True), 1)
     good = encode_bundle(b, version=1)
-    header = wire.read_header(good)
+    header = v1.read_header(good)
     out = bytearray(good[: header.body_offset - 1])  # header up to the body length
-    wire._put_uvarint(out, len(payload))
+    put_uvarint(out, len(payload))
     out += payload
     import hashlib
 

@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.errors import BundleError
-from relay.format import v1 as wire
+from relay.format import v1
 from relay.format.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, Word
 from relay.format.v1 import TICK, decode_bundle, encode_bundle, field_costs, read_header
+from relay.format.varint import put_uvarint
 from relay.testing.bundles import real_bundle
 
 
@@ -80,14 +81,14 @@ def test_audio_clips_round_trip_beside_the_text():
 def test_unknown_clip_codec_is_a_bad_body():
     b = sample_bundle()
     b.clips = [AudioClip(0.0, 1.0, "codec2-700C", b"x", 0)]
-    fields = [value for _, value in wire._body_fields(b)]
+    fields = [value for _, value in v1.body_fields(b)]
     fields[6][0][0] = 99  # a codec id from the future
-    body = wire._compress(msgpack.packb(fields, use_bin_type=True), 1)
-    out = bytearray(wire.MAGIC) + bytes([1, 1, 1]) + b.bundle_id + b"\x00\x00\x00\x01"
-    wire._put_uvarint(out, len(body))
+    body = v1.compress(msgpack.packb(fields, use_bin_type=True), 1)
+    out = bytearray(v1.MAGIC) + bytes([1, 1, 1]) + b.bundle_id + b"\x00\x00\x00\x01"
+    put_uvarint(out, len(body))
     out += body
     with pytest.raises(BundleError, match="clip codec id 99 is unknown") as err:
-        decode_bundle(_reseal(bytes(out) + b"\x00" * wire.DIGEST_SIZE))
+        decode_bundle(_reseal(bytes(out) + b"\x00" * v1.DIGEST_SIZE))
     assert err.value.reason == "body"
 
 
@@ -152,8 +153,8 @@ def test_every_flipped_bit_and_every_truncation_is_caught():
 
 
 def _reseal(data: bytes) -> bytes:
-    body = data[: -wire.DIGEST_SIZE]
-    return body + hashlib.blake2b(body, digest_size=wire.DIGEST_SIZE).digest()
+    body = data[: -v1.DIGEST_SIZE]
+    return body + hashlib.blake2b(body, digest_size=v1.DIGEST_SIZE).digest()
 
 
 def test_unknown_dictionary_is_named():
@@ -167,12 +168,12 @@ def test_unknown_dictionary_is_named():
 def test_hash_valid_but_malformed_body_is_a_bundle_error():
     b = sample_bundle()
     payload = msgpack.packb(["not", "the", "right", "shape"])
-    body = wire._compress(payload, 1)
-    out = bytearray(wire.MAGIC) + bytes([1, 1, 1]) + b.bundle_id + b"\x00\x00\x00\x01"
-    wire._put_uvarint(out, len(body))
+    body = v1.compress(payload, 1)
+    out = bytearray(v1.MAGIC) + bytes([1, 1, 1]) + b.bundle_id + b"\x00\x00\x00\x01"
+    put_uvarint(out, len(body))
     out += body
     with pytest.raises(BundleError) as info:
-        decode_bundle(_reseal(bytes(out) + b"\x00" * wire.DIGEST_SIZE))
+        decode_bundle(_reseal(bytes(out) + b"\x00" * v1.DIGEST_SIZE))
     assert info.value.reason == "body"
 
 
@@ -241,7 +242,7 @@ def test_a_stream_part_round_trips_and_costs_a_dozen_bytes():
 ])
 def test_a_malformed_stream_part_is_refused(monkeypatch, bad):
     plain = decode_bundle(real_bundle(20))
-    monkeypatch.setattr(wire, "_pack_stream", lambda stream: [bad])
+    monkeypatch.setattr(v1, "_pack_stream", lambda stream: [bad])
     data = encode_bundle(plain)
     with pytest.raises(BundleError):
         decode_bundle(data)

@@ -211,4 +211,4 @@ def test_titles_round_trip_by_whichever_model_is_shorter(title):
     b = dataclasses.replace(sample(), source=SourceInfo(title, 30.0, "en"))
     assert decode_bundle(encode_bundle(b)).source.title == title
     if title == "LJ001-0013":  # a file's name: cheaper character by character than as speech
-        assert v2._name_cost(title) < v2._text_cost(title)
+        assert v2.name_cost(title) < v2.text_cost(title)

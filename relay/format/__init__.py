@@ -1,1 +1,2 @@
-"""The bundle and its bytes: dataclasses, wire format v1, limits, the zstd dictionary, voice profiles on the wire."""
+"""The bundle and its bytes: the dataclasses, formats v1 (msgpack and zstd) and v2 (one
+arithmetic-coded stream under a text model), what both carry alike, limits, voice profiles on the wire."""

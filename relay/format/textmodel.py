@@ -57,8 +57,7 @@ FRAC = 10  # fractional bits of activations
 ONE = 1 << FRAC
 CLIP = 1 << 24  # activations are clipped here, so products stay exact
 QK_CLIP = 1 << 20
-EXP_STEP = 256  # table steps per nat
-EXP_SCALE = 26  # table values are round(2^26 * exp(-i / 256))
+# the shipped exp table (tables['exp']): round(2^26 * exp(-i / 256)), 256 steps a nat
 GELU_LOW = -8 * ONE
 GELU_SHIFT = 2  # the GELU table steps by 2^-8 of an activation unit over [-8, 8)
 HEADS = 6

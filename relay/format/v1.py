@@ -48,28 +48,30 @@ from dataclasses import dataclass
 import msgpack
 import zstandard
 
-from relay.audio.codecs import CODEC_IDS, codec_id
 from relay.errors import BundleError
-from relay.format.bundle import CLIP_REASONS, AudioClip, Bundle, Segment, SourceInfo, Speaker, StreamPart, Word
+from relay.format.bundle import Bundle, Segment, SourceInfo, StreamPart, Word
 from relay.format.dictionary import DEFAULT_DICT_ID, get_dictionary
-from relay.format.limits import DEFAULT_LIMITS, Limits
-from relay.format.profile import (
-    FITTED_FORMANT,
-    FITTED_MAX_STYLES,
-    FITTED_NAME_CHARS,
-    FITTED_SCALE,
-    PROFILE_ID_SIZE,
-    VoiceProfile,
+from relay.format.entries import (
+    STREAM_ID_BYTES,
+    TICK,
+    array_of,
+    bytes_of,
+    clean_text,
+    pack_clip,
+    pack_profile,
+    str_of,
+    ticks,
+    unpack_clip,
+    unpack_speaker,
 )
+from relay.format.limits import DEFAULT_LIMITS, LimitExceeded, Limits
 from relay.format.varint import get_uvarint as _get_uvarint
 from relay.format.varint import put_uvarint as _put_uvarint
 
 MAGIC = b"\x89SR"
 VERSION = 1
 FLAG_ZSTD = 0x01
-TICK = 0.02  # seconds per timing unit
 DIGEST_SIZE = 8
-STREAM_ID_BYTES = 4  # a live stream's id: random, unique among the streams one edge hears at a time
 ZSTD_LEVEL = 19
 
 
@@ -82,10 +84,6 @@ def _zigzag(n: int) -> int:
 
 def _unzigzag(z: int) -> int:
     return z // 2 if z % 2 == 0 else -(z + 1) // 2
-
-
-def _ticks(seconds: float) -> int:
-    return max(0, round(seconds / TICK))
 
 
 # --- timings -----------------------------------------------------------------
@@ -105,8 +103,8 @@ def _pack_timings(segments: list[Segment]) -> bytes:
     prev_end = 0
     for seg in segments:
         if seg.words:
-            starts = [_ticks(w.start) for w in seg.words]
-            ends = [_ticks(w.end) for w in seg.words]
+            starts = [ticks(w.start) for w in seg.words]
+            ends = [ticks(w.end) for w in seg.words]
             seg_start = starts[0]
             _put_uvarint(out, _zigzag(seg_start - prev_end) << 1 | 1)
             cursor = seg_start
@@ -120,7 +118,7 @@ def _pack_timings(segments: list[Segment]) -> bytes:
                 cursor = end
             prev_end = cursor
         else:
-            seg_start, seg_end = _ticks(seg.start), _ticks(seg.end)
+            seg_start, seg_end = ticks(seg.start), ticks(seg.end)
             _put_uvarint(out, _zigzag(seg_start - prev_end) << 1)
             _put_uvarint(out, max(0, seg_end - seg_start))
             prev_end = max(seg_start, seg_end)
@@ -170,23 +168,19 @@ def _unpack_timings(
 # --- body --------------------------------------------------------------------
 
 
-def _clean_text(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _pack_stream(stream: StreamPart | None) -> list[list]:
     if stream is None:
         return []
     if len(stream.stream_id) != STREAM_ID_BYTES or not 0 <= stream.seq < 2**32 or stream.start < 0:
         raise ValueError(f"stream part {stream!r}: a {STREAM_ID_BYTES}-byte id, a seq under 2^32, a start >= 0")
-    return [[stream.stream_id, stream.seq, _ticks(stream.start), *([True] if stream.last else [])]]
+    return [[stream.stream_id, stream.seq, ticks(stream.start), *([True] if stream.last else [])]]
 
 
 def _unpack_stream(field: object) -> StreamPart | None:
     if field is None:
         return None
-    f = _array(field, "the stream part", 16, at_least=3)
-    sid = _bin(f[0], "the stream id")
+    f = array_of(field, "the stream part", 16, at_least=3)
+    sid = bytes_of(f[0], "the stream id")
     seq, start = f[1], f[2]
     if len(sid) != STREAM_ID_BYTES:
         raise ValueError(f"the stream id has {len(sid)} bytes, not {STREAM_ID_BYTES}")
@@ -199,10 +193,10 @@ def _unpack_stream(field: object) -> StreamPart | None:
     return StreamPart(sid, seq, start * TICK, last)
 
 
-def _body_fields(bundle: Bundle) -> list[tuple[str, object]]:
+def body_fields(bundle: Bundle) -> list[tuple[str, object]]:
     """The body's fields in wire order, named for ``relay inspect``."""
     for seg in bundle.segments:
-        if seg.words and len(_clean_text(seg.text).split()) != len(seg.words):
+        if seg.words and len(clean_text(seg.text).split()) != len(seg.words):
             raise ValueError(
                 f"segment text {seg.text!r} does not split into its {len(seg.words)} words"
             )
@@ -210,123 +204,19 @@ def _body_fields(bundle: Bundle) -> list[tuple[str, object]]:
             raise ValueError(f"segment speaker {seg.speaker} is not in the speaker list")
     src = bundle.source
     fields: list[tuple[str, object]] = [
-        ("source", [src.title, src.language, _ticks(src.duration), *_pack_stream(src.stream)]),
+        ("source", [src.title, src.language, ticks(src.duration), *_pack_stream(src.stream)]),
         ("speakers", [[s.label] for s in bundle.speakers]),
         ("segment_speakers", bytes(s.speaker for s in bundle.segments)),
-        ("text", "\n".join(_clean_text(s.text) for s in bundle.segments)),
+        ("text", "\n".join(clean_text(s.text) for s in bundle.segments)),
         ("timings", _pack_timings(bundle.segments)),
     ]
     if any(s.profile_id for s in bundle.speakers):
-        fields.append(("profiles", [_pack_profile(s) for s in bundle.speakers]))
+        fields.append(("profiles", [pack_profile(s) for s in bundle.speakers]))
     if bundle.clips:
         if len(fields) == 5:
             fields.append(("profiles", None))
-        fields.append(("clips", [_pack_clip(c, len(bundle.speakers)) for c in bundle.clips]))
+        fields.append(("clips", [pack_clip(c, len(bundle.speakers)) for c in bundle.clips]))
     return fields
-
-
-def _pack_clip(clip: AudioClip, n_speakers: int) -> list:
-    if clip.speaker is not None and not 0 <= clip.speaker < n_speakers:
-        raise ValueError(f"clip speaker {clip.speaker} is not in the speaker list")
-    return [
-        codec_id(clip.codec), clip.speaker, _ticks(clip.start), _ticks(clip.duration),
-        CLIP_REASONS.index(clip.reason), clip.data,
-    ]
-
-
-def _unpack_clip(entry: object, n_speakers: int, max_ticks: int) -> AudioClip:
-    fields = _array(entry, "a clip", 64, at_least=6)
-    wire_id = _int(fields[0], "clip codec id", 0, 255)
-    if wire_id not in CODEC_IDS:
-        raise ValueError(f"clip codec id {wire_id} is unknown")
-    speaker = None if fields[1] is None else _int(fields[1], "clip speaker", 0, max(n_speakers - 1, 0))
-    if speaker is not None and n_speakers == 0:
-        raise ValueError("clip refers to an unknown speaker")
-    start = _int(fields[2], "clip start", 0, max_ticks)
-    duration = _int(fields[3], "clip duration", 0, max_ticks - start)
-    reason = _int(fields[4], "clip reason", 0, len(CLIP_REASONS) - 1)
-    data = _bin(fields[5], "clip data")
-    return AudioClip(start * TICK, duration * TICK, CODEC_IDS[wire_id], data, speaker, CLIP_REASONS[reason])
-
-
-# --- typed reading of a decoded body: every field checked before it is used ----------------------
-
-
-def _array(value: object, what: str, max_len: int, at_least: int = 0) -> list:
-    if not isinstance(value, list):
-        raise ValueError(f"{what} is a {type(value).__name__}, not an array")
-    if not at_least <= len(value) <= max_len:
-        raise ValueError(f"{what} has {len(value)} elements (expected {at_least}..{max_len})")
-    return value
-
-
-def _int(value: object, what: str, lo: int, hi: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{what} is a {type(value).__name__}, not an integer")
-    if not lo <= value <= hi:
-        raise ValueError(f"{what} {value} is outside {lo}..{hi}")
-    return value
-
-
-def _str(value: object, what: str, max_len: int) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{what} is a {type(value).__name__}, not text")
-    if len(value) > max_len:
-        raise ValueError(f"{what} has {len(value)} characters (at most {max_len})")
-    return value
-
-
-def _bin(value: object, what: str) -> bytes:
-    if not isinstance(value, bytes):
-        raise ValueError(f"{what} is a {type(value).__name__}, not bytes")
-    return value
-
-
-def _pack_profile(speaker: Speaker) -> list | None:
-    if not speaker.profile_id:
-        return None
-    if speaker.profile is None:
-        return [speaker.profile_id]
-    return [speaker.profile_id, *speaker.profile.wire_fields()]
-
-
-def _unpack_speaker(label: object, profile: object) -> Speaker:
-    name = _str(_array(label, "a speaker", 64, at_least=1)[0], "a speaker's label", 200)
-    if profile is None:
-        return Speaker(name)
-    entry = _array(profile, "a voice profile", 16, at_least=1)
-    pid = _bin(entry[0], "a profile id")
-    if len(pid) != PROFILE_ID_SIZE:
-        raise ValueError(f"profile id of {len(pid)} bytes")
-    full = None
-    if len(entry) > 1:
-        embedding = _bin(entry[1], "a profile's embedding")
-        figures = _array(entry[2:5], "a profile", 3, 3)
-        f0 = _int(figures[0], "a profile's pitch", 0, 127)  # quarter tones above 55 Hz
-        f0_range = _int(figures[1], "a profile's pitch range", 0, 127)
-        rate = _int(figures[2], "a profile's speaking rate", 0, 65535)
-        reference = entry[5] if len(entry) > 5 else None
-        if reference:
-            ref = _array(reference, "a reference clip", 8, at_least=2)
-            reference = [_int(ref[0], "reference codec id", 0, 255), _bin(ref[1], "a reference clip")]
-        colour = _bin(entry[6], "a profile's colour") if len(entry) > 6 and entry[6] is not None else None
-        fitted = _unpack_fitted(entry[7]) if len(entry) > 7 and entry[7] is not None else None
-        full = VoiceProfile.from_wire(pid, [embedding, f0, f0_range, rate, reference, colour, fitted])
-    return Speaker(name, pid, full)
-
-
-def _unpack_fitted(value: object) -> list:
-    """``[engine, [style, thousandths, ...], formant?]``, each part checked before use."""
-    fitted = _array(value, "a fitted voice", 3, 2)
-    engine = _str(fitted[0], "a fitted voice's engine", FITTED_NAME_CHARS)
-    flat = _array(fitted[1], "a fitted voice's mix", 2 * FITTED_MAX_STYLES, at_least=2)
-    for i in range(0, len(flat) - 1, 2):
-        _str(flat[i], "a fitted voice's style", FITTED_NAME_CHARS)
-        _int(flat[i + 1], "a fitted voice's weight", 1, FITTED_SCALE)
-    if len(fitted) == 3:
-        low, high = (round(x * FITTED_SCALE) for x in FITTED_FORMANT)
-        return [engine, flat, _int(fitted[2], "a fitted voice's formant ratio", low, high)]
-    return [engine, flat]
 
 
 def _compressor(dict_id: int) -> zstandard.ZstdCompressor:
@@ -339,7 +229,7 @@ def _compressor(dict_id: int) -> zstandard.ZstdCompressor:
     )
 
 
-def _compress(payload: bytes, dict_id: int) -> bytes:
+def compress(payload: bytes, dict_id: int) -> bytes:
     frame = _compressor(dict_id).compress(payload)
     return frame[4:]  # drop the zstd magic number; the bundle header identifies the format
 
@@ -382,8 +272,8 @@ def encode_bundle(bundle: Bundle, dict_id: int = DEFAULT_DICT_ID) -> bytes:
     """Pack a bundle into bytes (format v1)."""
     if len(bundle.bundle_id) != 8:
         raise ValueError("bundle_id must be 8 bytes")
-    payload = msgpack.packb([value for _, value in _body_fields(bundle)], use_bin_type=True)
-    body = _compress(payload, dict_id)
+    payload = msgpack.packb([value for _, value in body_fields(bundle)], use_bin_type=True)
+    body = compress(payload, dict_id)
     out = bytearray(MAGIC)
     out.append(VERSION)
     out.append(FLAG_ZSTD)
@@ -458,63 +348,59 @@ def decode_bundle(data: bytes, source: str | None = None, limits: Limits = DEFAU
         return _decode_body(header, body, limits)
     except BundleError as exc:
         raise BundleError(exc.reason, str(exc), source) from None
-    except _LimitExceeded as exc:
+    except LimitExceeded as exc:
         raise BundleError("limits", str(exc), source) from None
     except Exception as exc:  # any malformation of a hash-valid body is a bad bundle
         raise BundleError("body", f"malformed bundle body ({exc.__class__.__name__}: {exc})", source) from None
 
 
-class _LimitExceeded(ValueError):
-    """A well-formed body that is bigger than the reader allows."""
-
-
 def _decode_body(header: Header, body: bytes, limits: Limits) -> Bundle:
     payload = _decompress(body, header.dict_id, limits.max_body_bytes) if header.flags & FLAG_ZSTD else body
     if len(payload) > limits.max_body_bytes:
-        raise _LimitExceeded(f"bundle body of {len(payload)} bytes is over the limit of {limits.max_body_bytes}")
+        raise LimitExceeded(f"bundle body of {len(payload)} bytes is over the limit of {limits.max_body_bytes}")
     max_items = max(limits.max_segments, limits.max_clips, limits.max_speakers, 256)
     fields = msgpack.unpackb(
         payload, raw=False, strict_map_key=True, max_array_len=max_items, max_map_len=16,
         max_str_len=limits.max_text_chars * 4, max_bin_len=limits.max_body_bytes, max_ext_len=0,
     )
-    fields = _array(fields, "the body", 64, at_least=5)
+    fields = array_of(fields, "the body", 64, at_least=5)
     source_f, speakers_f, seg_spk, text, timings = fields[:5]
-    source_f = _array(source_f, "the source", 64, at_least=3)
+    source_f = array_of(source_f, "the source", 64, at_least=3)
     max_ticks = int(limits.max_duration / TICK)
-    title = _str(source_f[0], "the title", 1000)
-    language = _str(source_f[1], "the language", 32)
+    title = str_of(source_f[0], "the title", 1000)
+    language = str_of(source_f[1], "the language", 32)
     duration_ticks = source_f[2]
     if not isinstance(duration_ticks, int) or isinstance(duration_ticks, bool) or duration_ticks < 0:
         raise ValueError(f"the duration is {duration_ticks!r}, not a number of ticks")
     if duration_ticks > max_ticks:
-        raise _LimitExceeded(
+        raise LimitExceeded(
             f"bundle declares {duration_ticks * TICK:.0f} s of audio, over the limit of {limits.max_duration:.0f} s"
         )
-    speakers_f = _array(speakers_f, "the speakers", 1_000_000)
+    speakers_f = array_of(speakers_f, "the speakers", 1_000_000)
     if len(speakers_f) > limits.max_speakers:
-        raise _LimitExceeded(f"bundle has {len(speakers_f)} speakers, over the limit of {limits.max_speakers}")
+        raise LimitExceeded(f"bundle has {len(speakers_f)} speakers, over the limit of {limits.max_speakers}")
     profiles_f = fields[5] if len(fields) > 5 and fields[5] is not None else [None] * len(speakers_f)
-    if len(_array(profiles_f, "the profiles", 1_000_000)) != len(speakers_f):
+    if len(array_of(profiles_f, "the profiles", 1_000_000)) != len(speakers_f):
         raise ValueError("profile count mismatch")
-    speakers = [_unpack_speaker(s, p) for s, p in zip(speakers_f, profiles_f)]
-    seg_spk = _bin(seg_spk, "the segment speakers")
+    speakers = [unpack_speaker(s, p) for s, p in zip(speakers_f, profiles_f)]
+    seg_spk = bytes_of(seg_spk, "the segment speakers")
     if len(seg_spk) > limits.max_segments:
-        raise _LimitExceeded(f"bundle has {len(seg_spk)} segments, over the limit of {limits.max_segments}")
-    text = _str(text, "the text", 1 << 62)
+        raise LimitExceeded(f"bundle has {len(seg_spk)} segments, over the limit of {limits.max_segments}")
+    text = str_of(text, "the text", 1 << 62)
     if len(text) > limits.max_text_chars:
-        raise _LimitExceeded(f"bundle text of {len(text)} characters is over the limit of {limits.max_text_chars}")
+        raise LimitExceeded(f"bundle text of {len(text)} characters is over the limit of {limits.max_text_chars}")
     texts = [line.split() for line in text.split("\n")] if seg_spk else []
     if len(texts) != len(seg_spk):
         raise ValueError("segment count mismatch")
     if any(i >= len(speakers) for i in seg_spk):
         raise ValueError("segment refers to an unknown speaker")
     if (words := sum(len(t) for t in texts)) > limits.max_words:
-        raise _LimitExceeded(f"bundle has {words} words, over the limit of {limits.max_words}")
-    segments = _unpack_timings(_bin(timings, "the timings"), texts, seg_spk, max_ticks)
-    clips_f = _array(fields[6], "the clips", 1_000_000) if len(fields) > 6 else []
+        raise LimitExceeded(f"bundle has {words} words, over the limit of {limits.max_words}")
+    segments = _unpack_timings(bytes_of(timings, "the timings"), texts, seg_spk, max_ticks)
+    clips_f = array_of(fields[6], "the clips", 1_000_000) if len(fields) > 6 else []
     if len(clips_f) > limits.max_clips:
-        raise _LimitExceeded(f"bundle has {len(clips_f)} audio clips, over the limit of {limits.max_clips}")
-    clips = [_unpack_clip(c, len(speakers), max_ticks) for c in clips_f]
+        raise LimitExceeded(f"bundle has {len(clips_f)} audio clips, over the limit of {limits.max_clips}")
+    clips = [unpack_clip(c, len(speakers), max_ticks) for c in clips_f]
     return Bundle(
         source=SourceInfo(title, duration_ticks * TICK, language,
                           _unpack_stream(source_f[3]) if len(source_f) > 3 else None),
@@ -532,14 +418,14 @@ def field_costs(bundle: Bundle, dict_id: int = DEFAULT_DICT_ID) -> dict[str, int
     Body fields are charged their marginal compressed size (compress the first
     k fields, subtract the first k-1), so the figures add up to the real total.
     """
-    fields = _body_fields(bundle)
+    fields = body_fields(bundle)
     encoded = encode_bundle(bundle, dict_id)
     header = read_header(encoded)
     costs = {"header": header.body_offset, "digest": DIGEST_SIZE}
     previous = 0
     for k in range(1, len(fields) + 1):
         prefix = msgpack.packb([v for _, v in fields[:k]], use_bin_type=True)
-        size = len(_compress(prefix, dict_id))
+        size = len(compress(prefix, dict_id))
         costs[fields[k - 1][0]] = size - previous
         previous = size
     costs["body_total"] = header.body_len

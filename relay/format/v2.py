@@ -20,8 +20,10 @@ check that a file cut short or garbled fails. The coded stream, in order:
                adaptive character model and an end symbol
     language   "en" in one bit, or a length and UTF-8 bytes
     speakers   count; per speaker: default label S<n> (a bit) or its tokens;
-               profile: none / reference (the id's first 4 bytes) / full (a
-               length and the v1 msgpack entry [id, embedding, ...])
+               profile: none / reference (the id's first 4 bytes) / full,
+               field by field: the id raw, the embedding's nibbles under an
+               adaptive table, pitch, range and rate, then after a bit each
+               the reference clip, the colour and the fitted voice
     segments   count; then all segments' text as one token stream under the
                text model (it sees the text so far as context); per segment
                whether it is empty and after which word it ends; its speaker
@@ -35,7 +37,8 @@ check that a file cut short or garbled fails. The coded stream, in order:
                own ending (a word before a comma or a full stop runs long)
     duration   the source's in 20 ms ticks, against the last segment's end
     stream     id (32 bits), seq, start (20 ms), last
-    clips      count; each the v1 msgpack entry, as a length and bytes
+    clips      count; each the msgpack clip entry (relay.format.entries), as a
+               length and bytes
     end check  0xA5C in 12 raw bits
 
 An 80 ms grid is no coarser than Whisper's word times are accurate (their
@@ -59,18 +62,18 @@ from relay.format.arith import Adaptive, Bit, Count, Decoder, Encoder, get_bytes
 from relay.format.arith import unzigzag as _unzigzag
 from relay.format.arith import zigzag as _zigzag
 from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, StreamPart, Word
-from relay.format.limits import DEFAULT_LIMITS, DecodeBudget, LimitExceeded, Limits
-from relay.format.profile import PROFILE_ID_SIZE
-from relay.format.v1 import (
+from relay.format.entries import (
     STREAM_ID_BYTES,
     TICK,
-    _clean_text,
-    _pack_clip,
-    _pack_profile,
-    _ticks,
-    _unpack_clip,
-    _unpack_speaker,
+    clean_text,
+    pack_clip,
+    pack_profile,
+    ticks,
+    unpack_clip,
+    unpack_speaker,
 )
+from relay.format.limits import DEFAULT_LIMITS, DecodeBudget, LimitExceeded, Limits
+from relay.format.profile import PROFILE_ID_SIZE
 
 INT4_BYTES = 96  # a 192-d embedding in signed nibbles (int8: twice as many bytes)
 MAGIC = b"\x89\x02"  # 0x89, then 1 + the text model's number
@@ -188,7 +191,7 @@ class _Models:
 # --- the symmetric parts: one writer and one reader per field ---------------------------------
 
 
-class _Writer:
+class Writer:
     def __init__(self) -> None:
         self.enc = Encoder()
         self.m = _Models()
@@ -237,7 +240,7 @@ class _Reader:
     def blob(self, what: str, limit: int) -> bytes:
         n = self.m.small.decode(self.dec)
         if n > limit:
-            raise _LimitExceeded(f"{what} of {n} bytes is over the limit of {limit}")
+            raise LimitExceeded(f"{what} of {n} bytes is over the limit of {limit}")
         return get_bytes(self.dec, n)
 
     def tokens(self, limit: int) -> str:
@@ -255,13 +258,12 @@ class _Reader:
         return text_of(toks)
 
 
-_LimitExceeded = LimitExceeded  # a well-formed bundle bigger (or dearer to decode) than the reader allows
 
 
 def _words_of(bundle: Bundle) -> list[list[str]]:
     out = []
     for seg in bundle.segments:
-        words = _clean_text(seg.text).split(" ") if _clean_text(seg.text) else []
+        words = clean_text(seg.text).split(" ") if clean_text(seg.text) else []
         if seg.words and len(words) != len(seg.words):
             raise ValueError(f"segment text {seg.text!r} does not split into its {len(seg.words)} words")
         if not 0 <= seg.speaker < len(bundle.speakers):
@@ -278,14 +280,14 @@ def encode(bundle: Bundle) -> tuple[bytes, dict[str, int]]:
     if len(bundle.bundle_id) != 8:
         raise ValueError("bundle_id must be 8 bytes")
     words = _words_of(bundle)
-    w = _Writer()
+    w = Writer()
     m, enc = w.m, w.enc
     src = bundle.source
     m.flags[0].encode(enc, int(src.stream is not None))
     m.flags[1].encode(enc, int(bool(bundle.clips)))
-    w.part("title", lambda: _put_title(w, _clean_text(src.title)))
-    w.part("source", lambda: _put_language(w, src.language))
-    _put_speakers(w, bundle.speakers)
+    w.part("title", lambda: put_title(w, clean_text(src.title)))
+    w.part("source", lambda: put_language(w, src.language))
+    put_speakers(w, bundle.speakers)
     w.part("structure", lambda: w.count(m.small, len(bundle.segments)))
     flat = [word for ws in words for word in ws]
     w.part("text", lambda: w.tokens(" ".join(flat)))
@@ -296,14 +298,14 @@ def encode(bundle: Bundle) -> tuple[bytes, dict[str, int]]:
         last_end = _put_timings(w, bundle.segments, words)
     w.part("timings", timings)
     # the recording's length in 20 ms ticks: the edge renders to it, so it keeps v1's resolution
-    w.part("source", lambda: w.count(m.tail, _zigzag(_ticks(src.duration) - last_end * TICKS_PER_UNIT)))
+    w.part("source", lambda: w.count(m.tail, _zigzag(ticks(src.duration) - last_end * TICKS_PER_UNIT)))
     if (stream := src.stream) is not None:
         w.part("source", lambda: _put_stream(w, stream))
     if bundle.clips:
         def clips() -> None:
             w.count(m.small, len(bundle.clips))
             for clip in bundle.clips:
-                w.blob(msgpack.packb(_pack_clip(clip, len(bundle.speakers)), use_bin_type=True))
+                w.blob(msgpack.packb(pack_clip(clip, len(bundle.speakers)), use_bin_type=True))
         w.part("clips", clips)
     w.part("end check", lambda: put_raw(enc, END_CHECK, END_BITS))
     body = enc.finish()
@@ -340,18 +342,18 @@ def _put_name(enc: Encoder, text: str) -> None:
     model.encode(enc, PRINTABLE)
 
 
-def _name_cost(text: str) -> int:
+def name_cost(text: str) -> int:
     enc = Encoder()
     _put_name(enc, text)
     return len(enc.finish())
 
 
-def _put_title(w: _Writer, title: str) -> None:
+def put_title(w: Writer, title: str) -> None:
     """A title is often a file's name ("LJ001-0013", "2026-12-02_bridge"), which
     Whisper's model codes poorly (digits and codes are rare in speech): a bit
     says whether it goes character by character under a file-name model, when
     that is shorter (printable ASCII only), or as text under the model."""
-    as_name = title.isascii() and title.isprintable() and _name_cost(title) < _text_cost(title)
+    as_name = title.isascii() and title.isprintable() and name_cost(title) < text_cost(title)
     w.m.title_is_name.encode(w.enc, int(as_name))
     if as_name:
         _put_name(w.enc, title)
@@ -359,7 +361,7 @@ def _put_title(w: _Writer, title: str) -> None:
         w.tokens(title, TITLE_TOKENS)
 
 
-def _text_cost(text: str) -> int:
+def text_cost(text: str) -> int:
     from relay.format.textmodel import encode_tokens, tokens_of
 
     enc = Encoder()
@@ -379,13 +381,13 @@ def _get_title(r: _Reader) -> str:
     return "".join(out)
 
 
-def _put_language(w: _Writer, language: str) -> None:
+def put_language(w: Writer, language: str) -> None:
     w.m.english.encode(w.enc, int(language == "en"))
     if language != "en":
         w.blob(language.encode())
 
 
-def _put_speakers(w: _Writer, speakers: list[Speaker]) -> None:
+def put_speakers(w: Writer, speakers: list[Speaker]) -> None:
     """Labels are charged to ``speakers``, profiles (and their kind) to ``profiles``."""
     m = w.m
     w.part("speakers", lambda: w.count(m.small, len(speakers)))
@@ -410,14 +412,14 @@ def _put_speakers(w: _Writer, speakers: list[Speaker]) -> None:
         w.part("profiles" if spk.profile_id else "speakers", profile)
 
 
-def _put_profile(w: _Writer, spk: Speaker) -> None:
-    """A profile in full, field by field (the v1 entry's fields, 20 bytes less
-    than its msgpack): id raw; the embedding's nibbles under an adaptive
+def _put_profile(w: Writer, spk: Speaker) -> None:
+    """A profile in full, field by field (the fields of the msgpack profile
+    entry in relay.format.entries, 20 bytes less than that msgpack): id raw; the embedding's nibbles under an adaptive
     table (int8: raw bytes); pitch and range raw 7 bits, rate a count; then
     each optional part after a bit: the reference clip (codec raw 8, bytes),
     the colour (16 zigzag counts), the fitted voice (msgpack bytes)."""
     m, enc = w.m, w.enc
-    entry = _pack_profile(spk)
+    entry = pack_profile(spk)
     assert entry is not None and len(entry) >= 5
     pid, embedding, f0, f0_range, rate = entry[:5]
     optional = [*entry[5:], None, None, None][:3]
@@ -449,7 +451,7 @@ def _put_profile(w: _Writer, spk: Speaker) -> None:
         w.blob(msgpack.packb(fitted, use_bin_type=True))
 
 
-def _put_structure(w: _Writer, bundle: Bundle, words: list[list[str]]) -> None:
+def _put_structure(w: Writer, bundle: Bundle, words: list[list[str]]) -> None:
     m, enc = w.m, w.enc
     previous = 0
     for i, (seg, ws) in enumerate(zip(bundle.segments, words)):
@@ -462,7 +464,7 @@ def _put_structure(w: _Writer, bundle: Bundle, words: list[list[str]]) -> None:
         previous = seg.speaker
 
 
-def _put_timings(w: _Writer, segments: list[Segment], words: list[list[str]]) -> int:
+def _put_timings(w: Writer, segments: list[Segment], words: list[list[str]]) -> int:
     m, enc = w.m, w.enc
     prev_end = 0
     for seg, ws in zip(segments, words):
@@ -509,12 +511,12 @@ def _put_timings(w: _Writer, segments: list[Segment], words: list[list[str]]) ->
     return prev_end
 
 
-def _put_stream(w: _Writer, stream: StreamPart) -> None:
+def _put_stream(w: Writer, stream: StreamPart) -> None:
     if len(stream.stream_id) != STREAM_ID_BYTES or not 0 <= stream.seq < 2**32 or stream.start < 0:
         raise ValueError(f"stream part {stream!r}: a {STREAM_ID_BYTES}-byte id, a seq under 2^32, a start >= 0")
     put_raw(w.enc, int.from_bytes(stream.stream_id, "big"), 8 * STREAM_ID_BYTES)
     w.count(w.m.small, stream.seq)
-    w.count(w.m.small, _ticks(stream.start))
+    w.count(w.m.small, ticks(stream.start))
     w.m.flags[0].encode(w.enc, int(stream.last))
 
 
@@ -549,7 +551,7 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, budget: DecodeBudget | 
     try:
         return _decode(r, header)
     except (ValueError, IndexError, TypeError, UnicodeDecodeError, msgpack.UnpackException) as exc:
-        if r.dec.overrun() > 0 and not isinstance(exc, _LimitExceeded):
+        if r.dec.overrun() > 0 and not isinstance(exc, LimitExceeded):
             raise BundleError("truncated", f"truncated or corrupted bundle: {exc}") from None
         raise
 
@@ -564,13 +566,13 @@ def _decode(r: _Reader, header: Header) -> Bundle:
     speakers = _get_speakers(r)
     n_segments = m.small.decode(dec)
     if n_segments > limits.max_segments:
-        raise _LimitExceeded(f"bundle has {n_segments} segments, over the limit of {limits.max_segments}")
+        raise LimitExceeded(f"bundle has {n_segments} segments, over the limit of {limits.max_segments}")
     text = r.tokens(limits.max_words * 8)
     if len(text) > limits.max_text_chars:
-        raise _LimitExceeded(f"bundle text of {len(text)} characters is over the limit of {limits.max_text_chars}")
+        raise LimitExceeded(f"bundle text of {len(text)} characters is over the limit of {limits.max_text_chars}")
     flat = text.split(" ") if text else []
     if len(flat) > limits.max_words:
-        raise _LimitExceeded(f"bundle has {len(flat)} words, over the limit of {limits.max_words}")
+        raise LimitExceeded(f"bundle has {len(flat)} words, over the limit of {limits.max_words}")
     if n_segments and not speakers:
         raise ValueError("segments without any speaker")
     words, seg_speakers = _get_structure(r, n_segments, flat)
@@ -580,17 +582,17 @@ def _decode(r: _Reader, header: Header) -> Bundle:
     if duration < 0:
         raise ValueError(f"the recording lasts {duration * TICK:.2f} s")
     if duration > max_units * TICKS_PER_UNIT:
-        raise _LimitExceeded(f"bundle declares {duration * TICK:.0f} s of audio, "
+        raise LimitExceeded(f"bundle declares {duration * TICK:.0f} s of audio, "
                              f"over the limit of {limits.max_duration:.0f} s")
     stream = _get_stream(r) if has_stream else None
     clips = []
     if has_clips:
         n = m.small.decode(dec)
         if n > limits.max_clips:
-            raise _LimitExceeded(f"bundle has {n} audio clips, over the limit of {limits.max_clips}")
+            raise LimitExceeded(f"bundle has {n} audio clips, over the limit of {limits.max_clips}")
         for _ in range(n):
             entry = msgpack.unpackb(r.blob("a clip", limits.max_body_bytes), raw=False, max_ext_len=0)
-            clips.append(_unpack_clip(entry, len(speakers), int(limits.max_duration / TICK)))
+            clips.append(unpack_clip(entry, len(speakers), int(limits.max_duration / TICK)))
     if get_raw(r.dec, END_BITS) != END_CHECK:
         raise BundleError("truncated", "truncated or corrupted bundle: its end check fails")
     return Bundle(SourceInfo(title, duration * TICK, language, stream), speakers, segments, clips,
@@ -601,7 +603,7 @@ def _get_speakers(r: _Reader) -> list[Speaker]:
     m, dec = r.m, r.dec
     n = m.small.decode(dec)
     if n > r.limits.max_speakers:
-        raise _LimitExceeded(f"bundle has {n} speakers, over the limit of {r.limits.max_speakers}")
+        raise LimitExceeded(f"bundle has {n} speakers, over the limit of {r.limits.max_speakers}")
     m.n_speakers = max(1, n)
     speakers: list[Speaker] = []
     for i in range(n):
@@ -612,7 +614,7 @@ def _get_speakers(r: _Reader) -> list[Speaker]:
         elif kind == 1:
             speakers.append(Speaker(label, get_raw(dec, 8 * REF_SIZE).to_bytes(REF_SIZE, "big")))
         else:
-            speakers.append(_unpack_speaker([label], _get_profile(r)))
+            speakers.append(unpack_speaker([label], _get_profile(r)))
     return speakers
 
 
@@ -683,7 +685,7 @@ def _get_timings(r: _Reader, words: list[list[str]], speakers: list[int],
         if value < 0:
             raise ValueError(f"{what} at {value * UNIT:.2f} s, before the recording starts")
         if value > max_units:
-            raise _LimitExceeded(f"{what} at {value * UNIT:.2f} s is outside the limit of {max_units * UNIT:.0f} s")
+            raise LimitExceeded(f"{what} at {value * UNIT:.2f} s is outside the limit of {max_units * UNIT:.0f} s")
         return value
 
     segments = []

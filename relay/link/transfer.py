@@ -63,7 +63,8 @@ class Layout:
     Part 0 is the manifest with the hashes of parts 1..``k0``; parts
     1..``heads`` are the rest of the hash list, ``k`` hashes each, in order;
     parts ``heads + 1`` .. ``count - 1`` are the bundle's bytes. Part ``i``'s
-    hash is in block :meth:`block_of` (0: the manifest; b: part b), which is
+    hash is in block 0 (the manifest) if ``i <= k0``, else in part
+    ``1 + (i - k0 - 1) // k`` (:meth:`block` lists a block's parts), which is
     always an earlier part, so each part can be checked as soon as the one
     holding its hash has been.
     """
@@ -88,9 +89,6 @@ class Layout:
             raise LinkError("layout", f"{size} bytes need {count} parts of {part_size} (at most {MAX_PARTS}); "
                                       "use a larger fragment size")
         return cls(size, part_size, k0, k, heads, count)
-
-    def block_of(self, index: int) -> int:
-        return 0 if index <= self.k0 else 1 + (index - self.k0 - 1) // self.k
 
     def block(self, b: int) -> range:
         """The part indices whose hashes block ``b`` holds."""

@@ -80,13 +80,13 @@ def garbage_text(size: int = 64 * 1024, seed: int = 0) -> bytes:
     from relay.format import v2
     from relay.format.arith import Encoder
 
-    w = v2._Writer()
+    w = v2.Writer()
     m, enc = w.m, w.enc
     m.flags[0].encode(enc, 0)
     m.flags[1].encode(enc, 0)
-    v2._put_title(w, "")
-    v2._put_language(w, "en")
-    v2._put_speakers(w, [Speaker("S1")])
+    v2.put_title(w, "")
+    v2.put_language(w, "en")
+    v2.put_speakers(w, [Speaker("S1")])
     w.count(m.small, 1)
     enc._pending += 1  # end the prefix as Encoder.finish does, keeping every bit (no trailing zeros dropped):
     enc._emit(0 if enc._low < (1 << 62) else 1)  # whatever follows, the symbols above decode as written
