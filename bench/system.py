@@ -238,7 +238,7 @@ def run_bench(
     from ground.tiers import apply_tier
     from ground.transcribe import Transcriber
     from relay.audio.io import load_audio
-    from relay.audio.speaker_encoder import SpeakerEncoder
+    from relay.audio.speaker_embedder import SpeakerEmbedder
     from relay.config import EdgeConfig, EdgeSection, GroundConfig, GroundSection, Tiers
     from relay.format.wire import decode_bundle, encode_bundle
 
@@ -256,7 +256,7 @@ def run_bench(
     transcriber = Transcriber(model)
     listener = transcriber if listener_model == model else Transcriber(listener_model)
     diarizer = Diarizer()
-    encoder = SpeakerEncoder()
+    encoder = SpeakerEmbedder()
     judge = _judge()
     ground = Encoder(GroundConfig(ground=GroundSection(model=model), codecs=codecs), transcriber=transcriber,
                      diarizer=diarizer, store=None)  # every speaker new: the bench never touches the station's stores

@@ -61,9 +61,9 @@ class Bench:
         self.spool = tmp / "spool"
         self.spool.mkdir()
         self.console_port = free_port()
-        self.pair = Pair(tmp, broker, ground_limits="[limits]\nmax_duration = 600000.0\n"
-                         f'[web]\nenabled = true\nlisten = "127.0.0.1:{self.console_port}"\n',
-                         ground_extra=f'spool_dir = "{self.spool}"\nspool_settle = 0.5')
+        self.pair = Pair(tmp, broker, ground={
+            "limits": {"max_duration": 600000.0}, "web": {"enabled": True, "listen": f"127.0.0.1:{self.console_port}"},
+            "ground": {"spool_dir": str(self.spool), "spool_settle": 0.5}})
         self.raw = publisher(broker.port)
         self.heard: list[bytes] = []  # what the edge says up the link
         self.raw.on_message = lambda c, u, m: self.heard.append(bytes(m.payload))

@@ -44,40 +44,12 @@ def sample_call() -> Path:
 
 
 def configs(tmp: Path, ground_port: int, edge_port: int, rate: float, voice: str) -> tuple[Path, Path]:
-    from relay.link.signing import SigningKey
+    from relay.testing.configs import write_station
 
-    gk, ek = SigningKey.generate(), SigningKey.generate()
-    gk.save(tmp / "ground.key")
-    ek.save(tmp / "edge.key")
-    ground, edge = tmp / "ground.toml", tmp / "edge.toml"
-    ground.write_text(f"""
-[ground]
-state_dir = "{tmp}/ground"
-signing_key = "{tmp}/ground.key"
-default_edge = "ship"
-[edges.ship]
-key = "{ek.public.text()}"
-[broker]
-host = "127.0.0.1"
-port = {ground_port}
-[link]
-rate = {rate}
-ack_timeout = 20
-""")
-    edge.write_text(f"""
-[edge]
-name = "ship"
-state_dir = "{tmp}/edge"
-output_dir = "{tmp}/played"
-play = false
-voice = "{voice}"
-signing_key = "{tmp}/edge.key"
-trusted_keys = ["{gk.public.text()}"]
-[broker]
-host = "127.0.0.1"
-port = {edge_port}
-""")
-    return ground, edge
+    station = write_station(tmp, ground_port, edge_port, edge="ship", voice=voice,
+                            ground={"link": {"rate": rate, "ack_timeout": 20, "max_poll_interval": 3600.0}},
+                            edges={"link": {"max_clock_skew": 600}})
+    return station.ground, station.edge
 
 
 def run_one(audio: Path, args: argparse.Namespace, loaded, relay: str) -> dict:  # noqa: ANN001
@@ -87,9 +59,9 @@ def run_one(audio: Path, args: argparse.Namespace, loaded, relay: str) -> dict: 
     from ground.encoder import Encoder
     from ground.queue import Outbox
     from relay.config import load_ground
+    from relay.link.linksim import LinkSimThread
     from relay.link.messages import Priority
     from relay.testing.broker import LocalBroker
-    from relay.testing.linksim import LinkSimThread
 
     tmp = Path(tempfile.mkdtemp(prefix="capture-bench-"))
     with LocalBroker(tmp / "broker") as broker, \

@@ -76,16 +76,16 @@ def main() -> None:
     warnings.simplefilter("ignore")
     from resemblyzer import VoiceEncoder
 
-    from edge.catalog import Catalog
-    from edge.voicebank import VoiceBank
-    from edge.voices import cast
+    from edge.cast import cast
     from relay.audio.colour import spectrum_shape, to_bytes
     from relay.audio.io import SAMPLE_RATE, resample
     from relay.audio.pitch import pitch_stats
-    from relay.audio.speaker_encoder import SpeakerEncoder
+    from relay.audio.speaker_embedder import SpeakerEmbedder
     from relay.format.profile import VoiceProfile
+    from relay.voice.catalog import Catalog
+    from relay.voice.voicebank import VoiceBank
 
-    campplus, judge = SpeakerEncoder(), VoiceEncoder("cpu", verbose=False)
+    campplus, judge = SpeakerEmbedder(), VoiceEncoder("cpu", verbose=False)
     catalog = Catalog()
     bank = VoiceBank(catalog, encoder=campplus)
     speakers = _speakers()

@@ -93,13 +93,13 @@ def main() -> None:
         spool = tmp / "spool"
         spool.mkdir(exist_ok=True)
         with LocalBroker(tmp / "broker") as broker:
-            pair = Pair(tmp, broker,
-                        ground_limits=f"[retention]\nfiles_days = {d}\nrejected_days = {2 * d}\n"
-                                      f"queue_days = {7 * d}\nevery = {day / 4}\n",
-                        edge_extra=f"max_age = {args.max_age * day}\n"  # (in the edge's [link] section)
-                                   f"[retention]\nplayed_days = {2 * d}\ncache_days = {2 * d}\n"
-                                   f"bundles_days = {7 * d}\nevery = {day / 4}\n",
-                        ground_extra=f'spool_dir = "{spool}"\nspool_settle = 0.2')
+            pair = Pair(tmp, broker, ground={
+                "retention": {"files_days": d, "rejected_days": 2 * d, "queue_days": 7 * d, "every": day / 4},
+                "ground": {"spool_dir": str(spool), "spool_settle": 0.2},
+            }, edges={
+                "link": {"max_age": args.max_age * day},
+                "retention": {"played_days": 2 * d, "cache_days": 2 * d, "bundles_days": 7 * d, "every": day / 4},
+            })
             atexit.register(pair.stop)  # a failed run leaves no daemon behind
             pair.start("edge")
             wait_for(lambda: "connected" in pair.log("edge"), 120, "the edge")

@@ -68,13 +68,13 @@ def worker(voice: str, folder: Path) -> None:
     for a cast, which voice spoke which span."""
 
     from edge.assign import AssignmentStore
-    from edge.catalog import Catalog
+    from edge.cast import cast, resolve_speakers
     from edge.rehydrate import mix, output_rate, rehydrate
-    from edge.voicebank import VoiceBank
-    from edge.voices import cast, resolve_speakers
     from relay.audio.io import write_wav
     from relay.format.wire import decode_bundle
     from relay.profiles import ProfileStore
+    from relay.voice.catalog import Catalog
+    from relay.voice.voicebank import VoiceBank
 
     t0 = time.perf_counter()
     catalog = Catalog()
@@ -120,9 +120,9 @@ def _speaker_figures(folder: Path, stem: str, audio, rate: int, bundle, bank, en
     """Distinctness and pitch error of one cast file."""
     import numpy as np
 
-    from edge.catalog import Catalog
     from relay.audio.io import resample
     from relay.audio.pitch import pitch_stats
+    from relay.voice.catalog import Catalog
 
     doc = json.loads((folder / f"{stem}.cast.json").read_text())
     choices = {int(k): v for k, v in doc["choices"].items()}
@@ -185,15 +185,15 @@ def main() -> None:
     from rich.table import Table
     from whisper_normalizer.english import EnglishTextNormalizer
 
-    from edge.catalog import Catalog
-    from edge.voicebank import VoiceBank
     from ground.diarize import DiarizationOptions, Diarizer
     from ground.encoder import Encoder
     from ground.transcribe import Transcriber
     from relay.audio.io import SAMPLE_RATE, load_audio
-    from relay.audio.speaker_encoder import SpeakerEncoder
+    from relay.audio.speaker_embedder import SpeakerEmbedder
     from relay.config import GroundConfig, GroundSection
     from relay.format.wire import decode_bundle
+    from relay.voice.catalog import Catalog
+    from relay.voice.voicebank import VoiceBank
 
     console = Console(width=160)
     norm = EnglishTextNormalizer()
@@ -209,7 +209,7 @@ def main() -> None:
         result = (two_ if two else one).encode_file(clip, speakers=DiarizationOptions(num_speakers=2) if two else None)
         (folder / f"{clip.stem}.bundle").write_bytes(result.data)
         originals[clip.stem] = norm(" ".join(s.text for s in result.transcript.segments))
-    encoder = SpeakerEncoder()
+    encoder = SpeakerEmbedder()
     bank = VoiceBank(Catalog())
 
     rows = []

@@ -31,13 +31,13 @@ from whisper_normalizer.english import EnglishTextNormalizer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.engines.piper import PiperEngine  # noqa: E402
 from edge.rehydrate import render  # noqa: E402
 from ground.encoder import Encoder  # noqa: E402
 from ground.transcribe import TranscribeOptions, Transcriber  # noqa: E402
 from relay.audio.io import SAMPLE_RATE, resample  # noqa: E402
 from relay.config import GroundConfig, GroundSection  # noqa: E402
 from relay.format.wire import decode_bundle, encode_bundle, field_costs  # noqa: E402
+from relay.voice.engines.piper import PiperEngine  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 AAC_BPS, OPUS_BPS = 64_000, 6_000

@@ -41,11 +41,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.prosody import MAX_PITCH_SHIFT
-from edge.voicebank import VoiceTraits
 from relay.db import connect
 from relay.errors import ModelError
 from relay.format.profile import VoiceProfile
+from relay.voice.prosody import MAX_PITCH_SHIFT
+from relay.voice.voicebank import VoiceTraits
 
 PITCH_WEIGHT = 0.03  # cost per semitone of pitch difference (1 - cosine is in [0, 2])
 NO_PROFILE_COST = 1.0

@@ -152,8 +152,8 @@ def voices_ls(
     what the voice bank measured of each (pitch, rate, speaker embedding)."""
     import json
 
-    from edge.catalog import Catalog
-    from edge.voicebank import VoiceBank
+    from relay.voice.catalog import Catalog
+    from relay.voice.voicebank import VoiceBank
 
     catalog = Catalog(_config(config, voice_dirs).voices)
     voices = catalog.voices()
@@ -193,8 +193,8 @@ def voices_measure(
     """Measure voices for the bank (speaker embedding, pitch, rate), once each."""
     from rich.progress import Progress
 
-    from edge.catalog import Catalog
-    from edge.voicebank import VoiceBank
+    from relay.voice.catalog import Catalog
+    from relay.voice.voicebank import VoiceBank
 
     catalog = Catalog(_config(config, voice_dirs).voices)
     unknown = set(engine) - set(catalog.backends)

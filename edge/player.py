@@ -11,7 +11,7 @@ the same whichever of them speaks it.
 For each bundle :meth:`Player.prepare` resolves its speakers' profiles
 (learning those it carries) and chooses who speaks whom: ``voice = "auto"``
 gives every speaker of a multi-speaker or profiled bundle their own voice
-from the voice bank (:func:`edge.voices.cast`), else the packaged Piper
+from the voice bank (:func:`edge.cast.cast`), else the packaged Piper
 voice; a voice key or a Piper ``.onnx`` speaks everything. Then the phrases
 are synthesized one by one and streamed (:mod:`edge.playback`) to the sound
 card, or to a WAV file on the original timeline, so memory holds a phrase,
@@ -26,16 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.assign import AssignmentStore, Choice
-from edge.catalog import Catalog, Voice
+from edge.cast import cast, resolve_speakers
 from edge.playback import DeviceOutput, PlaybackError, PlaybackReport, WavOutput, play
-from edge.prosody import Prosody
-from edge.rehydrate import RenderedSegment, Voices, output_rate, rehydrate
-from edge.voicebank import VoiceBank
-from edge.voices import cast, resolve_speakers
+from edge.rehydrate import RenderedSegment, SpeakerVoices, output_rate, rehydrate
 from relay.config import EdgeConfig
 from relay.format.bundle import Bundle
 from relay.format.wire import decode_bundle
 from relay.profiles import ProfileStore
+from relay.voice.catalog import Catalog, Voice
+from relay.voice.prosody import Prosody
+from relay.voice.voicebank import VoiceBank
 
 
 def wav_bytes(duration: float, rate: int) -> int:
@@ -51,7 +51,7 @@ class Performance:
     refers to that this edge has never received (a stand-in voice speaks)."""
 
     bundle: Bundle
-    voices: Voices | None
+    voices: SpeakerVoices | None
     prosody: dict[int, Prosody] = field(default_factory=dict)
     choices: list[Choice] = field(default_factory=list)
     missing: list[bytes] = field(default_factory=list)
@@ -156,7 +156,7 @@ class Player:
         return Performance(bundle, self._single_voice(), missing=resolved.missing)
 
     def _single_voice(self):
-        from edge.engines.piper import PiperEngine
+        from relay.voice.engines.piper import PiperEngine
 
         if self.voice == "auto":
             return PiperEngine(None)  # the packaged voice

@@ -6,7 +6,7 @@ keep it natural (``length_scale`` changes phoneme durations, so the pitch
 does not move), trimmed of the engine's own leading and trailing silence,
 and placed at its original start. What ``length_scale`` leaves over (more
 than 3 % off) is taken up by a bounded PSOLA time-stretch, in the same pass
-that moves the voice's pitch toward the speaker's (:class:`edge.prosody.Prosody`).
+that moves the voice's pitch toward the speaker's (:class:`relay.voice.prosody.Prosody`).
 A phrase that still runs long pushes the next one later rather than
 overlapping it; pauses between phrases are kept.
 
@@ -27,15 +27,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.prosody import Prosody
-from edge.tts import TTSEngine
 from relay.audio.codecs import get_codec
 from relay.audio.io import SAMPLE_RATE, resample
 from relay.config import Codecs
 from relay.errors import RelayError
 from relay.format.bundle import AudioClip, Bundle, Segment
+from relay.voice.prosody import Prosody
+from relay.voice.tts import TTSEngine
 
-Voices = TTSEngine | Mapping[int, TTSEngine]  # one voice for all, or one per speaker index
+SpeakerVoices = TTSEngine | Mapping[int, TTSEngine]  # one voice for all, or one per speaker index
 
 MIN_SCALE, MAX_SCALE = 0.8, 1.2  # beyond these Piper stops sounding like speech
 SILENCE_THRESHOLD = 0.01
@@ -139,13 +139,13 @@ def _segment_of(speaker: int, words: list) -> Segment:
     return Segment(speaker, words[0].start, words[-1].end, " ".join(w.text for w in words), tuple(words))
 
 
-def _voice_of(voices: Voices, speaker: int) -> TTSEngine:
+def _voice_of(voices: SpeakerVoices, speaker: int) -> TTSEngine:
     if isinstance(voices, Mapping):
         return voices.get(speaker) or next(iter(voices.values()))
     return voices
 
 
-def output_rate(voices: Voices | None) -> int:
+def output_rate(voices: SpeakerVoices | None) -> int:
     """The output sample rate: the highest of the voices', so none is degraded;
     16 kHz (the codecs' rate) when nothing is synthesised (``voices`` None:
     a bundle of audio clips only)."""
@@ -173,7 +173,7 @@ def decode_clip(clip: AudioClip, sample_rate: int, codecs: Codecs | None = None)
 
 def rehydrate(
     bundle: Bundle,
-    voices: Voices | None,
+    voices: SpeakerVoices | None,
     prosody: Mapping[int, Prosody] | None = None,
     codecs: Codecs | None = None,
 ) -> Iterator[RenderedSegment]:
@@ -215,7 +215,7 @@ def rehydrate(
 
 def render(
     bundle: Bundle,
-    voices: Voices | None,
+    voices: SpeakerVoices | None,
     prosody: Mapping[int, Prosody] | None = None,
     codecs: Codecs | None = None,
 ) -> tuple[np.ndarray, list[RenderedSegment]]:

@@ -4,7 +4,7 @@ The edge can only pick the nearest of its stock voices; the ground has the
 speaker's real audio and the compute to do better. It tries each of Kokoro's
 styles with the vocal tract longer and shorter, then blends of the best with
 the next best, renders each candidate as the edge will (the speaker's pitch,
-range and colour applied by :func:`edge.voices.tune`), and keeps the one
+range and colour applied by :func:`relay.voice.tune.tune`), and keeps the one
 whose speech CAM++ finds nearest the speaker. What travels is a few style
 names, weights and a formant ratio (:class:`relay.format.profile.FittedVoice`,
 under 300 bytes).
@@ -80,7 +80,7 @@ class VoiceFitter:
     engine = "kokoro"
 
     def __init__(self, encoder=None, *, budget_s: float = BUDGET_S) -> None:
-        from edge.engines.kokoro import KokoroBackend
+        from relay.voice.engines.kokoro import KokoroBackend
 
         self.backend = KokoroBackend()
         self.budget_s = budget_s
@@ -95,9 +95,9 @@ class VoiceFitter:
     @property
     def encoder(self):
         if self._encoder is None:
-            from relay.audio.speaker_encoder import SpeakerEncoder
+            from relay.audio.speaker_embedder import SpeakerEmbedder
 
-            self._encoder = SpeakerEncoder()
+            self._encoder = SpeakerEmbedder()
         return self._encoder
 
     def _speak(self, mix: Mix, texts: Sequence[str]) -> tuple[list[np.ndarray], int]:
@@ -110,11 +110,11 @@ class VoiceFitter:
 
     def _render(self, fitted: FittedVoice, profile: VoiceProfile, texts: Sequence[str]) -> np.ndarray:
         """``texts`` in ``fitted``, brought to the speaker as the edge brings it
-        (:func:`edge.prosody.variant_for`, then :func:`edge.voices.tune`), 16 kHz."""
-        from edge.prosody import variant_for
-        from edge.voicebank import traits_of
-        from edge.voices import tune
+        (:func:`relay.voice.prosody.variant_for`, then :func:`relay.voice.tune.tune`), 16 kHz."""
         from relay.audio.pitch import pitch_stats
+        from relay.voice.prosody import variant_for
+        from relay.voice.tune import tune
+        from relay.voice.voicebank import traits_of
 
         raw, rate = self._speak(fitted.mix, texts)
         variant = variant_for(profile.f0_median, pitch_stats(resample(np.concatenate(raw), rate, SAMPLE_RATE))[0],

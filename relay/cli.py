@@ -222,7 +222,7 @@ def link_sim(
     """Simulate a thin link on loopback: point a daemon's broker.port here."""
     import asyncio
 
-    from relay.testing.linksim import LinkSim
+    from relay.link.linksim import LinkSim
 
     host, _, port = to.rpartition(":")
     if not host or not port.isdigit():

@@ -96,7 +96,7 @@ def base_listener():
 
 @pytest.fixture(scope="session")
 def piper():
-    from edge.engines.piper import PiperEngine
+    from relay.voice.engines.piper import PiperEngine
 
     return PiperEngine()
 

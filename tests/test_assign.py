@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from edge.assign import assign_voices
-from edge.voicebank import VoiceTraits
 from relay.format.profile import VoiceProfile
+from relay.voice.voicebank import VoiceTraits
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

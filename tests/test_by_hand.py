@@ -190,7 +190,7 @@ def test_a_running_edge_plays_an_imported_bundle_once_and_the_link_then_confirms
     (in its queue, and on its console: the link up, the edge's last ack)."""
     console = free_port()
     with LocalBroker(tmp_path / "broker") as broker:
-        pair = Pair(tmp_path, broker, f'\n[web]\nenabled = true\nlisten = "127.0.0.1:{console}"\n')
+        pair = Pair(tmp_path, broker, {"web": {"enabled": True, "listen": f"127.0.0.1:{console}"}})
         try:
             pair.start("edge")  # the edge exists (its store has begun) before the ground signs for it
             wait_for(lambda: (tmp_path / "edge" / "inbox.db").exists(), 600, "the edge's store")

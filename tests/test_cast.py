@@ -18,13 +18,13 @@ import pytest
 from conftest import encoder, shared
 
 from edge.assign import AssignmentStore
-from edge.catalog import Catalog
+from edge.cast import cast
 from edge.rehydrate import render
-from edge.voicebank import VoiceBank
-from edge.voices import cast
 from relay.audio.io import resample
 from relay.audio.pitch import pitch_stats
-from relay.audio.speaker_encoder import SpeakerEncoder
+from relay.audio.speaker_embedder import SpeakerEmbedder
+from relay.voice.catalog import Catalog
+from relay.voice.voicebank import VoiceBank
 
 TWO_SPEAKER = ["sample", "dev00", "dev01", "trn03"]
 
@@ -67,7 +67,7 @@ def test_duration_within_five_percent(casts):
 
 def test_every_speaker_is_nearest_their_own_voice(casts):
     """Distinctness, judged by the ground's own speaker encoder."""
-    encoder = SpeakerEncoder()
+    encoder = SpeakerEmbedder()
     catalog = Catalog()
     judged = 0
     for uri, (_, chosen, _, parts, bank) in casts.items():

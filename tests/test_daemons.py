@@ -13,58 +13,19 @@ from pathlib import Path
 from relay.link.signing import SigningKey
 from relay.testing.broker import free_port
 from relay.testing.bundles import real_bundle
+from relay.testing.configs import write_station
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 
 
 def write_configs(tmp_path: Path, ground_port: int, edge_port: int, key: SigningKey, rate: float,
                   voice: str = "espeak:en-us+m3") -> tuple[Path, Path]:
-    key.save(tmp_path / "ground.key")
-    edge_key = SigningKey.generate()
-    edge_key.save(tmp_path / "edge.key")
-    ground = tmp_path / "ground.toml"
-    ground.write_text(f"""
-[ground]
-name = "g1"
-state_dir = "{tmp_path}/ground"
-signing_key = "{tmp_path}/ground.key"
-default_edge = "ship"
-
-[edges.ship]
-key = "{edge_key.public.text()}"
-
-[broker]
-port = {ground_port}
-host = "127.0.0.1"
-topic_prefix = "t"
-
-[link]
-fragment_size = 340
-rate = {rate}
-ack_timeout = 3
-max_poll_interval = 6
-""")
-    edge = tmp_path / "edge.toml"
-    edge.write_text(f"""
-[edge]
-name = "ship"
-state_dir = "{tmp_path}/edge"
-output_dir = "{tmp_path}/played"
-play = false
-voice = "{voice}"
-signing_key = "{tmp_path}/edge.key"
-trusted_keys = ["{key.public.text()}"]
-
-[broker]
-port = {edge_port}
-host = "127.0.0.1"
-topic_prefix = "t"
-keepalive = 5
-
-[link]
-max_clock_skew = 0  # one machine, one clock: take what the test signs the moment the store began
-""")
-    return ground, edge
+    """A ground (signing with ``key``) and an edge "ship" on two brokers, topic prefix "t"."""
+    station = write_station(tmp_path, ground_port, edge_port, edge="ship", voice=voice, ground={
+        "ground": {"name": "g1"}, "broker": {"topic_prefix": "t"},
+        "link": {"fragment_size": 340, "rate": rate, "ack_timeout": 3, "max_poll_interval": 6},
+    }, edges={"broker": {"topic_prefix": "t", "keepalive": 5}}, ground_key=key)
+    return station.ground, station.edge
 
 
 def test_config_errors_name_the_key(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from relay.errors import BundleError
 from relay.format import v2
-from relay.format.arith import MAX_OVERRUN, Adaptive, Decoder, Encoder, get_raw, put_raw
+from relay.format.arith import MAX_OVERRUN, Adaptive, ArithmeticDecoder, ArithmeticEncoder, get_raw, put_raw
 from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker
 from relay.format.limits import DecodeAbandoned, DecodeBudget
 from relay.format.wire import decode_bundle, encode_bundle
@@ -58,13 +58,13 @@ def test_the_decoder_reads_no_further_than_an_encoder_can_need():
     for trial in range(300):
         sizes = [rng.choice([2, 3, 17, 256]) for _ in range(rng.randint(0, 60))]
         symbols = [rng.randrange(n) for n in sizes]
-        enc = Encoder()
+        enc = ArithmeticEncoder()
         models = [Adaptive(n) for n in sizes]
         for model, s in zip(models, symbols, strict=True):
             model.encode(enc, s)
         put_raw(enc, v2.END_CHECK, v2.END_BITS)
         data = enc.finish()
-        dec = Decoder(data)
+        dec = ArithmeticDecoder(data)
         models = [Adaptive(n) for n in sizes]
         assert [m.decode(dec) for m in models] == symbols, trial
         assert get_raw(dec, v2.END_BITS) == v2.END_CHECK

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from relay.link.signing import SigningKey
 from relay.testing.broker import LocalBroker, mosquitto_path
 from relay.testing.bundles import real_bundle
+from relay.testing.configs import write_station
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 UNSHARE = shutil.which("unshare")
@@ -84,38 +84,9 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def configs(tmp: Path, port: int) -> tuple[Path, Path]:
-    gk, ek = SigningKey.generate(), SigningKey.generate()
-    gk.save(tmp / "ground.key")
-    ek.save(tmp / "edge.key")
-    ground, edge = tmp / "ground.toml", tmp / "edge.toml"
-    ground.write_text(f"""
-[ground]
-state_dir = "{tmp}/ground"
-signing_key = "{tmp}/ground.key"
-default_edge = "ship1"
-[edges.ship1]
-key = "{ek.public.text()}"
-[broker]
-host = "127.0.0.1"
-port = {port}
-[link]
-ack_timeout = 2
-max_poll_interval = 4
-""")
-    edge.write_text(f"""
-[edge]
-name = "ship1"
-state_dir = "{tmp}/edge"
-output_dir = "{tmp}/played"
-play = false
-voice = "espeak:en-us+m3"
-signing_key = "{tmp}/edge.key"
-trusted_keys = ["{gk.public.text()}"]
-[broker]
-host = "127.0.0.1"
-port = {port}
-""")
-    return ground, edge
+    station = write_station(tmp, port, ground={"link": {"ack_timeout": 2, "max_poll_interval": 4}},
+                            edges={"link": {"max_clock_skew": 600}})
+    return station.ground, station.edge
 
 
 def relay(*args: str) -> subprocess.CompletedProcess:

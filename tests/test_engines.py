@@ -10,10 +10,10 @@ import jiwer
 import numpy as np
 import pytest
 
-from edge.catalog import Catalog
 from relay.audio.io import resample
 from relay.config import Voices
 from relay.errors import ModelError
+from relay.voice.catalog import Catalog
 
 SENTENCE = "The ship will reach the harbour at dawn, and the crew expects calm weather for the next three days."
 
@@ -63,7 +63,7 @@ def test_unknown_voice_and_unavailable_engine_are_clear(catalog, monkeypatch):
 
 
 def test_piper_voices_folder_and_multi_speaker_models(tmp_path):
-    from edge.engines.piper import default_piper_voice
+    from relay.voice.engines.piper import default_piper_voice
 
     joe = default_piper_voice()
     shutil.copy(joe, tmp_path / "crew.onnx")
@@ -109,7 +109,7 @@ def _tiny_vits(folder: Path) -> tuple[Path, Path]:
 
 
 def test_coqui_loads_a_local_model(tmp_path):
-    from edge.engines.coqui import CoquiBackend
+    from relay.voice.engines.coqui import CoquiBackend
 
     model, config = _tiny_vits(tmp_path)
     backend = CoquiBackend(str(model), str(config))
@@ -122,7 +122,7 @@ def test_coqui_loads_a_local_model(tmp_path):
 
 
 def test_coqui_missing_files_and_unreachable_model_are_one_line(tmp_path):
-    from edge.engines.coqui import load_coqui
+    from relay.voice.engines.coqui import load_coqui
 
     with pytest.raises(ModelError, match="model.pth: Coqui model file not found"):
         load_coqui(str(tmp_path / "model.pth"), str(tmp_path / "config.json"))

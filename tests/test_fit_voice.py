@@ -1,5 +1,5 @@
 """A voice fitted to a speaker at the ground (ground.fit_voice), shipped in the
-profile and spoken by the edge (edge.voices.cast), on real speech."""
+profile and spoken by the edge (edge.cast.cast), on real speech."""
 
 from __future__ import annotations
 
@@ -8,23 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.catalog import Catalog
-from edge.voicebank import VoiceBank
-from edge.voices import cast
+from edge.cast import cast
 from ground.fit_voice import FIT_SENTENCES, VoiceFitter, _sentences
 from relay.audio.colour import spectrum_shape, to_bytes
 from relay.audio.io import SAMPLE_RATE, load_audio
 from relay.audio.pitch import pitch_stats
-from relay.audio.speaker_encoder import SpeakerEncoder
+from relay.audio.speaker_embedder import SpeakerEmbedder
 from relay.format.profile import FittedVoice, VoiceProfile
 from relay.profiles import ProfileStore
+from relay.voice.catalog import Catalog
+from relay.voice.voicebank import VoiceBank
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
-def campplus() -> SpeakerEncoder:
-    return SpeakerEncoder()
+def campplus() -> SpeakerEmbedder:
+    return SpeakerEmbedder()
 
 
 @pytest.fixture(scope="module")

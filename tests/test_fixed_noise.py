@@ -1,4 +1,4 @@
-"""Random draws in ONNX voice models made repeatable (edge.engines.fixed_noise)."""
+"""Random draws in ONNX voice models made repeatable (relay.voice.engines.fixed_noise)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper
 
-from edge.engines.fixed_noise import NOISE_LENGTH, fixed_noise
+from relay.voice.engines.fixed_noise import NOISE_LENGTH, fixed_noise
 
 
 def _noisy_model(mean: float, scale: float) -> onnx.ModelProto:

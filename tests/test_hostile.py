@@ -108,7 +108,7 @@ def test_oversized_bundles_are_rejected_and_unplayable_ones_quarantined_and_the_
     codec can read is accepted, quarantined when it cannot play, and reported.
     The bundle behind both plays."""
     with LocalBroker(tmp_path / "broker") as broker:
-        pair = Pair(tmp_path, broker, ground_limits="[limits]\nmax_duration = 600000.0\n")
+        pair = Pair(tmp_path, broker, ground={"limits": {"max_duration": 600000.0}})
         try:
             word = (Word("hello", 0.5, 0.9),)
             long = Bundle(SourceInfo("55 hours", 55 * 3600.0, "en"), [Speaker("S1")],
@@ -224,7 +224,7 @@ def test_a_spooled_bundle_is_decoded_off_the_grounds_loop(tmp_path):
     spool = tmp_path / "spool"
     spool.mkdir()
     with LocalBroker(tmp_path / "broker") as broker:
-        pair = Pair(tmp_path, broker, ground_extra=f'spool_dir = "{spool}"\nspool_settle = 0.5')
+        pair = Pair(tmp_path, broker, ground={"ground": {"spool_dir": str(spool), "spool_settle": 0.5}})
         try:
             pair.start("edge")
             pair.start("ground")

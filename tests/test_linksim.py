@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from relay.testing.linksim import LinkSim
+from relay.link.linksim import LinkSim
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 

@@ -1,4 +1,4 @@
-"""Pitch, timbre and tempo changes (edge.prosody) on real synthesized speech."""
+"""Pitch, timbre and tempo changes (relay.voice.prosody) on real synthesized speech."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from edge.catalog import Catalog
-from edge.prosody import MAX_PITCH_SHIFT, Prosody, change_voice, ratio_of
 from relay.audio.io import resample
 from relay.audio.pitch import pitch_stats
 from relay.errors import ModelError
+from relay.voice.catalog import Catalog
+from relay.voice.prosody import MAX_PITCH_SHIFT, Prosody, change_voice, ratio_of
 
 LINE = "The radio said a storm would reach the station by morning, so we tied everything down."
 

@@ -137,9 +137,9 @@ def test_budget_picks_the_richest_tier_that_fits(call, codecs, base_listener, di
 
 
 def test_reference_clips_carry_each_speakers_own_voice_once(call, base_listener, diarizer, tmp_path):
-    from edge.voices import reference_audio
+    from edge.cast import reference_audio
     from ground.diarize import DiarizationOptions
-    from relay.audio.speaker_encoder import SpeakerEncoder
+    from relay.audio.speaker_embedder import SpeakerEmbedder
     from relay.profiles import ProfileStore
 
     audio, text = call
@@ -153,7 +153,7 @@ def test_reference_clips_carry_each_speakers_own_voice_once(call, base_listener,
     extra = len(res.data) - len(text.data)
     assert sum(len(p.reference) for p in profiles) <= extra + 64  # the clips are what the bundle grew by
     assert all(len(p.reference) <= 5 * 6000 / 8 * 1.1 for p in profiles)  # <= 5 s at 6 kbit/s
-    campplus = SpeakerEncoder()
+    campplus = SpeakerEmbedder()
     clips = [reference_audio(p) for p in profiles]
     assert all(3.0 <= len(c) / SAMPLE_RATE <= 5.2 for c in clips)
     heard = [campplus.embed(c) for c in clips]

@@ -7,17 +7,17 @@ import pytest
 from conftest import shared
 
 from edge.assign import AssignmentStore, assign_voices
-from edge.catalog import Catalog
-from edge.voicebank import VoiceBank
 from relay.audio.io import load_audio, resample
-from relay.audio.speaker_encoder import SpeakerEncoder
+from relay.audio.speaker_embedder import SpeakerEmbedder
 from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, Word
 from relay.format.profile import VoiceProfile
+from relay.voice.catalog import Catalog
+from relay.voice.voicebank import VoiceBank
 
 
 @pytest.fixture(scope="module")
-def encoder() -> SpeakerEncoder:
-    return SpeakerEncoder()
+def encoder() -> SpeakerEmbedder:
+    return SpeakerEmbedder()
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def two_speaker_bundle() -> bytes:
     from relay.audio.pitch import pitch_stats
     from relay.format.wire import encode_bundle
 
-    encoder = SpeakerEncoder()
+    encoder = SpeakerEmbedder()
     profiles = []
     for audio in (load_audio(shared("ljspeech", "LJ001-0001.flac")), load_audio(shared("pyannote", "trn03.wav"))):
         f0, rng = pitch_stats(audio)

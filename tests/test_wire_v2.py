@@ -12,7 +12,7 @@ import pytest
 
 from relay.errors import BundleError
 from relay.format import v1, v2
-from relay.format.arith import Adaptive, Count, Decoder, Encoder, get_raw, put_raw
+from relay.format.arith import Adaptive, ArithmeticDecoder, ArithmeticEncoder, Count, get_raw, put_raw
 from relay.format.bundle import AudioClip, Bundle, Segment, SourceInfo, Speaker, StreamPart, Word
 from relay.format.profile import VoiceProfile
 from relay.format.wire import decode_bundle, encode_bundle, field_bits, version_of
@@ -148,7 +148,7 @@ def test_arithmetic_coder_round_trips_mixed_models():
     values = [int(x) for x in rng.integers(0, 5, 300)]
     counts = [int(x) for x in rng.geometric(0.05, 100)] + [2**40 + 5, 0]
     raws = [int(x) for x in rng.integers(0, 2**31, 20)]
-    enc, a, c = Encoder(), Adaptive(5), Count()
+    enc, a, c = ArithmeticEncoder(), Adaptive(5), Count()
     for v in values:
         a.encode(enc, v)
     for v in counts:
@@ -156,7 +156,7 @@ def test_arithmetic_coder_round_trips_mixed_models():
     for v in raws:
         put_raw(enc, v, 31)
     data = enc.finish()
-    dec, a, c = Decoder(data), Adaptive(5), Count()
+    dec, a, c = ArithmeticDecoder(data), Adaptive(5), Count()
     assert [a.decode(dec) for _ in values] == values
     assert [c.decode(dec) for _ in counts] == counts
     assert [get_raw(dec, 31) for _ in raws] == raws

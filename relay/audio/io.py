@@ -19,7 +19,7 @@ import soundfile as sf
 from relay.errors import AudioInputError
 from relay.fileio import write_atomic
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16_000  # Hz: what Whisper, CAM++, the codecs and the profiles take (the one definition)
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

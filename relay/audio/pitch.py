@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from relay.audio.io import SAMPLE_RATE
 
 
 def pitch_stats(audio: np.ndarray, floor: float = 60.0, ceiling: float = 500.0) -> tuple[float, float]:

@@ -27,7 +27,7 @@ _QUARTER = 1 << (PRECISION - 2)
 MAX_TOTAL = 1 << 48  # a model's total must stay well under the quarter range
 
 
-class Encoder:
+class ArithmeticEncoder:
     """Collects bits; :meth:`finish` returns the bytes."""
 
     def __init__(self) -> None:
@@ -85,8 +85,8 @@ class Encoder:
 MAX_OVERRUN = 2 * PRECISION  # bits a decoder may read past the data: its window, and the zeros the encoder dropped
 
 
-class Decoder:
-    """Reads what an :class:`Encoder` wrote; past the end it reads zeros, at
+class ArithmeticDecoder:
+    """Reads what an :class:`ArithmeticEncoder` wrote; past the end it reads zeros, at
     most :data:`MAX_OVERRUN` bits of them (then ``ValueError``: the data ended).
 
     ``max_steps`` bounds the symbols one stream may yield, so a hostile
@@ -169,12 +169,12 @@ class Adaptive:
         if sum(self.counts) > self.limit:
             self.counts = [(c + 1) // 2 for c in self.counts]
 
-    def encode(self, enc: Encoder, symbol: int) -> None:
+    def encode(self, enc: ArithmeticEncoder, symbol: int) -> None:
         lo = sum(self.counts[:symbol])
         enc.encode(lo, lo + self.counts[symbol], sum(self.counts))
         self._update(symbol)
 
-    def decode(self, dec: Decoder) -> int:
+    def decode(self, dec: ArithmeticDecoder) -> int:
         total = sum(self.counts)
         t = dec.target(total)
         lo = 0
@@ -195,7 +195,7 @@ class Bit(Adaptive):
         super().__init__(2, [64 - one, one], step=16, limit=1 << 10)
 
 
-def put_raw(enc: Encoder, value: int, nbits: int) -> None:
+def put_raw(enc: ArithmeticEncoder, value: int, nbits: int) -> None:
     """``nbits`` bits, every value equally likely (ids, hashes, codec bytes)."""
     if not 0 <= value < 1 << nbits:
         raise ValueError(f"{value} does not fit in {nbits} bits")
@@ -206,7 +206,7 @@ def put_raw(enc: Encoder, value: int, nbits: int) -> None:
         enc.encode(part, part + 1, 1 << take)
 
 
-def get_raw(dec: Decoder, nbits: int) -> int:
+def get_raw(dec: ArithmeticDecoder, nbits: int) -> int:
     value = 0
     while nbits > 0:
         take = min(nbits, 32)
@@ -217,12 +217,12 @@ def get_raw(dec: Decoder, nbits: int) -> int:
     return value
 
 
-def put_bytes(enc: Encoder, data: bytes) -> None:
+def put_bytes(enc: ArithmeticEncoder, data: bytes) -> None:
     for byte in data:
         enc.encode(byte, byte + 1, 256)
 
 
-def get_bytes(dec: Decoder, n: int) -> bytes:
+def get_bytes(dec: ArithmeticDecoder, n: int) -> bytes:
     out = bytearray(n)
     for i in range(n):
         byte = dec.target(256)
@@ -244,7 +244,7 @@ class Count:
         self._adaptive = adaptive
         self._mantissa: dict[tuple[int, int], Bit] = {}
 
-    def encode(self, enc: Encoder, value: int) -> None:
+    def encode(self, enc: ArithmeticEncoder, value: int) -> None:
         if not 0 <= value < 1 << self.MAX_BITS:
             raise ValueError(f"{value} is out of range for a count")
         v = value + 1
@@ -263,7 +263,7 @@ class Count:
                 put_raw(enc, v & ((1 << (i + 1)) - 1), i + 1)
                 break
 
-    def decode(self, dec: Decoder) -> int:
+    def decode(self, dec: ArithmeticDecoder) -> int:
         n = 0
         while n < self.MAX_BITS and self._length[n].decode(dec):
             n += 1

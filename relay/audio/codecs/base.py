@@ -12,7 +12,6 @@ from relay.errors import RelayError
 if TYPE_CHECKING:
     from relay.config import Codecs
 
-RATE = 16000  # what every codec takes and returns
 
 
 class CodecUnavailable(RelayError):

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from relay.audio.codecs.base import RATE, CodecUnavailable, pack_bits, unpack_bits
-from relay.audio.io import resample
+from relay.audio.codecs.base import CodecUnavailable, pack_bits, unpack_bits
+from relay.audio.io import (
+    SAMPLE_RATE,  # what every codec takes and returns
+    resample,
+)
 
 CODEC2_RATE = 8000
 MODES = {"3200": 3200, "1200": 1200, "700C": 700}
@@ -38,7 +41,7 @@ class Codec2:
 
     def encode(self, audio: np.ndarray) -> bytes:
         c2 = self._make()  # a fresh state per clip: clips are decoded on their own
-        pcm = np.clip(resample(audio, RATE, CODEC2_RATE) * 32767, -32768, 32767).astype(np.int16)
+        pcm = np.clip(resample(audio, SAMPLE_RATE, CODEC2_RATE) * 32767, -32768, 32767).astype(np.int16)
         n = self.samples_per_frame
         pcm = np.pad(pcm, (0, self._delay))
         pcm = np.pad(pcm, (0, -len(pcm) % n))
@@ -51,4 +54,4 @@ class Codec2:
         if not frames:
             return np.zeros(0, np.float32)
         pcm = np.concatenate([c2.decode(f) for f in frames]).astype(np.float32) / 32768.0
-        return resample(pcm[self._delay :], CODEC2_RATE, RATE)
+        return resample(pcm[self._delay :], CODEC2_RATE, SAMPLE_RATE)

@@ -15,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from relay.audio.codecs.base import RATE, CodecUnavailable
-from relay.audio.io import resample
+from relay.audio.codecs.base import CodecUnavailable
+from relay.audio.io import (
+    SAMPLE_RATE,  # what every codec takes and returns
+    resample,
+)
 
 ENCODEC_RATE = 24000
 BITS = 10  # log2 of the codebook size
@@ -55,7 +58,7 @@ class EnCodec:
 
     def encode(self, audio: np.ndarray) -> bytes:
         torch = self._torch
-        wav = torch.from_numpy(resample(audio, RATE, ENCODEC_RATE))[None, None]
+        wav = torch.from_numpy(resample(audio, SAMPLE_RATE, ENCODEC_RATE))[None, None]
         with torch.no_grad():
             frames = self._model.encode(wav)
         codes = torch.cat([c for c, _ in frames], dim=-1)[0].numpy().astype(np.int64)  # [books, T]
@@ -71,4 +74,4 @@ class EnCodec:
         codes = torch.from_numpy(values.reshape(-1, self.codebooks).T.copy())[None]
         with torch.no_grad():
             wav = self._model.decode([(codes, None)])
-        return resample(wav[0, 0].numpy(), ENCODEC_RATE, RATE)
+        return resample(wav[0, 0].numpy(), ENCODEC_RATE, SAMPLE_RATE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from relay.audio.codecs.base import RATE
+from relay.audio.io import SAMPLE_RATE  # what every codec takes and returns
 from relay.format.varint import get_uvarint, put_uvarint
 
 FRAME_MS = 60
@@ -33,7 +33,7 @@ class Opus:
 
     def _encoder(self) -> av.AudioCodecContext:
         ctx = av.CodecContext.create("libopus", "w")
-        ctx.sample_rate = RATE
+        ctx.sample_rate = SAMPLE_RATE
         ctx.layout = "mono"
         ctx.format = "s16"
         ctx.bit_rate = self.bitrate
@@ -50,7 +50,7 @@ class Opus:
         frames = []
         for i in range(0, len(pcm), n):
             frame = av.AudioFrame.from_ndarray(pcm[None, i : i + n], format="s16", layout="mono")
-            frame.sample_rate = RATE
+            frame.sample_rate = SAMPLE_RATE
             frame.pts = i
             frames.append(frame)
         for pending in [*frames, None]:  # None flushes the encoder
@@ -61,14 +61,14 @@ class Opus:
 
     def decode(self, data: bytes) -> np.ndarray:
         ctx = av.CodecContext.create("libopus", "r")
-        ctx.sample_rate = RATE
+        ctx.sample_rate = SAMPLE_RATE
         ctx.layout = "mono"
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         chunks = []
         for payload in _packets(data):
             for frame in ctx.decode(av.Packet(payload)):
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
         audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-        skip = int(round(312 / 48000 * RATE))  # libopus's standard pre-skip, 6.5 ms
+        skip = int(round(312 / 48000 * SAMPLE_RATE))  # libopus's standard pre-skip, 6.5 ms
         return audio[skip:]

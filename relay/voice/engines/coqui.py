@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.catalog import BackendStatus, Voice
 from relay.errors import ModelError
+from relay.voice.catalog import BackendStatus, Voice
 
 MAX_SPEAKERS_LISTED = 64
 

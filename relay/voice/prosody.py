@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.tts import TTSEngine
+from relay.voice.tts import TTSEngine
 
 PITCH_FLOOR, PITCH_CEILING = 75.0, 600.0
 MAX_PITCH_SHIFT = 5.0  # semitones a speaker's voice is moved at most

@@ -16,8 +16,8 @@ import subprocess
 import numpy as np
 import soundfile as sf
 
-from edge.catalog import BackendStatus, Voice
 from relay.errors import ModelError
+from relay.voice.catalog import BackendStatus, Voice
 
 # espeak-ng voice -> language; British English must be named "en": it ignores
 # variants on "en-gb" (every en-gb+X sounds the same)

@@ -10,7 +10,7 @@ ids are missing so the operator can ask the ground to resend them.
 
 :func:`cast` then picks each speaker's voice from the voice bank (jointly,
 :mod:`edge.assign`) and how to bring it to the speaker's pitch
-(:class:`edge.prosody.Prosody`).
+(:class:`relay.voice.prosody.Prosody`).
 """
 
 from __future__ import annotations
@@ -18,21 +18,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-import numpy as np
-
 from edge.assign import AssignmentStore, Choice, assign_voices, pitch_gap
-from edge.catalog import Catalog, Voice
-from edge.prosody import Prosody, Variant, variant_for
-from edge.tts import TTSEngine
-from edge.voicebank import VoiceBank, VoiceTraits
 from relay.audio.codecs import get_codec
-from relay.audio.colour import equaliser_gains
-from relay.audio.colour import from_bytes as colour_of
 from relay.audio.io import SAMPLE_RATE
 from relay.config import Codecs
 from relay.format.bundle import Bundle
 from relay.format.profile import VoiceProfile
 from relay.profiles import ProfileStore
+from relay.voice.catalog import Catalog, Voice
+from relay.voice.prosody import Prosody, Variant, variant_for
+from relay.voice.tts import TTSEngine
+from relay.voice.tune import tune
+from relay.voice.voicebank import VoiceBank, VoiceTraits
 
 
 @dataclass(slots=True)
@@ -123,15 +120,6 @@ def cast(
     return Cast(voices, prosody, choices)
 
 
-def tune(profile: VoiceProfile, voice: VoiceTraits, *, match_pitch: bool = True, match_colour: bool = True) -> Prosody:
-    """How the edge brings ``voice`` to ``profile``: its pitch and range, and its colour."""
-    p, t = profile, voice
-    matched = Prosody.match(p.f0_median, p.f0_range, t.f0_median, t.f0_range) if match_pitch else Prosody()
-    if match_colour and p.colour and t.colour is not None:
-        matched = matched.with_eq(equaliser_gains(colour_of(p.colour), np.asarray(t.colour)))
-    return matched
-
-
 def _fitted(
     profile: VoiceProfile | None, catalog: Catalog, bank: VoiceBank, on_measure: Callable[[Voice], None] | None
 ) -> tuple[Voice, VoiceTraits] | None:
@@ -153,7 +141,7 @@ def fitted_voice(profile: VoiceProfile | None, catalog: Catalog) -> Voice | None
     """The mix of styles the ground fitted to ``profile``, if this edge has its
     engine and every style it mixes (otherwise the bank's nearest voice
     serves); :func:`cast` adds its formant ratio and any pitch move
-    (:func:`edge.prosody.variant_for`)."""
+    (:func:`relay.voice.prosody.variant_for`)."""
     if profile is None or profile.fitted is None or profile.fitted.engine not in catalog.backends:
         return None
     backend = catalog.backends[profile.fitted.engine]

@@ -1,1 +1,0 @@
-"""TTS engine backends; see :mod:`edge.catalog`."""

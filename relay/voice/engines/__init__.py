@@ -1,0 +1,1 @@
+"""TTS engine backends; see :mod:`relay.voice.catalog`."""
