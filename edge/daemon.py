@@ -40,7 +40,7 @@ import aiomqtt
 
 from edge.player import Player
 from edge.retention import NoRoomYet, make_room, prune
-from edge.store import ACCEPTED, Inbox
+from edge.store import ACCEPTED, DurableInbox, Inbox
 from relay.config import ConfigError, EdgeConfig
 from relay.errors import RelayError
 from relay.format.limits import DecodeAbandoned
@@ -81,6 +81,7 @@ class EdgeDaemon:
         self.output = Waiter(log, f"edge output ({e.played_dir})", where=e.played_dir)
         self.state.on_full = self.output.on_full = self._prune
         self.inbox = persist_blocking(lambda: Inbox.of(config, ProfileStore(e.profiles_db)), self.state)
+        self.store = DurableInbox(self.inbox, self.state)  # what the daemon writes waits out a full disk
         self.player = Player(config)
         if config.web.enabled:  # an address it may not serve on stops the daemon now, in one line
             from relay.web.server import check_listen
@@ -100,9 +101,9 @@ class EdgeDaemon:
     async def run(self) -> None:
         e = self.cfg.edge
         await persist(lambda: e.played_dir.mkdir(parents=True, exist_ok=True), self.output)
-        for bid, priority in await persist(self.inbox.complete, self.state):  # not decided when the daemon died
+        for bid, priority in await self.store.complete():  # not decided when the daemon died
             self._completed(bid, priority)
-        for item in await persist(self.inbox.crashed, self.state):
+        for item in await self.store.crashed():
             log.error("bundle %s (%s) quarantined: playback did not finish %d times", item.bundle_id.hex(),
                       item.title, self.cfg.link.max_play_attempts)
         ident = f"relay-edge-{e.name}"
@@ -123,7 +124,7 @@ class EdgeDaemon:
     async def _session(self, client: aiomqtt.Client) -> None:
         data_topic, ack_topic = topics(self.cfg.broker.topic_prefix, self.cfg.edge.name)
         await client.subscribe(data_topic, qos=1)
-        for hole in await persist(self.inbox.holes, self.state):  # what a fault left, most urgent first
+        for hole in await self.store.holes():  # what a fault left, most urgent first
             self._reply(hole)
         self.report.set()
         async with asyncio.TaskGroup() as tasks:
@@ -149,7 +150,7 @@ class EdgeDaemon:
         if isinstance(msg, Poll):
             result = self.inbox.poll(msg)
         else:
-            result = await persist(lambda: self.inbox.receive(msg), self.state)
+            result = await self.store.receive(msg)
         if result.dropped:
             self.drops(result.dropped, result.note)
         if result.ack is not None:
@@ -213,12 +214,12 @@ class EdgeDaemon:
 
     async def _finish(self, bid: bytes, cancel: threading.Event | None = None) -> None:
         """A transfer is complete: decode it off the event loop, then decide."""
-        found = await persist(partial(self.inbox.assembly, bid), self.state)
+        found = await self.store.assembly(bid)
         if found is None:
             return
         data, manifest = found
         outcome = await asyncio.to_thread(self.inbox.check, bid, data, manifest, cancel)
-        result = await persist(lambda: self.inbox.decide(bid, data, outcome), self.state)
+        result = await self.store.decide(bid, data, outcome)
         if result.dropped:
             self.drops(result.dropped, result.note)
         d = result.decided
@@ -253,12 +254,12 @@ class EdgeDaemon:
             self.report.clear()
             while not self.replies.empty():
                 reply = self.replies.get_nowait()
-                counter = await persist(self.inbox.next_counter, self.state)
+                counter = await self.store.next_counter()
                 await client.publish(topic, reply.pack(self.key, name, counter), qos=1)
-            for report in await persist(self.inbox.reports, self.state):
-                counter = await persist(self.inbox.next_counter, self.state)
+            for report in await self.store.reports():
+                counter = await self.store.next_counter()
                 await client.publish(topic, report.pack(self.key, name, counter), qos=1)
-                await persist(partial(self.inbox.reported, report), self.state)
+                await self.store.reported(report)
 
     # --- playing ---------------------------------------------------------------------------------
 
@@ -273,7 +274,7 @@ class EdgeDaemon:
             now = time.monotonic()
             for bid in [b for b, t in deferred.items() if t <= now]:
                 del deferred[bid]
-            item = await persist(partial(self.inbox.next_to_play, wait, skip=set(deferred)), self.state)
+            item = await self.store.next_to_play(wait, set(deferred))
             if item is None:
                 if self.player.live and time.monotonic() - idle_since > wait:  # a stream ended without its last part
                     await asyncio.to_thread(self.player.end_stream)
@@ -283,12 +284,12 @@ class EdgeDaemon:
                 continue
             idle_since = time.monotonic()
             bid = item.bundle_id
-            await persist(partial(self.inbox.start_play, bid), self.state)
+            await self.store.start_play(bid)
             try:
-                data = await persist(partial(self.inbox.data, bid), self.state)
+                data = await self.store.data(bid)
                 where = await asyncio.to_thread(self.player.speak, data, bid, item.received, room)
             except NoRoomYet as err:  # it waits; the bundles after it play meanwhile
-                await persist(partial(self.inbox.abandon_play, bid), self.state)
+                await self.store.abandon_play(bid)
                 deferred[bid] = time.monotonic() + NO_ROOM_RETRY
                 waiting.add(bid)
                 if short_since is None or time.monotonic() - short_since > 3600:
@@ -299,7 +300,7 @@ class EdgeDaemon:
             except Exception as err:
                 kind = self.output.classify(err)
                 if kind is not None:  # the output disk is full (pruned, then waited for) or failing
-                    await persist(partial(self.inbox.abandon_play, bid), self.state)
+                    await self.store.abandon_play(bid)
                     if kind == "full" and not self.output.pruned:
                         self.output.pruned = True
                         await self._prune()
@@ -309,7 +310,7 @@ class EdgeDaemon:
                 reason = str(err) if isinstance(err, RelayError) else f"{err.__class__.__name__}: {err}"
                 log.error("bundle %s (%s) cannot be played, quarantined: %s", bid.hex(), item.title, reason)
                 waiting.discard(bid)
-                await persist(partial(self.inbox.quarantine, bid, reason), self.state)
+                await self.store.quarantine(bid, reason)
                 self.report.set()
                 continue
             self.output.ok()
@@ -317,7 +318,7 @@ class EdgeDaemon:
             if short_since is not None and not waiting:
                 log.info("%s: room again: the bundles that waited have played", self.output.what)
                 short_since = None
-            await persist(partial(self.inbox.played, bid, "auto", where), self.state)
+            await self.store.played(bid, "auto", where)
             self.report.set()
             log.info("bundle %s played (%s) -> %s", bid.hex(), item.title, where)
 
@@ -326,7 +327,7 @@ class EdgeDaemon:
         ``[retention]`` lets go of is pruned every ``retention.every`` seconds."""
         last = -1e18
         while True:
-            for bid in await persist(self.inbox.expire, self.state):
+            for bid in await self.store.expire():
                 log.info("transfer %s idle for %.0f s: dropped (the ground resends it if it still wants to)",
                          bid.hex(), self.cfg.link.partial_ttl)
             if time.monotonic() - last >= self.cfg.retention.every:

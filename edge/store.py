@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from relay.config import EdgeConfig, EdgeLink
 from relay.db import connect, transaction
@@ -39,6 +42,7 @@ from relay.link.receiver import Receiver
 from relay.link.signing import Keyring, VerifyKey
 from relay.link.transfer import Manifest
 from relay.profiles import ProfileStore
+from relay.storage import Waiter, persist
 
 SCHEMA = receiver.SCHEMA + """
 CREATE TABLE IF NOT EXISTS bundles (
@@ -55,6 +59,7 @@ CREATE INDEX IF NOT EXISTS stream_parts_order ON stream_parts (stream, part);
 CREATE TABLE IF NOT EXISTS plays (bundle_id BLOB NOT NULL, at REAL NOT NULL, how TEXT NOT NULL, output TEXT);
 """
 ACCEPTED, REJECTED, QUARANTINED = "accepted", "rejected", "quarantined"
+T = TypeVar("T")
 
 
 class InboxError(RelayError):
@@ -417,3 +422,66 @@ def _stored(row: tuple) -> Stored:
                   played, plays, seq, started, stream)
 
 
+
+
+class DurableInbox:
+    """The daemon's store: every call that writes waits out a full or failing
+    disk (the waiter prunes once, then retries with a pause, logging the
+    episode's start and end) instead of failing, so a daemon reads as what it
+    does (``await store.played(...)``). The CLI and the console use
+    :class:`Inbox` itself: an operator is told at once."""
+
+    def __init__(self, inbox: Inbox, waiter: Waiter) -> None:
+        self.inbox = inbox
+        self.waiter = waiter
+
+    async def _do(self, fn: Callable[[], T]) -> T:
+        return await persist(fn, self.waiter)
+
+    async def receive(self, frag: Fragment) -> Received:
+        return await self._do(partial(self.inbox.receive, frag))
+
+    async def holes(self) -> list[Ack]:
+        return await self._do(self.inbox.holes)
+
+    async def complete(self) -> list[tuple[bytes, Priority]]:
+        return await self._do(self.inbox.complete)
+
+    async def assembly(self, bid: bytes) -> tuple[bytes, Manifest] | None:
+        return await self._do(partial(self.inbox.assembly, bid))
+
+    async def decide(self, bid: bytes, data: bytes, outcome: Bundle | BundleError | None) -> Received:
+        return await self._do(partial(self.inbox.decide, bid, data, outcome))
+
+    async def expire(self) -> list[bytes]:
+        return await self._do(self.inbox.expire)
+
+    async def next_counter(self) -> int:
+        return await self._do(self.inbox.next_counter)
+
+    async def reports(self) -> list[Ack]:
+        return await self._do(self.inbox.reports)
+
+    async def reported(self, ack: Ack) -> None:
+        await self._do(partial(self.inbox.reported, ack))
+
+    async def crashed(self) -> list[Stored]:
+        return await self._do(self.inbox.crashed)
+
+    async def next_to_play(self, stream_wait: float, skip: set[bytes]) -> Stored | None:
+        return await self._do(partial(self.inbox.next_to_play, stream_wait, skip=skip))
+
+    async def data(self, bid: bytes) -> bytes:
+        return await self._do(partial(self.inbox.data, bid))
+
+    async def start_play(self, bid: bytes) -> int:
+        return await self._do(partial(self.inbox.start_play, bid))
+
+    async def abandon_play(self, bid: bytes) -> None:
+        await self._do(partial(self.inbox.abandon_play, bid))
+
+    async def quarantine(self, bid: bytes, reason: str) -> None:
+        await self._do(partial(self.inbox.quarantine, bid, reason))
+
+    async def played(self, bid: bytes, how: str, output: str | None) -> None:
+        await self._do(partial(self.inbox.played, bid, how, output))

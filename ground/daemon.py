@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import aiomqtt
 
 from ground.encoder import Encoder
-from ground.queue import Outbox, State
+from ground.queue import DurableOutbox, Outbox, State
 from ground.retention import prune
 from relay.config import ConfigError, GroundConfig
 from relay.errors import RelayError
@@ -79,6 +79,7 @@ class GroundDaemon:
         self.state = Waiter(log, f"ground state ({g.state_dir})", where=g.state_dir)
         self.state.on_full = self._prune
         self.outbox = persist_blocking(lambda: Outbox(g.queue_db, config.limits), self.state)
+        self.queue = DurableOutbox(self.outbox, self.state)  # what the daemon writes waits out a full disk
         self.profiles = persist_blocking(lambda: ProfileStore(g.profiles_db), self.state)
         self.encoder = Encoder(config)  # models load when the first recording comes
         self.budget = Budget(config.link.rate, config.link.parsed_windows(),
@@ -100,7 +101,7 @@ class GroundDaemon:
     # --- main ------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        requeued = await persist(self.outbox.recover, self.state)
+        requeued = await self.queue.recover()
         if requeued:
             log.info("%d entr%s interrupted while encoding, queued again", requeued, "y" if requeued == 1 else "ies")
         ident = f"relay-ground-{self.cfg.ground.name}"
@@ -128,9 +129,9 @@ class GroundDaemon:
         prefix = self.cfg.broker.topic_prefix
         await client.subscribe(f"{prefix}/+/a", qos=1)
         # what was in flight when the link dropped may be lost: ask at once about the urgent bundles
-        await persist(lambda: self.outbox.poll_urgent_now(self.edges), self.state)
+        await self.queue.poll_urgent_now(self.edges)
         self.connected = True
-        await persist(partial(self.outbox.set_link, True), self.state)
+        await self.queue.set_link(True)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._receive(client))
@@ -143,7 +144,7 @@ class GroundDaemon:
     async def _heartbeat(self) -> None:
         """The link's state in the queue, refreshed, for the console and `relay ground status`."""
         while True:
-            await persist(partial(self.outbox.set_link, self.connected), self.state)
+            await self.queue.set_link(self.connected)
             await asyncio.sleep(HEARTBEAT)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
@@ -170,8 +171,7 @@ class GroundDaemon:
         except LinkError as err:
             self.drops(err.reason, f"ack on {topic}: {err}")
             return
-        outcome = await persist(lambda: self.outbox.on_ack(reply, edge, self.cfg.link.ack_timeout,
-                                                           self.cfg.link.max_clock_skew), self.state)
+        outcome = await self.queue.on_ack(reply, edge, self.cfg.link.ack_timeout, self.cfg.link.max_clock_skew)
         if outcome.item is None:
             self.drops(outcome.refused or "unknown bundle", outcome.note)
             return
@@ -191,34 +191,34 @@ class GroundDaemon:
         last_prune = time.time()
         while True:
             await self.budget.wait_window()
-            out = await persist(lambda: self.outbox.next_out(link.fragment_size, self.key, self.edges,
-                                                             link.ack_timeout, link.max_poll_interval), self.state)
+            out = await self.queue.next_out(link.fragment_size, self.key, self.edges, link.ack_timeout,
+                                             link.max_poll_interval)
             if out is None:
                 await self._sleep(1.0)
                 continue
             await self.budget.take(len(out.payload) + link.overhead)
             await client.publish(topics(prefix, out.edge)[0], out.payload, qos=1)
-            await persist(partial(self.outbox.sent, out, link.ack_timeout), self.state)
+            await self.queue.sent(out, link.ack_timeout)
             if time.time() - last_prune > 600:
-                await persist(self.outbox.prune_log, self.state)
+                await self.queue.prune_log()
                 last_prune = time.time()
 
     # --- encoding --------------------------------------------------------------------------------
 
     async def _encoder(self) -> None:
         while True:
-            item = await persist(self.outbox.claim_encoding, self.state)
+            item = await self.queue.claim_encoding()
             if item is None:
                 await self._sleep(2.0)
                 continue
             log.info("encoding entry %d: %s", item.id, item.source)
             try:
                 data, full, decoded = await asyncio.to_thread(self._encode, Path(item.source or ""), item.title)
-                stored = await persist(partial(self.outbox.encoded, item.id, data, full, decoded), self.state)
+                stored = await self.queue.encoded(item.id, data, full, decoded)
             except Exception as e:
                 kind = self.state.classify(e)
                 if kind is not None:  # a cache or the queue filled (or failed): encode it again once it works
-                    await persist(self.outbox.recover, self.state)
+                    await self.queue.recover()
                     if kind == "full" and not self.state.pruned:
                         self.state.pruned = True
                         await self._prune()
@@ -227,7 +227,7 @@ class GroundDaemon:
                     continue
                 if not isinstance(e, RelayError):
                     raise
-                await persist(partial(self.outbox.fail, item.id, str(e)), self.state)
+                await self.queue.fail(item.id, str(e))
                 log.warning("entry %d failed: %s", item.id, e)
                 continue
             if stored:

@@ -29,11 +29,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from relay.db import connect, transaction
 from relay.errors import RelayError
@@ -42,6 +44,7 @@ from relay.format.limits import DEFAULT_LIMITS, Limits
 from relay.link.messages import POLL, Ack, AckState, Poll, Priority, RejectCode
 from relay.link.signing import SigningKey
 from relay.link.transfer import OutgoingTransfer
+from relay.storage import Waiter, persist
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -85,6 +88,7 @@ CREATE TABLE IF NOT EXISTS link_state (
 );
 """
 SCHEMA_VERSION = 2
+T = TypeVar("T")
 MAX_RESIGNS = 3  # an edge that keeps calling a fresh signature stale has a clock problem: fail with its reason
 
 
@@ -681,3 +685,50 @@ UPDATE outbox SET state = 'delivered' WHERE state = 'acknowledged';
 UPDATE outbox SET state = 'ready', head = NULL, pending = NULL, count = NULL, next_poll = NULL
     WHERE state = 'sending';
 """
+
+
+class DurableOutbox:
+    """The daemon's queue: every call waits out a full or failing disk (the
+    waiter prunes once, then retries with a pause, logging the episode's start
+    and end) instead of failing, so the daemon reads as what it does
+    (``await queue.sent(...)``). The CLI and the console use :class:`Outbox`
+    itself: an operator is told at once."""
+
+    def __init__(self, outbox: Outbox, waiter: Waiter) -> None:
+        self.outbox = outbox
+        self.waiter = waiter
+
+    async def _do(self, fn: Callable[[], T]) -> T:
+        return await persist(fn, self.waiter)
+
+    async def recover(self) -> int:
+        return await self._do(self.outbox.recover)
+
+    async def claim_encoding(self) -> Item | None:
+        return await self._do(self.outbox.claim_encoding)
+
+    async def encoded(self, row: int, data: bytes, profiles: Iterable[bytes], decoded: Bundle | None) -> bool:
+        return await self._do(partial(self.outbox.encoded, row, data, profiles, decoded))
+
+    async def fail(self, row: int, reason: str) -> None:
+        await self._do(partial(self.outbox.fail, row, reason))
+
+    async def next_out(self, fragment_size: int, key: SigningKey, edges: Iterable[str] | None,
+                       ack_timeout: float, max_poll_interval: float) -> Outgoing | None:
+        return await self._do(partial(self.outbox.next_out, fragment_size, key, edges, ack_timeout,
+                                      max_poll_interval))
+
+    async def sent(self, out: Outgoing, ack_timeout: float) -> None:
+        await self._do(partial(self.outbox.sent, out, ack_timeout))
+
+    async def on_ack(self, ack: Ack, edge: str, ack_timeout: float, max_skew: float) -> AckOutcome:
+        return await self._do(partial(self.outbox.on_ack, ack, edge, ack_timeout, max_skew))
+
+    async def poll_urgent_now(self, edges: Iterable[str] | None) -> int:
+        return await self._do(partial(self.outbox.poll_urgent_now, edges))
+
+    async def set_link(self, connected: bool) -> None:
+        await self._do(partial(self.outbox.set_link, connected))
+
+    async def prune_log(self) -> None:
+        await self._do(self.outbox.prune_log)
