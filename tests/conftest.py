@@ -14,22 +14,6 @@ JFK_TEXT = (
 )
 
 
-# Test modules that load the speech models or run the daemons for minutes: marked ``slow``, so
-# ``pytest -m "not slow"`` runs the protocol, format, store, configuration and command-line
-# checks in seconds (CI runs everything).
-SLOW = {
-    "test_asr", "test_bench", "test_cast", "test_cli", "test_codecs", "test_diarization", "test_engines",
-    "test_prosody", "test_roundtrip", "test_speakers", "test_tiers", "test_voices", "test_deployment",
-    "test_hostile", "test_diskfull", "test_fuzz", "test_fit_voice", "test_console", "test_cli_hostile",
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.stem in SLOW:
-            item.add_marker(pytest.mark.slow)
-
-
 def shared_models(*parts: str) -> Path:
     path = SHARED.parent.joinpath("models", *parts)
     if not path.exists():

@@ -8,6 +8,8 @@ import pytest
 from relay.format.wire import decode_bundle
 from tests.conftest import JFK_TEXT, encoder, shared
 
+pytestmark = pytest.mark.slow  # loads the speech models
+
 
 def test_ljspeech_wer_with_tiny_en(lj_encoded, normalize):
     refs = [normalize(ref) for _, ref, _ in lj_encoded]

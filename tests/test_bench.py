@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import JFK_TEXT, shared, shared_models
+
+pytestmark = pytest.mark.slow  # loads the speech models
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 

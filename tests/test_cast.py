@@ -26,6 +26,8 @@ from relay.audio.speaker_embedder import SpeakerEmbedder
 from relay.voice.catalog import Catalog
 from relay.voice.voicebank import VoiceBank
 
+pytestmark = pytest.mark.slow  # loads the speech models
+
 TWO_SPEAKER = ["sample", "dev00", "dev01", "trn03"]
 
 

@@ -18,6 +18,8 @@ import pytest
 
 from tests.conftest import ROOT, shared
 
+pytestmark = pytest.mark.slow  # runs the commands with the speech models
+
 RELAY = shutil.which("relay", path=str(Path(sys.executable).parent)) or "relay"
 
 

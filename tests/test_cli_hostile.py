@@ -20,6 +20,8 @@ from relay.link.transfer import OutgoingTransfer
 from tests.conftest import ROOT
 from tests.test_daemons import one_line, run, write_configs
 
+pytestmark = pytest.mark.slow  # runs the commands with the speech models
+
 MARKUP = "Ops [/] brief [bold]x[/bold] :smile: [link=http://evil]y"
 URL = "https://example.org/" + "very-long-path/" * 6 + "index.html"
 

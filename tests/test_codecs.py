@@ -14,6 +14,8 @@ from relay.audio.codecs.base import pack_bits, unpack_bits
 from relay.audio.io import load_audio
 from relay.config import Codecs
 
+pytestmark = pytest.mark.slow  # loads the speech models
+
 # Whisper base on 6 LJSpeech clips heard 5.5 % WER from the originals; codec2-700C
 # measured 31-36 %, 1200 7-13 %, the rest 3-8 % over runs (int8 Whisper on two threads
 # is not bit-exact run to run, and a word is 1 % here). The bounds leave room for the

@@ -30,7 +30,10 @@ from tests.conftest import shared
 from tests.test_daemons import RELAY, one_line, run, write_configs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh)")
+pytestmark = [
+    pytest.mark.slow,  # drives chromium against both consoles
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh)"),
+]
 WAIT = 60_000  # ms: only a hung page takes this long
 SHOTS = os.environ.get("SPEECH_RELAY_SCREENSHOTS")
 PASSWORD = "station two"  # a folder: the README's screenshots are taken here

@@ -19,7 +19,7 @@ from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker
 from relay.format.limits import DecodeAbandoned, DecodeBudget
 from relay.format.wire import decode_bundle, encode_bundle
 
-pytestmark = pytest.mark.usefixtures("text_model")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("text_model")]  # slow: decodes through Whisper's text model
 DATA = Path(__file__).parent / "data"
 
 

@@ -11,6 +11,8 @@ from ground.evaluate import score
 from relay.audio.io import load_audio
 from relay.errors import ModelError
 
+pytestmark = pytest.mark.slow  # loads the speech models
+
 
 def test_sample_der_within_target(pyannote_refs, pyannote_diarized):
     rows, _ = score(pyannote_refs, {"sample": pyannote_diarized["sample"]}, collar=0.0)

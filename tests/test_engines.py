@@ -15,6 +15,8 @@ from relay.config import Voices
 from relay.errors import ModelError
 from relay.voice.catalog import Catalog
 
+pytestmark = pytest.mark.slow  # loads the speech models
+
 SENTENCE = "The ship will reach the harbour at dawn, and the crew expects calm weather for the next three days."
 
 

@@ -19,6 +19,8 @@ from relay.profiles import ProfileStore
 from relay.voice.catalog import Catalog
 from relay.voice.voicebank import VoiceBank
 
+pytestmark = pytest.mark.slow  # loads the speech models
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -37,6 +37,8 @@ from relay.link.signing import Keyring, SigningKey
 from relay.link.transfer import Manifest, OutgoingTransfer
 from relay.testing.configs import SAME_CLOCK
 
+pytestmark = pytest.mark.slow  # hypothesis over the decoders
+
 LIMITS = Limits(max_bundle_bytes=64 * 1024, max_body_bytes=256 * 1024, max_duration=3600.0, max_segments=500,
                 max_words=5000, max_text_chars=50_000, max_speakers=16, max_clips=200)
 PEAK = 48 * 1024 * 1024  # bytes one example may allocate at its peak

@@ -29,7 +29,10 @@ from relay.testing.bundles import real_bundle
 from relay.testing.hostile import Hostile
 from relay.testing.pair import Pair, publisher, wait_for
 
-pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed (scripts/setup.sh)")
+pytestmark = [
+    pytest.mark.slow,  # runs the daemons for minutes
+    pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed (scripts/setup.sh)"),
+]
 RELAY = str(Path(sys.executable).with_name("relay"))
 
 
@@ -87,11 +90,11 @@ def test_a_flood_on_the_edges_topic_stores_nothing_and_delays_little(pair):
 
     bid = decode_bundle(data).bundle_id
     with Hostile(pair.broker.port, None, None, ["relay/ship1/d"], [bid], rate=2000, seed=3) as flood:
-        time.sleep(2.0)
+        wait_for(lambda: flood.sent >= 4000, 600, "the flood under way")
         pair.queue(data, "real", "flash")
         pair.start("ground")
-        time.sleep(8.0)
-    assert flood.sent > 5000
+        wait_for(lambda: flood.sent >= 20000, 600, "the flood to go on while the real bundle is sent")
+    assert flood.sent >= 20000
     wait_for(lambda: pair.entries()[0]["state"] == "delivered", 600, "the real bundle delivered")
     wait_for(lambda: pair.entries()[0]["play_state"] == "played", 600, "the real bundle played")
     after = sum(p.stat().st_size for p in db.parent.glob("inbox.db*"))
@@ -157,9 +160,13 @@ def test_a_replay_to_an_edge_that_lost_its_store_is_refused(pair):
     raw = publisher(pair.broker.port)
     for i in range(old.count):
         raw.publish("relay/ship1/d", old.fragment(i).pack(), qos=1).wait_for_publish(5)
-    time.sleep(3.0)
-    assert len(list((pair.tmp / "played").glob("*.wav"))) == 1  # not played again
-    assert "signed before this edge's store began" in pair.log("edge")
+    wait_for(lambda: "signed before this edge's store began" in pair.log("edge"), 600, "the replay refused")
+    # and a positive control: a new bundle, queued after the replay, plays (so the replay had its chance)
+    pair.queue(real_bundle(30, "after"), "after")
+    wait_for(lambda: len(list((pair.tmp / "played").glob("*.wav"))) == 2, 600, "the next bundle played")
+    titles = {e["title"]: e for e in pair.entries()}
+    assert titles["after"]["play_state"] == "played"
+    assert len(list((pair.tmp / "played").glob("*.wav"))) == 2  # the replay not played again
     raw.loop_stop()
 
 

@@ -13,6 +13,8 @@ from relay.errors import ModelError
 from relay.voice.catalog import Catalog
 from relay.voice.prosody import MAX_PITCH_SHIFT, Prosody, change_voice, ratio_of
 
+pytestmark = pytest.mark.slow  # loads the speech models
+
 LINE = "The radio said a storm would reach the station by morning, so we tied everything down."
 
 

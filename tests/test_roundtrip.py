@@ -12,6 +12,8 @@ from edge.rehydrate import phrases, rehydrate, render
 from relay.audio.io import SAMPLE_RATE, resample
 from relay.format.wire import decode_bundle
 
+pytestmark = pytest.mark.slow  # loads the speech models
+
 
 def test_rehydrated_speech_says_what_the_bundle_says(lj_encoded, piper, base_listener, normalize):
     """dWER: the rehydrated speech, transcribed by Whisper base, against the

@@ -11,6 +11,8 @@ from ground.diarize import Turn
 from relay.format.bundle import Segment, Word
 from relay.profiles import ProfileStore
 
+pytestmark = pytest.mark.slow  # loads the speech models
+
 
 def _seg(*words: tuple[str, float, float]) -> Segment:
     ws = tuple(Word(t, s, e) for t, s, e in words)

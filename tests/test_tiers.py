@@ -14,6 +14,8 @@ from ground.tiers import RICHNESS
 from relay.audio.io import SAMPLE_RATE, load_audio, resample
 from relay.format.wire import decode_bundle
 
+pytestmark = pytest.mark.slow  # loads the speech models
+
 JINGLE_HZ = 392.0  # G4: the jingle's fundamental
 
 

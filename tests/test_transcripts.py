@@ -22,6 +22,8 @@ from relay.testing.bundles import conversation
 from relay.testing.configs import SAME_CLOCK
 from tests.test_daemons import one_line, run, write_configs
 
+pytestmark = pytest.mark.slow  # decodes through Whisper's text model
+
 VTT_TIMING = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}$")
 SRT_TIMING = re.compile(r"^\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}$")
 

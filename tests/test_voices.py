@@ -14,6 +14,8 @@ from relay.format.profile import VoiceProfile
 from relay.voice.catalog import Catalog
 from relay.voice.voicebank import VoiceBank
 
+pytestmark = pytest.mark.slow  # loads the speech models
+
 
 @pytest.fixture(scope="module")
 def encoder() -> SpeakerEmbedder:

@@ -18,7 +18,7 @@ from relay.format.profile import VoiceProfile
 from relay.format.wire import decode_bundle, encode_bundle, field_bits, version_of
 from tests.conftest import shared
 
-pytestmark = pytest.mark.usefixtures("text_model")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("text_model")]  # slow: decodes through Whisper's text model
 
 PINNED_FREQUENCIES = "463fb5eb1ac3f1eb"  # sha256 of the integer frequencies, first 16 hex digits
 JFK = "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country."

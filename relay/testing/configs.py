@@ -39,8 +39,9 @@ def write_station(folder: Path, ground_port: int, edge_port: int | None = None, 
     ``ground`` and ``edges`` add or override keys, section by section (``edges``
     for the edge's file). ``ground_key``, ``edge_key``: keys to use (new ones otherwise)."""
     ground_key, edge_key = ground_key or SigningKey.generate(), edge_key or SigningKey.generate()
-    ground_key.save(folder / "ground.key")
-    edge_key.save(folder / "edge.key")
+    for key, name in ((ground_key, "ground.key"), (edge_key, "edge.key")):
+        if not (folder / name).exists():  # a key file already there is the one passed (a station set up again)
+            key.save(folder / name)
     g: Sections = {
         "ground": {"state_dir": f"{folder}/ground", "signing_key": f"{folder}/ground.key", "default_edge": edge},
         "edges": {edge: {"key": edge_key.public.text()}},
