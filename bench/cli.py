@@ -1,4 +1,4 @@
-"""``relay bench``: the whole system on one recording, every tier side by side.
+"""Every tier on one recording, side by side (``relay bench``): the whole system measured.
 
 It runs both sides (the ground's :class:`ground.encoder.Encoder`, the edge's
 :class:`edge.player.Player`) and listens to the result with the test extras

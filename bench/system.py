@@ -1,4 +1,4 @@
-"""``relay bench``: every tier on the same recording, side by side.
+"""Every tier on the same recording, side by side (``relay bench``).
 
 One ASR pass and one diarization (the ground's work is the same for every
 tier: only what travels differs), then per tier: pack the bundle, read it back

@@ -1,4 +1,4 @@
-"""Live capture's delay (issue 15): from speech said at the ground to the
+"""Live capture's delay: from speech said at the ground to the
 edge speaking it, over the thin-link simulator.
 
 A recording is played in as if from a line-in, in real time (the sound card

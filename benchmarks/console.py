@@ -1,4 +1,4 @@
-"""The station console's figures (issue 15): page weight, and time to first
+"""The station console's figures: page weight, and time to first
 audio in the browser for a bundle nobody has listened to yet.
 
 A station is made in a temporary folder (an edge store with a 30-second

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What decoding a format v2 bundle costs, worst case first (issue 24).
+"""What decoding a format v2 bundle costs, worst case first.
 
 Every text token costs the reader one step of Whisper tiny.en's decoder
 (integer arithmetic), so what a bundle costs to read is how many tokens it

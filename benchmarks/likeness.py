@@ -1,4 +1,4 @@
-"""Whose voice: how much the edge's voice for a speaker sounds like them (issue 14).
+"""Whose voice: how much the edge's voice for a speaker sounds like them.
 
 For each speaker, a profile is measured from one half of their speech, as the
 ground does (CAM++ embedding, pitch, colour); the edge casts a voice for it

@@ -1,4 +1,4 @@
-"""Who is speaking in a live stream (issue 15): does each part's speaker get
+"""Who is speaking in a live stream: does each part's speaker get
 linked to the same speaker in the stream's earlier parts?
 
 Each recording is cut as ``relay ground capture`` cuts it (at pauses, parts

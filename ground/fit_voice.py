@@ -1,4 +1,4 @@
-"""A voice fitted to each speaker at the ground, shipped once in the profile (issue 14).
+"""A voice fitted to each speaker at the ground, shipped once in the profile.
 
 The edge can only pick the nearest of its stock voices; the ground has the
 speaker's real audio and the compute to do better. It tries each of Kokoro's

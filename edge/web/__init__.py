@@ -1,1 +1,1 @@
-"""The station console (issue 15): web pages served by the daemons."""
+"""The station console: web pages served by the daemons."""

@@ -1,5 +1,5 @@
 """The station console at the edge: a page to listen to, read and search
-what the station received (issue 15).
+what the station received.
 
 A Starlette app over the edge's own stores: the inbox (what was received,
 played, quarantined), the transcript index (:mod:`edge.search`) and the same

@@ -1,1 +1,1 @@
-"""The ground's station console (issue 15): the queue, uploads, each edge's link."""
+"""The ground's station console: the queue, uploads, each edge's link."""

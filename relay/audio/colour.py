@@ -10,7 +10,7 @@ phrase by the difference between the speaker's shape and the voice's own
 (measured on the voice bank's passage), bounded so a few bands cannot turn
 speech into a whistle. Shared by both sides so both measure alike.
 
-An equaliser is the floor of voice likeness, not the goal (issue 14): it
+An equaliser is the floor of voice likeness, not the goal: it
 moves the long-term spectrum only, not the formants' movements or the pitch.
 Sixteen bands: 8, 16, 32 and 64 measured 0.27, 0.30, 0.34 and 0.35 on the
 independent judge's normalised scale for the LJSpeech reader, and 32 or 64
