@@ -49,7 +49,7 @@ def ordered(*order: str) -> type[TyperGroup]:
     return Ordered
 
 
-app = typer.Typer(rich_markup_mode=None, 
+app = typer.Typer(rich_markup_mode=None,
     name="relay",
     help="speech-relay: speech to a few hundred bytes and back, over thin links.",
     no_args_is_help=True,
