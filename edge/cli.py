@@ -24,10 +24,10 @@ from rich.text import Text
 from relay.cli import keys_app, ordered, plain_console, with_flags
 
 console = plain_console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
-edge_app = typer.Typer(rich_markup_mode=None, help="The edge: the daemon, decoding, voices, what was received, keys.", no_args_is_help=True,
+edge_app = typer.Typer(help="The edge: the daemon, decoding, voices, what was received, keys.", no_args_is_help=True,
                        cls=ordered("run", "decode", "voices", "import", "ls", "search", "text", "play", "replay",
                                    "prune", "web", "keys"))
-voices_app = typer.Typer(rich_markup_mode=None, help="The TTS voices this edge can speak with.", no_args_is_help=True)
+voices_app = typer.Typer(help="The TTS voices this edge can speak with.", no_args_is_help=True)
 CONFIG_HELP = ("edge configuration (default: $SPEECH_RELAY_EDGE_CONFIG, /etc/speech-relay/edge.toml, "
                "or the packaged defaults)")
 Config = typer.Option(None, "--config", "-c", help=CONFIG_HELP)

@@ -26,12 +26,12 @@ from relay.cli import keys_app, ordered, plain_console, stage_bars, with_flags
 
 console = plain_console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 MAX_ID = 2**63 - 1  # SQLite's largest integer: an id beyond it is a usage error, not a crash
-ground_app = typer.Typer(rich_markup_mode=None, help="The ground station: the daemon, encoding, speakers, the queue, keys.",
+ground_app = typer.Typer(help="The ground station: the daemon, encoding, speakers, the queue, keys.",
                          no_args_is_help=True,
                          cls=ordered("run", "encode", "speakers", "queue", "export", "status", "prune", "capture",
                                      "web", "keys"))
-speakers_app = typer.Typer(rich_markup_mode=None, help="Known speakers: enroll, list, remove.", no_args_is_help=True)
-queue_app = typer.Typer(rich_markup_mode=None, help="The queue of bundles to send.", no_args_is_help=True)
+speakers_app = typer.Typer(help="Known speakers: enroll, list, remove.", no_args_is_help=True)
+queue_app = typer.Typer(help="The queue of bundles to send.", no_args_is_help=True)
 CONFIG_HELP = ("ground configuration (default: $SPEECH_RELAY_GROUND_CONFIG, /etc/speech-relay/ground.toml, "
                "or the packaged defaults)")
 Config = typer.Option(None, "--config", "-c", help=CONFIG_HELP)

@@ -81,7 +81,7 @@ def with_flags(settings: M, section: str, /, **flags: object) -> M:
         raise typer.BadParameter(str(e)) from None
 
 
-keys_app = typer.Typer(rich_markup_mode=None, help="Ed25519 signing keys: the ground's and each edge's.", no_args_is_help=True)
+keys_app = typer.Typer(help="Ed25519 signing keys: the ground's and each edge's.", no_args_is_help=True)
 
 
 @keys_app.command("init")
@@ -117,7 +117,7 @@ def keys_show(key: Path = typer.Argument(..., help="the private key file")) -> N
     print(SigningKey.load(key).public.text())
 
 
-web_app = typer.Typer(rich_markup_mode=None, help="The station consoles' login (relay ground web, relay edge web serve them).",
+web_app = typer.Typer(help="The station consoles' login (relay ground web, relay edge web serve them).",
                       no_args_is_help=True)
 app.add_typer(web_app, name="web")
 
