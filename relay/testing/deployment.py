@@ -147,8 +147,14 @@ class Deployment:
                    f"{self.edge}.key": certs / f"{self.edge}.key"},
             replace={"ground.example.net:8883": f"127.0.0.1:{self.link.port}", "ship1": self.edge,
                      "restart_timeout 10 300": "restart_timeout 1 5"})
-        self.ship_broker.start()
-        self._write_configs()
+        try:
+            self.ship_broker.start()
+            self._write_configs()
+        except BaseException:  # what started is stopped again: a failed set-up leaves no broker behind
+            self.ship_broker.stop()
+            self.link.__exit__()
+            self.ground_broker.stop()
+            raise
         self._watching.set()
         self._watchdog = threading.Thread(target=self._watch, name="broker-watchdog", daemon=True)
         self._watchdog.start()
