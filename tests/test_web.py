@@ -282,6 +282,7 @@ def test_other_names_old_sessions_and_huge_ids_are_refused(tmp_path):
 
 
 def test_a_growing_wav_is_exactly_as_long_as_declared_and_readable_as_it_grows(tmp_path):
+    import os
     import threading
 
     import numpy as np
@@ -312,6 +313,12 @@ def test_a_growing_wav_is_exactly_as_long_as_declared_and_readable_as_it_grows(t
     with pytest.raises(OSError, match="voice failed"):
         failed.wait_for(100)
     assert not (tmp_path / "d.wav").exists()
+    # the rendering finishes between a reader's look at `done` and its open: the whole file is read instead
+    racing = GrowingWav(tmp_path / "e.wav", 16000, frames=800)
+    racing.write(np.full(800, 0.5, np.float32))
+    racing._file.close()
+    os.replace(racing.partial, racing.path)  # close()'s rename, before it sets `done`
+    assert len(b"".join(racing.read(0, racing.size))) == racing.size
     size = 1000
     assert byte_range("bytes=0-", size) == (0, 1000) and byte_range("bytes=100-199", size) == (100, 200)
     assert byte_range("bytes=-100", size) == (900, 1000) and byte_range("bytes=900-5000", size) == (900, 1000)

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -91,13 +92,22 @@ class GrowingWav:
                 raise OSError(self.failed)
             return self.written
 
+    def _open(self) -> BinaryIO:
+        """The file as it is now: the partial one, or (renamed as the rendering
+        finished, between the check and the open) the whole one."""
+        for path in (self.path,) if self.done else (self.partial, self.path):
+            try:
+                return path.open("rb")
+            except FileNotFoundError:
+                continue
+        raise OSError(self.failed or "the rendering's file is gone")
+
     def read(self, start: int, end: int, is_gone: Callable[[], bool] = lambda: False) -> Iterator[bytes]:
         """Bytes ``start``..``end`` (exclusive), each chunk as soon as it is written."""
         pos = start
         while pos < end and not is_gone():
             have = self.wait_for(min(end, pos + CHUNK))
-            path = self.path if self.done else self.partial
-            with path.open("rb") as f:
+            with self._open() as f:
                 f.seek(pos)
                 data = f.read(min(have, end) - pos)
             if not data:
