@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 from relay.config import EdgeConfig, EdgeLink
 from relay.db import connect, transaction
@@ -42,7 +40,7 @@ from relay.link.receiver import Receiver
 from relay.link.signing import Keyring, VerifyKey
 from relay.link.transfer import Manifest
 from relay.profiles import ProfileStore
-from relay.storage import Waiter, persist
+from relay.storage import Durable, Waiter
 
 SCHEMA = receiver.SCHEMA + """
 CREATE TABLE IF NOT EXISTS bundles (
@@ -59,7 +57,6 @@ CREATE INDEX IF NOT EXISTS stream_parts_order ON stream_parts (stream, part);
 CREATE TABLE IF NOT EXISTS plays (bundle_id BLOB NOT NULL, at REAL NOT NULL, how TEXT NOT NULL, output TEXT);
 """
 ACCEPTED, REJECTED, QUARANTINED = "accepted", "rejected", "quarantined"
-T = TypeVar("T")
 
 
 class InboxError(RelayError):
@@ -424,7 +421,7 @@ def _stored(row: tuple) -> Stored:
 
 
 
-class DurableInbox:
+class DurableInbox(Durable):
     """The daemon's store: every call that writes waits out a full or failing
     disk (the waiter prunes once, then retries with a pause, logging the
     episode's start and end) instead of failing, so a daemon reads as what it
@@ -432,11 +429,8 @@ class DurableInbox:
     :class:`Inbox` itself: an operator is told at once."""
 
     def __init__(self, inbox: Inbox, waiter: Waiter) -> None:
+        super().__init__(waiter)
         self.inbox = inbox
-        self.waiter = waiter
-
-    async def _do(self, fn: Callable[[], T]) -> T:
-        return await persist(fn, self.waiter)
 
     async def receive(self, frag: Fragment) -> Received:
         return await self._do(partial(self.inbox.receive, frag))

@@ -29,13 +29,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 from relay.db import connect, transaction
 from relay.errors import RelayError
@@ -44,7 +43,7 @@ from relay.format.limits import DEFAULT_LIMITS, Limits
 from relay.link.messages import POLL, Ack, AckState, Poll, Priority, RejectCode
 from relay.link.signing import SigningKey
 from relay.link.transfer import OutgoingTransfer
-from relay.storage import Waiter, persist
+from relay.storage import Durable, Waiter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -88,7 +87,6 @@ CREATE TABLE IF NOT EXISTS link_state (
 );
 """
 SCHEMA_VERSION = 2
-T = TypeVar("T")
 MAX_RESIGNS = 3  # an edge that keeps calling a fresh signature stale has a clock problem: fail with its reason
 
 
@@ -687,7 +685,7 @@ UPDATE outbox SET state = 'ready', head = NULL, pending = NULL, count = NULL, ne
 """
 
 
-class DurableOutbox:
+class DurableOutbox(Durable):
     """The daemon's queue: every call waits out a full or failing disk (the
     waiter prunes once, then retries with a pause, logging the episode's start
     and end) instead of failing, so the daemon reads as what it does
@@ -695,11 +693,8 @@ class DurableOutbox:
     itself: an operator is told at once."""
 
     def __init__(self, outbox: Outbox, waiter: Waiter) -> None:
+        super().__init__(waiter)
         self.outbox = outbox
-        self.waiter = waiter
-
-    async def _do(self, fn: Callable[[], T]) -> T:
-        return await persist(fn, self.waiter)
 
     async def recover(self) -> int:
         return await self._do(self.outbox.recover)

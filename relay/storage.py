@@ -215,3 +215,15 @@ def persist_blocking(fn: Callable[[], T], waiter: Waiter) -> T:
             continue
         waiter.ok()
         return result
+
+
+class Durable:
+    """A store as a daemon uses it: every call waits out a full or failing disk
+    (the waiter prunes once, then retries with a pause, logging the episode's
+    start and end) instead of failing. Subclasses name the calls."""
+
+    def __init__(self, waiter: Waiter) -> None:
+        self.waiter = waiter
+
+    async def _do(self, fn: Callable[[], T]) -> T:
+        return await persist(fn, self.waiter)
