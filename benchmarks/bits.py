@@ -67,7 +67,7 @@ def main() -> None:
     transcriber = Transcriber("tiny.en", cpu_threads=2)
     tmp = Path(tempfile.mkdtemp())
     store = ProfileStore(tmp / "profiles.db")
-    ground = Encoder(GroundConfig(ground=GroundSection(model="tiny.en", beam_size=5, diarize=True)),
+    ground = Encoder(GroundConfig(ground=GroundSection(model="tiny.en", beam_size=5, diarize=True, fit_voices=False)),
                      transcriber=transcriber, store=store)
     rows = []
 

@@ -151,7 +151,7 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     extra = unseen()
     references = load_rttm(sorted(SHARED.rglob("*.rttm")))  # the shared seven and any added later
-    ground = Encoder(GroundConfig(ground=GroundSection(model=args.model, beam_size=args.beam_size)),
+    ground = Encoder(GroundConfig(ground=GroundSection(model=args.model, beam_size=args.beam_size, fit_voices=False)),
                      transcriber=transcriber, diarizer=diarizer, store=None)
 
     turns, spans, per_file = {}, {}, {}

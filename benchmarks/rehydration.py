@@ -202,7 +202,8 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="rehydration-"))
     base, diarizer = Transcriber("base"), Diarizer()
     one = Encoder(GroundConfig(ground=GroundSection(model="base", diarize=False)), transcriber=base, store=None)
-    two_ = Encoder(GroundConfig(ground=GroundSection(model="base")), transcriber=base, diarizer=diarizer, store=None)
+    two_ = Encoder(GroundConfig(ground=GroundSection(model="base", fit_voices=False)), transcriber=base,
+                   diarizer=diarizer, store=None)
     originals: dict[str, str] = {}
     for clip in track(clips, description="encoding (Whisper base)", console=console):
         two = clip.suffix == ".wav"

@@ -26,6 +26,12 @@ because the embedding alone can prefer a voice an octave away.
   the voices above ``SEPARATE``): two people given two similar voices are
   heard as one by a listener and by a diarizer.
 * Only if a bundle has more speakers than there are voices are voices reused.
+* A voice of the other apparent sex costs as much as one out of reach
+  (:data:`OTHER_SEX`), as :mod:`relay.voice.person` tells them apart. The
+  embedding alone picked a man's voice for a woman of 211 Hz on the demo call.
+* For English text, voices of English speakers come first: a Kokoro style
+  trained on another language reads English with its accent (Whisper's
+  WER 5.2 % against 0.7 % on English styles) and costs :data:`FOREIGN`.
 * espeak-ng is the fallback: its voices carry a penalty, so they are chosen
   only when no neural voice is free or close.
 """
@@ -44,12 +50,16 @@ import numpy as np
 from relay.db import connect
 from relay.errors import ModelError
 from relay.format.profile import VoiceProfile
+from relay.voice.person import foreign, speaker_sex, voice_sex
 from relay.voice.prosody import MAX_PITCH_SHIFT
 from relay.voice.voicebank import VoiceTraits
 
 PITCH_WEIGHT = 0.03  # cost per semitone of pitch difference (1 - cosine is in [0, 2])
 NO_PROFILE_COST = 1.0
-ENGINE_PENALTY = {"espeak": 0.5}  # formant synthesis: intelligible, but the last resort
+# formant synthesis: intelligible, but the last resort, after a neural voice with a foreign accent
+ENGINE_PENALTY = {"espeak": 0.95}
+FOREIGN = 0.45  # a neural voice trained on another language, for English text
+OTHER_SEX = 1.0  # a voice of the other apparent sex (relay.voice.person)
 # Voices of one bundle should not sound like one person: pyannote's clustering (ground.diarize,
 # threshold 0.85 on unit CAM++ vectors) merges centroids closer than cosine 0.64; a pair of voices
 # above SEPARATE costs CLASH_WEIGHT per unit of cosine over it (set from that threshold, not fitted).
@@ -82,13 +92,22 @@ def _semitones(a: float, b: float) -> float:
     return abs(12 * math.log2(a / b)) if a > 0 and b > 0 else 0.0
 
 
-def cost(profile: VoiceProfile | None, voice: VoiceTraits) -> float:
-    penalty = ENGINE_PENALTY.get(voice.key.split(":", 1)[0], 0.0)
+def tier(profile: VoiceProfile | None, voice: VoiceTraits, english: bool = True) -> float:
+    """What a voice costs before likeness: its engine, its accent, and for a
+    speaker with a profile, pitch out of reach and the other sex."""
+    penalty = ENGINE_PENALTY.get(voice.key.split(":", 1)[0], 0.0) + (FOREIGN if english and foreign(voice) else 0.0)
     if profile is None:
-        return NO_PROFILE_COST + penalty
+        return penalty
+    reach = UNREACHABLE if _semitones(profile.f0_median, voice.f0_median) > REACH else 0.0
+    sex = speaker_sex(profile.f0_median)
+    return penalty + reach + (OTHER_SEX if sex and voice_sex(voice) not in (sex, "") else 0.0)
+
+
+def cost(profile: VoiceProfile | None, voice: VoiceTraits, english: bool = True) -> float:
+    if profile is None:
+        return NO_PROFILE_COST + tier(profile, voice, english)
     gap = _semitones(profile.f0_median, voice.f0_median)
-    reach = UNREACHABLE if gap > REACH else 0.0
-    return 1.0 - profile.similarity(voice.embedding) + PITCH_WEIGHT * gap + reach + penalty
+    return 1.0 - profile.similarity(voice.embedding) + PITCH_WEIGHT * gap + tier(profile, voice, english)
 
 
 def pitch_gap(profile: VoiceProfile | None, voice: VoiceTraits) -> float | None:
@@ -136,7 +155,7 @@ def _clash(voices: Sequence[VoiceTraits]) -> float:
 
 def _assign(
     rest: list[int], profiles: Sequence[VoiceProfile | None], pool: Sequence[VoiceTraits],
-    others: Sequence[VoiceTraits] = (),
+    others: Sequence[VoiceTraits] = (), english: bool = True,
 ) -> dict[int, VoiceTraits]:
     """Joint assignment of ``rest`` to ``pool``, one base voice per speaker
     when the pool has enough distinct bases, else one key per speaker. With up
@@ -149,7 +168,7 @@ def _assign(
     for v in pool:
         bases.setdefault(_base(v.key), []).append(v)
     groups = list(bases.values()) if len(bases) >= len(rest) else [[v] for v in pool]
-    costs = [[[cost(profiles[i], v) for v in g] for g in groups] for i in rest]
+    costs = [[[cost(profiles[i], v, english) for v in g] for g in groups] for i in rest]
     matrix = np.array([[min(c) for c in row] for row in costs])
     if 1 < len(rest) + len(others) and len(rest) <= JOINT_MAX:
         top = [list(np.argsort(row)[:JOINT_TOP]) for row in matrix]
@@ -168,9 +187,13 @@ def _assign(
 
 
 def assign_voices(
-    profiles: Sequence[VoiceProfile | None], voices: Sequence[VoiceTraits], store: AssignmentStore | None = None
+    profiles: Sequence[VoiceProfile | None], voices: Sequence[VoiceTraits], store: AssignmentStore | None = None,
+    *, english: bool = True, others: Sequence[VoiceTraits] = (),
 ) -> list[Choice]:
-    """One voice per speaker (index order of ``profiles``); see the module doc."""
+    """One voice per speaker (index order of ``profiles``); see the module doc.
+    ``english``: the text is English (voices of English speakers first);
+    ``others``: voices other speakers of the bundle already have (fitted at
+    the ground), which these should not sound like."""
     if not voices:
         raise ModelError("no measured voices to choose from (relay edge voices measure)")
     by_key = {v.key: v for v in voices}
@@ -178,7 +201,9 @@ def assign_voices(
     used: set[str] = set()
     for i, p in enumerate(profiles):
         key = store.get(p.profile_id) if (store is not None and p is not None) else None
-        if p is not None and key is not None and key in by_key and key not in used:
+        # kept while no voice of a better tier has come (a voice set installed since, say)
+        if (p is not None and key is not None and key in by_key and key not in used
+                and tier(p, by_key[key], english) <= min(tier(p, v, english) for v in voices)):
             chosen[i] = Choice(i, key, p.similarity(by_key[key].embedding), True, pitch_gap(p, by_key[key]))
             used.add(key)
     rest = [i for i in range(len(profiles)) if i not in chosen]
@@ -190,8 +215,8 @@ def assign_voices(
             pool = fresh  # a base voice of its own for every speaker left
         else:
             pool = free if free else list(voices)  # bases run out: variants; voices run out: reuse
-        cast_already = [by_key[k] for k in used if k in by_key]
-        for i, v in _assign(rest, profiles, pool, cast_already).items():
+        cast_already = [*others, *(by_key[k] for k in used if k in by_key)]
+        for i, v in _assign(rest, profiles, pool, cast_already, english).items():
             p = profiles[i]
             chosen[i] = Choice(i, v.key, p.similarity(v.embedding) if p is not None else None, False, pitch_gap(p, v))
             used.add(v.key)

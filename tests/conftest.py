@@ -98,6 +98,8 @@ def _isolated_home(tmp_path_factory):
     measures from scratch what a fresh machine would."""
     os.environ["SPEECH_RELAY_HOME"] = str(tmp_path_factory.mktemp("home"))
     os.environ["SPEECH_RELAY_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    # a voice fitted to every new speaker is 45 s of CPU each: only the tests of fitting ask for it
+    os.environ["SPEECH_RELAY_FIT_VOICES"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -34,17 +34,20 @@ def test_engines_are_detected_and_unavailable_ones_say_why(catalog, monkeypatch)
     keys = [v.key for v in catalog.voices(variants=False)]
     assert len(keys) == len(set(keys))
     assert "piper:en_US-joe-medium" in keys
-    assert sum(k.startswith("kokoro:") for k in keys) == 15  # 5 styles + 10 half-and-half blends
+    # the v1.0 set's 54 styles (the packaged five among them) + 10 half-and-half blends of the five
+    assert sum(k.startswith("kokoro:") for k in keys) == 54 + 10
+    assert sum(k.startswith("kokoro:a") or k.startswith("kokoro:b") for k in keys) == 28  # English speakers
     assert sum(k.startswith("espeak:") for k in keys) == 16
     every = [v.key for v in catalog.voices()]
     assert len(every) == len(set(every))
-    # timbre variants: 4 for joe and for each of Kokoro's 5 pure styles, none for blends or espeak
-    assert sum("~" in k for k in every) == 4 * (1 + 5)
+    # timbre variants: 4 for joe and for each of Kokoro's 54 pure styles, none for blends or espeak
+    assert sum("~" in k for k in every) == 4 * (1 + 54)
     assert not any("~" in k and ("+" in k.split("~")[0] or k.startswith("espeak:")) for k in every)
 
 
 @pytest.mark.parametrize(
-    "key", ["piper:en_US-joe-medium", "kokoro:jm_kumo", "kokoro:jf_alpha+jm_kumo", "espeak:en-us+m3"]
+    "key", ["piper:en_US-joe-medium", "kokoro:jm_kumo", "kokoro:jf_alpha+jm_kumo", "kokoro:bf_emma",
+            "kokoro:am_michael", "espeak:en-us+m3"]
 )
 def test_every_engine_speaks_intelligibly_and_follows_the_rate(catalog, base_listener, normalize, key):
     engine = catalog.load(key)

@@ -48,7 +48,7 @@ def test_fitting_sentences_are_the_speakers_own_with_one_held_out():
     assert _sentences(["too short", "yes"]) == (list(FIT_SENTENCES[:-1]), FIT_SENTENCES[-1])
 
 
-def test_the_edge_speaks_the_fitted_voice_and_falls_back_without_its_styles(reader):
+def test_the_edge_speaks_the_fitted_voice_and_falls_back_without_its_styles(reader, caplog):
     catalog = Catalog()
     bank = VoiceBank(catalog)
     fitted = reader.with_fitted(FittedVoice("kokoro", (("jf_alpha", 0.7), ("jm_kumo", 0.3)), 0.96))
@@ -57,12 +57,25 @@ def test_the_edge_speaks_the_fitted_voice_and_falls_back_without_its_styles(read
     assert choice.fitted and choice.voice.startswith("kokoro:mix/") and choice.voice.endswith("~p+0f0.96")
     audio = chosen.voices[0].synthesize("The ship will reach the harbour at dawn.")
     assert len(audio) > chosen.voices[0].sample_rate  # it speaks
+    # two speakers the ground fitted to one voice: the second is cast from the bank, apart from the first
+    rng = np.random.default_rng(4)
+    near = reader.vector() + 0.2 * rng.normal(size=reader.vector().shape).astype(np.float32)
+    twin = VoiceProfile.create(near / np.linalg.norm(near), reader.f0_median, reader.f0_range, 160.0)
+    pair = cast([fitted, twin.with_fitted(fitted.fitted)], catalog, bank).choices
+    assert pair[0].fitted and not pair[1].fitted and pair[1].voice.split("~")[0] != pair[0].voice.split("~")[0]
     stock = cast([reader], catalog, bank).choices[0]
     assert not stock.fitted
-    unknown = reader.with_fitted(FittedVoice("kokoro", (("af_heart", 1.0),)))  # a style this edge lacks
-    assert cast([unknown], catalog, bank).choices[0].voice == stock.voice
+    assert stock.voice.startswith(("kokoro:af_", "kokoro:bf_"))  # an English woman's voice for an English woman
+    caplog.set_level("WARNING", "relay.edge")
+    # styles this edge lacks (a newer set's, or a name no set has), alone or beside one it has
+    for mix in ((("xf_nobody", 1.0),), (("af_heart", 0.6), ("xf_nobody", 0.4))):
+        caplog.clear()
+        unknown = reader.with_fitted(FittedVoice("kokoro", mix))
+        assert cast([unknown], catalog, bank).choices[0].voice == stock.voice
+        assert [r.getMessage() for r in caplog.records if "'xf_nobody'" in r.getMessage()], caplog.text
     other_engine = reader.with_fitted(FittedVoice("styletts", (("jf_alpha", 1.0),)))
     assert cast([other_engine], catalog, bank).choices[0].voice == stock.voice
+    assert "'styletts', which this edge cannot speak" in caplog.text
 
 
 def test_the_ground_fits_stored_speakers_and_resends_them(reader, campplus, tmp_path):

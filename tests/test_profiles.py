@@ -185,14 +185,19 @@ def test_a_fitted_voice_travels_in_the_profile_under_300_bytes():
     ["kokoro", ["s", 1] * 9],  # too many styles
     ["kokoro", [b"jf_alpha", 1000]],  # bytes, not text
 ])
-def test_a_hostile_fitted_voice_is_refused(bad, monkeypatch):
+def test_a_hostile_fitted_voice_is_ignored_in_one_line(bad, monkeypatch, caplog):
+    """The rest of the profile is sound: the bundle plays, the edge casts from its own voices."""
     p = VoiceProfile.create(_unit(8), 180.0, 6.0, 150.0)
     fields = [*p.wire_fields(), None, None, bad]
     monkeypatch.setattr(VoiceProfile, "wire_fields", lambda self: fields)  # what a hostile ground would pack
     data = encode_bundle(_bundle([Speaker("A", p.profile_id, p)]))
     monkeypatch.undo()
-    with pytest.raises(BundleError):
-        decode_bundle(data)
+    caplog.set_level("WARNING", "relay.format")
+    back = decode_bundle(data).speakers[0].profile
+    assert back is not None and back.fitted is None and back.profile_id == p.profile_id
+    assert back.f0_median == pytest.approx(p.f0_median)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "fitted voice is ignored" in lines[0] and "\n" not in lines[0]
 
 
 def test_store_keeps_the_fitted_voice(tmp_path):

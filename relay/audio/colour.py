@@ -29,6 +29,10 @@ STEP_DB = COLOUR_STEP_DB  # wire resolution
 MAX_GAIN_DB = 12.0  # the equaliser never lifts or cuts a band by more
 FFT = 512
 TAPS = 255  # linear-phase FIR; 16 ms at 16 kHz, shorter than a phoneme's onset
+# A narrowband channel: the shape falls this much from one band to the next, at 2 kHz or above
+# (the telephone call: 30 dB between 3.5 and 4.2 kHz; wideband speech falls under 10 dB a band).
+CLIFF_DB, CLIFF_FROM_HZ = 20.0, 2000.0
+STOP_DB = 40.0  # what the equaliser leaves above a band-limited speaker's channel
 
 
 def _mel(hz: np.ndarray | float) -> np.ndarray:
@@ -98,27 +102,50 @@ def from_bytes(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=np.int8).astype(np.float64) * STEP_DB
 
 
-def equaliser_gains(speaker: np.ndarray, voice: np.ndarray) -> np.ndarray:
+def bandwidth(shape: np.ndarray) -> float | None:
+    """Where a narrowband channel (a telephone line, a low-rate codec) cuts the
+    speaker's speech off: the upper edge of the band after which the shape
+    falls :data:`CLIFF_DB` or more at once, at 2 kHz or above; None for
+    wideband speech, whose spectrum slopes down without a cliff."""
+    edges = band_edges()
+    values = np.asarray(shape, dtype=np.float64)
+    for i in range(len(values) - 1):
+        if edges[i + 1] >= CLIFF_FROM_HZ and values[i] - values[i + 1] >= CLIFF_DB:
+            return float(edges[i + 1])
+    return None
+
+
+def equaliser_gains(speaker: np.ndarray, voice: np.ndarray, top_hz: float | None = None) -> np.ndarray:
     """Per-band gain (dB) that gives ``voice``'s shape ``speaker``'s, bounded,
-    mean zero (loudness is the level's business, not the colour's)."""
+    mean zero (loudness is the level's business, not the colour's). With
+    ``top_hz`` (a band-limited speaker, the voice low-passed there) only the
+    bands below it are matched and the mean is taken over them."""
     gains = np.clip(np.asarray(speaker) - np.asarray(voice), -MAX_GAIN_DB, MAX_GAIN_DB)
-    return gains - gains.mean()
+    if top_hz is None:
+        return gains - gains.mean()
+    inside = band_centres() < top_hz
+    gains = gains - gains[inside].mean()
+    return np.where(inside, gains, 0.0)
 
 
-def equalise(audio: np.ndarray, sample_rate: int, gains_db: np.ndarray) -> np.ndarray:
+def equalise(audio: np.ndarray, sample_rate: int, gains_db: np.ndarray, top_hz: float | None = None) -> np.ndarray:
     """``audio`` through a linear-phase FIR with ``gains_db`` at the band
     centres (interpolated in log frequency, flat beyond the outer bands), its
-    RMS kept. The delay of the filter is removed, so timing is unchanged."""
+    RMS kept, and with ``top_hz`` nothing above it (:data:`STOP_DB` down: the
+    speaker's channel ends there). The delay of the filter is removed, so
+    timing is unchanged."""
     from scipy.signal import firwin2, oaconvolve
 
     x = np.asarray(audio, dtype=np.float32)
-    if len(x) == 0 or not np.any(np.asarray(gains_db)):
+    if len(x) == 0 or (not np.any(np.asarray(gains_db)) and top_hz is None):
         return x
     nyquist = sample_rate / 2.0
     centres = band_centres()
     grid = np.linspace(0.0, nyquist, 257)
     logf = np.log(np.clip(grid, centres[0], centres[-1]))
     gain = 10.0 ** (np.interp(logf, np.log(centres), gains_db) / 20.0)
+    if top_hz is not None:
+        gain = np.where(grid <= top_hz, gain, 10.0 ** (-STOP_DB / 20.0))
     taps = firwin2(TAPS, grid / nyquist, gain)
     y = oaconvolve(x, taps.astype(np.float32), mode="full")[TAPS // 2 : TAPS // 2 + len(x)]
     rms_in, rms_out = float(np.sqrt(np.mean(x**2))), float(np.sqrt(np.mean(y**2)))

@@ -9,6 +9,8 @@ and full voice profiles as these same entries (a length, then the bytes).
 
 from __future__ import annotations
 
+import logging
+
 from relay.audio.codecs import CODEC_IDS, codec_id
 from relay.format.bundle import CLIP_REASONS, AudioClip, Speaker
 from relay.format.profile import (
@@ -117,9 +119,20 @@ def unpack_speaker(label: object, profile: object) -> Speaker:
             ref = array_of(reference, "a reference clip", 8, at_least=2)
             reference = [int_in(ref[0], "reference codec id", 0, 255), bytes_of(ref[1], "a reference clip")]
         colour = bytes_of(entry[6], "a profile's colour") if len(entry) > 6 and entry[6] is not None else None
-        fitted = unpack_fitted(entry[7]) if len(entry) > 7 and entry[7] is not None else None
+        fitted = _fitted_or_none(pid, entry[7]) if len(entry) > 7 and entry[7] is not None else None
         full = VoiceProfile.from_wire(pid, [embedding, f0, f0_range, rate, reference, colour, fitted])
     return Speaker(name, pid, full)
+
+
+def _fitted_or_none(pid: bytes, value: object) -> list | None:
+    """A fitted voice that fails its checks is dropped with one log line, not the
+    bundle: the profile is sound, and the edge casts from its own voices."""
+    try:
+        return unpack_fitted(value)
+    except ValueError as exc:
+        logging.getLogger("relay.format").warning(
+            "speaker %s: its fitted voice is ignored (%s); the edge casts from its own voices", pid.hex(), exc)
+        return None
 
 
 def unpack_fitted(value: object) -> list:

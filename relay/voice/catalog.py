@@ -92,7 +92,7 @@ def backends(settings: Voices | None = None) -> list[Backend]:
     from relay.voice.engines.piper import PiperBackend
 
     v = settings or Voices()
-    return [PiperBackend(v.dirs), KokoroBackend(v.kokoro_model, v.kokoro_voices),
+    return [PiperBackend(v.dirs), KokoroBackend(v.kokoro_model, v.kokoro_voices, v.kokoro_styles),
             CoquiBackend(v.coqui_model, str(v.coqui_config) if v.coqui_config else None), EspeakBackend()]
 
 

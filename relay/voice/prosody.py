@@ -160,6 +160,7 @@ class Prosody:
     pitch_ratio: float = 1.0
     range_factor: float = 1.0
     eq: tuple[float, ...] = ()  # per-band gains in dB (relay.audio.colour), empty: none
+    top_hz: float | None = None  # a band-limited speaker's channel ends here: nothing above it
 
     @classmethod
     def match(
@@ -175,21 +176,21 @@ class Prosody:
             factor = float(np.clip(speaker_range / voice_range, *RANGE_BOUNDS))
         return cls(ratio, factor)
 
-    def with_eq(self, gains_db: np.ndarray) -> Prosody:
-        """This prosody, and the voice equalised by ``gains_db`` per band."""
-        return Prosody(self.pitch_ratio, self.range_factor, tuple(round(float(g), 2) for g in gains_db))
+    def with_eq(self, gains_db: np.ndarray, top_hz: float | None = None) -> Prosody:
+        """This prosody, and the voice equalised by ``gains_db`` per band (and cut above ``top_hz``)."""
+        return Prosody(self.pitch_ratio, self.range_factor, tuple(round(float(g), 2) for g in gains_db), top_hz)
 
     @property
     def neutral(self) -> bool:
-        return _unit(self.pitch_ratio) and _unit(self.range_factor) and not any(self.eq)
+        return _unit(self.pitch_ratio) and _unit(self.range_factor) and not any(self.eq) and self.top_hz is None
 
     def apply(self, audio: np.ndarray, sample_rate: int, duration: float = 1.0) -> np.ndarray:
         duration = float(np.clip(duration, 1.0 / MAX_STRETCH, MAX_STRETCH))
         out = change_voice(
             audio, sample_rate, pitch_ratio=self.pitch_ratio, range_factor=self.range_factor, duration=duration
         )
-        if any(self.eq):
+        if any(self.eq) or self.top_hz is not None:
             from relay.audio.colour import equalise
 
-            out = equalise(out, sample_rate, np.asarray(self.eq))
+            out = equalise(out, sample_rate, np.asarray(self.eq), self.top_hz)
         return out

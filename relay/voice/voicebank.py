@@ -14,15 +14,25 @@ reading, transformed, so variants cost no extra synthesis.
 Measuring a voice takes a synthesis (0.1-5 s), so results are cached in
 SQLite under the cache folder, keyed by the voice and a fingerprint of what
 it was measured with; a changed model file or passage re-measures it.
+
+Kokoro's styles are measured before they ship: ``relay/voice/data/`` holds
+their traits as ``scripts/measure-voices.py`` measured them here (the same
+code, the same fingerprints), so a new edge casts from 33 Kokoro styles and
+their variants at once instead of synthesizing for four minutes first (far
+longer on a Pi). A seeded trait is used only where its fingerprint matches;
+anything else is measured as before. ``tests/test_voicebank.py`` measures
+seeded styles afresh and checks they agree.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -74,11 +84,46 @@ def traits_of(key: str, audio16: np.ndarray, embedding: np.ndarray, rate: float 
     return VoiceTraits(key, embedding, f0, f0_range, rate, colour)
 
 
-class VoiceBank:
-    """Cached traits of the catalog's voices."""
+SEED = "kokoro-traits.npz"
 
-    def __init__(self, catalog: Catalog, path: str | Path | None = None, encoder=None) -> None:
+
+@cache
+def seeded() -> dict[str, tuple[str, VoiceTraits]]:
+    """The shipped traits: key -> (fingerprint, traits). Empty if the file is absent or unreadable."""
+    try:
+        with importlib.resources.as_file(importlib.resources.files("relay.voice") / "data" / SEED) as path:
+            with np.load(path, allow_pickle=False) as npz:
+                keys, prints, numbers, embeddings, colours = (npz[k] for k in ("keys", "fingerprints", "numbers",
+                                                                              "embeddings", "colours"))
+    except (OSError, ValueError, KeyError):
+        return {}
+    out = {}
+    for key, fp, (f0, f0_range, rate), emb, colour in zip(keys, prints, numbers, embeddings, colours):
+        shape = None if np.isnan(colour).any() else tuple(round(float(x), 2) for x in colour)
+        out[str(key)] = (str(fp), VoiceTraits(str(key), emb.astype(np.float32), float(f0), float(f0_range),
+                                              float(rate), shape))
+    return out
+
+
+def write_seed(traits: Sequence[tuple[Voice, VoiceTraits]], path: Path) -> None:
+    """Write measured traits as the shipped seed (``scripts/measure-voices.py``)."""
+    bands = max((len(t.colour) for _, t in traits if t.colour), default=0)
+    np.savez_compressed(
+        path,
+        keys=np.array([t.key for _, t in traits]),
+        fingerprints=np.array([_fingerprint(v) for v, _ in traits]),
+        numbers=np.array([(t.f0_median, t.f0_range, t.rate) for _, t in traits], dtype=np.float64),
+        embeddings=np.stack([t.embedding.astype(np.float32) for _, t in traits]),
+        colours=np.array([t.colour if t.colour else [np.nan] * bands for _, t in traits], dtype=np.float32),
+    )
+
+
+class VoiceBank:
+    """Cached traits of the catalog's voices (and the shipped ones, :func:`seeded`)."""
+
+    def __init__(self, catalog: Catalog, path: str | Path | None = None, encoder=None, *, seed: bool = True) -> None:
         self.catalog = catalog
+        self.seed = seed
         self.path = Path(path) if path else cache_dir() / "voicebank.db"
         self._encoder = encoder
         self._passages: dict[str, tuple[np.ndarray, int]] = {}  # base voice -> its reading, this session
@@ -103,7 +148,8 @@ class VoiceBank:
             "SELECT fingerprint, traits, embedding FROM voices WHERE key = ?", (voice.key,)
         ).fetchone()
         if row is None or row[0] != _fingerprint(voice):
-            return None
+            shipped = seeded().get(voice.key) if self.seed else None
+            return shipped[1] if shipped is not None and shipped[0] == _fingerprint(voice) else None
         t = json.loads(row[1])
         colour = tuple(t["colour"]) if t.get("colour") else None
         return VoiceTraits(voice.key, np.frombuffer(row[2], dtype=np.float32).copy(), t["f0"], t["range"], t["rate"],
