@@ -268,7 +268,7 @@ def run_bench(
     with rss_peak() as ground_peak:
         base = ground.encode(audio, audio_path.stem, input_bytes, speakers)
     # a voice fitted to each speaker is the daemon's background work, after the bundle is queued: not in the RTF
-    shared_s = sum(v for k, v in base.timings.items() if k not in ("pack", "voice fitting"))
+    shared_s = sum(v for k, v in base.timings.items() if k not in ("pack", "voice fitting"))  # as EncodeResult.rtf
     if "voice fitting" in base.timings:
         say(f"ground: voices fitted to {len(base.fits)} speaker(s) in {base.timings['voice fitting']:.0f} s")
     heard_original = normalize(_words(listener.transcribe(audio)))

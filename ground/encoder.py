@@ -39,9 +39,9 @@ from relay.env import environment
 from relay.errors import ModelError
 from relay.format.bundle import Bundle, SourceInfo, Speaker, StreamPart
 from relay.format.profile import VoiceProfile
+from relay.profiles import ProfileStore
 
 log = logging.getLogger("relay.ground")
-from relay.profiles import ProfileStore
 
 Progress = Callable[[str, float, float], None]  # (stage, done, total)
 
@@ -76,8 +76,10 @@ class EncodeResult:
 
     @property
     def rtf(self) -> float:
-        """Ground real-time factor: ASR, diarization and packing together."""
-        return sum(self.timings.values()) / self.duration if self.duration else 0.0
+        """Ground real-time factor: ASR, diarization and packing together (not
+        fitting voices, once per new speaker, which the daemon does after queueing)."""
+        spent = sum(v for k, v in self.timings.items() if k != "voice fitting")
+        return spent / self.duration if self.duration else 0.0
 
 
 class Encoder:

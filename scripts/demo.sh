@@ -20,11 +20,11 @@ printf '[ground]\nstate_dir = "%s/out/state/ground"\n' "$PWD" > out/state/ground
 printf '[edge]\nstate_dir = "%s/out/state/edge"\n' "$PWD" > out/state/edge.toml
 G=(-c out/state/ground.toml)
 E=(-c out/state/edge.toml)
-echo; echo "== relay ground encode  (ground: Whisper tiny.en + pyannote diarization -> bundle)"
+echo; echo "== relay ground encode  (ground: Whisper tiny.en + pyannote diarization + a voice fitted to each speaker -> bundle)"
 $R ground encode "${G[@]}" "$SAMPLE" -o out/sample.bundle --title "pyannote sample call"
 echo; echo "== relay inspect"
 $R inspect out/sample.bundle
-echo; echo "== relay edge decode  (edge: a voice per speaker, nearest to their profile, at the original timing)"
+echo; echo "== relay edge decode  (edge: each speaker in the voice fitted to them, at their pitch and the original timing)"
 $R edge decode "${E[@]}" out/sample.bundle -o out/sample.rehydrated.wav
 echo; echo "== relay ground encode again  (the same two voices: profiles now go by reference)"
 $R ground encode "${G[@]}" "$SAMPLE" -o out/sample.day2.bundle --title "pyannote sample call, day 2"
