@@ -22,6 +22,7 @@ set is not added: another file may be another model version).
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -118,6 +119,10 @@ class KokoroBackend:
     def _load_kokoro(self):
         if self._kokoro is None:
             from kokoro_onnx import Kokoro
+
+            # espeak-ng's phonemizer warns on every phrase whose word count it re-splits
+            # ("words count mismatch"): harmless, and hundreds of lines while a voice is fitted
+            logging.getLogger("phonemizer").setLevel(logging.ERROR)
 
             model, voices = self._paths()
             try:
