@@ -39,7 +39,6 @@ because the embedding alone can prefer a voice an octave away.
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,11 +49,10 @@ import numpy as np
 from relay.db import connect
 from relay.errors import ModelError
 from relay.format.profile import VoiceProfile
-from relay.voice.person import foreign, speaker_sex, voice_sex
-from relay.voice.prosody import MAX_PITCH_SHIFT
+from relay.voice.person import PITCH_WEIGHT, foreign, speaker_sex, voice_sex
+from relay.voice.prosody import MAX_PITCH_SHIFT, interval
 from relay.voice.voicebank import VoiceTraits
 
-PITCH_WEIGHT = 0.03  # cost per semitone of pitch difference (1 - cosine is in [0, 2])
 NO_PROFILE_COST = 1.0
 # formant synthesis: intelligible, but the last resort, after a neural voice with a foreign accent
 ENGINE_PENALTY = {"espeak": 0.95}
@@ -88,17 +86,13 @@ class Choice:
         return self.pitch_gap is not None and self.pitch_gap > REACH
 
 
-def _semitones(a: float, b: float) -> float:
-    return abs(12 * math.log2(a / b)) if a > 0 and b > 0 else 0.0
-
-
 def tier(profile: VoiceProfile | None, voice: VoiceTraits, english: bool = True) -> float:
     """What a voice costs before likeness: its engine, its accent, and for a
     speaker with a profile, pitch out of reach and the other sex."""
     penalty = ENGINE_PENALTY.get(voice.key.split(":", 1)[0], 0.0) + (FOREIGN if english and foreign(voice) else 0.0)
     if profile is None:
         return penalty
-    reach = UNREACHABLE if _semitones(profile.f0_median, voice.f0_median) > REACH else 0.0
+    reach = UNREACHABLE if interval(profile.f0_median, voice.f0_median) > REACH else 0.0
     sex = speaker_sex(profile.f0_median)
     return penalty + reach + (OTHER_SEX if sex and voice_sex(voice) not in (sex, "") else 0.0)
 
@@ -106,7 +100,7 @@ def tier(profile: VoiceProfile | None, voice: VoiceTraits, english: bool = True)
 def cost(profile: VoiceProfile | None, voice: VoiceTraits, english: bool = True) -> float:
     if profile is None:
         return NO_PROFILE_COST + tier(profile, voice, english)
-    gap = _semitones(profile.f0_median, voice.f0_median)
+    gap = interval(profile.f0_median, voice.f0_median)
     return 1.0 - profile.similarity(voice.embedding) + PITCH_WEIGHT * gap + tier(profile, voice, english)
 
 
@@ -114,7 +108,7 @@ def pitch_gap(profile: VoiceProfile | None, voice: VoiceTraits) -> float | None:
     """Semitones between the speaker's median pitch and the voice's (None when either is unknown)."""
     if profile is None or profile.f0_median <= 0 or voice.f0_median <= 0:
         return None
-    return round(_semitones(profile.f0_median, voice.f0_median), 1)
+    return round(interval(profile.f0_median, voice.f0_median), 1)
 
 
 class AssignmentStore:

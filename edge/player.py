@@ -121,12 +121,13 @@ class Player:
         A Kokoro style set that is missing or altered is one warning: the edge casts from what it has."""
         if self.voice != "auto" and not self._is_onnx(self.voice):
             self.catalog.find(self.voice)
-        if self.voice == "auto" and "kokoro" in self.catalog.backends:
-            detail = self.catalog.status("kokoro").detail
-            if "not used" in detail:
+        kokoro = self.catalog.backends.get("kokoro")
+        if self.voice == "auto" and kokoro is not None and self.catalog.status("kokoro").available:
+            problem = getattr(kokoro, "problem", None)  # set by the status probe
+            if problem:
                 import logging
 
-                logging.getLogger("relay.edge").warning("voices: %s", detail)
+                logging.getLogger("relay.edge").warning("voices: Kokoro's v1.0 style set is not used: %s", problem)
 
     @staticmethod
     def _is_onnx(voice: str) -> bool:

@@ -30,7 +30,6 @@ edge casts from its bank as before.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,11 +52,6 @@ FIT_SENTENCES = (
     "Tell the team that the weather window opens on Thursday and closes by the weekend.",
 )
 Mix = tuple[tuple[str, float], ...]  # style names and weights
-PITCH_COST = 0.03  # per semitone, as the edge's cast weighs pitch (edge.assign.PITCH_WEIGHT)
-
-
-def _semitones(a: float, b: float) -> float:
-    return abs(12 * math.log2(a / b)) if a > 0 and b > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +133,8 @@ class VoiceFitter:
         any is), English speakers where there are any, nearest first by the
         bank's shipped measurements (cosine less the edge's pitch cost, at the
         style's best timbre variant); unmeasured styles come last."""
-        from relay.voice.person import speaker_sex
+        from relay.voice.person import PITCH_WEIGHT, speaker_sex
+        from relay.voice.prosody import interval
         from relay.voice.voicebank import seeded
         from relay.voice.voiceset import style_info
 
@@ -153,7 +148,7 @@ class VoiceFitter:
 
         def nearness(style: str) -> float:
             found = [t for key, (_, t) in shipped.items() if key.split("~", 1)[0] == f"kokoro:{style}"]
-            return max((float(t.embedding @ target) - PITCH_COST * _semitones(profile.f0_median, t.f0_median)
+            return max((float(t.embedding @ target) - PITCH_WEIGHT * interval(profile.f0_median, t.f0_median)
                         for t in found), default=-9.0)
 
         return sorted(styles, key=nearness, reverse=True)[:size]

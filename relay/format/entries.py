@@ -19,6 +19,7 @@ from relay.format.profile import (
     FITTED_NAME_CHARS,
     FITTED_SCALE,
     PROFILE_ID_SIZE,
+    FittedVoice,
     VoiceProfile,
 )
 
@@ -125,10 +126,13 @@ def unpack_speaker(label: object, profile: object) -> Speaker:
 
 
 def _fitted_or_none(pid: bytes, value: object) -> list | None:
-    """A fitted voice that fails its checks is dropped with one log line, not the
-    bundle: the profile is sound, and the edge casts from its own voices."""
+    """A fitted voice that fails its checks (here, or :class:`FittedVoice`'s own:
+    a name unprintable or twice) is dropped with one log line, not the bundle:
+    the profile is sound, and the edge casts from its own voices."""
     try:
-        return unpack_fitted(value)
+        checked = unpack_fitted(value)
+        FittedVoice.from_wire(*checked)
+        return checked
     except ValueError as exc:
         logging.getLogger("relay.format").warning(
             "speaker %s: its fitted voice is ignored (%s); the edge casts from its own voices", pid.hex(), exc)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 import math
 from dataclasses import dataclass
 
@@ -77,25 +76,6 @@ class FittedVoice:
     def describe(self) -> str:
         mix = "+".join(f"{n}*{w:.2f}" for n, w in self.mix)
         return f"{self.engine}:{mix}" + (f" formants x{self.formant:.2f}" if self.formant != 1.0 else "")
-
-
-def _fitted_from_wire(profile_id: bytes, entry: object) -> FittedVoice | None:
-    """A profile's fitted voice, or None, with one log line, when it is malformed
-    (a style name unprintable or too long, a bad weight): the rest of the
-    profile and the bundle are sound, and the edge casts from its own voices."""
-    try:
-        if not isinstance(entry, list) or not 2 <= len(entry) <= 3 or not isinstance(entry[1], list):
-            raise ValueError("a fitted voice is [engine, [style, weight, ...], formant?]")
-        if len(entry[1]) > 2 * FITTED_MAX_STYLES:
-            raise ValueError(f"a fitted voice mixes at most {FITTED_MAX_STYLES} styles")
-        if not all(isinstance(x, str) for x in [entry[0], *entry[1][0::2]]):
-            raise ValueError("a fitted voice's names are text")
-        return FittedVoice.from_wire(*entry)
-    except (TypeError, ValueError, OverflowError) as exc:
-        logging.getLogger("relay.format").warning(
-            "speaker %s: its fitted voice is ignored (%s); the edge casts from its own voices",
-            bytes(profile_id).hex(), str(exc)[:200])
-        return None
 
 
 def quantize(embedding: np.ndarray, bits: int = 4) -> bytes:
@@ -242,7 +222,7 @@ class VoiceProfile:
                 raise ValueError(f"reference clip codec id {wire_id} is unknown")
             codec = CODEC_IDS[wire_id]
         colour = bytes(fields[5]) if len(fields) > 5 and fields[5] else b""
-        fitted = _fitted_from_wire(profile_id, fields[6]) if len(fields) > 6 and fields[6] else None
+        fitted = FittedVoice.from_wire(*fields[6]) if len(fields) > 6 and fields[6] else None
         return cls(bytes(embedding), f0, rng, wpm, name, bytes(profile_id), reference, codec, colour, fitted)
 
     def to_dict(self) -> dict:

@@ -23,6 +23,9 @@ import re
 from relay.voice.voicebank import VoiceTraits
 
 MALE_BELOW, FEMALE_ABOVE = 150.0, 170.0
+# After sex and language, a voice is as near a speaker as its CAM++ cosine less this much per semitone
+# between their median pitches: the edge's cast (edge.assign) and the ground's shortlist (ground.fit_voice).
+PITCH_WEIGHT = 0.03
 VOICE_MALE_BELOW = 160.0  # a voice whose name does not say is taken by its pitch
 _STYLE = re.compile(r"(?<![a-z])([a-z])([fm])_[a-z]+")
 

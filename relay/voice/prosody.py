@@ -103,6 +103,11 @@ def semitones(ratio: float) -> float:
     return 12.0 * math.log2(ratio)
 
 
+def interval(a_hz: float, b_hz: float) -> float:
+    """Semitones between two pitches, either way round; 0 when either is unknown."""
+    return abs(semitones(a_hz / b_hz)) if a_hz > 0 and b_hz > 0 else 0.0
+
+
 def ratio_of(semitone_shift: float) -> float:
     return 2.0 ** (semitone_shift / 12.0)
 
