@@ -1,9 +1,10 @@
 """Measure a speaker's voice profile from their stretches of a recording.
 
-Pitch comes from :func:`relay.audio.pitch.pitch_stats` (Praat), as on the edge. The median of voiced frames
-sets the voice's register; the 10th-90th percentile spread, in semitones,
-how animated it is. Speaking rate is words per minute of speaking time (the
-spans of the speaker's segments, pauses between segments excluded), so a
+Pitch comes from :func:`relay.audio.pitch.pitch_stats` (Boersma's method, as
+in Praat), as on the edge. The median of voiced frames sets the voice's
+register; the 10th-90th percentile spread, in semitones, how animated it
+is. Speaking rate is words per minute of speaking time (the spans of the
+speaker's segments, pauses between segments excluded), so a
 slow turn-taker is not mistaken for a slow talker. The colour is the
 long-term spectrum's shape of the same speech (:mod:`relay.audio.colour`).
 """

@@ -1,12 +1,13 @@
-"""Pitch, timbre and tempo changes on synthesized speech (Praat's PSOLA).
+"""Pitch, timbre and tempo changes on synthesized speech (PSOLA).
 
 TTS engines speak at their own pitch and pace. To make a voice resemble a
 speaker, and to make a phrase last as long as the original did, the audio is
-resynthesized with Praat's "Change gender" (pitch-synchronous overlap-add,
-via parselmouth): it moves the pitch median, widens or narrows the pitch
-range, shifts the formants (the size of the vocal tract, which is what makes
-a voice sound deeper or brighter independently of its pitch) and stretches
-time without changing pitch.
+resynthesized as Praat's "Change gender" does it (pitch-synchronous
+overlap-add, :mod:`relay.audio.psola`, in NumPy so an arm64 edge runs it
+too): it moves the pitch median, widens or narrows the pitch range, shifts
+the formants (the size of the vocal tract, which is what makes a voice sound
+deeper or brighter independently of its pitch) and stretches time without
+changing pitch.
 
 Two users:
 
@@ -17,36 +18,24 @@ Two users:
   phrase a duration factor for what ``length_scale`` could not reach.
 
 PSOLA degrades with the size of the change, so every change is bounded.
-Praat fills unvoiced stretches with randomly placed periods; its generator is
-seeded before each change, so the same phrase always comes out the same.
+Unvoiced stretches are laid at seeded uneven steps, so the same phrase always
+comes out the same.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from relay.voice.tts import TTSEngine
 
-PITCH_FLOOR, PITCH_CEILING = 75.0, 600.0
+PITCH_FLOOR, PITCH_CEILING = 60.0, 600.0  # as pitch_stats: a deep voice stays inside
 MAX_PITCH_SHIFT = 5.0  # semitones a speaker's voice is moved at most
 RANGE_BOUNDS = (0.6, 1.6)
 MAX_STRETCH = 1.3  # duration factor bounds: [1 / MAX_STRETCH, MAX_STRETCH]
 MIN_SECONDS = 0.12  # shorter clips are left alone (too little to analyse)
-PRAAT_SEED = 5  # any fixed seed: what matters is that it is the same every time
-_praat_random = threading.Lock()  # Praat's generator is one per process
-
-
-def _median_f0(sound) -> float | None:
-    from parselmouth.praat import call
-
-    pitch = sound.to_pitch_ac(pitch_floor=PITCH_FLOOR, pitch_ceiling=PITCH_CEILING)
-    value = call(pitch, "Get quantile", 0, 0, 0.5, "Hertz")
-    return None if value is None or math.isnan(value) else float(value)
 
 
 def _unit(x: float) -> bool:
@@ -65,38 +54,24 @@ def change_voice(
     """``audio`` with its pitch median multiplied by ``pitch_ratio``, its pitch
     range by ``range_factor``, its formants by ``formant_ratio`` and its length
     by ``duration``. Identity changes, clips too short to analyse and audio
-    Praat finds no pitch in (whispers, noise) come back unchanged in pitch."""
+    with no pitch found in (whispers, noise) come back unchanged in pitch."""
     if len(audio) < MIN_SECONDS * sample_rate:
         return audio
     pitch_change = not (_unit(pitch_ratio) and _unit(range_factor))
     if not pitch_change and _unit(formant_ratio) and _unit(duration):
         return audio
-    import parselmouth
-    from parselmouth.praat import call
+    from relay.audio.psola import change_gender
 
-    sound = parselmouth.Sound(audio.astype(np.float64), float(sample_rate))
-    new_median = 0.0  # Praat: keep the median
-    if pitch_change:
-        median = _median_f0(sound)
-        if median is None:
-            range_factor = 1.0
-        else:
-            new_median = median * pitch_ratio
-    try:
-        with warnings.catch_warnings(), _praat_random:  # "no voiced segments": expected for noise, handled above
-            warnings.simplefilter("ignore", parselmouth.PraatWarning)
-            parselmouth.praat.run(f"random_initializeWithSeedUnsafelyButPredictably ({PRAAT_SEED})")
-            out = call(
-                sound, "Change gender", PITCH_FLOOR, PITCH_CEILING, formant_ratio, new_median, range_factor, duration
-            )
-    except parselmouth.PraatError:
-        return audio
-    y = out.values[0].astype(np.float32)
-    if int(round(out.sampling_frequency)) != sample_rate:
-        from relay.audio.io import resample
-
-        y = resample(y, int(round(out.sampling_frequency)), sample_rate)
-    return y
+    return change_gender(
+        audio,
+        sample_rate,
+        floor=PITCH_FLOOR,
+        ceiling=PITCH_CEILING,
+        formant_ratio=formant_ratio,
+        pitch_ratio=pitch_ratio,
+        range_factor=range_factor,
+        duration=duration,
+    )
 
 
 def semitones(ratio: float) -> float:
