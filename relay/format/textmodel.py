@@ -179,7 +179,7 @@ class TextModel:
         self.exp = tables["exp"].astype(np.int64)
         self.gelu = tables["gelu"].astype(np.int64)
         silence = tables["silence"].astype(np.int64)  # (frames, 384) at FRAC
-        self.embed16 = v["embeddings/weight"]
+        self.embed16 = v["embeddings/weight"].copy()  # a copy: the 75 MB file it views is then let go
         self.position = np.rint(v["position_encodings/encodings"].astype(np.float64) * ONE).astype(np.int64)
         self.output = _Linear.of(v["embeddings/weight"], np.zeros(TEXT_TOKENS, np.float16))
         self.output = _Linear(self.output.weight[:, :TEXT_TOKENS], self.output.shift, self.output.bias)

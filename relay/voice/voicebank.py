@@ -66,12 +66,11 @@ class VoiceTraits:
 
 
 def _fingerprint(voice: Voice) -> str:
-    """What the measurement depends on: the voice, its model file, the passage."""
-    parts = [voice.key, repr(voice.params), PASSAGE, "campplus-v1", "colour-v1"]
+    """What the measurement depends on: the voice, its model file (by size), the passage and the measures."""
+    parts = [voice.key, repr(voice.params), PASSAGE, "campplus-v1", "colour-v1", "pitch-numpy-v1"]
     for p in voice.params:
         if isinstance(p, str) and Path(p).is_file():
-            st = Path(p).stat()
-            parts.append(f"{st.st_size}:{int(st.st_mtime)}")
+            parts.append(str(Path(p).stat().st_size))  # not its time: a packaged model installs anew on each node
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
 
 
