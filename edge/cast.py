@@ -96,6 +96,7 @@ def cast(
     on_measure: Callable[[Voice], None] | None = None,
     codecs: Codecs | None = None,
     language: str = "en",
+    engines: set[str] | None = None,
 ) -> Cast:
     """A voice per speaker from the measured (or auto-measured) voices, each
     speaker with a profile moved toward its pitch and pitch range. Where the
@@ -106,15 +107,17 @@ def cast(
     spoken in that voice where this edge has its engine and styles, unless
     another speaker's fitted voice sounds like it (CAM++ cosine between them
     over :data:`edge.assign.SEPARATE`); the others are then cast from the
-    bank, apart from the fitted voices too."""
-    candidates = [v for v in catalog.voices() if auto_measured(v) or bank.get(v) is not None]
+    bank, apart from the fitted voices too. ``engines`` limits every voice to
+    those engines (a live stream on a slow device: :func:`edge.speed.fast_engines`)."""
+    candidates = [v for v in catalog.voices() if (auto_measured(v) or bank.get(v) is not None)
+                  and (engines is None or v.engine in engines)]
     traits = {t.key: t for t in bank.traits(candidates, progress=on_measure)}
     english = language.startswith("en") or not language
     # voices fitted at the ground first, where this edge can speak them and no two sound alike
     fitted: dict[int, tuple[Voice, VoiceTraits]] = {}
     for i, p in enumerate(profiles):
         found = _fitted(p, catalog, bank, on_measure)
-        if found is None:
+        if found is None or (engines is not None and found[0].engine not in engines):
             continue
         like = [j for j, (_, t) in fitted.items() if float(t.embedding @ found[1].embedding) > SEPARATE]
         if like:  # the ground fits each speaker alone: two may come back with one voice

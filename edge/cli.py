@@ -1,6 +1,6 @@
 """``relay edge``: the edge's commands, in the order an operator meets them.
 
-``run`` the daemon; ``decode`` a bundle by hand; the ``voices`` it can speak
+``run`` the daemon; ``doctor``, is this node ready; ``decode`` a bundle by hand; the ``voices`` it can speak
 with; bundles brought by hand (``import``); what it has received (``ls``),
 ``search`` its transcripts, take one away as ``text`` or subtitles, ``play``
 or ``replay`` one; the station console in a browser (``web``); the edge's
@@ -25,7 +25,8 @@ from relay.cli import keys_app, ordered, plain_console, with_flags
 
 console = plain_console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 edge_app = typer.Typer(help="The edge: the daemon, decoding, voices, what was received, keys.", no_args_is_help=True,
-                       cls=ordered("run", "decode", "voices", "import", "ls", "search", "text", "play", "replay",
+                       cls=ordered("run", "doctor", "decode", "voices", "import", "ls", "search", "text", "play",
+                                   "replay",
                                    "prune", "web", "keys"))
 voices_app = typer.Typer(help="The TTS voices this edge can speak with.", no_args_is_help=True)
 CONFIG_HELP = ("edge configuration (default: $SPEECH_RELAY_EDGE_CONFIG, /etc/speech-relay/edge.toml, "
@@ -61,6 +62,37 @@ def edge_run(config: Path = Config,
     if no_play:
         cfg = with_flags(cfg, "edge", play=False)
     serve(EdgeDaemon(cfg))
+
+
+@edge_app.command("doctor")
+def edge_doctor(config: Path = Config,
+                no_broker: bool = typer.Option(False, "--no-broker", help="do not connect to the broker"),
+                remeasure: bool = typer.Option(False, "--remeasure", help="time the voices again"),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """Is this node ready? Voices and their speed here, text model, sound card, disks, keys, broker, clock.
+    Exits 1 when something the configuration needs is missing."""
+    from edge import doctor, speed
+
+    cfg = _config(config)
+    if remeasure:
+        from relay.voice.catalog import Catalog
+
+        speed.profile(Catalog(cfg.voices), cfg.edge.state_dir / "speed.json", remeasure=True)
+    findings = doctor.examine(cfg, broker=not no_broker)
+    failed = any(f.level == "fail" for f in findings)
+    if as_json:
+        print(json.dumps({"ok": not failed, "findings": [{"what": f.what, "level": f.level, "detail": f.detail}
+                                                          for f in findings]}, indent=2))
+    else:
+        table = Table("", "check", "found", box=None, header_style="bold")
+        marks = {"ok": Text("ok", "green"), "warn": Text("warn", "yellow"), "fail": Text("FAIL", "bold red")}
+        for f in findings:
+            table.add_row(marks[f.level], Text(f.what), Text(f.detail))
+        plain_console().print(table)
+        print(f"{sum(f.level == 'fail' for f in findings)} problem(s) stop this edge, "
+              f"{sum(f.level == 'warn' for f in findings)} to know about")
+    if failed:
+        raise typer.Exit(1)
 
 
 @edge_app.command("decode")

@@ -263,6 +263,21 @@ class EdgeDaemon:
 
     # --- playing ---------------------------------------------------------------------------------
 
+    def _examine(self) -> None:
+        """At start: what `relay edge doctor` would say is wrong here, one line each (the broker and the
+        keys are the daemon's own business: it has them or it stopped); then, for a sound card, how fast
+        each engine renders here, once per device and set of voices (edge.speed: how far ahead to render)."""
+        from edge import doctor
+
+        try:
+            for f in doctor.problems(doctor.examine(self.cfg, measure=False, broker=False)):
+                if f.what != "speed":
+                    log.warning("doctor: %s: %s", f.what, f.detail)
+            if self.cfg.edge.speak and self.cfg.edge.play:
+                self.player.measure_speeds()
+        except Exception as err:  # noqa: BLE001 - a check that cannot run stops nothing: it plays as before
+            log.warning("doctor: could not examine this node (%s)", err)
+
     async def _player(self) -> None:
         wait = self.cfg.edge.stream_wait
         idle_since = time.monotonic()
@@ -270,6 +285,7 @@ class EdgeDaemon:
         short_since: float | None = None  # when the output disk last had no room for a bundle (one line a spell)
         waiting: set[bytes] = set()  # bundles that found no room and have not played since
         room = partial(make_room, self.cfg)
+        await asyncio.to_thread(self._examine)
         while True:
             now = time.monotonic()
             for bid in [b for b, t in deferred.items() if t <= now]:
@@ -287,7 +303,8 @@ class EdgeDaemon:
             await self.store.start_play(bid)
             try:
                 data = await self.store.data(bid)
-                where = await asyncio.to_thread(self.player.speak, data, bid, item.received, room)
+                where = await asyncio.to_thread(self.player.speak, data, bid, item.received, room,
+                                                item.priority == Priority.FLASH)
             except NoRoomYet as err:  # it waits; the bundles after it play meanwhile
                 await self.store.abandon_play(bid)
                 deferred[bid] = time.monotonic() + NO_ROOM_RETRY

@@ -19,6 +19,7 @@ declares hours allocates nothing for them.
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import struct
@@ -36,6 +37,8 @@ from edge.rehydrate import RenderedSegment
 from relay.errors import RelayError
 
 PREFETCH = 8  # phrases synthesized ahead of playback
+GAP_S = 0.05  # a wait for the synthesizer longer than this is an audible gap
+MAX_LEAD = 900.0  # timeline seconds held rendered before the first sound (about 90 MB at 24 kHz), at most
 SILENCE_BLOCK = 1.0  # seconds of silence written at a time
 
 
@@ -172,6 +175,8 @@ class PlaybackReport:
     seconds: float = 0.0  # of audio written, pauses included
     first_sound_s: float | None = None  # wall time from the call to the first phrase's audio
     waited_s: float = 0.0  # wall time the output waited for the synthesizer after the first phrase
+    gaps: int = 0  # times it waited more than GAP_S (a listener hears a pause that was not spoken)
+    lead_s: float = 0.0  # timeline seconds rendered before the first sound (edge.speed.lead_seconds)
     segments: list[RenderedSegment] = field(default_factory=list)
 
 
@@ -184,17 +189,21 @@ def _silence(output: Output, samples: int) -> None:
 
 
 def play(parts: Iterable[RenderedSegment], output: Output, prefetch: int = PREFETCH, from_start: bool = False,
-         until: float | None = None) -> PlaybackReport:
+         until: float | None = None, lead: float = 0.0) -> PlaybackReport:
     """Write ``parts`` to ``output`` on their timeline, synthesizing ahead in a thread.
 
     Leading silence before the first phrase is skipped, so the listener does
     not wait for it (``from_start`` keeps it: a file then lines up with the
     original recording); from then on each phrase is placed at its start
     relative to the first, keeping the pauses; ``until`` pads the end with
-    silence to that timeline second. An error in synthesis stops playback and
-    is raised here; the output is closed (or, if it can, aborted)."""
+    silence to that timeline second. ``lead`` holds the first sound back
+    until that many seconds of the timeline are rendered (a device slower
+    than real time: :func:`edge.speed.lead_seconds`), up to :data:`MAX_LEAD`.
+    An error in synthesis stops playback and is raised here; the output is
+    closed (or, if it can, aborted)."""
     started = time.perf_counter()
-    ahead: queue.Queue = queue.Queue(maxsize=prefetch)
+    lead = min(max(lead, 0.0), MAX_LEAD)
+    ahead: queue.Queue = queue.Queue(maxsize=0 if lead > 0 else prefetch)
     done = object()
 
     def produce() -> None:
@@ -211,12 +220,21 @@ def play(parts: Iterable[RenderedSegment], output: Output, prefetch: int = PREFE
     written = 0  # samples
     sr = output.sample_rate
     ok = False
+    report.lead_s = lead
+    held: collections.deque = collections.deque()
+    while lead > 0:  # render ahead: the rest then renders while this much plays
+        item = ahead.get()
+        held.append(item)
+        if item is done or isinstance(item, BaseException) or item.end - held[0].start >= lead:
+            break
     try:
         while True:
             t = time.perf_counter()
-            item = ahead.get()
+            item = held.popleft() if held else ahead.get()
             if report.phrases:
-                report.waited_s += time.perf_counter() - t
+                wait = time.perf_counter() - t
+                report.waited_s += wait
+                report.gaps += wait > GAP_S
             if item is done:
                 break
             if isinstance(item, BaseException):

@@ -20,15 +20,18 @@ not the bundle.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge import speed
 from edge.assign import AssignmentStore, Choice
 from edge.cast import cast, resolve_speakers
 from edge.playback import DeviceOutput, PlaybackError, PlaybackReport, WavOutput, play
 from edge.rehydrate import RenderedSegment, SpeakerVoices, output_rate, rehydrate
+from edge.speed import SpeedProfile
 from relay.config import EdgeConfig
 from relay.format.bundle import Bundle
 from relay.format.wire import decode_bundle
@@ -36,6 +39,8 @@ from relay.profiles import ProfileStore
 from relay.voice.catalog import Catalog, Voice
 from relay.voice.prosody import Prosody
 from relay.voice.voicebank import VoiceBank
+
+log = logging.getLogger("relay.edge")
 
 
 def wav_bytes(duration: float, rate: int) -> int:
@@ -111,6 +116,8 @@ class Player:
         self._assignments: AssignmentStore | None = None
         self._device_ok = self.config.edge.play
         self._live: _LiveOutput | None = None  # the sound card held open between a stream's parts
+        self._speeds: SpeedProfile | None = None
+        self._too_slow_said = False
 
     @property
     def voice(self) -> str:
@@ -125,9 +132,55 @@ class Player:
         if self.voice == "auto" and kokoro is not None and self.catalog.status("kokoro").available:
             problem = getattr(kokoro, "problem", None)  # set by the status probe
             if problem:
-                import logging
+                log.warning("voices: Kokoro's v1.0 style set is not used: %s", problem)
 
-                logging.getLogger("relay.edge").warning("voices: Kokoro's v1.0 style set is not used: %s", problem)
+    @property
+    def speed_file(self) -> Path:
+        return self.config.edge.state_dir / "speed.json"
+
+    def measure_speeds(self) -> SpeedProfile:
+        """Each engine's real-time factor on this device: cached, measured again when voices or CPUs change
+        (the daemon does this once at start; seconds here, a minute on a Pi)."""
+        self._speeds = speed.profile(self.catalog, self.speed_file)
+        if not speed.fast_engines(self._speeds):
+            self._say_too_slow()
+        return self._speeds
+
+    @property
+    def speeds(self) -> SpeedProfile | None:
+        """The measured speeds, if this edge has measured them (never measured here: that takes a while)."""
+        if self._speeds is None:
+            self._speeds = speed.load(self.speed_file)
+        return self._speeds
+
+    def _say_too_slow(self) -> None:
+        if not self._too_slow_said:
+            self._too_slow_said = True
+            fastest = self._speeds.fastest() if self._speeds else None
+            log.warning("speed: no voice renders faster than real time on this device (%s); live streams and flash "
+                        "bundles may pause while they render; every bundle still plays",
+                        f"fastest {fastest[0]} at RTF {fastest[1]:.2f}" if fastest else "none measured")
+
+    def _fast_engines(self) -> set[str] | None:
+        """Engines a live part or a flash bundle may speak with here; None: no limit (unknown, or none fast)."""
+        speeds = self.speeds
+        if speeds is None:
+            return None
+        fast = speed.fast_engines(speeds)
+        if not fast:
+            self._say_too_slow()
+            return None
+        return fast if fast != set(speeds.rtf) else None
+
+    def lead(self, performance: Performance) -> float:
+        """Timeline seconds to render before the first sound on this device (0: keeps ahead as it plays)."""
+        speeds = self.speeds
+        voices = performance.voices
+        if speeds is None or voices is None:
+            return 0.0
+        engines = voices.values() if isinstance(voices, dict) else [voices]
+        rtf = max((speeds.rtf.get(getattr(e, "name", ""), 0.0) for e in engines), default=0.0)
+        return speed.lead_seconds(rtf, performance.bundle.source.duration)
 
     @staticmethod
     def _is_onnx(voice: str) -> bool:
@@ -151,8 +204,11 @@ class Player:
             self._assignments = AssignmentStore(self.config.edge.profiles_db)
         return self._assignments
 
-    def prepare(self, bundle: Bundle, on_measure: Callable[[Voice], None] | None = None) -> Performance:
-        """The voices for ``bundle`` (measuring voices the bank has not met yet, once)."""
+    def prepare(self, bundle: Bundle, on_measure: Callable[[Voice], None] | None = None,
+                urgent: bool = False) -> Performance:
+        """The voices for ``bundle`` (measuring voices the bank has not met yet, once). A live
+        stream's part, or an ``urgent`` (flash) bundle, is cast only from voices faster than
+        real time on this device, where it has measured some."""
         resolved = resolve_speakers(bundle, self.profiles)
         if not bundle.segments and bundle.clips:  # all real audio: no voice to load
             return Performance(bundle, None, missing=resolved.missing)
@@ -160,7 +216,8 @@ class Player:
             chosen = cast(resolved.profiles, self.catalog, self.bank, self.assignments,
                           match_pitch=self.config.edge.match_pitch,
                           match_colour=self.config.edge.match_colour, on_measure=on_measure, codecs=self.config.codecs,
-                          language=bundle.source.language)
+                          language=bundle.source.language,
+                          engines=self._fast_engines() if urgent or bundle.source.stream else None)
             return Performance(bundle, chosen.voices, chosen.prosody, chosen.choices, resolved.missing)
         return Performance(bundle, self._single_voice(), missing=resolved.missing)
 
@@ -188,7 +245,7 @@ class Player:
         part = performance.bundle.source.stream
         if part is None:
             self.end_stream()
-            return play(self.phrases(performance), DeviceOutput(performance.rate, target))
+            return play(self.phrases(performance), DeviceOutput(performance.rate, target), lead=self.lead(performance))
         live = self._live
         if live is None or not live.follows(part.stream_id, part.seq, performance.rate):
             self.end_stream()
@@ -220,7 +277,7 @@ class Player:
                     until=performance.bundle.source.duration)
 
     def speak(self, data: bytes, bundle_id: bytes, received: float,
-              room: Callable[[int], None] | None = None) -> str:
+              room: Callable[[int], None] | None = None, urgent: bool = False) -> str:
         """What the edge daemon does with a bundle it accepted: speak it on the
         device (``play = true``) or into a WAV in the output folder; returns where.
         Before a WAV is written, ``room(bytes)`` may refuse it (too big ever to
@@ -228,15 +285,13 @@ class Player:
         disk raises ``OSError`` (the daemon waits); anything the bundle itself
         causes raises, and the daemon quarantines it."""
         bundle = decode_bundle(data, f"bundle {bundle_id.hex()}", self.config.limits)
-        performance = self.prepare(bundle)
+        performance = self.prepare(bundle, urgent=urgent)
         if self._device_ok:
             try:
                 self.to_device(performance)
                 return "device"
             except PlaybackError as err:
-                import logging
-
-                logging.getLogger("relay.edge").warning("%s; writing WAV files to %s instead", err,
+                log.warning("%s; writing WAV files to %s instead", err,
                                                         self.config.edge.played_dir)
                 self._device_ok = False
         # named by arrival, not by now: a playback interrupted by a crash and
