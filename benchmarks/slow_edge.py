@@ -131,7 +131,7 @@ def _briefing(call, minutes: float):  # noqa: ANN001, ANN202 - a Bundle in and o
     return dataclasses.replace(call, source=source, segments=segments)
 
 
-def inside(folder: Path, minutes: float) -> dict:
+def inside(folder: Path, minutes: float, low_memory: bool = False) -> dict:
     """The edge, under the quota."""
     import edge.player as player_module
     from edge import speed
@@ -146,7 +146,7 @@ def inside(folder: Path, minutes: float) -> dict:
         return outputs[-1]
 
     player_module.DeviceOutput = device  # type: ignore[assignment,misc]  # the sound card this machine lacks
-    config = EdgeConfig.model_validate({"edge": {"state_dir": str(folder / "edge")}})
+    config = EdgeConfig.model_validate({"edge": {"state_dir": str(folder / "edge"), "low_memory": low_memory}})
     player = Player(config)
     out: dict = {"device": speed.device()}
     t0 = time.perf_counter()
@@ -184,8 +184,16 @@ def inside(folder: Path, minutes: float) -> dict:
                      "wall_s": round(time.perf_counter() - start, 1)}
         print(f"{name}: {out[name]}", flush=True)
 
-    call = decode_bundle((folder / "call.bundle").read_bytes())
-    parts = [decode_bundle(p.read_bytes()) for p in sorted(folder.glob("part*.bundle"))]
+    def decoded(path: Path):  # noqa: ANN202 - as the daemon decodes: the text model let go after, if low_memory
+        bundle = decode_bundle(path.read_bytes())
+        if low_memory:
+            from relay.format.textmodel import release_text_model
+
+            release_text_model()
+        return bundle
+
+    call = decoded(folder / "call.bundle")
+    parts = [decoded(p) for p in sorted(folder.glob("part*.bundle"))]
     run("call, planned", [call])
     run("call, no plan", [call], plan=False)
     run("live stream, planned", parts)
@@ -203,12 +211,13 @@ def main() -> None:
     ap.add_argument("--cpus", type=float, default=0.5)
     ap.add_argument("--briefing-minutes", type=float, default=10.0)
     ap.add_argument("--part", type=float, default=10.0, help="seconds a live part holds")
+    ap.add_argument("--low-memory", action="store_true", help="[edge] low_memory: the text model let go to render")
     ap.add_argument("--json")
     ap.add_argument("--inside", help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("SPEECH_RELAY_FIT_VOICES", "0")
     if args.inside:
-        result = inside(Path(args.inside), args.briefing_minutes)
+        result = inside(Path(args.inside), args.briefing_minutes, args.low_memory)
         Path(args.inside, "result.json").write_text(json.dumps(result))
         return
     group = _cgroup(args.cpus)
@@ -219,12 +228,13 @@ def main() -> None:
         make_bundles(folder, args.part)
         env = {**os.environ, "SPEECH_RELAY_HOME": str(folder / "home")}
         child = subprocess.Popen([sys.executable, __file__, "--inside", tmp,
-                                  "--briefing-minutes", str(args.briefing_minutes)], env=env)
+                                  "--briefing-minutes", str(args.briefing_minutes)]
+                                 + (["--low-memory"] if args.low_memory else []), env=env)
         (group / "cgroup.procs").write_text(str(child.pid))  # before it loads anything
         if child.wait() != 0:
             sys.exit(f"slow_edge: the edge run failed ({child.returncode})")
         result = json.loads((folder / "result.json").read_text())
-    result["cpus"] = args.cpus
+    result["cpus"], result["low_memory"] = args.cpus, args.low_memory
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

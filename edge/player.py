@@ -285,6 +285,10 @@ class Player:
         disk raises ``OSError`` (the daemon waits); anything the bundle itself
         causes raises, and the daemon quarantines it."""
         bundle = decode_bundle(data, f"bundle {bundle_id.hex()}", self.config.limits)
+        if self.config.edge.low_memory:
+            from relay.format.textmodel import release_text_model
+
+            release_text_model()
         performance = self.prepare(bundle, urgent=urgent)
         if self._device_ok:
             try:

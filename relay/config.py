@@ -136,6 +136,9 @@ class EdgeSection(_Strict):
     match_colour: bool = True  # equalise each voice to its speaker's long-term spectrum (relay.audio.colour)
     # seconds a live stream's part waits for the part before it (the link may reorder them) before playing
     stream_wait: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    # true: the text model (300 MB) is let go once a bundle is decoded, and loaded again for the next one
+    # (seconds each time): the voices then render without it in memory, for a board with 1 GB or less
+    low_memory: bool = False
     signing_key: FilePath = Path("/etc/speech-relay/edge.key")  # signs this edge's acks and play reports
     # "ed25519:<base64>" or paths of files holding one: the grounds whose bundles are played (the daemon needs one)
     trusted_keys: list[str] = []

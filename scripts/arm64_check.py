@@ -9,11 +9,13 @@ script runs on both sides of that promise:
                  by reference), a part of a live stream; write each bundle
                  and what x86 decodes it to; render the check's phrases
     decode DIR   (arm64, under qemu) decode each bundle and encode it again;
-                 render the phrases with Piper and Kokoro
+                 render the phrases with Piper and Kokoro; cast the call and render
+                 its first phrases, as the edge speaks them
     verify DIR   (x86) compare: every bundle must decode to exactly what x86
                  decoded, and encode back to the same bytes; every phrase
                  must last as long as on x86 (within 5 %) and read back
-                 through Whisper with no more than one word in ten wrong
+                 through Whisper with no more than one word in ten wrong (the
+                 cast phrases, moved in pitch and colour: one in four)
 
 Each line of the verdict names the bundle or phrase; any difference exits 1.
 """
@@ -153,6 +155,35 @@ def decode(out: Path) -> None:
         (out / f"{path.stem}.arm64.bundle.again").write_bytes(again)
         print(f"{path.stem}: decoded and encoded again in {time.perf_counter() - start:.1f} s")
     render(out, "arm64")
+    cast(out)
+
+
+CAST_WORDS, CAST_PHRASES = 8, 4  # the call's first phrases, up to these, rendered by the cast (a minute each)
+
+
+def cast(out: Path) -> None:
+    """The edge's whole path for the call on arm64: cast (shipped measurements, no torch), then the
+    first phrases rendered, moved to each speaker's pitch and colour (PSOLA, the equaliser)."""
+    import numpy as np
+    import soundfile as sf
+
+    from edge.player import Player
+    from relay.config import EdgeConfig
+    from relay.format.wire import decode_bundle
+
+    start = time.perf_counter()
+    player = Player(EdgeConfig.model_validate({"edge": {"state_dir": str(out / "edge-state")}}))
+    performance = player.prepare(decode_bundle((out / "call.bundle").read_bytes()))
+    phrases = []
+    for phrase in player.phrases(performance):
+        phrases.append(phrase)
+        if len(phrases) == CAST_PHRASES or sum(len(p.segment.words) for p in phrases) >= CAST_WORDS:
+            break
+    gap = np.zeros(int(0.4 * performance.rate), np.float32)
+    sf.write(out / "cast.arm64.wav", np.concatenate([x for p in phrases for x in (p.audio, gap)]), performance.rate)
+    text = " ".join(p.segment.text for p in phrases)
+    (out / "cast.arm64.json").write_text(json.dumps({"cast": performance.described(), "text": text}))
+    print(f"cast: {performance.described()}; {len(phrases)} phrases in {time.perf_counter() - start:.0f} s")
 
 
 def _words(text: str) -> list[str]:
@@ -214,6 +245,19 @@ def verify(out: Path) -> int:
             failed += 1
         else:
             print("ok   " + line)
+    cast_file = out / "cast.arm64.json"
+    if not (out / "render.arm64.json").exists():  # the bundles alone were checked (tests/test_arm64_check.py)
+        return 1 if failed else 0
+    if not cast_file.exists():
+        print("FAIL cast: the edge did not cast and render the call on arm64")
+        return 1
+    done = json.loads(cast_file.read_text())
+    segments, _ = whisper.transcribe(load_audio(out / "cast.arm64.wav"), beam_size=1, language="en")
+    heard = " ".join(s.text for s in segments)
+    wer = jiwer.wer(" ".join(_words(done["text"])), " ".join(_words(heard)))
+    line = f"cast: {done['cast']}; its first phrases read back with WER {wer:.0%}: {heard.strip()!r}"
+    print(("FAIL " if wer > 0.25 else "ok   ") + line)
+    failed += wer > 0.25
     return 1 if failed else 0
 
 

