@@ -21,7 +21,9 @@ The sound card is the absent hardware here: a paced output stands in for
 it (a 0.5 s buffer drained in real time), and counts every time it ran dry
 after the first sound: a gap the listener hears. Reported per run: time to
 first audio, gaps (count, total seconds), the lead rendered before the first
-sound; and the edge process's peak RSS (text model and Kokoro loaded).
+sound; and the edge process's peak RSS (text model and Kokoro loaded). The
+edge runs as a Pi installs it, without torch (``--with-torch``: as an x86
+edge, which also measures espeak-ng's voices with the speaker encoder).
 
     .venv/bin/python benchmarks/slow_edge.py [--cpus 0.5] [--briefing-minutes 10] [--part 10] [--json OUT]
 """
@@ -66,6 +68,15 @@ class PacedOutput:
     def close(self) -> None:
         if self.until is not None:
             time.sleep(max(0.0, self.until - time.perf_counter()))
+
+
+class _NoTorch:
+    """An import finder that finds no torch: this process is an edge installed from ``.[edge]``."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name.split(".")[0] in ("torch", "torchaudio"):
+            raise ImportError(f"No module named {name!r} (an edge as a Pi installs it)")
+        return None
 
 
 def _cgroup(cpus: float) -> Path | None:
@@ -212,11 +223,15 @@ def main() -> None:
     ap.add_argument("--briefing-minutes", type=float, default=10.0)
     ap.add_argument("--part", type=float, default=10.0, help="seconds a live part holds")
     ap.add_argument("--low-memory", action="store_true", help="[edge] low_memory: the text model let go to render")
+    ap.add_argument("--with-torch", action="store_true",
+                    help="let the edge load torch (the speaker encoder), as an x86 edge does; a Pi's has none")
     ap.add_argument("--json")
     ap.add_argument("--inside", help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("SPEECH_RELAY_FIT_VOICES", "0")
     if args.inside:
+        if not args.with_torch:  # the edge as a Pi installs it (.[edge]): no torch, so no speaker encoder
+            sys.meta_path.insert(0, _NoTorch())
         result = inside(Path(args.inside), args.briefing_minutes, args.low_memory)
         Path(args.inside, "result.json").write_text(json.dumps(result))
         return
@@ -229,7 +244,8 @@ def main() -> None:
         env = {**os.environ, "SPEECH_RELAY_HOME": str(folder / "home")}
         child = subprocess.Popen([sys.executable, __file__, "--inside", tmp,
                                   "--briefing-minutes", str(args.briefing_minutes)]
-                                 + (["--low-memory"] if args.low_memory else []), env=env)
+                                 + (["--low-memory"] if args.low_memory else [])
+                                 + (["--with-torch"] if args.with_torch else []), env=env)
         (group / "cgroup.procs").write_text(str(child.pid))  # before it loads anything
         if child.wait() != 0:
             sys.exit(f"slow_edge: the edge run failed ({child.returncode})")

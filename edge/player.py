@@ -164,7 +164,7 @@ class Player:
     def _fast_engines(self) -> set[str] | None:
         """Engines a live part or a flash bundle may speak with here; None: no limit (unknown, or none fast)."""
         speeds = self.speeds
-        if speeds is None:
+        if speeds is None or not speeds.rtf:
             return None
         fast = speed.fast_engines(speeds)
         if not fast:
