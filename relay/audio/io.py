@@ -121,7 +121,7 @@ def frame_db(audio: np.ndarray, frame: float = 0.02, sample_rate: int = SAMPLE_R
     return 10 * np.log10(power)
 
 
-def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+def resample(audio: np.ndarray, rate_in: float, rate_out: float) -> np.ndarray:
     """High-quality sample-rate conversion (libsoxr), mono float32."""
     if rate_in == rate_out:
         return audio.astype(np.float32, copy=False)

@@ -22,21 +22,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from relay.audio.io import resample
 from relay.audio.pitch import PitchTrack, track
 
 UNVOICED_STEP = 0.005  # seconds between unvoiced marks
 SEED = 5  # any fixed seed: what matters is that it is the same every time
 
 
-def _resample(audio: np.ndarray, rate_in: float, rate_out: float) -> np.ndarray:
-    import soxr
+def contour(pitch: PitchTrack, samples: int, sample_rate: int) -> np.ndarray:
+    """F0 at every sample (0 where unvoiced)."""
+    return pitch.at(np.arange(samples) / sample_rate) if len(pitch.f0) else np.zeros(samples)
 
-    return np.asarray(soxr.resample(audio.astype(np.float32), rate_in, rate_out), dtype=np.float64)
 
-
-def pitch_marks(x: np.ndarray, sample_rate: int, pitch: PitchTrack) -> tuple[np.ndarray, np.ndarray]:
-    """(mark positions in samples, voiced flag per mark), sorted, covering the whole signal."""
-    f0 = pitch.at(np.arange(len(x)) / sample_rate) if len(pitch.f0) else np.zeros(len(x))
+def pitch_marks(x: np.ndarray, sample_rate: int, f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mark positions in samples, voiced flag per mark), sorted, covering the whole signal;
+    ``f0`` is the pitch at every sample (:func:`contour`)."""
     voiced = f0 > 0
     marks: list[int] = []
     flags: list[bool] = []
@@ -98,14 +98,14 @@ def change_gender(
     x = np.asarray(audio, dtype=np.float64)
     if formant_ratio != 1.0:
         # played at sample_rate, a sound resampled to sample_rate / k is k times higher and 1/k as long
-        x = _resample(x, sample_rate, sample_rate / formant_ratio)
+        x = resample(x.astype(np.float32), sample_rate, sample_rate / formant_ratio).astype(np.float64)
         duration *= formant_ratio
     pitch = track(x, sample_rate, floor, ceiling)
     voiced_f0 = pitch.f0[pitch.f0 > 0]
     median = float(np.median(voiced_f0)) if len(voiced_f0) else 0.0
     target = median / formant_ratio * pitch_ratio  # the resampling moved the pitch too: undo that
-    marks, voiced = pitch_marks(x, sample_rate, pitch)
-    contour = pitch.at(np.arange(len(x)) / sample_rate) if len(pitch.f0) else np.zeros(len(x))
+    f0 = contour(pitch, len(x), sample_rate)
+    marks, voiced = pitch_marks(x, sample_rate, f0)
     if not len(marks):
         return x.astype(np.float32)
     left = np.diff(np.concatenate([[0], marks]))
@@ -127,7 +127,7 @@ def change_gender(
         grain = padded[cap + m - lp : cap + m + rp] * _window(lp, rp)
         at = int(round(t))
         out[cap + at - lp : cap + at + rp] += grain
-        f = float(contour[min(m, len(contour) - 1)])
+        f = float(f0[min(m, len(f0) - 1)])
         if voiced[i] and median > 0 and f > 0:
             new_f = target * (f / median) ** range_factor
             step = sample_rate / float(np.clip(new_f, floor / 2, ceiling * 2))
