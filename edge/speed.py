@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -107,8 +108,10 @@ def measure_engine(catalog: Catalog, engine: str) -> float | None:
 def load(path: Path) -> SpeedProfile | None:
     try:
         data = json.loads(path.read_text())
-        return SpeedProfile(str(data["device"]), str(data["voices"]),
-                            {str(k): float(v) for k, v in dict(data["rtf"]).items()}, float(data["measured"]))
+        rtf = {str(k): float(v) for k, v in dict(data["rtf"]).items()}
+        if not all(math.isfinite(v) and v > 0 for v in rtf.values()):
+            return None  # a damaged file: measured again, not trusted
+        return SpeedProfile(str(data["device"]), str(data["voices"]), rtf, float(data["measured"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

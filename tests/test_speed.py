@@ -89,6 +89,8 @@ def test_speed_profile_is_cached_until_the_device_or_the_voices_change(tmp_path)
     assert speed.load(tmp_path / "missing.json") is None
     (tmp_path / "bad.json").write_text("{not json")
     assert speed.load(tmp_path / "bad.json") is None
+    (tmp_path / "nan.json").write_text('{"device": "d", "voices": "v", "rtf": {"piper": NaN}, "measured": 1}')
+    assert speed.load(tmp_path / "nan.json") is None
 
 
 def test_cpu_quota_is_read_as_cpus():
