@@ -148,3 +148,23 @@ def test_the_shipped_measurements_agree_with_fresh_ones(tmp_path):
         assert np.abs(np.array(fresh.colour) - np.array(kept.colour)).max() < 1.5, key
     for key in ("kokoro:am_onyx", "piper:en_US-joe-medium"):  # an edge without torch casts these at once
         assert VoiceBank(catalog, tmp_path / "other.db").get(catalog.find(key)) is not None
+
+
+def test_a_packaged_model_is_recognised_wherever_it_is_installed(tmp_path):
+    # CI installs the project at another path than the one the shipped measurements were made in
+    import dataclasses
+    import shutil
+
+    from relay.voice.catalog import Catalog
+    from relay.voice.voicebank import _fingerprint, seeded
+
+    voice = Catalog().find("piper:en_US-joe-medium")
+    model = Path(voice.params[0])
+    moved = tmp_path / "elsewhere" / model.name
+    moved.parent.mkdir()
+    shutil.copyfile(model, moved)
+    there = dataclasses.replace(voice, params=(str(moved), *voice.params[1:]))
+    assert _fingerprint(there) == _fingerprint(voice) == seeded()[voice.key][0]
+    with moved.open("ab") as f:  # another model under the same name is measured anew
+        f.write(b"\0")
+    assert _fingerprint(there) != _fingerprint(voice)

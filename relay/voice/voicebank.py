@@ -66,11 +66,12 @@ class VoiceTraits:
 
 
 def _fingerprint(voice: Voice) -> str:
-    """What the measurement depends on: the voice, its model file (by size), the passage and the measures."""
-    parts = [voice.key, repr(voice.params), PASSAGE, "campplus-v1", "colour-v1", "pitch-numpy-v1"]
-    for p in voice.params:
-        if isinstance(p, str) and Path(p).is_file():
-            parts.append(str(Path(p).stat().st_size))  # not its time: a packaged model installs anew on each node
+    """What the measurement depends on: the voice, its model file, the passage and the measures."""
+    # A model file counts by its name and size, not its path or time: a packaged
+    # model installs anew, somewhere else, on each node.
+    params = [f"{Path(p).name}:{Path(p).stat().st_size}" if isinstance(p, str) and Path(p).is_file() else repr(p)
+              for p in voice.params]
+    parts = [voice.key, *params, PASSAGE, "campplus-v1", "colour-v1", "pitch-numpy-v1"]
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
 
 
