@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge.store import ACCEPTED, Inbox
-from relay.link.by_hand import unpack
+from relay.link.by_hand import read
 from relay.link.messages import LinkError
 
 
@@ -30,7 +30,11 @@ def import_transfer(inbox: Inbox, data: bytes) -> Imported:
     """Receive a transfer file as the link would have delivered it. A part
     that fails its check is refused with the reason, and a transfer this
     import started is dropped again (one the link had begun is left to it)."""
-    fragments = unpack(data, inbox.link.max_fragment)
+    carried = read(data, inbox.link.max_fragment)  # a damaged copy is refused here, even of a bundle held
+    if carried.edge is not None and carried.edge != inbox.edge:
+        raise LinkError("edge", f"this transfer was exported for edge {carried.edge!r}; this is {inbox.edge!r}: "
+                                f"carry it to {carried.edge}, or export the entry again with --edge {inbox.edge}")
+    fragments = carried.fragments
     bid = fragments[0].bundle_id
     known = inbox.get(bid)
     if known is not None:

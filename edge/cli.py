@@ -35,10 +35,11 @@ Config = typer.Option(None, "--config", "-c", help=CONFIG_HELP)
 VOICES_DIR_HELP = "extra folder of Piper voices (NAME.onnx + NAME.onnx.json); repeatable"
 
 
-def _config(path: Path | None, voice_dirs: list[Path] | None = None):
+def _config(path: Path | None, voice_dirs: list[Path] | None = None, required: bool = False):
+    """The configuration; ``required`` for commands on the station's store and daemon (not the packaged defaults)."""
     from relay.config import edge_config
 
-    cfg = edge_config(path)
+    cfg = edge_config(path, required)
     if voice_dirs:
         cfg = with_flags(cfg, "voices", dirs=[*cfg.voices.dirs, *voice_dirs])
     return cfg
@@ -58,7 +59,7 @@ def edge_run(config: Path = Config,
     from edge.daemon import EdgeDaemon
     from relay.link.service import serve
 
-    cfg = _config(config)
+    cfg = _config(config, required=True)
     if no_play:
         cfg = with_flags(cfg, "edge", play=False)
     serve(EdgeDaemon(cfg))
@@ -253,7 +254,7 @@ def edge_import(
     from relay.fileio import read_bytes
     from relay.link import by_hand
 
-    cfg = _config(config)
+    cfg = _config(config, required=True)
     if not cfg.edge.trusted_keys:
         raise ConfigError("edge.trusted_keys: required (the public key `relay ground keys init` printed)")
     inbox = _inbox(cfg, profiles=True)
@@ -277,7 +278,7 @@ def edge_import(
 @edge_app.command("ls")
 def edge_ls(config: Path = Config, as_json: bool = typer.Option(False, "--json")) -> None:
     """Bundles received (accepted, rejected or quarantined; played or waiting) and those still arriving."""
-    inbox = _inbox(_config(config))
+    inbox = _inbox(_config(config, required=True))
     stored, partial = inbox.bundles(), inbox.partial()
     if as_json:
         doc = {"bundles": [s.to_dict() for s in stored],
@@ -311,7 +312,7 @@ def edge_search(
     from edge.search import TranscriptIndex
     from edge.subtitles import timestamp
 
-    cfg = _config(config)
+    cfg = _config(config, required=True)
     index = TranscriptIndex(cfg.edge.transcripts_db, cfg.limits)
     index.sync(_inbox(cfg))
     hits = index.search(query, limit)
@@ -342,7 +343,7 @@ def edge_text(
         from relay.errors import RelayError
 
         raise RelayError(f"--format {fmt}: not one of {', '.join(FORMATS)}")
-    cfg = _config(config)
+    cfg = _config(config, required=True)
     inbox = _inbox(cfg)
     item = inbox.find(bundle)
     text = render(decode_bundle(inbox.data(item.bundle_id), f"bundle {item.bundle_id.hex()}", cfg.limits), fmt)
@@ -358,7 +359,7 @@ def _speak(config: Path | None, bundle: str, how: str, output: Path | None, agai
     from edge.store import InboxError
     from relay.errors import RelayError
 
-    cfg = _config(config)
+    cfg = _config(config, required=True)
     if output is not None:
         cfg = with_flags(cfg, "edge", play=False, output_dir=output)
     inbox = _inbox(cfg)
@@ -403,7 +404,7 @@ def edge_prune(config: Path = Config,
     from edge.retention import prune
     from relay.retention import show
 
-    show(prune(_config(config), dry_run), as_json)
+    show(prune(_config(config, required=True), dry_run), as_json)
 
 
 @edge_app.command("web")
@@ -415,7 +416,7 @@ def edge_web(
     from edge.web.app import create_app
     from relay.web.server import serve_alone
 
-    cfg = _config(config)
+    cfg = _config(config, required=True)
     serve_alone(cfg.web, listen, lambda: create_app(cfg), "station console")
 
 

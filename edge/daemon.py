@@ -56,6 +56,7 @@ log = logging.getLogger("relay.edge")
 MAX_REPLIES = 1000  # acks waiting for the broker; beyond that they are dropped (a poll asks again)
 NO_ROOM_RETRY = 60.0  # seconds before a bundle that found no room on the output disk is tried again
 DECODERS = 2  # bundles decoded at once: a flash one beside a long one (a third more urgent sets one aside)
+HOLE_QUIET = 15.0  # seconds without a message after (re)connecting before holes are reported
 
 
 @dataclass(order=True)
@@ -96,6 +97,7 @@ class EdgeDaemon:
         self.drops = Drops(log)
         self.pruner = Pruner(partial(prune, config), log)
         self.complete: dict[bytes, _Complete] = {}  # waiting for the decider
+        self.heard = time.monotonic()  # when the last message came (holes are reported after a quiet spell)
         self.decide_wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -124,14 +126,15 @@ class EdgeDaemon:
     async def _session(self, client: aiomqtt.Client) -> None:
         data_topic, ack_topic = topics(self.cfg.broker.topic_prefix, self.cfg.edge.name)
         await client.subscribe(data_topic, qos=1)
-        for hole in await self.store.holes():  # what a fault left, most urgent first
-            self._reply(hole)
         self.report.set()
+        self.heard = time.monotonic()
         async with asyncio.TaskGroup() as tasks:
             # publishing in its own task: a reply waiting for the broker must not keep the
             # receiving loop from noticing that the link went down (a lost reply is asked for again)
             tasks.create_task(self._publisher(client, ack_topic))
+            tasks.create_task(self._report_holes())
             async for message in client.messages:
+                self.heard = time.monotonic()
                 try:
                     await self._on_message(message)
                 except Exception as err:  # a bug met by one message: logged, the message dropped, the edge goes on
@@ -139,6 +142,21 @@ class EdgeDaemon:
                                         f"({err.__class__.__name__}: {err})")
                     log.debug("message handling failed", exc_info=err)
                 ack(client, message)  # handled: the broker may forget it
+
+    async def _report_holes(self) -> None:
+        """What a fault left half-received, reported most urgent first, once the
+        broker has handed over what it held for this edge while it was away:
+        parts the session kept are not holes, and asking for them again costs
+        the thin link their bytes twice. So the holes are counted only after
+        :data:`HOLE_QUIET` seconds without a message."""
+        while (wait := self.heard + HOLE_QUIET - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        holes = await self.store.holes()
+        for hole in holes:
+            self._reply(hole)
+        if holes:
+            log.info("%d transfer(s) still have missing parts after the broker's backlog: asked the ground for them",
+                     len(holes))
 
     async def _on_message(self, message: aiomqtt.Message) -> None:
         payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
@@ -286,6 +304,7 @@ class EdgeDaemon:
         waiting: set[bytes] = set()  # bundles that found no room and have not played since
         room = partial(make_room, self.cfg)
         await asyncio.to_thread(self._examine)
+        first = True
         while True:
             now = time.monotonic()
             for bid in [b for b, t in deferred.items() if t <= now]:
@@ -301,6 +320,11 @@ class EdgeDaemon:
             idle_since = time.monotonic()
             bid = item.bundle_id
             await self.store.start_play(bid)
+            if item.stream is None or item.stream.seq == 0:  # a stream's parts go on without a line each
+                log.info("bundle %s (%s, %s, %.0f s): preparing its voices and speaking it%s", bid.hex(), item.title,
+                         item.priority.name.lower() if item.priority is not None else "?", item.duration or 0.0,
+                         " (the first takes longest: the voices load)" if first else "")
+                first = False
             try:
                 data = await self.store.data(bid)
                 where = await asyncio.to_thread(self.player.speak, data, bid, item.received, room,

@@ -41,6 +41,7 @@ from relay.voice.prosody import Prosody
 from relay.voice.voicebank import VoiceBank
 
 log = logging.getLogger("relay.edge")
+NOTHING_TO_SAY = "nothing to say"  # where a bundle without speech "played": nowhere (Player.speak)
 
 
 def wav_bytes(duration: float, rate: int) -> int:
@@ -285,6 +286,11 @@ class Player:
         disk raises ``OSError`` (the daemon waits); anything the bundle itself
         causes raises, and the daemon quarantines it."""
         bundle = decode_bundle(data, f"bundle {bundle_id.hex()}", self.config.limits)
+        if not bundle.segments and not bundle.clips and bundle.source.stream is None:
+            # the ground found no speech: its length in silence would only look like a broken speaker
+            log.warning("bundle %s (%s): the ground found no speech in its %.0f s; nothing to play",
+                        bundle_id.hex(), bundle.source.title, bundle.source.duration)
+            return NOTHING_TO_SAY
         if self.config.edge.low_memory:
             from relay.format.textmodel import release_text_model
 

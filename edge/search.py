@@ -134,6 +134,14 @@ class TranscriptIndex:
             dropped += batch
         return dropped
 
+    def speakers(self, bundle_id: bytes) -> list[str] | None:
+        """Who speaks in an indexed bundle, in the order they first do; None if it is not indexed
+        (the console lists a bundle's speakers from here rather than decode every bundle at start)."""
+        if self._db.execute("SELECT 1 FROM indexed WHERE bundle_id = ?", (bundle_id,)).fetchone() is None:
+            return None
+        rows = self._db.execute("SELECT speaker FROM phrases WHERE bundle_id = ? ORDER BY rowid", (bundle_id,))
+        return list(dict.fromkeys(r[0] for r in rows))
+
     def search(self, query: str, limit: int = 50) -> list[Hit]:
         """Phrases matching every word of ``query``, best first."""
         rows = self._db.execute(

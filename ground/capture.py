@@ -32,7 +32,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -304,9 +304,10 @@ class StreamSpeakers:
         return dataclasses.replace(bundle, speakers=speakers), dropped
 
 
-def capture(encoder: Encoder, outbox: Outbox, parts: Iterator[Part], edge: str, priority: Priority, title: str,
-            stream_id: bytes | None = None, threshold: float = STREAM_MATCH) -> Iterator[Queued]:
-    """Encode each part into a bundle of the stream and queue it for ``edge``."""
+def capture(encoder: Encoder, outbox: Outbox, parts: Iterator[Part], edges: str | Sequence[str], priority: Priority,
+            title: str, stream_id: bytes | None = None, threshold: float = STREAM_MATCH) -> Iterator[Queued]:
+    """Encode each part into a bundle of the stream, once, and queue it for ``edges``."""
+    to = [edges] if isinstance(edges, str) else list(edges)
     from relay.format.bundle import SourceInfo, StreamPart
     from relay.format.wire import encode_bundle
 
@@ -317,7 +318,7 @@ def capture(encoder: Encoder, outbox: Outbox, parts: Iterator[Part], edge: str, 
         where = StreamPart(sid, part.seq, part.start, part.last)
         profiles: list[bytes] = []
         if len(part.audio):
-            result = encoder.encode(part.audio, title, fit_voices=False, stream=where)
+            result = encoder.encode(part.audio, title, fit_voices=False, stream=where, edges=to)
             bundle, dropped = speakers.link(result.bundle)
             data = encode_bundle(bundle) if dropped or bundle.speakers != result.bundle.speakers else result.data
             words = sum(len(s.words) for s in bundle.segments)
@@ -327,5 +328,5 @@ def capture(encoder: Encoder, outbox: Outbox, parts: Iterator[Part], edge: str, 
             profiles = [s.profile_id for s in bundle.speakers if s.profile is not None]
         else:  # the end of the stream, with nothing more said
             data, words = encode_bundle(Bundle(SourceInfo(title, 0.0, "en", where), [Speaker("S1")], [])), 0
-        row = outbox.add_bundle(data, edge, priority, title, f"capture:{sid.hex()}:{part.seq}", profiles)
+        row = outbox.add_bundle(data, to, priority, title, f"capture:{sid.hex()}:{part.seq}", profiles)
         yield Queued(part, row, len(data), words, time.perf_counter() - t0)

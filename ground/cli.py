@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from relay.cli import keys_app, ordered, plain_console, stage_bars, with_flags
+
+if TYPE_CHECKING:
+    from relay.link.messages import Priority
 
 console = plain_console(stderr=True, soft_wrap=True)  # one line per note, however narrow the terminal
 MAX_ID = 2**63 - 1  # SQLite's largest integer: an id beyond it is a usage error, not a crash
@@ -37,10 +42,22 @@ CONFIG_HELP = ("ground configuration (default: $SPEECH_RELAY_GROUND_CONFIG, /etc
 Config = typer.Option(None, "--config", "-c", help=CONFIG_HELP)
 
 
-def _config(path: Path | None):
+def _config(path: Path | None, required: bool = False):
+    """The configuration; ``required`` for commands on the station's queue and daemon (not the packaged defaults)."""
     from relay.config import ground_config
 
-    return ground_config(path)
+    return ground_config(path, required)
+
+
+def _priority(text: str, flag: str = "--priority") -> Priority:
+    """A priority flag's value, or a usage error (exit 2)."""
+    from relay.errors import RelayError, UsageError
+    from relay.link.messages import Priority
+
+    try:
+        return Priority.parse(text)
+    except RelayError as e:
+        raise UsageError(f"{flag}: {e}") from None
 
 
 def _outbox(cfg):
@@ -83,7 +100,7 @@ def ground_run(config: Path = Config) -> None:
     from ground.daemon import GroundDaemon
     from relay.link.service import serve
 
-    serve(GroundDaemon(_config(config)))
+    serve(GroundDaemon(_config(config, required=True)))
 
 
 @ground_app.command("encode")
@@ -161,6 +178,9 @@ def encode(
         f"{audio}: {_human(result.input_bytes)} input, {result.duration:.1f} s of audio, "
         f"{len(t.segments)} segment(s), {sum(len(s.words) for s in t.segments)} words"
     )
+    if not result.bundle.segments and not result.bundle.clips:
+        console.print(f"note: no speech was found in its {result.duration:.0f} s: the bundle carries only its length, "
+                      "and an edge has nothing to play")
     found = result.diarization.num_speakers if result.diarization else None
     wanted = num_speakers or min_speakers
     if found is not None and wanted and found < wanted:
@@ -262,84 +282,123 @@ def speakers_rm(
 def queue_add(
     file: Path = typer.Argument(..., help="audio to encode, or an encoded .bundle"),
     priority: str = typer.Option("normal", "--priority", "-p", help="flash, priority, normal or bulk"),
-    to: str = typer.Option(None, "--to", help="edge name (default: the configuration's default_edge)"),
+    to: str = typer.Option(None, "--to", help="edges: ship1,ship2, @group, all, or a mix (default: default_edge)"),
     title: str = typer.Option(None, "--title", help="title (default: the file name)"),
     config: Path = Config,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Queue a file for an edge (checked first: audio must decode, a bundle must be one an edge accepts)."""
+    """Queue a file for one edge or a fleet: encoded once, one signed transfer per edge (checked first:
+    audio must decode, a bundle must be one an edge accepts, every edge named must be served)."""
     from ground.intake import destination, queue_file
-    from ground.queue import Outbox
-    from relay.link.messages import Priority
 
-    cfg = _config(config)
-    edge = destination(cfg, to)
-    prio = Priority.parse(priority)
-    outbox = Outbox(cfg.ground.queue_db, cfg.limits)
-    row = queue_file(outbox, cfg, file, edge, prio, title or "")
-    item = outbox.get(row)
+    cfg = _config(config, required=True)
+    prio = _priority(priority)
+    edges = destination(cfg, to)
+    outbox = _outbox(cfg)
+    entry = outbox.entry(queue_file(outbox, cfg, file, edges, prio, title or ""))
     if as_json:
-        print(json.dumps(item.to_dict()))
+        print(json.dumps({**entry.to_dict(), "rows": [i.to_dict() for i in entry.edges]}))
     else:
-        print(f"queued entry {row}: {item.title} -> {edge} ({prio.name.lower()}, {item.state})")
+        where = edges[0] if len(edges) == 1 else f"{len(edges)} edges ({_names(edges)})"
+        print(f"queued entry {entry.id}: {entry.title} -> {where} ({prio.name.lower()}, {entry.state})")
+
+
+def _names(edges: list[str], most: int = 6) -> str:
+    return ", ".join(edges) if len(edges) <= most else f"{', '.join(edges[:most])} and {len(edges) - most} more"
+
+
+def _progress(i) -> str:
+    """One edge's row, in words: fragments sent, delivered, or why it ended."""
+    if i.reason and i.state in ("failed", "cancelled"):
+        return i.reason
+    if i.count and i.state == "sending":
+        return f"{i.count - i.pending}/{i.count} fragments" + (f", {i.polls} poll(s)" if i.polls else "")
+    if i.state == "delivered":
+        return f"delivered {_age(i.delivered)} ago"
+    return ""
+
+
+def _played(i) -> str:
+    if i.play_state is not None:
+        return f"{i.play_state} {_age(i.played)} ago" + (f": {i.play_reason}" if i.play_reason else "")
+    return "not yet" if i.state == "delivered" else ""
 
 
 @queue_app.command("ls")
 def queue_ls(
-    all_: bool = typer.Option(False, "--all", "-a", help="include acknowledged, failed and cancelled entries"),
+    all_: bool = typer.Option(False, "--all", "-a", help="include entries finished for every edge"),
+    edges: bool = typer.Option(False, "--edges", "-e", help="a line per edge under each entry"),
+    edge: str = typer.Option(None, "--edge", help="only entries for this edge"),
     config: Path = Config,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """List the queue, most urgent first."""
-    from ground.queue import ACTIVE
+    """List the queue, most urgent first: an entry per recording, with how many of its edges have it."""
+    from ground.queue import ACTIVE, State
+    from ground.status import entries
 
-    items = _outbox(_config(config)).items(None if all_ else ACTIVE)
-    if as_json:
-        print(json.dumps([i.to_dict() for i in items], indent=2))
+    cfg = _config(config, required=True)
+    if edge is not None and edge not in cfg.edges:
+        from relay.errors import UsageError
+
+        raise UsageError(f"--edge {edge}: not an edge this ground serves")
+    rows = entries(_outbox(cfg), cfg, active_only=not all_, edge=edge)
+    if as_json:  # a row per edge (its "entry" says which entry): what a script filters with jq
+        print(json.dumps([q.to_dict() for r in rows for q in r.edges], indent=2))
         return
-    table = Table("id", "edge", "priority", "state", "title", "bytes", "progress", "played", "age", box=None,
-                  header_style="bold")
-    for i in items:
-        progress = ""
-        if i.count and i.state == "sending":
-            progress = f"{i.count - i.pending}/{i.count} fragments" + (f", {i.polls} poll(s)" if i.polls else "")
-        elif i.state == "delivered":
-            progress = f"delivered {_age(i.delivered)} ago"
-        if i.reason and i.state in ("failed", "cancelled"):
-            progress = i.reason
-        played = ""
-        if i.play_state is not None:
-            played = f"{i.play_state} {_age(i.played)} ago" + (f": {i.play_reason}" if i.play_reason else "")
-        elif i.state == "delivered":
-            played = "not yet"
-        table.add_row(str(i.id), i.edge, i.priority.name.lower(), str(i.state), i.title,
-                      str(i.bundle_size or ""), progress, played, _age(i.created))
-    plain_console().print(table)
-    if not items:
+    table = Table("id", "to", "priority", "state", "title", "bytes", "progress", "played", "ETA", "age",
+                  box=None, header_style="bold")
+    for r in rows:
+        e = r.entry
+        n = len(e.edges)
+        if n == 1:
+            i = e.edges[0]
+            table.add_row(str(e.id), i.edge, i.priority.name.lower(), str(i.state), e.title, str(e.bundle_size or ""),
+                          _progress(i), _played(i), _duration(r.eta_s) if e.active else "", _age(e.created))
+            continue
+        table.add_row(str(e.id), f"{n} edges", e.priority.name.lower(), e.state, e.title, str(e.bundle_size or ""),
+                      f"{e.count(State.DELIVERED)}/{n} delivered", f"{e.played}/{n} played",
+                      _duration(r.eta_s) if e.active else "", _age(e.created))
+        if edges:
+            for q in r.edges:
+                i = q.item
+                table.add_row("", f"  {i.edge}", i.priority.name.lower(), str(i.state), "", "", _progress(i),
+                              _played(i), _duration(q.eta_s) if i.state in ACTIVE else "", "")
+    plain_console(width=max(_width(), 160)).print(table)
+    if not rows:
         print("queue empty" + ("" if all_ else " (--all shows finished entries)"))
+
+
+def _width() -> int:
+    """The terminal's width; a pipe gets a wide table rather than cut headers."""
+    import shutil
+    import sys
+
+    return shutil.get_terminal_size((200, 24)).columns if sys.stdout.isatty() else 200
 
 
 @queue_app.command("cancel")
 def queue_cancel(
     entry: int = typer.Argument(..., min=1, max=MAX_ID, help="entry id from relay ground queue ls"),
+    edge: str = typer.Option(None, "--edge", help="only for this edge (default: every edge still waiting)"),
     config: Path = Config,
 ) -> None:
-    """Stop sending an entry (fragments already sent stay sent)."""
-    item = _outbox(_config(config)).cancel(entry)
-    print(f"entry {item.id} ({item.title}) cancelled")
+    """Stop sending an entry, to every edge or one (fragments already sent stay sent)."""
+    rows = _outbox(_config(config, required=True)).cancel_entry(entry, edge)
+    print(f"entry {entry} ({rows[0].title}) cancelled for {_names([i.edge for i in rows])}")
 
 
 @queue_app.command("bump")
 def queue_bump(
     entry: int = typer.Argument(..., min=1, max=MAX_ID, help="entry id from relay ground queue ls"),
     priority: str = typer.Option(None, "--priority", "-p", help="also move it to this priority"),
+    edge: str = typer.Option(None, "--edge", help="only for this edge (default: every edge still waiting)"),
     config: Path = Config,
 ) -> None:
-    """Move an entry to the front of its priority (or of another)."""
-    from relay.link.messages import Priority
-
-    item = _outbox(_config(config)).bump(entry, Priority.parse(priority) if priority else None)
-    print(f"entry {item.id} ({item.title}) is now first among {item.priority.name.lower()}")
+    """Move an entry to the front of its priority (or of another), for every edge or one."""
+    prio = _priority(priority) if priority else None
+    rows = _outbox(_config(config, required=True)).bump_entry(entry, edge, prio)
+    print(f"entry {entry} ({rows[0].title}) is now first among {rows[0].priority.name.lower()} for "
+          f"{_names([i.edge for i in rows])}")
 
 
 @ground_app.command("prune")
@@ -351,27 +410,35 @@ def prune_cmd(config: Path = Config,
     from ground.retention import prune
     from relay.retention import show
 
-    show(prune(_config(config), dry_run), as_json)
+    show(prune(_config(config, required=True), dry_run), as_json)
 
 
 @ground_app.command("export")
 def export(
     entry: int = typer.Argument(..., min=1, max=MAX_ID, help="entry id from relay ground queue ls"),
     output: Path = typer.Option(..., "-o", "--output", help="file to write (relay edge import reads it)"),
+    edge: str = typer.Option(None, "--edge", help="the edge it is for (needed when the entry goes to several)"),
     config: Path = Config,
 ) -> None:
-    """Write an entry's signed transfer to a file, to carry to its edge by hand (a USB stick)."""
+    """Write an entry's signed transfer for one edge to a file, to carry to it by hand (a USB stick)."""
+    from relay.errors import UsageError
     from relay.fileio import write_atomic
     from relay.link import by_hand
     from relay.link.signing import SigningKey
 
-    cfg = _config(config)
+    cfg = _config(config, required=True)
     outbox = _outbox(cfg)
-    item = outbox.get(entry)
-    transfer = outbox.export(entry, SigningKey.load(cfg.ground.signing_key), cfg.link.fragment_size)
-    data = by_hand.pack(transfer)
+    rows = outbox.entry(entry).edges
+    chosen = [i for i in rows if edge is None or i.edge == edge]
+    if len(chosen) != 1:
+        names = ", ".join(i.edge for i in rows)
+        raise UsageError(f"--edge {edge}: entry {entry} goes to {names}" if edge else
+                         f"entry {entry} goes to {len(rows)} edges ({names}): --edge names the one to carry it to")
+    item = chosen[0]
+    transfer = outbox.export(item.id, SigningKey.load(cfg.ground.signing_key), cfg.link_for(item.edge).fragment_size)
+    data = by_hand.pack(transfer, item.edge)
     write_atomic(output, data)
-    print(f"entry {item.id} ({item.title}) for {item.edge}: bundle {transfer.bundle_id.hex()}, "
+    print(f"entry {entry} ({item.title}) for {item.edge}: bundle {transfer.bundle_id.hex()}, "
           f"{transfer.count} fragments, {len(data)} bytes -> {output}")
 
 
@@ -380,24 +447,39 @@ def status(
     config: Path = Config,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Per edge: the link, backlog, delivered and played, bytes sent, current rate and the backlog's ETA."""
-    from ground.status import edges
+    """The daemon's broker link; per edge: last ack, backlog, delivered and played, bytes sent, rate and
+    the backlog's ETA; then the recent fleet entries and the ships that have not yet heard them."""
+    from ground.status import edges, fleet
 
-    cfg = _config(config)
-    rows = [e.to_dict() for e in edges(_outbox(cfg), cfg)]
+    cfg = _config(config, required=True)
+    outbox = _outbox(cfg)
+    link = outbox.link()
+    rows = [e.to_dict() for e in edges(outbox, cfg)]
+    sent_to_many = fleet(outbox, cfg, recent=10)
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"daemon": None if link is None else {**asdict(link), "alive": link.alive(),
+                                                               "line": link.describe()},
+                          "edges": rows, "fleet": sent_to_many}, indent=2))
         return
+    print(link.describe() if link is not None else "no ground daemon has run on this queue")
     table = Table("edge", "last ack", "backlog", "delivered", "played", "quarantined", "failed", "link bytes sent",
                   "rate", "ETA", box=None, header_style="bold")
     for r in rows:
-        table.add_row(r["edge"], f"{_age(r['last_ack'])} ago" if r["last_ack"] else "never",
-                      f"{r['backlog_entries']} ({r['backlog_bytes']} B)", str(r["delivered"]),
-                      str(r["played"]), str(r["quarantined"]), str(r["failed"]), str(r["link_bytes_sent"]),
-                      f"{r['rate_bytes_per_s']:.1f} B/s", _duration(r["eta_s"]))
-    plain_console().print(table)
+        backlog = f"{r['backlog_entries']} ({r['backlog_bytes']} B)"
+        if r["to_encode"]:
+            backlog += f", {r['to_encode']} to encode"
+        eta = _duration(r["eta_s"]) if r["eta_s"] is not None or not r["backlog_entries"] else (
+            "after encoding" if r["to_encode"] == r["backlog_entries"] else "-")
+        table.add_row(r["edge"], f"{_age(r['last_ack'])} ago" if r["last_ack"] else "never", backlog,
+                      str(r["delivered"]), str(r["played"]), str(r["quarantined"]), str(r["failed"]),
+                      str(r["link_bytes_sent"]), f"{r['rate_bytes_per_s']:.1f} B/s", eta)
+    plain_console(width=max(_width(), 120)).print(table)
     if not rows:
         print("no edges yet")
+    for f in sent_to_many:
+        missing = f["not_yet"]
+        print(f"entry {f['id']} ({f['title']}): played on {f['played']}/{f['edges']} edges"
+              + (f"; not yet: {_names(missing)}" if missing else ""))
 
 
 @ground_app.command("capture")
@@ -407,7 +489,7 @@ def capture_cmd(
     fast: bool = typer.Option(False, "--fast", help="with --input: as fast as it encodes, not in real time"),
     chunk: float = typer.Option(10.0, "--chunk", min=1, max=600,
                                 help="seconds a bundle covers at most (cut at pauses)"),
-    to: str = typer.Option(None, "--to", help="edge name (default: the configuration's default_edge)"),
+    to: str = typer.Option(None, "--to", help="edges: ship1,ship2, @group, all, or a mix (default: default_edge)"),
     priority: str = typer.Option("priority", "--priority", "-p", help="flash, priority, normal or bulk"),
     title: str = typer.Option(None, "--title", help="the stream's title (default: live and the time)"),
     config: Path = Config,
@@ -421,11 +503,10 @@ def capture_cmd(
     from ground.capture import Cutter, capture, device_blocks, file_blocks, parts_in_background
     from ground.encoder import Encoder
     from ground.intake import destination
-    from relay.link.messages import Priority
 
-    cfg = _config(config)
-    edge = destination(cfg, to)
-    prio = Priority.parse(priority)
+    cfg = _config(config, required=True)
+    edges = destination(cfg, to)
+    prio = _priority(priority)
     cutter = Cutter(chunk)
     encoder = Encoder(cfg)
     with console.status("loading the models…"):
@@ -437,8 +518,9 @@ def capture_cmd(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # systemctl stop: the stream ends with its last part
     name = title or time.strftime("live %Y-%m-%d %H:%M UTC", time.gmtime())
-    parts = capture(encoder, _outbox(cfg), parts_in_background(blocks, cutter, stop), edge, prio, name)
-    print(f"capturing {'from ' + str(input_file) if input_file else 'the input'} for {edge} ({prio.name.lower()}): "
+    parts = capture(encoder, _outbox(cfg), parts_in_background(blocks, cutter, stop), edges, prio, name)
+    print(f"capturing {'from ' + str(input_file) if input_file else 'the input'} for {_names(edges)} "
+          f"({prio.name.lower()}): "
           f"parts of at most {chunk:g} s, cut at pauses; Ctrl-C ends the stream", flush=True)
     while True:
         try:

@@ -58,6 +58,18 @@ log = logging.getLogger("relay.ground")
 HEARTBEAT = 30.0  # seconds between the daemon's notes that it is alive (LinkState.alive allows three)
 
 
+def _names(edges: list[str], most: int = 5) -> str:
+    """Edges for a log line: a fleet of forty is not forty names."""
+    return ", ".join(edges) if len(edges) <= most else f"{', '.join(edges[:most])} and {len(edges) - most} more"
+
+
+def _no_words(bundle: Bundle) -> str:
+    """A warning for the log when a recording held nothing to say (it still goes: the edge learns so)."""
+    if bundle.segments or bundle.clips:
+        return ""
+    return f"; no speech was found in its {bundle.source.duration:.0f} s: the edge will have nothing to play"
+
+
 def edge_keys(config: GroundConfig) -> dict[str, VerifyKey]:
     """The public key of every edge this ground serves (``[edges.<name>] key``)."""
     if not config.edges:
@@ -74,6 +86,10 @@ class GroundDaemon:
         if g.spool_dir is not None and g.spool_dir.exists() and not g.spool_dir.is_dir():
             raise ConfigError(f"ground.spool_dir: {g.spool_dir} is not a folder")
         self.edge_keys = edge_keys(config)
+        from ground.fleet import check_groups
+
+        for group in check_groups(config):  # a group naming an unknown edge or itself stops the daemon here
+            log.warning("groups.%s has no edges: sending to @%s is refused", group, group)
         self.key = SigningKey.load(g.signing_key)
         self.connection = ConnectionSettings(config.broker, config.username)
         self.state = Waiter(log, f"ground state ({g.state_dir})", where=g.state_dir)
@@ -82,8 +98,11 @@ class GroundDaemon:
         self.queue = DurableOutbox(self.outbox, self.state)  # what the daemon writes waits out a full disk
         self.profiles = persist_blocking(lambda: ProfileStore(g.profiles_db), self.state)
         self.encoder = Encoder(config)  # models load when the first recording comes
-        self.budget = Budget(config.link.rate, config.link.parsed_windows(),
-                             burst=config.link.fragment_size + config.link.overhead)
+        # each edge's thin link is its own: its own fragment size, rate and windows ([edges.<name>] over [link])
+        self.links = {name: config.link_for(name) for name in self.edge_keys}
+        self.budgets = {name: Budget(link.rate, link.parsed_windows(), burst=link.fragment_size + link.overhead)
+                        for name, link in self.links.items()}
+        self.served: dict[str, float] = dict.fromkeys(self.edge_keys, 0.0)  # when each edge was last sent to
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()
         self.drops = Drops(log)
@@ -115,7 +134,12 @@ class GroundDaemon:
             jobs["spool"] = self._spool()
         if self.cfg.ground.fit_voices and self.cfg.ground.diarize:
             jobs["voice fitting"] = self._fit_voices()
-        await supervise(self.stop, jobs)
+        try:
+            await supervise(self.stop, jobs)
+        finally:
+            if self.stop.is_set():  # stopped on purpose: the consoles say so at once, not "reconnecting"
+                with contextlib.suppress(Exception):
+                    self.outbox.set_link(False, stopped=True)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep until woken (new work, an ack) or ``seconds`` pass."""
@@ -176,9 +200,9 @@ class GroundDaemon:
             self.drops(outcome.refused or "unknown bundle", outcome.note)
             return
         for pid in outcome.delivered_profiles:
-            await persist(partial(self.profiles.mark_sent, pid), self.state)
+            await persist(partial(self.profiles.mark_sent, pid, edge), self.state)
         for pid in reply.missing_profiles:
-            await persist(partial(self.profiles.mark_unsent, pid), self.state)
+            await persist(partial(self.profiles.mark_unsent, pid, edge), self.state)
         item = outcome.item
         if outcome.note:
             log.info("%s: entry %d (%s) %s%s", edge, item.id, item.title, outcome.note,
@@ -186,19 +210,31 @@ class GroundDaemon:
                      f": {item.play_reason}" if item.play_reason else "")
         self.wake.set()
 
+    def _open_edges(self) -> tuple[list[str], float]:
+        """(the edges whose link may take a message now, the one served least
+        recently first; else the seconds until one may)."""
+        waits = {name: budget.wait() for name, budget in self.budgets.items()}
+        ready = sorted((n for n, w in waits.items() if w <= 0), key=lambda n: self.served[n])
+        return ready, min(waits.values(), default=1.0)
+
     async def _send(self, client: aiomqtt.Client) -> None:
         link, prefix = self.cfg.link, self.cfg.broker.topic_prefix
+        sizes = {name: e.fragment_size for name, e in self.links.items()}
         last_prune = time.time()
         while True:
-            await self.budget.wait_window()
-            out = await self.queue.next_out(link.fragment_size, self.key, self.edges, link.ack_timeout,
-                                             link.max_poll_interval)
-            if out is None:
-                await self._sleep(1.0)
+            ready, wait = self._open_edges()
+            if not ready:
+                await self._sleep(min(max(wait, 0.05), 60.0))
                 continue
-            await self.budget.take(len(out.payload) + link.overhead)
+            out = await self.queue.next_out(sizes, self.key, ready, link.ack_timeout, link.max_poll_interval)
+            if out is None:
+                # nothing for the edges open now; one that opens later may have work, and new work wakes us
+                await self._sleep(1.0 if len(ready) == len(self.budgets) else min(max(wait, 0.05), 1.0))
+                continue
+            self.budgets[out.edge].spend(len(out.payload) + self.links[out.edge].overhead)
+            self.served[out.edge] = time.monotonic()
             await client.publish(topics(prefix, out.edge)[0], out.payload, qos=1)
-            await self.queue.sent(out, link.ack_timeout)
+            await self.queue.sent(out, self.links[out.edge].ack_timeout)
             if time.time() - last_prune > 600:
                 await self.queue.prune_log()
                 last_prune = time.time()
@@ -211,10 +247,12 @@ class GroundDaemon:
             if item is None:
                 await self._sleep(2.0)
                 continue
-            log.info("encoding entry %d: %s", item.id, item.source)
+            edges = await asyncio.to_thread(self.outbox.encoding_for, item.entry)
+            log.info("encoding entry %d for %s: %s", item.entry, _names(edges), item.source)
             try:
-                data, full, decoded = await asyncio.to_thread(self._encode, Path(item.source or ""), item.title)
-                stored = await self.queue.encoded(item.id, data, full, decoded)
+                data, full, decoded = await asyncio.to_thread(self._encode, Path(item.source or ""), item.title,
+                                                              edges)
+                stored = await self.queue.encoded(item.entry, data, full, decoded)
             except Exception as e:
                 kind = self.state.classify(e)
                 if kind is not None:  # a cache or the queue filled (or failed): encode it again once it works
@@ -227,20 +265,22 @@ class GroundDaemon:
                     continue
                 if not isinstance(e, RelayError):
                     raise
-                await self.queue.fail(item.id, str(e))
-                log.warning("entry %d failed: %s", item.id, e)
+                await self.queue.fail(item.entry, str(e))
+                log.warning("entry %d failed: %s", item.entry, e)
                 continue
             if stored:
-                log.info("entry %d ready: %d bytes", item.id, len(data))
+                log.info("entry %d ready: %d bytes%s", item.entry, len(data), _no_words(decoded))
             self.wake.set()
 
-    def _encode(self, path: Path, title: str) -> tuple[bytes, list[bytes], Bundle]:
+    def _encode(self, path: Path, title: str, edges: list[str]) -> tuple[bytes, list[bytes], Bundle]:
         """In a worker thread: audio file -> (bundle, ids of profiles sent in full, the bundle
-        as an edge decodes it: checked here, never on the event loop). New speakers are
-        remembered now, but count as sent only once acknowledged."""
+        as an edge decodes it: checked here, never on the event loop), once for all of
+        ``edges``. New speakers are remembered now, but count as sent to an edge only
+        once it acknowledges."""
         from relay.format.wire import decode_bundle
 
-        result = self.encoder.encode_file(path, title, fit_voices=False)  # fitting follows, in the background
+        # fitting follows, in the background
+        result = self.encoder.encode_file(path, title, fit_voices=False, edges=edges)
         decoded = decode_bundle(result.data, str(path), self.cfg.limits)
         return result.data, self.encoder.commit(result, sent=False), decoded
 
@@ -286,35 +326,43 @@ class GroundDaemon:
     # --- the spool folder ------------------------------------------------------------------------
 
     async def _spool(self) -> None:
+        """Files at the spool's top go to ``default_edge``; files in a folder
+        named for an edge, a ``@group`` or ``all`` go there (one entry, encoded
+        once). A folder that names nothing this ground serves has its files
+        refused, each with its reason beside it in ``.rejected``."""
         spool = self.cfg.ground.spool_dir
         assert spool is not None
         taken = spool / ".taken"
         await persist(lambda: taken.mkdir(parents=True, exist_ok=True), self.state)
-        await self._recover_taken(taken)
+        await self._recover_taken(spool)
         while True:
             now = time.time()
-            for path in sorted(spool.iterdir()):
-                if not path.is_file() or path.name.startswith("."):
-                    continue
-                try:
-                    if now - path.stat().st_mtime < self.cfg.ground.spool_settle:
-                        continue  # still being written
-                    dest = taken / f"{int(now * 1000)}-{path.name}"
-                    os.replace(path, dest)  # same filesystem: atomic
-                except OSError as e:
-                    log.warning("spool %s: %s", path.name, e)
-                    continue
-                await self._take(dest)
+            for folder, to in _spool_folders(spool):
+                for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+                    if not path.is_file() or path.name.startswith("."):
+                        continue
+                    try:
+                        if now - path.stat().st_mtime < self.cfg.ground.spool_settle:
+                            continue  # still being written
+                        into = taken / to if to else taken
+                        into.mkdir(exist_ok=True)
+                        dest = into / f"{int(now * 1000)}-{path.name}"
+                        os.replace(path, dest)  # same filesystem: atomic
+                    except OSError as e:
+                        log.warning("spool %s: %s", path.name, e)
+                        continue
+                    await self._take(spool, dest, to)
             await asyncio.sleep(1.0)
 
-    async def _recover_taken(self, taken: Path) -> None:
+    async def _recover_taken(self, spool: Path) -> None:
         """Files moved out of the spool by a daemon killed before queueing them."""
         known = {i.source for i in self.outbox.items()}
-        for path in sorted(taken.iterdir()):
-            if str(path.resolve()) not in known:
-                await self._take(path)
+        for folder, to in _spool_folders(spool / ".taken"):
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and str(path.resolve()) not in known:
+                    await self._take(spool, path, to)
 
-    async def _take(self, path: Path) -> None:
+    async def _take(self, spool: Path, path: Path, to: str | None) -> None:
         from ground.intake import check_file
 
         cancel = threading.Event()
@@ -324,9 +372,9 @@ class GroundDaemon:
             except asyncio.CancelledError:
                 cancel.set()  # stopping: the worker ends at its next token
                 raise
-            await persist(lambda: self._queue_file(checked), self.state)
+            await persist(lambda: self._queue_file(checked, to), self.state)
         except RelayError as e:
-            rejected = path.parent.parent / ".rejected"
+            rejected = spool / ".rejected"
             try:
                 rejected.mkdir(exist_ok=True)
                 os.replace(path, rejected / path.name)
@@ -335,12 +383,22 @@ class GroundDaemon:
                 pass
             log.warning("spool %s: %s; moved to %s", path.name, e, rejected)
 
-    def _queue_file(self, checked: Checked) -> None:
+    def _queue_file(self, checked: Checked, to: str | None) -> None:
         from ground.intake import destination, enqueue
 
         path = checked.path
-        edge = destination(self.cfg, None, "spool")
+        edges = destination(self.cfg, to, f"spool folder {to}" if to else "spool")
         title = path.name.split("-", 1)[-1].rsplit(".", 1)[0]
-        row = enqueue(self.outbox, checked, edge, title=title)
-        log.info("spool: queued %s as entry %d for %s", path.name, row, edge)
+        row = enqueue(self.outbox, checked, edges, title=title)
+        log.info("spool: queued %s as entry %d for %s", path.name, row, _names(edges))
         self.wake.set()
+
+
+def _spool_folders(root: Path) -> list[tuple[Path, str | None]]:
+    """``root`` itself (the default edge) and each folder in it not hidden, by the name that says where its files go."""
+    out: list[tuple[Path, str | None]] = [(root, None)]
+    try:
+        out += [(p, p.name) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        pass
+    return out

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,14 +145,16 @@ class Encoder:
     def encode(self, audio: np.ndarray, title: str, input_bytes: int = 0,
                speakers: DiarizationOptions | None = None,
                progress: Progress | None = None, fit_voices: bool | None = None,
-               stream: StreamPart | None = None) -> EncodeResult:
+               stream: StreamPart | None = None, edges: Sequence[str] | None = None) -> EncodeResult:
         """Transcribe (and diarize) decoded 16 kHz audio and pack the bundle
         (a part of a live ``stream``: :mod:`ground.capture`).
         With a profile store, speakers are matched against known profiles; call
         :meth:`commit` once the bundle is safely stored. ``progress(stage, done,
         total)`` follows the long stages (a 45-minute recording takes minutes).
         ``fit_voices`` (default: ``ground.fit_voices``) fits a voice to each new
-        speaker before packing (:mod:`ground.fit_voice`; up to 2 minutes each)."""
+        speaker before packing (:mod:`ground.fit_voice`; up to 2 minutes each).
+        ``edges``: the edges the bundle goes to; a known speaker travels by
+        reference only if every one of them has their profile."""
         g = self.config.ground
         fit_voices = (g.fit_voices and not self._no_fitting) if fit_voices is None else fit_voices
         timings: dict[str, float] = {}
@@ -190,7 +192,7 @@ class Encoder:
                              diarization.turns)
         tiers = self.config.tiers
         reference = get_codec(tiers.reference_clips, self.config.codecs) if tiers.reference_clips else None
-        plan = plan_speakers(segments, diarization, audio, self.store, bits=g.profile_bits,
+        plan = plan_speakers(segments, diarization, audio, self.store, bits=g.profile_bits, edges=edges,
                              reference_codec=reference)
         if not plan.speakers:  # no words at all: keep the one-speaker shape
             plan.speakers.append(Speaker("S1"))
@@ -230,11 +232,11 @@ class Encoder:
 
     def encode_file(self, path: str | Path, title: str | None = None,
                     speakers: DiarizationOptions | None = None, progress: Progress | None = None,
-                    fit_voices: bool | None = None) -> EncodeResult:
+                    fit_voices: bool | None = None, edges: Sequence[str] | None = None) -> EncodeResult:
         path = Path(path)
         audio = load_audio(path)
         return self.encode(audio, title if title is not None else path.stem, path.stat().st_size, speakers, progress,
-                           fit_voices)
+                           fit_voices, edges=edges)
 
     def commit(self, result: EncodeResult, sent: bool) -> list[bytes]:
         """The bundle is safely stored: remember its new speakers. ``sent``: it has

@@ -4,31 +4,28 @@
 Audio must decode, whatever its name (its first frames are decoded now, so
 a file that would fail hours later in the encoder is refused at the door),
 and a ``.bundle`` must be one an edge would accept; the destination must be
-an edge this ground serves.
+edges this ground serves (:mod:`ground.fleet`: names, ``@group``s, ``all``).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ground.queue import Outbox
 from relay.config import GroundConfig
-from relay.errors import RelayError
 from relay.format.bundle import Bundle
 from relay.link.messages import Priority
 
 
-def destination(cfg: GroundConfig, edge: str | None, flag: str = "--to") -> str:
-    """``edge``, or the configured default; one line if it is not an edge this ground serves."""
-    name = edge or cfg.ground.default_edge
-    if not name:
-        raise RelayError(f"{flag}: no edge named, and no default_edge in the configuration")
-    if name not in cfg.edges:
-        known = ", ".join(sorted(cfg.edges)) or "none"
-        raise RelayError(f"{flag} {name}: not an edge this ground serves (configured: {known})")
-    return name
+def destination(cfg: GroundConfig, to: str | None, flag: str = "--to") -> list[str]:
+    """The edges ``to`` names, or the configured default; one line
+    (:class:`relay.errors.UsageError`) if it names anything this ground does not serve."""
+    from ground.fleet import recipients
+
+    return recipients(cfg, to, flag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +55,17 @@ def check_file(cfg: GroundConfig, path: Path, cancel: threading.Event | None = N
     return Checked(path)
 
 
-def enqueue(outbox: Outbox, checked: Checked, edge: str, priority: Priority = Priority.NORMAL, title: str = "",
-            source: str | None = None) -> int:
-    """The quick half: the checked file into the queue for ``edge``; the new entry's id."""
+def enqueue(outbox: Outbox, checked: Checked, edges: str | Sequence[str], priority: Priority = Priority.NORMAL,
+            title: str = "", source: str | None = None) -> int:
+    """The quick half: the checked file into the queue for ``edges`` (encoded
+    once, sent to each); the new entry's id."""
     if checked.data is not None and checked.bundle is not None:
-        return outbox.add_bundle(checked.data, edge, priority, title, source or str(checked.path.resolve()),
+        return outbox.add_bundle(checked.data, edges, priority, title, source or str(checked.path.resolve()),
                                  decoded=checked.bundle)
-    return outbox.add_audio(checked.path, edge, priority, title)
+    return outbox.add_audio(checked.path, edges, priority, title)
 
 
-def queue_file(outbox: Outbox, cfg: GroundConfig, path: Path, edge: str, priority: Priority = Priority.NORMAL,
-               title: str = "", source: str | None = None) -> int:
-    """Check ``path`` and queue it for ``edge``: the new entry's id."""
-    return enqueue(outbox, check_file(cfg, path), edge, priority, title, source)
+def queue_file(outbox: Outbox, cfg: GroundConfig, path: Path, edges: str | Sequence[str],
+               priority: Priority = Priority.NORMAL, title: str = "", source: str | None = None) -> int:
+    """Check ``path`` and queue it for ``edges``: the new entry's id."""
+    return enqueue(outbox, check_file(cfg, path), edges, priority, title, source)

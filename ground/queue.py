@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -75,18 +75,27 @@ CREATE TABLE IF NOT EXISTS outbox (
     resigns INTEGER NOT NULL DEFAULT 0,
     played REAL,
     play_state TEXT,
-    play_reason TEXT
+    play_reason TEXT,
+    batch INTEGER,
+    size INTEGER
 );
-CREATE UNIQUE INDEX IF NOT EXISTS outbox_bundle ON outbox (bundle_id) WHERE bundle_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS bundles (bundle_id BLOB PRIMARY KEY, data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, priority, rank, id);
 CREATE TABLE IF NOT EXISTS link_log (t REAL NOT NULL, edge TEXT NOT NULL, bytes INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS edge_seq (edge TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS edge_heard (edge TEXT PRIMARY KEY, t REAL NOT NULL, counter INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS link_state (
-    id INTEGER PRIMARY KEY CHECK (id = 1), connected INTEGER NOT NULL, since REAL NOT NULL, beat REAL NOT NULL
+    id INTEGER PRIMARY KEY CHECK (id = 1), connected INTEGER NOT NULL, since REAL NOT NULL, beat REAL NOT NULL,
+    stopped INTEGER NOT NULL DEFAULT 0
 );
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: entries for a fleet (one row per edge, a batch per entry) and bundles kept once
+INDEXES = """
+DROP INDEX IF EXISTS outbox_bundle;
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_bundle_edge ON outbox (bundle_id, edge) WHERE bundle_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_batch ON outbox (batch);
+CREATE INDEX IF NOT EXISTS outbox_edge ON outbox (edge, state);
+"""
 MAX_RESIGNS = 3  # an edge that keeps calling a fresh signature stale has a clock problem: fail with its reason
 
 
@@ -109,7 +118,7 @@ class PlayState(StrEnum):
     QUARANTINED = "quarantined"
 
 
-ACTIVE = (State.QUEUED, State.ENCODING, State.READY, State.SENDING)
+ACTIVE = (State.QUEUED, State.ENCODING, State.READY, State.SENDING)  # in the order an entry moves through them
 FINISHED = (State.DELIVERED, State.FAILED, State.CANCELLED)
 
 
@@ -117,7 +126,7 @@ FINISHED = (State.DELIVERED, State.FAILED, State.CANCELLED)
 class Item:
     """One row, as the CLI and the daemon see it (without the blobs)."""
 
-    id: int
+    id: int  # this edge's row
     edge: str
     priority: Priority
     title: str
@@ -140,11 +149,12 @@ class Item:
     played: float | None
     play_state: PlayState | None
     play_reason: str | None
+    entry: int  # the entry it belongs to: the id an operator sees, one per recording, however many edges
 
     def to_dict(self) -> dict:
         return {
-            "id": self.id, "edge": self.edge, "priority": self.priority.name.lower(), "title": self.title,
-            "source": self.source, "state": str(self.state), "reason": self.reason,
+            "id": self.id, "entry": self.entry, "edge": self.edge, "priority": self.priority.name.lower(),
+            "title": self.title, "source": self.source, "state": str(self.state), "reason": self.reason,
             "bundle_id": self.bundle_id.hex() if self.bundle_id else None, "bundle_bytes": self.bundle_size,
             "fragments": self.count, "pending_fragments": self.pending, "link_bytes_sent": self.sent_bytes,
             "fragments_sent": self.fragments_sent, "polls": self.polls, "created": self.created,
@@ -168,18 +178,81 @@ def _indices(bitmap: bytes | None) -> list[int]:
 
 
 _COLUMNS = (
-    "id, edge, priority, title, source, state, reason, bundle_id, length(bundle), length(head), count, pending, "
+    "id, edge, priority, title, source, state, reason, bundle_id, size, length(head), count, pending, "
     "sent_bytes, fragments_sent, polls_sent, created, updated, delivered, seq, signed_at, played, play_state, "
-    "play_reason"
+    "play_reason, batch"
 )
 
 
 def _item(row: tuple) -> Item:
     (id_, edge, prio, title, source, state, reason, bid, blen, hlen, count, pending, sent, frags, polls,
-     created, updated, delivered, seq, signed_at, played, play_state, play_reason) = row
+     created, updated, delivered, seq, signed_at, played, play_state, play_reason, batch) = row
     return Item(id_, edge, Priority(prio), title, source, State(state), reason, bid, blen, hlen, count,
                 len(_indices(pending)), sent, frags, polls, created, updated, delivered, seq, signed_at, played,
-                PlayState(play_state) if play_state else None, play_reason)
+                PlayState(play_state) if play_state else None, play_reason, batch or id_)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One recording or bundle queued for one edge or many: what an operator
+    cancels, bumps and watches. ``edges`` are its rows, one per edge, each
+    with its own transfer, priority, delivery and play report."""
+
+    id: int
+    title: str
+    source: str | None
+    edges: tuple[Item, ...]
+
+    @property
+    def priority(self) -> Priority:
+        """The most urgent of its edges'."""
+        return min(i.priority for i in self.edges)
+
+    @property
+    def bundle_size(self) -> int | None:
+        return next((i.bundle_size for i in self.edges if i.bundle_size), None)
+
+    @property
+    def created(self) -> float:
+        return min(i.created for i in self.edges)
+
+    @property
+    def updated(self) -> float:
+        return max(i.updated for i in self.edges)
+
+    def count(self, *states: State) -> int:
+        return sum(i.state in states for i in self.edges)
+
+    @property
+    def played(self) -> int:
+        return sum(i.play_state == PlayState.PLAYED for i in self.edges)
+
+    @property
+    def state(self) -> str:
+        """The least advanced of its edges' states while any is active, else the one
+        they all ended in, or ``finished`` when they ended differently."""
+        active = [i.state for i in self.edges if i.state in ACTIVE]
+        if active:
+            return str(min(active, key=ACTIVE.index))
+        ends = {i.state for i in self.edges}
+        return str(ends.pop()) if len(ends) == 1 else "finished"
+
+    @property
+    def active(self) -> bool:
+        return any(i.state in ACTIVE for i in self.edges)
+
+    def unheard(self) -> list[str]:
+        """The edges that have not yet played it (cancelled and failed ones included: they never will)."""
+        return [i.edge for i in self.edges if i.play_state != PlayState.PLAYED]
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id, "title": self.title, "source": self.source, "priority": self.priority.name.lower(),
+            "state": self.state, "bundle_bytes": self.bundle_size, "created": self.created, "updated": self.updated,
+            "edges": len(self.edges), "delivered": self.count(State.DELIVERED), "played": self.played,
+            "failed": self.count(State.FAILED), "cancelled": self.count(State.CANCELLED),
+            "unheard": self.unheard(),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +289,26 @@ class LinkState:
     connected: bool
     since: float
     beat: float
+    stopped: bool = False  # the daemon stopped cleanly at ``beat`` (not a crash, not a lost link)
 
     def alive(self, now: float | None = None, within: float = 90.0) -> bool:
-        return (now or time.time()) - self.beat <= within
+        return not self.stopped and (now or time.time()) - self.beat <= within
+
+    def describe(self, now: float | None = None) -> str:
+        """One line for an operator: up, down and retrying, stopped, or silent (killed)."""
+        now = now or time.time()
+        if self.stopped:
+            return f"ground daemon stopped {_ago(now - self.beat)} ago"
+        if not self.alive(now):
+            return f"ground daemon not running (last heard {_ago(now - self.beat)} ago)"
+        if self.connected:
+            return f"broker link up for {_ago(now - self.since)}"
+        return f"broker link DOWN for {_ago(now - self.since)}: reconnecting"
+
+
+def _ago(seconds: float) -> str:
+    s = max(0, int(seconds))
+    return f"{s} s" if s < 120 else f"{s // 60} min" if s < 7200 else f"{s // 3600} h"
 
 
 class Outbox:
@@ -230,12 +320,23 @@ class Outbox:
         self._db = connect(self.path, _migrate_sql(self.path) + SCHEMA, "the ground queue", OutboxError)
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
         added = (("polls_sent", "INTEGER NOT NULL DEFAULT 0"), ("ack_counter", "INTEGER NOT NULL DEFAULT 0"),
-                 ("not_before", "INTEGER"), ("poll_at", "INTEGER"))
+                 ("not_before", "INTEGER"), ("poll_at", "INTEGER"), ("batch", "INTEGER"), ("size", "INTEGER"))
         for column, kind in added:
             if column not in columns:
                 self._db.execute(f"ALTER TABLE outbox ADD COLUMN {column} {kind}")
         if "counter" not in {r[1] for r in self._db.execute("PRAGMA table_info(edge_heard)")}:
             self._db.execute("ALTER TABLE edge_heard ADD COLUMN counter INTEGER NOT NULL DEFAULT 0")
+        if "stopped" not in {r[1] for r in self._db.execute("PRAGMA table_info(link_state)")}:
+            self._db.execute("ALTER TABLE link_state ADD COLUMN stopped INTEGER NOT NULL DEFAULT 0")
+        if self._db.execute("PRAGMA user_version").fetchone()[0] < 3:
+            with self._tx():  # each old row is an entry of its own; its bundle moves to the shared table
+                self._db.execute("UPDATE outbox SET batch = id WHERE batch IS NULL")
+                self._db.execute("UPDATE outbox SET size = length(bundle) WHERE bundle IS NOT NULL")
+                self._db.execute("INSERT OR IGNORE INTO bundles SELECT bundle_id, bundle FROM outbox "
+                                 "WHERE bundle IS NOT NULL AND bundle_id IS NOT NULL")
+                self._db.execute("UPDATE outbox SET bundle = NULL WHERE bundle IS NOT NULL")
+        for statement in filter(str.strip, INDEXES.split(";")):
+            self._db.execute(statement)
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -246,37 +347,54 @@ class Outbox:
 
     # --- adding ----------------------------------------------------------------------------------
 
-    def _insert(self, edge: str, priority: Priority, title: str, source: str | None, state: State,
-                bundle_id: bytes | None = None, bundle: bytes | None = None) -> int:
+    def _insert(self, edges: str | Sequence[str], priority: Priority, title: str, source: str | None, state: State,
+                bundle_id: bytes | None = None, bundle: bytes | None = None, profiles: Iterable[bytes] = ()) -> int:
+        """One entry, a row per edge, in one transaction; the entry's id (its first row's)."""
+        names = [edges] if isinstance(edges, str) else list(edges)
+        if not names or len(set(names)) != len(names):
+            raise OutboxError(f"an entry goes to one or more different edges, not {names}")
         now = time.time()
-        try:
-            cur = self._db.execute(
-                "INSERT INTO outbox (edge, priority, rank, title, source, state, bundle_id, bundle, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (edge, int(priority), now, title, source, str(state), bundle_id, bundle, now, now),
-            )
-        except sqlite3.IntegrityError:
-            raise OutboxError(f"bundle {bundle_id.hex() if bundle_id else ''} is already queued") from None
-        return int(cur.lastrowid or 0)
+        listed = json.dumps([p.hex() for p in profiles])
+        with self._tx():
+            if bundle is not None:
+                self._db.execute("INSERT OR IGNORE INTO bundles VALUES (?, ?)", (bundle_id, bundle))
+            first = 0
+            for edge in names:
+                try:
+                    cur = self._db.execute(
+                        "INSERT INTO outbox (edge, priority, rank, title, source, state, bundle_id, size, profiles, "
+                        "created, updated, batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (edge, int(priority), now, title, source, str(state), bundle_id,
+                         len(bundle) if bundle is not None else None, listed, now, now, first or None),
+                    )
+                except sqlite3.IntegrityError:
+                    raise OutboxError(f"bundle {bundle_id.hex() if bundle_id else ''} is already queued for "
+                                      f"{edge}") from None
+                if not first:
+                    first = int(cur.lastrowid or 0)
+                    self._db.execute("UPDATE outbox SET batch = id WHERE id = ?", (first,))
+        return first
 
-    def add_audio(self, path: str | Path, edge: str, priority: Priority = Priority.NORMAL, title: str = "") -> int:
-        """Queue an audio file; the ground daemon encodes it."""
+    def add_audio(self, path: str | Path, edges: str | Sequence[str], priority: Priority = Priority.NORMAL,
+                  title: str = "") -> int:
+        """Queue an audio file for one edge or several; the ground daemon encodes
+        it once for all of them. The entry's id."""
         path = Path(path).resolve()
-        return self._insert(edge, priority, title or path.stem, str(path), State.QUEUED)
+        return self._insert(edges, priority, title or path.stem, str(path), State.QUEUED)
 
-    def add_bundle(self, data: bytes, edge: str, priority: Priority = Priority.NORMAL, title: str = "",
-                   source: str | None = None, profiles: Iterable[bytes] = (), decoded: Bundle | None = None) -> int:
-        """Queue an encoded bundle, ready to send: refused (:class:`relay.errors.BundleError`)
-        if it is corrupt or over the limits, since an edge would refuse it too.
-        ``decoded``: what the caller already decoded ``data`` to, off the event
-        loop (a daemon must not spend a bundle's decoding time on its loop)."""
+    def add_bundle(self, data: bytes, edges: str | Sequence[str], priority: Priority = Priority.NORMAL,
+                   title: str = "", source: str | None = None, profiles: Iterable[bytes] = (),
+                   decoded: Bundle | None = None) -> int:
+        """Queue an encoded bundle for one edge or several, ready to send: refused
+        (:class:`relay.errors.BundleError`) if it is corrupt or over the limits,
+        since an edge would refuse it too. ``decoded``: what the caller already
+        decoded ``data`` to, off the event loop (a daemon must not spend a
+        bundle's decoding time on its loop). The entry's id."""
         from relay.format.wire import decode_bundle
 
         bundle = decoded if decoded is not None else decode_bundle(data, source, self.limits)
-        row = self._insert(edge, priority, title or bundle.source.title or "untitled", source, State.READY,
-                           bundle.bundle_id, data)
-        self._db.execute("UPDATE outbox SET profiles = ? WHERE id = ?", (json.dumps([p.hex() for p in profiles]), row))
-        return row
+        return self._insert(edges, priority, title or bundle.source.title or "untitled", source, State.READY,
+                            bundle.bundle_id, data, profiles)
 
     # --- encoding --------------------------------------------------------------------------------
 
@@ -287,7 +405,9 @@ class Outbox:
         return cur.rowcount
 
     def claim_encoding(self) -> Item | None:
-        """The most urgent queued audio, now marked encoding."""
+        """The most urgent queued audio, now marked encoding with every edge of
+        its entry still waiting for it (:meth:`encoding_for` names them): it is
+        encoded once for all of them."""
         with self._tx():
             row = self._db.execute(
                 f"SELECT {_COLUMNS} FROM outbox WHERE state = ? ORDER BY priority, rank, id LIMIT 1",
@@ -295,71 +415,98 @@ class Outbox:
             ).fetchone()
             if row is None:
                 return None
-            self._db.execute("UPDATE outbox SET state = ?, updated = ? WHERE id = ?",
-                             (str(State.ENCODING), time.time(), row[0]))
-        return _item(row)
+            item = _item(row)
+            self._db.execute("UPDATE outbox SET state = ?, updated = ? WHERE batch = ? AND state = ?",
+                             (str(State.ENCODING), time.time(), item.entry, str(State.QUEUED)))
+        return item
 
-    def encoded(self, row: int, data: bytes, profiles: Iterable[bytes] = (), decoded: Bundle | None = None) -> bool:
-        """Store the bundle of an encoding row, checked as an edge would check
-        it (``decoded``: what the caller, off the event loop, decoded it to).
-        False if the row was cancelled meanwhile."""
+    def encoding_for(self, entry: int) -> list[str]:
+        """The edges entry ``entry`` is being encoded for (those not cancelled meanwhile)."""
+        return [r[0] for r in self._db.execute("SELECT edge FROM outbox WHERE batch = ? AND state = ? ORDER BY id",
+                                               (entry, str(State.ENCODING)))]
+
+    def encoded(self, entry: int, data: bytes, profiles: Iterable[bytes] = (), decoded: Bundle | None = None) -> bool:
+        """Store the bundle of an encoding entry, for each of its edges, checked
+        as an edge would check it (``decoded``: what the caller, off the event
+        loop, decoded it to). False if every edge's row was cancelled meanwhile."""
         from relay.format.wire import decode_bundle
 
-        bundle = decoded if decoded is not None else decode_bundle(data, f"entry {row}", self.limits)
-        cur = self._db.execute(
-            "UPDATE outbox SET state = ?, bundle_id = ?, bundle = ?, profiles = ?, updated = ? "
-            "WHERE id = ? AND state = ?",
-            (str(State.READY), bundle.bundle_id, data, json.dumps([p.hex() for p in profiles]), time.time(), row,
-             str(State.ENCODING)),
-        )
-        return cur.rowcount == 1
+        bundle = decoded if decoded is not None else decode_bundle(data, f"entry {entry}", self.limits)
+        with self._tx():
+            cur = self._db.execute(
+                "UPDATE outbox SET state = ?, bundle_id = ?, size = ?, profiles = ?, updated = ? "
+                "WHERE batch = ? AND state = ?",
+                (str(State.READY), bundle.bundle_id, len(data), json.dumps([p.hex() for p in profiles]), time.time(),
+                 entry, str(State.ENCODING)),
+            )
+            if cur.rowcount:
+                self._db.execute("INSERT OR IGNORE INTO bundles VALUES (?, ?)", (bundle.bundle_id, data))
+        return cur.rowcount > 0
 
-    def fail(self, row: int, reason: str) -> None:
-        self._db.execute("UPDATE outbox SET state = ?, reason = ?, updated = ? WHERE id = ?",
-                         (str(State.FAILED), reason, time.time(), row))
+    def fail(self, entry: int, reason: str) -> None:
+        """The entry's audio could not be encoded: every edge's row fails with ``reason``."""
+        self._db.execute("UPDATE outbox SET state = ?, reason = ?, updated = ? WHERE batch = ? AND state IN (?, ?)",
+                         (str(State.FAILED), reason, time.time(), entry, str(State.QUEUED), str(State.ENCODING)))
 
     # --- sending ---------------------------------------------------------------------------------
 
-    def next_out(self, fragment_size: int, key: SigningKey, edges: Iterable[str] | None = None,
+    def next_out(self, fragment_size: int | Mapping[str, int], key: SigningKey, edges: Iterable[str] | None = None,
                  ack_timeout: float = 120.0, max_poll_interval: float = 3600.0) -> Outgoing | None:
         """The next message to publish: a fragment of the most urgent row with
-        parts still to send (a ready row starts: its manifest is signed now),
-        or a poll for a row whose ack is overdue, whichever is more urgent."""
+        parts still to send (a ready row starts: its manifest is signed now,
+        with its edge's ``fragment_size``), or a poll for a row whose ack is
+        overdue, whichever is more urgent. ``edges``: only these, and at equal
+        priority the one listed first (the daemon lists the edge it served
+        least recently first, so no ship waits behind another's backlog)."""
         names = list(edges) if edges is not None else None
+        if names is not None and not names:
+            return None
         frag = self._next_fragment_row(names)
         poll = self._due_poll_row(names)
         if frag is None and poll is None:
             return None
-        if poll is not None and (frag is None or poll[1:] < frag[1:]):
+        if poll is not None and (frag is None or poll[1:] < frag[1:4]):
             return self._poll(poll[0], key, ack_timeout, max_poll_interval)
-        return self._fragment(frag[0], fragment_size, key) if frag else None
+        if frag is None:
+            return None
+        size = fragment_size if isinstance(fragment_size, int) else fragment_size[frag[4]]
+        return self._fragment(frag[0], size, key)
 
-    def _edge_filter(self, names: list[str] | None) -> tuple[str, list]:
+    def _edge_filter(self, names: list[str] | None) -> tuple[str, str, list]:
+        """(a WHERE clause for ``names``, an ORDER BY term for their order, its arguments)."""
         if names is None:
-            return "", []
-        return f" AND edge IN ({','.join('?' * len(names))})", names
+            return "", "0", []
+        marks = ",".join("?" * len(names))
+        order = "CASE edge " + " ".join("WHEN ? THEN ?" for _ in names) + " END" if len(names) > 1 else "0"
+        ranks = [x for i, n in enumerate(names) for x in (n, i)] if len(names) > 1 else []
+        return f" AND edge IN ({marks})", order, [*names, *ranks]
 
     def _next_fragment_row(self, names: list[str] | None) -> tuple | None:
-        where, args = self._edge_filter(names)
+        where, order, args = self._edge_filter(names)
+        cut = len(names) if names is not None else 0
         return self._db.execute(
-            "SELECT id, priority, rank FROM outbox WHERE (state = ? OR (state = ? AND pending IS NOT NULL "
-            f"AND pending != zeroblob(length(pending)))){where} ORDER BY priority, rank, id LIMIT 1",
-            [str(State.READY), str(State.SENDING), *args],
+            f"SELECT id, priority, {order} AS fair, rank, edge FROM outbox WHERE (state = ? OR (state = ? AND "
+            f"pending IS NOT NULL AND pending != zeroblob(length(pending)))){where} "
+            "ORDER BY priority, fair, rank, id LIMIT 1",
+            [*args[cut:], str(State.READY), str(State.SENDING), *args[:cut]],
         ).fetchone()
 
     def _due_poll_row(self, names: list[str] | None) -> tuple | None:
-        where, args = self._edge_filter(names)
-        return self._db.execute(
-            "SELECT id, priority, rank FROM outbox WHERE state = ? AND next_poll IS NOT NULL AND next_poll <= ? "
-            f"AND (pending IS NULL OR pending = zeroblob(length(pending))){where} ORDER BY priority, rank, id LIMIT 1",
-            [str(State.SENDING), time.time(), *args],
+        where, order, args = self._edge_filter(names)
+        cut = len(names) if names is not None else 0
+        found = self._db.execute(
+            f"SELECT id, priority, {order} AS fair, rank FROM outbox WHERE state = ? AND next_poll IS NOT NULL AND "
+            f"next_poll <= ? AND (pending IS NULL OR pending = zeroblob(length(pending))){where} "
+            "ORDER BY priority, fair, rank, id LIMIT 1",
+            [*args[cut:], str(State.SENDING), time.time(), *args[:cut]],
         ).fetchone()
+        return found
 
     def _fragment(self, row: int, fragment_size: int, key: SigningKey) -> Outgoing:
         with self._tx():
             id_, edge, prio, state, bid, bundle, head, fsize, pending, seq = self._db.execute(
-                "SELECT id, edge, priority, state, bundle_id, bundle, head, fragment_size, pending, seq FROM outbox "
-                "WHERE id = ?", (row,)).fetchone()
+                "SELECT o.id, o.edge, o.priority, o.state, o.bundle_id, b.data, o.head, o.fragment_size, o.pending, "
+                "o.seq FROM outbox o JOIN bundles b USING (bundle_id) WHERE o.id = ?", (row,)).fetchone()
             if state == State.READY:
                 seq = self._next_seq(edge)
                 signed_at = self._signing_time(id_)
@@ -438,7 +585,8 @@ class Outbox:
         must not wait for it). Less urgent rows keep their timeouts: a poll
         costs the thin link 85 bytes, and the broker keeps acks for a ground
         that is away, so most are not lost at all."""
-        where, args = self._edge_filter(list(edges) if edges is not None else None)
+        names = list(edges) if edges is not None else None
+        where, args = (f" AND edge IN ({','.join('?' * len(names))})", names) if names is not None else ("", [])
         cur = self._db.execute(
             "UPDATE outbox SET next_poll = ?, polls = 0 WHERE state = ? AND next_poll IS NOT NULL AND priority <= ?"
             f"{where}", [time.time(), str(State.SENDING), int(up_to), *args])
@@ -537,13 +685,20 @@ class Outbox:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE {where} ORDER BY priority, rank, id", args)
         return [_item(r) for r in rows]
 
+    def bundle_of(self, row: int) -> bytes | None:
+        """The bundle row ``row`` sends (None before it is encoded)."""
+        found = self._db.execute("SELECT b.data FROM outbox o JOIN bundles b USING (bundle_id) WHERE o.id = ?",
+                                 (row,)).fetchone()
+        return bytes(found[0]) if found else None
+
     def export(self, row: int, key: SigningKey, fragment_size: int) -> OutgoingTransfer:
         """Entry ``row``'s transfer, whole, for carrying by hand (:mod:`relay.link.by_hand`):
         the one the link already signed, or a new one signed now. The entry is
         not changed: its delivery is known when the edge acknowledges it."""
         item = self.get(row)
         bid, bundle, head, fsize = self._db.execute(
-            "SELECT bundle_id, bundle, head, fragment_size FROM outbox WHERE id = ?", (row,)).fetchone()
+            "SELECT o.bundle_id, b.data, o.head, o.fragment_size FROM outbox o LEFT JOIN bundles b USING (bundle_id) "
+            "WHERE o.id = ?", (row,)).fetchone()
         if bundle is None:
             raise OutboxError(f"queue entry {row} is {item.state}: it has no bundle to export"
                               + (" yet" if item.state in ACTIVE else ""))
@@ -553,6 +708,78 @@ class Outbox:
             seq = self._next_seq(item.edge)
         return OutgoingTransfer.create(bytes(bid), bytes(bundle), item.edge, item.priority, fragment_size, key, seq,
                                        self._signing_time(row))
+
+    def entry(self, entry: int) -> Entry:
+        """Entry ``entry`` with every edge's row; one line if there is none (naming
+        the entry a row id belongs to, when the operator gave one)."""
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE batch = ? ORDER BY edge", (entry,)).fetchall()
+        if not rows:
+            part = self._db.execute("SELECT batch, edge FROM outbox WHERE id = ?", (entry,)).fetchone()
+            if part is not None:
+                raise OutboxError(f"{entry} is not an entry: it is {part[1]}'s part of entry {part[0]} "
+                                  f"(--edge {part[1]} names it)")
+            raise OutboxError(f"no queue entry {entry} (relay ground queue ls lists them)")
+        items = tuple(_item(r) for r in rows)
+        return Entry(entry, items[0].title, items[0].source, items)
+
+    def entries(self, active_only: bool = False, edge: str | None = None, limit: int | None = None) -> list[Entry]:
+        """Entries, most urgent first (by their most urgent edge); with
+        ``active_only``, those any edge still waits for; ``edge``: those going to it;
+        ``limit``: the first so many."""
+        where, args = [], []
+        if active_only:
+            where.append(f"batch IN (SELECT batch FROM outbox WHERE state IN ({','.join('?' * len(ACTIVE))}))")
+            args += [str(s) for s in ACTIVE]
+        if edge:
+            where.append("batch IN (SELECT batch FROM outbox WHERE edge = ?)")
+            args.append(edge)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        order = ("SELECT batch, min(priority) AS p, min(rank) AS r FROM outbox "
+                 f"{clause} GROUP BY batch ORDER BY p, r, batch" + (f" LIMIT {int(limit)}" if limit else ""))
+        batches = [r[0] for r in self._db.execute(order, args)]
+        if not batches:
+            return []
+        grouped: dict[int, list[Item]] = {b: [] for b in batches}
+        for chunk in range(0, len(batches), 500):
+            part = batches[chunk:chunk + 500]
+            for r in self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE batch IN ({','.join('?' * len(part))}) "
+                                      "ORDER BY edge", part):
+                item = _item(r)
+                grouped[item.entry].append(item)
+        return [Entry(b, items[0].title, items[0].source, tuple(items)) for b, items in grouped.items() if items]
+
+    def _rows_of(self, entry: int, edge: str | None, verb: str) -> list[Item]:
+        """The active rows of ``entry`` (``edge``'s alone if named), or one line why there are none."""
+        found = self.entry(entry)
+        rows = list(found.edges)
+        if edge is not None:
+            rows = [i for i in rows if i.edge == edge]
+            if not rows:
+                raise OutboxError(f"entry {entry} does not go to {edge} (it goes to "
+                                  f"{', '.join(i.edge for i in found.edges)})")
+        active = [i for i in rows if i.state in ACTIVE]
+        if not active:
+            which = f"for {edge} " if edge else ""
+            raise OutboxError(f"entry {entry} {which}is {rows[0].state if len(rows) == 1 else found.state}; only "
+                              f"waiting or sending entries can be {verb}")
+        return active
+
+    def cancel_entry(self, entry: int, edge: str | None = None) -> list[Item]:
+        """Stop sending entry ``entry`` to every edge still waiting for it, or to ``edge`` alone."""
+        rows = self._rows_of(entry, edge, "cancelled")
+        with self._tx():
+            for i in rows:
+                self._db.execute("UPDATE outbox SET state = ?, reason = ?, updated = ? WHERE id = ? "
+                                 "AND state IN (?, ?, ?, ?)", (str(State.CANCELLED), "cancelled by an operator",
+                                                               time.time(), i.id, *map(str, ACTIVE)))
+        return [self.get(i.id) for i in rows]
+
+    def bump_entry(self, entry: int, edge: str | None = None, priority: Priority | None = None) -> list[Item]:
+        """Move entry ``entry`` (for every edge still waiting, or ``edge`` alone) to
+        the front of its priority class, or of ``priority``'s."""
+        rows = self._rows_of(entry, edge, "bumped")
+        with self._tx():
+            return [self.bump(i.id, priority) for i in rows]
 
     def cancel(self, row: int) -> Item:
         item = self.get(row)
@@ -584,6 +811,20 @@ class Outbox:
             return int(item.bundle_size * 1.1) + 150  # manifest, hashes and headers, roughly
         return 0
 
+    def backlogs(self) -> dict[str, tuple[int, int, int]]:
+        """edge -> (active rows, link bytes still to send, rows not yet encoded), in one reading."""
+        out: dict[str, tuple[int, int, int]] = {}
+        for item in self.items(ACTIVE):
+            n, left, unsized = out.get(item.edge, (0, 0, 0))
+            out[item.edge] = (n + 1, left + self.bytes_left(item), unsized + (item.bundle_size is None))
+        return out
+
+    def recent_fleet(self, count: int) -> list[Entry]:
+        """The ``count`` newest entries that went to more than one edge."""
+        batches = [r[0] for r in self._db.execute(
+            "SELECT batch FROM outbox GROUP BY batch HAVING count(*) > 1 ORDER BY batch DESC LIMIT ?", (count,))]
+        return [self.entry(b) for b in batches]
+
     def backlog(self, edge: str) -> tuple[int, int]:
         """(entries, link bytes still to send) for ``edge``; unencoded audio counts 0 bytes."""
         items = self.items(ACTIVE, edge)
@@ -601,7 +842,7 @@ class Outbox:
     def totals(self, edge: str) -> dict:
         delivered, played, quarantined, size = self._db.execute(
             "SELECT count(*), count(play_state = 'played' OR NULL), count(play_state = 'quarantined' OR NULL), "
-            "coalesce(sum(length(bundle)), 0) FROM outbox WHERE edge = ? AND state = ?",
+            "coalesce(sum(size), 0) FROM outbox WHERE edge = ? AND state = ?",
             (edge, str(State.DELIVERED))).fetchone()
         failed = self._db.execute("SELECT count(*) FROM outbox WHERE edge = ? AND state = ?",
                                   (edge, str(State.FAILED))).fetchone()[0]
@@ -616,31 +857,36 @@ class Outbox:
         """When each edge's last verified ack arrived."""
         return dict(self._db.execute("SELECT edge, t FROM edge_heard").fetchall())
 
-    def set_link(self, connected: bool) -> None:
-        """The daemon's broker connection came up or went down (also a heartbeat)."""
+    def set_link(self, connected: bool, stopped: bool = False) -> None:
+        """The daemon's broker connection came up or went down (also a heartbeat);
+        ``stopped``: the daemon is stopping cleanly."""
         now = time.time()
         self._db.execute(
-            "INSERT INTO link_state VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "INSERT INTO link_state VALUES (1, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
             "since = CASE WHEN connected = excluded.connected THEN since ELSE excluded.since END, "
-            "connected = excluded.connected, beat = excluded.beat", (int(connected), now, now))
+            "connected = excluded.connected, beat = excluded.beat, stopped = excluded.stopped",
+            (int(connected), now, now, int(stopped)))
 
     def link(self) -> LinkState | None:
         """What the daemon last wrote of its connection; None if no daemon ever ran on this queue."""
-        row = self._db.execute("SELECT connected, since, beat FROM link_state").fetchone()
-        return LinkState(bool(row[0]), row[1], row[2]) if row else None
+        row = self._db.execute("SELECT connected, since, beat, stopped FROM link_state").fetchone()
+        return LinkState(bool(row[0]), row[1], row[2], bool(row[3])) if row else None
 
     def version(self) -> tuple:
         """Changes whenever an entry, an edge's last ack or the link's state does (a console's live view)."""
         return (self._db.execute("SELECT count(*), max(updated) FROM outbox").fetchone()
                 + self._db.execute("SELECT max(t) FROM edge_heard").fetchone()
-                + (self._db.execute("SELECT connected, beat FROM link_state").fetchone() or ()))
+                + (self._db.execute("SELECT connected, beat, stopped FROM link_state").fetchone() or ()))
 
     def finished_before(self, before: float) -> list[Item]:
-        """Entries finished (delivered, failed, cancelled) and not changed since ``before``:
-        what retention may remove. A delivered entry still waiting for its play
-        report counts once it is that old (the edge may never have played it)."""
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE state IN (?, ?, ?) AND updated < ? ORDER BY id",
-                                (*map(str, FINISHED), before))
+        """The rows of entries finished (delivered, failed, cancelled) for every
+        edge and not changed since ``before``: what retention may remove (an
+        entry leaves whole, so a fleet's view never loses the ships that heard it
+        first). A delivered row still waiting for its play report counts once it
+        is that old (the edge may never have played it)."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE batch NOT IN (SELECT batch FROM outbox WHERE "
+            "state NOT IN (?, ?, ?) OR updated >= ?) ORDER BY id", (*map(str, FINISHED), before))
         return [_item(r) for r in rows]
 
     def remove(self, rows: list[int]) -> None:
@@ -648,6 +894,8 @@ class Outbox:
         with self._tx():
             self._db.executemany("DELETE FROM outbox WHERE id = ? AND state IN (?, ?, ?)",
                                  [(r, *map(str, FINISHED)) for r in rows])
+            self._db.execute("DELETE FROM bundles WHERE bundle_id NOT IN "
+                             "(SELECT bundle_id FROM outbox WHERE bundle_id IS NOT NULL)")
 
     def prune_log(self, keep: float = 3600.0) -> None:
         self._db.execute("DELETE FROM link_log WHERE t < ?", (time.time() - keep,))
@@ -667,7 +915,7 @@ def _migrate_sql(path: Path) -> str:
             db.close()
     except sqlite3.Error:
         return ""  # connect() reports it
-    if version >= SCHEMA_VERSION or not columns:
+    if version >= 2 or not columns:  # 2 -> 3 is Outbox.__init__'s
         return ""
     return """
 ALTER TABLE outbox RENAME COLUMN envelope TO head;
@@ -708,7 +956,7 @@ class DurableOutbox(Durable):
     async def fail(self, row: int, reason: str) -> None:
         await self._do(partial(self.outbox.fail, row, reason))
 
-    async def next_out(self, fragment_size: int, key: SigningKey, edges: Iterable[str] | None,
+    async def next_out(self, fragment_size: int | Mapping[str, int], key: SigningKey, edges: Iterable[str] | None,
                        ack_timeout: float, max_poll_interval: float) -> Outgoing | None:
         return await self._do(partial(self.outbox.next_out, fragment_size, key, edges, ack_timeout,
                                       max_poll_interval))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ground.queue import FINISHED, Outbox
+from ground.queue import FINISHED, Item, Outbox
 from relay.config import GroundConfig
 from relay.retention import DAY, Pruned, Removed, files_in, strays, unlink
 
@@ -37,12 +37,21 @@ def prune(cfg: GroundConfig, dry_run: bool = False, now: float | None = None) ->
     now = now or time.time()
     r, g = cfg.retention, cfg.ground
     result = Pruned(dry_run)
-    folders = [g.state_dir / "uploads"] + ([g.spool_dir / ".taken"] if g.spool_dir is not None else [])
+    folders = [g.state_dir / "uploads"]
+    if g.spool_dir is not None:  # .taken, and a folder in it per edge or group the spool's folders named
+        taken = g.spool_dir / ".taken"
+        folders.append(taken)
+        try:
+            folders += sorted(p for p in taken.iterdir() if p.is_dir() and not p.is_symlink())
+        except OSError:
+            pass
     outbox = Outbox(g.queue_db, cfg.limits)
     try:
         entries = outbox.items()
         live = {Path(i.source).resolve() for i in entries if i.source and i.state not in FINISHED}
-        done = {Path(i.source).resolve(): i for i in entries if i.source and i.state in FINISHED}
+        done: dict[Path, Item] = {}  # a recording sent to a fleet is done when its last edge's row is
+        for i in sorted((i for i in entries if i.source and i.state in FINISHED), key=lambda i: i.updated):
+            done[Path(i.source or "").resolve()] = i
         for folder in folders:
             for path, size, mtime in files_in(folder, "*"):
                 key = path.resolve()
@@ -51,7 +60,7 @@ def prune(cfg: GroundConfig, dry_run: bool = False, now: float | None = None) ->
                 entry = done.get(key)
                 since = entry.updated if entry is not None else mtime
                 if now - since > r.files_days * DAY:
-                    why = (f"entry {entry.id} {entry.state} over {r.files_days:g} days ago" if entry is not None
+                    why = (f"entry {entry.entry} {entry.state} over {r.files_days:g} days ago" if entry is not None
                            else f"queued by no entry, {r.files_days:g} days old")
                     result.items.append(Removed(str(path), size, why))
             result.items += strays(folder, now)

@@ -74,9 +74,12 @@ def plan_speakers(
     threshold: float = MATCH_THRESHOLD,
     bits: int = 4,
     reference_codec: AudioCodec | None = None,
+    edges: Sequence[str] | None = None,
 ) -> SpeakerPlan:
     """Renumber speakers 0..n-1 by first word, label them and attach profiles
-    (with a coded reference clip when ``reference_codec`` is given)."""
+    (with a coded reference clip when ``reference_codec`` is given). A known
+    profile goes by reference when every one of ``edges`` has it (without
+    edges: when a bundle carrying it in full was written)."""
     order = _first_appearance(segments)
     renumber = {old: new for new, old in enumerate(order)}
     new_segments = [Segment(renumber[s.speaker], s.start, s.end, s.text, s.words) for s in segments]
@@ -124,7 +127,7 @@ def plan_speakers(
             plan.matched[label] = round(chosen[old][1], 3)
         if profile is None:
             plan.speakers.append(Speaker(label))
-        elif store is not None and old in chosen and store.was_sent(profile.profile_id):
+        elif store is not None and old in chosen and store.was_sent(profile.profile_id, edges):
             plan.speakers.append(Speaker(label, profile.profile_id, None))
         else:
             if reference_codec is not None and not profile.reference:

@@ -32,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from relay.errors import RelayError
+from relay.errors import RelayError, UsageError
 from relay.fileio import read_bytes
 from relay.format.wire import decode_bundle, field_costs, version_of
 
@@ -124,9 +124,10 @@ app.add_typer(web_app, name="web")
 
 @web_app.command("password")
 def web_password(
-    stdin: bool = typer.Option(False, "--stdin", help="read the password from standard input (one line)"),
+    stdin: bool = typer.Option(False, "--stdin", help="read the password from standard input (one line) and print "
+                               "the hash alone, for a script"),
 ) -> None:
-    """Hash a console password for [web] password_hash (asked twice, not echoed)."""
+    """Hash a console password for [web] password_hash (asked twice, not echoed; prints the TOML line)."""
     from relay.web.auth import PasswordHashError, hash_password
 
     if stdin:
@@ -137,6 +138,9 @@ def web_password(
         hashed = hash_password(password)
     except PasswordHashError as exc:
         raise RelayError(str(exc)) from None
+    if stdin:  # a script: `hash=$(echo "$pw" | relay web password --stdin)`
+        print(hashed)
+        return
     print("# in ground.toml or edge.toml:\n[web]")
     print(f'password_hash = "{hashed}"')
 
@@ -280,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except RelayError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
     except (sqlite3.Error, OSError) as exc:  # a full disk, a read-only or vanished folder: the user's to fix
         from relay.storage import describe, is_full
 

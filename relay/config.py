@@ -118,9 +118,19 @@ class GroundSection(_Strict):
 
 
 class EdgeEntry(_Strict):
-    """An edge the ground serves: ``[edges.<name>]``."""
+    """An edge the ground serves: ``[edges.<name>]``. Each ship has its own
+    thin link, so its fragment size, rate and windows may differ from
+    ``[link]``'s, which are the default for every edge."""
 
     key: str  # the edge's public key, "ed25519:<base64>" or a file holding it (relay edge keys init on the edge)
+    fragment_size: Annotated[int, Field(ge=MIN_FRAGMENT, le=MAX_FRAGMENT)] | None = None
+    rate: Annotated[float, Field(ge=0)] | None = None  # link bytes per second to this edge; 0 = no limit
+    windows: list[str] | None = None  # this edge's daily UTC windows
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else Link._windows(value)
 
 
 class EdgeSection(_Strict):
@@ -300,9 +310,15 @@ class GroundWeb(Web):
     max_upload_mb: Annotated[float, Field(gt=0, le=16384)] = 512.0  # a recording uploaded on the page, at most
 
 
+GROUP_MEMBER = Annotated[str, Field(pattern=r"^@?[A-Za-z0-9_\-]{1,32}$")]
+
+
 class GroundConfig(_Strict):
     ground: GroundSection = Field(default_factory=GroundSection)
     edges: dict[NAME, EdgeEntry] = {}  # the edges served, each with its public key
+    # named sets of edges: members are edge names or "@group"; `--to @north` sends to all of them
+    # (what members name is checked when a group is used, and by the daemon at start: ground.fleet)
+    groups: dict[NAME, list[GROUP_MEMBER]] = {}
     broker: Broker = Broker()
     link: Link = Link()
     tiers: Tiers = Field(default_factory=Tiers)
@@ -314,6 +330,14 @@ class GroundConfig(_Strict):
     @property
     def username(self) -> str:
         return self.broker.username or self.ground.name
+
+    def link_for(self, edge: str) -> Link:
+        """``[link]`` with ``[edges.<edge>]``'s own fragment size, rate and windows over it."""
+        entry = self.edges.get(edge)
+        if entry is None:
+            return self.link
+        changes = {k: v for k in ("fragment_size", "rate", "windows") if (v := getattr(entry, k)) is not None}
+        return self.link.model_copy(update=changes) if changes else self.link
 
 
 class EdgeConfig(_Strict):
@@ -352,6 +376,8 @@ def load(path: str | Path, model: type[BaseModel]):
         raise ConfigError(f"{path}: not a text file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    if not doc:  # a file emptied by mistake must not silently become the packaged defaults
+        raise ConfigError(f"{path}: empty (config/ground.toml and config/edge.toml document every key)")
     try:
         return model.model_validate(doc)
     except ValidationError as e:
@@ -381,15 +407,27 @@ def config_path(role: str, path: str | Path | None) -> Path | None:
     return SYSTEM_CONFIG[role] if SYSTEM_CONFIG[role].exists() else None
 
 
-def ground_config(path: str | Path | None = None) -> GroundConfig:
-    """The ground's configuration as every command and the daemon see it (:func:`config_path`)."""
+def _required(role: str) -> ConfigError:
+    return ConfigError(f"no {role} configuration: pass -c FILE, set $SPEECH_RELAY_{role.upper()}_CONFIG, or install "
+                       f"{SYSTEM_CONFIG[role]} (config/{role}.toml documents it)")
+
+
+def ground_config(path: str | Path | None = None, required: bool = False) -> GroundConfig:
+    """The ground's configuration as every command and the daemon see it (:func:`config_path`).
+    ``required``: a command that works on a station's state (its queue, its daemon) refuses
+    the packaged defaults, which would show it an empty queue of its own."""
     found = config_path("ground", path)
+    if found is None and required:
+        raise _required("ground")
     return load_ground(found) if found else GroundConfig()
 
 
-def edge_config(path: str | Path | None = None) -> EdgeConfig:
-    """The edge's configuration as every command and the daemon see it (:func:`config_path`)."""
+def edge_config(path: str | Path | None = None, required: bool = False) -> EdgeConfig:
+    """The edge's configuration as every command and the daemon see it (:func:`config_path`;
+    ``required`` as for :func:`ground_config`)."""
     found = config_path("edge", path)
+    if found is None and required:
+        raise _required("edge")
     return load_edge(found) if found else EdgeConfig()
 
 

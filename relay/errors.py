@@ -13,6 +13,12 @@ class RelayError(Exception):
     """Base class for errors that are the user's input, not a bug."""
 
 
+class UsageError(RelayError):
+    """A command was asked for something its flags cannot mean (an unknown
+    edge or group in ``--to``, a bad priority): exit 2, click's convention
+    for usage mistakes, where other user errors exit 1."""
+
+
 class BundleError(RelayError):
     """A bundle cannot be decoded: wrong magic, unknown version, bad hash,
     truncation, unknown dictionary or a malformed body.

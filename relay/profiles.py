@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS profiles (
     colour    BLOB,                        -- the long-term spectrum's shape (relay.audio.colour), if any
     fitted    TEXT                         -- a voice fitted at the ground (relay.format.profile.FittedVoice), JSON
 );
+-- ground: the edges that acknowledged a bundle carrying the profile in full (each ship keeps its own store)
+CREATE TABLE IF NOT EXISTS sent_to (id BLOB NOT NULL, edge TEXT NOT NULL, PRIMARY KEY (id, edge));
 """
 # columns that stores made before them lack
 _ADDED_COLUMNS = {"reference": "BLOB", "reference_codec": "TEXT", "colour": "BLOB", "fitted": "TEXT"}
@@ -110,8 +112,11 @@ class ProfileStore:
         return self._row(row) if row else None
 
     def put(self, profile: VoiceProfile, sent: bool | None = None) -> None:
-        """Insert or update a profile (by id). ``sent=None`` keeps the flag."""
+        """Insert or update a profile (by id). ``sent=None`` keeps the flag; ``sent=False``
+        also forgets which edges have it (a changed profile goes to each in full again)."""
         now = int(time.time())
+        if sent is False:
+            self._db.execute("DELETE FROM sent_to WHERE id = ?", (profile.profile_id,))
         try:
             self._db.execute(
                 """INSERT INTO profiles (id, name, embedding, f0_median, f0_range, rate, created, last_seen, sent,
@@ -146,23 +151,49 @@ class ProfileStore:
                 missing.append(speaker.profile_id)
         return missing
 
-    def was_sent(self, profile_id: bytes) -> bool:
+    def was_sent(self, profile_id: bytes, edges: Sequence[str] | None = None) -> bool:
+        """Whether the profile may travel by reference: every one of ``edges``
+        acknowledged it; without edges (a bundle written to a file), whether a
+        bundle carrying it in full was written."""
+        if edges is not None:
+            if not edges:
+                return False
+            marks = ",".join("?" * len(edges))
+            have = self._db.execute(f"SELECT count(*) FROM sent_to WHERE id = ? AND edge IN ({marks})",
+                                    (profile_id, *edges)).fetchone()[0]
+            return have == len(set(edges))
         row = self._db.execute("SELECT sent FROM profiles WHERE id = ?", (profile_id,)).fetchone()
         return bool(row and row[0])
 
-    def mark_sent(self, profile_id: bytes) -> None:
-        self._db.execute("UPDATE profiles SET sent = 1 WHERE id = ?", (profile_id,))
+    def sent_to(self, profile_id: bytes) -> list[str]:
+        """The edges that have the profile, as far as the ground knows."""
+        return [r[0] for r in self._db.execute("SELECT edge FROM sent_to WHERE id = ? ORDER BY edge", (profile_id,))]
 
-    def mark_unsent(self, profile_id: bytes) -> None:
-        """The edge says it lacks this profile: send it in full next time. The
-        edge names it as the bundle did: in full (format v1) or by the 4-byte
-        prefix of format v2, which marks every profile that shares it."""
+    def mark_sent(self, profile_id: bytes, edge: str | None = None) -> None:
+        """``edge`` acknowledged a bundle carrying it in full (None: one was written to a file)."""
+        if edge is None:
+            self._db.execute("UPDATE profiles SET sent = 1 WHERE id = ?", (profile_id,))
+        elif self.get(profile_id) is not None:
+            self._db.execute("INSERT OR IGNORE INTO sent_to VALUES (?, ?)", (profile_id, edge))
+
+    def mark_unsent(self, profile_id: bytes, edge: str | None = None) -> None:
+        """``edge`` says it lacks this profile (None: forget it was sent anywhere):
+        send it in full next time. The edge names it as the bundle did: in full
+        (format v1) or by the 4-byte prefix of format v2, which marks every
+        profile that shares it."""
         if not profile_id:
             return
-        self._db.execute("UPDATE profiles SET sent = 0 WHERE substr(id, 1, ?) = ?", (len(profile_id), profile_id))
+        n = len(profile_id)
+        if edge is None:
+            self._db.execute("UPDATE profiles SET sent = 0 WHERE substr(id, 1, ?) = ?", (n, profile_id))
+            self._db.execute("DELETE FROM sent_to WHERE substr(id, 1, ?) = ?", (n, profile_id))
+        else:
+            self._db.execute("DELETE FROM sent_to WHERE substr(id, 1, ?) = ? AND edge = ?", (n, profile_id, edge))
 
     def remove(self, name: str) -> bool:
-        return self._db.execute("DELETE FROM profiles WHERE name = ?", (name,)).rowcount > 0
+        gone = self._db.execute("DELETE FROM profiles WHERE name = ?", (name,)).rowcount > 0
+        self._db.execute("DELETE FROM sent_to WHERE id NOT IN (SELECT id FROM profiles)")
+        return gone
 
     def match(self, embedding: np.ndarray, threshold: float = MATCH_THRESHOLD) -> Match | None:
         """The stored profile most similar to ``embedding``, if above ``threshold``.

@@ -44,7 +44,7 @@ def test_an_exported_transfer_is_stored_as_if_received_and_once(ends, key):
     outbox, inbox = ends
     data = real_bundle(400, title="orders")
     row = outbox.add_bundle(data, "ship", Priority.PRIORITY)
-    file = by_hand.pack(outbox.export(row, key, FRAG))
+    file = by_hand.pack(outbox.export(row, key, FRAG), "ship")
     assert outbox.get(row).state == State.READY  # the entry is not changed: the edge's ack tells delivery
     done = import_transfer(inbox, file)
     assert done.outcome == "stored" and done.title == "orders"
@@ -66,7 +66,7 @@ def test_the_link_and_the_stick_deliver_one_bundle_once(ends, key):
     from relay.link.messages import parse_down
 
     assert inbox.receive(parse_down(first.payload)).dropped is None  # the manifest arrived by the link
-    file = by_hand.pack(outbox.export(row, key, 4096))  # another size asked: the started transfer is kept
+    file = by_hand.pack(outbox.export(row, key, 4096), "ship")  # another size asked: the started transfer is kept
     fragments = by_hand.unpack(file)
     assert fragments[0].data == parse_down(first.payload).data and len(fragments) == outbox.get(row).count
     assert import_transfer(inbox, file).outcome == "stored"
@@ -75,7 +75,7 @@ def test_the_link_and_the_stick_deliver_one_bundle_once(ends, key):
 def test_what_the_edge_would_refuse_from_the_link_it_refuses_from_a_file(tmp_path, ends, key):
     outbox, inbox = ends
     row = outbox.add_bundle(real_bundle(300), "ship", Priority.NORMAL)
-    good = by_hand.pack(outbox.export(row, key, FRAG))
+    good = by_hand.pack(outbox.export(row, key, FRAG), "ship")
     # another ground's key; a transfer signed for another edge
     stranger = Inbox(tmp_path / "other.db", "ship", Keyring([SigningKey.generate().public]), link=SAME_CLOCK)
     with pytest.raises(LinkError, match="signature|key"):
@@ -83,22 +83,23 @@ def test_what_the_edge_would_refuse_from_the_link_it_refuses_from_a_file(tmp_pat
     elsewhere = Inbox(tmp_path / "else.db", "tug", Keyring([key.public]), link=SAME_CLOCK)
     with pytest.raises(LinkError):
         import_transfer(elsewhere, good)
-    # one byte changed in a data part: refused, and the half-made transfer is gone
-    tampered = bytearray(good)
+    # one byte changed in a data part, the file's checksum made again (anyone can): the part's signed
+    # hash refuses it, and the half-made transfer is gone
+    tampered = bytearray(good[:-by_hand.DIGEST])
     tampered[-5] ^= 0x40
     with pytest.raises(LinkError, match="hash"):
-        import_transfer(inbox, bytes(tampered))
+        import_transfer(inbox, bytes(tampered) + by_hand._checksum(bytes(tampered)))
     assert inbox.partial() == [] and inbox.bundles() == []
     # signed too long ago for this edge (max_age), or before the edge's store began
     bundle = real_bundle(50, seed=3)
     bid = bytes.fromhex(_bundle_id(bundle))
     old = OutgoingTransfer.create(bid, bundle, "ship", Priority.NORMAL, FRAG, key, 1, int(time.time()) - 40 * 86400)
     with pytest.raises(LinkError, match="days ago"):
-        import_transfer(inbox, by_hand.pack(old))
+        import_transfer(inbox, by_hand.pack(old, "ship"))
     strict = Inbox(tmp_path / "strict.db", "ship", Keyring([key.public]), link=EdgeLink(max_clock_skew=0, max_age=0))
     before = OutgoingTransfer.create(bid, bundle, "ship", Priority.NORMAL, FRAG, key, 1, int(time.time()) - 7200)
     with pytest.raises(LinkError, match="before this edge's store began"):
-        import_transfer(strict, by_hand.pack(before))
+        import_transfer(strict, by_hand.pack(before, "ship"))
     # nothing of it was kept, and the good file still goes in
     assert import_transfer(inbox, good).outcome == "stored"
 
@@ -107,21 +108,22 @@ def test_an_authentic_but_unusable_bundle_is_kept_as_rejected(ends, key):
     outbox, inbox = ends
     bad = b"SRB" + bytes(40)  # signed by the ground, but not a bundle
     transfer = OutgoingTransfer.create(b"\x01" * 8, bad, "ship", Priority.NORMAL, FRAG, key, 1, int(time.time()))
-    done = import_transfer(inbox, by_hand.pack(transfer))
+    done = import_transfer(inbox, by_hand.pack(transfer, "ship"))
     assert done.outcome == "rejected" and done.reason
     assert inbox.get(done.bundle_id).state == REJECTED and inbox.next_to_play() is None
 
 
-@pytest.mark.parametrize("damage", ["magic", "version", "short", "extra", "twice", "mixed", "poll", "huge"])
+@pytest.mark.parametrize("damage", ["magic", "version", "short", "extra", "twice", "mixed", "poll", "huge",
+                                    "byte", "name"])
 def test_malformed_files_are_refused_before_anything_is_stored(ends, key, damage):
     outbox, inbox = ends
     row = outbox.add_bundle(real_bundle(200), "ship", Priority.NORMAL)
     transfer = outbox.export(row, key, FRAG)
-    file = by_hand.pack(transfer)
+    file = by_hand.pack(transfer, "ship")
     frags = [transfer.fragment(i).pack() for i in range(transfer.count)]
 
     def build(parts: list[bytes], count: int | None = None) -> bytes:
-        head = by_hand.HEADER.pack(by_hand.MAGIC, by_hand.VERSION, len(parts) if count is None else count)
+        head = by_hand.HEADER.pack(by_hand.MAGIC, 1, len(parts) if count is None else count)  # version 1: no checksum
         return head + b"".join(by_hand.LENGTH.pack(len(p)) + p for p in parts)
 
     other = OutgoingTransfer.create(b"\x02" * 8, real_bundle(200, seed=9), "ship", Priority.NORMAL, FRAG, key, 2,
@@ -135,10 +137,29 @@ def test_malformed_files_are_refused_before_anything_is_stored(ends, key, damage
         "mixed": build([*frags[:-1], other.fragment(transfer.count - 1).pack()]),
         "poll": build([frags[0], b"\x12" + bytes(80)]),
         "huge": build(frags, count=60_000),
+        "byte": file[:20] + bytes([file[20] ^ 0x40]) + file[21:],  # one byte of the manifest, on a bad stick
+        "name": file[:6] + b"x" + file[7:],
     }
-    with pytest.raises(LinkError):
+    with pytest.raises(LinkError) as err:
         import_transfer(inbox, files[damage])
+    if damage in ("byte", "name"):  # said as what it is: a damaged copy, not advice about fragment sizes
+        assert "damaged" in str(err.value) and "fragment" not in str(err.value)
     assert inbox.bundles() == [] and inbox.partial() == []
+
+
+def test_a_damaged_copy_of_a_bundle_held_is_refused_and_one_for_another_ship_is_named(ends, key):
+    outbox, inbox = ends
+    row = outbox.add_bundle(real_bundle(120), "ship", Priority.NORMAL)
+    file = by_hand.pack(outbox.export(row, key, FRAG), "ship")
+    assert import_transfer(inbox, file).outcome == "stored"
+    damaged = file[:-30] + bytes([file[-30] ^ 1]) + file[-29:]
+    with pytest.raises(LinkError, match="damaged"):  # not "already here"
+        import_transfer(inbox, damaged)
+    assert import_transfer(inbox, file).outcome == "known"
+    other = outbox.add_bundle(real_bundle(120, seed=3), "ship2", Priority.NORMAL)
+    for_ship2 = by_hand.pack(outbox.export(other, key, FRAG), "ship2")
+    with pytest.raises(LinkError, match="exported for edge 'ship2'; this is 'ship'"):
+        import_transfer(inbox, for_ship2)
 
 
 def test_an_entry_without_a_bundle_cannot_be_exported(tmp_path, ends, key):
@@ -170,7 +191,7 @@ def test_export_and_import_from_the_command_line(tmp_path):
     # a damaged file, a missing one: one line each, exit 2
     damaged = tmp_path / "damaged.transfer"
     damaged.write_bytes(stick.read_bytes()[:-1])
-    one_line(run("edge", "import", str(damaged), "-c", str(edge)), "damaged.transfer", "cut short")
+    one_line(run("edge", "import", str(damaged), "-c", str(edge)), "damaged.transfer", "damaged")
     one_line(run("edge", "import", str(tmp_path / "nope.transfer"), "-c", str(edge)), "no such file")
     one_line(run("ground", "export", "7", "-o", str(stick), "-c", str(ground)), "no queue entry 7")
 

@@ -185,8 +185,7 @@ def test_capture_from_the_command_line(tmp_path):
     from ground.queue import Outbox
 
     outbox = Outbox(tmp_path / "ground" / "queue.db")
-    bundles = [decode_bundle(outbox._db.execute("SELECT bundle FROM outbox WHERE id = ?", (e["id"],)).fetchone()[0])
-               for e in entries]
+    bundles = [decode_bundle(outbox.bundle_of(e["id"])) for e in entries]
     parts = [b.source.stream for b in bundles]
     assert [p.seq for p in parts] == list(range(len(parts))) and parts[-1].last
     assert len({p.stream_id for p in parts}) == 1
@@ -256,7 +255,6 @@ def test_stopping_the_capture_ends_the_stream_with_its_last_part(tmp_path):
         proc.kill()
     assert proc.returncode == 0 and "Traceback" not in err, err
     outbox = Outbox(tmp_path / "ground" / "queue.db")
-    parts = [decode_bundle(row[0]).source.stream
-             for row in outbox._db.execute("SELECT bundle FROM outbox ORDER BY id")]
+    parts = [decode_bundle(outbox.bundle_of(i.id)).source.stream for i in sorted(outbox.items(), key=lambda i: i.id)]
     assert [p.seq for p in parts] == list(range(len(parts))) and parts[-1].last and len(parts) >= 2
     assert parts[-1].start < 8 * 60 - 30  # it ended when told, not with the input

@@ -52,7 +52,7 @@ def test_markup_and_long_words_in_content_are_text(tmp_path):
     assert "Ops [/]" in no_crash(run("ground", "queue", "ls", "-c", str(ground))).stdout  # a table, wrapped
     assert MARKUP in no_crash(run("ground", "queue", "ls", "--json", "-c", str(ground))).stdout
     t = OutgoingTransfer.create(bundle.bundle_id, data, "ship", Priority.NORMAL, 340, key, 1, int(time.time()))
-    (tmp_path / "b.transfer").write_bytes(by_hand.pack(t))
+    (tmp_path / "b.transfer").write_bytes(by_hand.pack(t, "ship"))
     no_crash(run("edge", "import", str(tmp_path / "b.transfer"), "-c", str(edge)))
     assert "[/]" in no_crash(run("edge", "ls", "-c", str(edge))).stdout
     for fmt in ("vtt", "srt", "txt"):

@@ -61,11 +61,11 @@ class Station:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def receive(self, bundle: Bundle) -> str:
-        t = OutgoingTransfer.create(bundle.bundle_id, encode_bundle(bundle), "ship", Priority.NORMAL, 340, self.key, 1,
+    def receive(self, bundle: Bundle, priority: Priority = Priority.NORMAL) -> str:
+        t = OutgoingTransfer.create(bundle.bundle_id, encode_bundle(bundle), "ship", priority, 340, self.key, 1,
                                     int(time.time()))
         path = self.tmp / f"{bundle.bundle_id.hex()}.transfer"
-        path.write_bytes(by_hand.pack(t))
+        path.write_bytes(by_hand.pack(t, "ship"))
         done = run("edge", "import", str(path), "-c", str(self.config))
         assert done.returncode == 0, done.stderr
         return bundle.bundle_id.hex()
@@ -124,9 +124,11 @@ def test_listen_read_and_search_in_the_browser(station, browser):
     # the list, newest first, then live: a bundle imported now appears without a reload
     page.wait_for_selector("#bundles li")
     assert page.locator("#bundles li .title").all_inner_texts() == ["long pause", "morning watch"]
-    station.receive(conversation(6, seed=4, title="ice report"))
+    station.receive(conversation(6, seed=4, title="ice report"), Priority.FLASH)
     page.wait_for_function("document.querySelectorAll('#bundles li').length === 3", timeout=WAIT)
     assert page.locator("#bundles li .title").first.inner_text() == "ice report"
+    assert page.locator("#bundles li .pri").first.inner_text() == "flash"  # priority 0 is a priority, not none
+    assert page.locator("#bundles li .pri").last.inner_text() == "normal"
 
     # play: the highlight follows the audio
     page.click(f"#bundles li[data-id='{station.first}']")
@@ -255,6 +257,21 @@ def test_a_live_stream_is_one_item_that_grows(station, browser):
     assert vtt.ok and vtt.text().startswith("WEBVTT")
 
 
+def test_a_restarted_console_lists_its_bundles_at_once(station):
+    from relay.testing.pair import wait_for
+
+    def listed() -> list[dict]:
+        return call(station.url + "/api/bundles").json()
+
+    # read in the background (decoded once, into the transcript index), not before the list answers
+    wait_for(lambda: all(b["speakers"] is not None for b in listed()), 600, "the speakers to be read")
+    station.stop()
+    station.start()
+    first = listed()  # the first answer after a restart already has them: nothing is decoded again
+    assert all(b["speakers"] is not None for b in first)
+    assert {"Alice", "S2"} <= {name for b in first for name in b["speakers"]}
+
+
 def test_the_page_fits_a_phone(station, browser):
     page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
     page.goto(station.url)
@@ -290,7 +307,7 @@ def log_in(page, url: str) -> None:
     page.wait_for_selector(".bad[role=alert]")
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_selector("#queue")
+    page.wait_for_selector("#right")
 
 
 def test_queue_a_recording_from_the_ground_page(ground, browser, tmp_path):
@@ -309,7 +326,7 @@ def test_queue_a_recording_from_the_ground_page(ground, browser, tmp_path):
     page.wait_for_selector("#sent.good", timeout=WAIT)
     assert "ice report" in page.inner_text("#sent")
     row = page.locator("#queue tbody tr").first
-    assert row.locator("td.title").inner_text() == "ice report"
+    assert row.locator("td.title").inner_text().splitlines()[0] == "ice report"  # its size below it
     assert row.locator("td.st").inner_text() == "queued" and "flash" in row.inner_text()
     # a bundle dropped on the page: ready at once, with an ETA at the link's 100 B/s
     data = list(real_bundle(60, title="dropped"))
@@ -321,7 +338,7 @@ def test_queue_a_recording_from_the_ground_page(ground, browser, tmp_path):
     }""", [data, "dropped.bundle"])
     page.wait_for_function("document.querySelectorAll('#queue tbody tr').length === 2", timeout=WAIT)
     ready = page.locator("#queue tbody tr.ready")
-    assert ready.locator("td.title").inner_text() == "dropped" and " s" in ready.inner_text()
+    assert ready.locator("td.title").inner_text().splitlines()[0] == "dropped" and " s" in ready.inner_text()
     # something that is not audio, dropped: refused in one line, nothing queued
     page.evaluate("""() => {
         const dt = new DataTransfer();
@@ -338,13 +355,89 @@ def test_queue_a_recording_from_the_ground_page(ground, browser, tmp_path):
     ready.get_by_role("button", name="Bump").click()
     flash = page.locator("#queue tbody tr", has_text="ice report")
     flash.get_by_role("button", name="Cancel").click()
-    page.wait_for_selector("#queue tbody tr.cancelled", timeout=WAIT)
-    assert page.locator("#queue tbody tr.cancelled td.title").inner_text() == "ice report"
+    # finished entries leave the live list for the "Finished" box
+    page.wait_for_selector("#done tbody tr.cancelled", state="attached", timeout=WAIT)
+    assert "ice report" in page.locator("#done tbody tr.cancelled td.title").text_content()
+    assert page.locator("#queue tbody tr").count() == 1
     # log out (the page's own form): the session is over, even for the cookie the browser may still hold
     session = next(c for c in page.context.cookies() if c["name"] == "relay_session")
     page.get_by_role("button", name="Log out").click()
     page.wait_for_selector("#password")
     assert call(url + "/api/queue", headers={"Cookie": f"relay_session={session['value']}"}).status == 401
+    assert errors == []
+
+
+FITS = """() => {
+    const wide = document.documentElement.scrollWidth <= window.innerWidth;
+    const buttons = [...document.querySelectorAll('#queue button')].filter((b) => b.offsetParent !== null);
+    const box = document.getElementById('right').getBoundingClientRect();
+    const inside = buttons.every((b) => { const r = b.getBoundingClientRect(); return r.left >= 0
+        && r.right <= window.innerWidth && r.right <= box.right; });
+    return { wide, inside, buttons: buttons.length };
+}"""
+
+
+@pytest.fixture()
+def fleet_ground(tmp_path):
+    import tomli_w
+
+    cfg = {
+        "ground": {"state_dir": str(tmp_path / "ground"), "signing_key": str(tmp_path / "ground.key"),
+                   "default_edge": "north1"},
+        "edges": {name: {"key": SigningKey.generate().public.text(), "rate": 40.0}
+                  for name in ("north1", "north2", "south-station-longname")},
+        "groups": {"north": ["north1", "north2"]},
+        "link": {"rate": 40.0},
+    }
+    SigningKey.generate().save(tmp_path / "ground.key")
+    path = tmp_path / "ground.toml"
+    path.write_text(tomli_w.dumps(cfg) + f'\n[web]\npassword_hash = "{hash_password(PASSWORD)}"\n')
+    with console("ground", path, free_port(), tmp_path / "ground-web.log", RELAY) as url:
+        yield url, path
+
+
+@pytest.mark.parametrize("size", [(1280, 900), (390, 844)], ids=["desktop", "phone"])
+def test_a_briefing_for_the_fleet_from_the_ground_page(fleet_ground, browser, size):
+    url, config = fleet_ground
+    width, height = size
+    page = browser.new_page(viewport={"width": width, "height": height}, is_mobile=width < 500)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    log_in(page, url)
+    page.wait_for_selector(".edge[data-edge='north2']")
+    options = page.locator("#to option").all_inner_texts()
+    assert "@north (2 edges)" in options and "all (3 edges)" in options
+    # a long title and two more entries for single ships: the table must still fit, actions in view
+    for n, (to, title) in enumerate([("@north", "Morning briefing for the northern fleet, all hands"),
+                                     ("north1", "ice report"), ("south-station-longname", "weather")]):
+        page.select_option("#to", to)
+        page.fill("#title", title)
+        data = list(real_bundle(40 + n, title=title, seed=n))
+        page.evaluate("""([bytes, name]) => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([new Uint8Array(bytes)], name));
+            document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true,
+                                                                                 cancelable: true }));
+        }""", [data, f"b{n}.bundle"])
+        page.wait_for_function(f"document.querySelectorAll('#queue tbody.entry').length === {n + 1}", timeout=WAIT)
+    assert "2 edges" in page.inner_text("#sent")
+    fits = page.evaluate(FITS)
+    assert fits["wide"] and fits["inside"] and fits["buttons"] >= 6, fits  # Bump and Cancel on each entry
+    briefing = page.locator("#queue tbody.entry", has_text="Morning briefing")
+    if width > 500:  # a title wraps at words, not a word a line
+        title_box = briefing.locator("td.title").bounding_box()
+        line = page.evaluate("parseFloat(getComputedStyle(document.querySelector('td.title')).lineHeight)")
+        assert title_box is not None and title_box["height"] < 4.5 * line, (title_box, line)
+    # its row opens into one row per ship, each with its own actions
+    briefing.get_by_role("button", name="2 edges").click()
+    page.wait_for_selector("tr.part[data-edge='north2']")
+    fits = page.evaluate(FITS)
+    assert fits["wide"] and fits["inside"], fits
+    if SHOTS:
+        page.screenshot(path=str(Path(SHOTS) / f"console-ground-fleet-{width}.png"), full_page=True)
+    page.locator("tr.part[data-edge='north2']").get_by_role("button", name="Cancel").click()
+    page.wait_for_selector("tr.part.cancelled[data-edge='north2']", timeout=WAIT)
+    assert "ready" in page.locator("tr.part[data-edge='north1']").inner_text()  # the other ship still gets it
     assert errors == []
 
 

@@ -86,7 +86,7 @@ def edge(tmp_path):
     def receive(bundle: Bundle) -> bytes:
         data = encode_bundle(bundle)
         t = OutgoingTransfer.create(bundle.bundle_id, data, "ship", Priority.NORMAL, 340, key, 1, int(time.time()))
-        assert import_transfer(inbox, by_hand.pack(t)).outcome == "stored"
+        assert import_transfer(inbox, by_hand.pack(t, "ship")).outcome == "stored"
         return bundle.bundle_id
 
     return inbox, receive
@@ -151,7 +151,7 @@ def test_search_and_text_from_the_command_line(tmp_path):
     bundle = conversation(10, title="ice report")
     data = encode_bundle(bundle)
     t = OutgoingTransfer.create(bundle.bundle_id, data, "ship", Priority.NORMAL, 340, key, 1, int(time.time()))
-    (tmp_path / "r.transfer").write_bytes(by_hand.pack(t))
+    (tmp_path / "r.transfer").write_bytes(by_hand.pack(t, "ship"))
     assert run("edge", "import", str(tmp_path / "r.transfer"), "-c", str(edge_cfg)).returncode == 0
     word = max(bundle.segments[3].text.split(), key=len).strip(".,;:!?\"'()")
     found = run("edge", "search", word, "--json", "-c", str(edge_cfg))

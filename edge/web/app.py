@@ -111,6 +111,8 @@ class Console:
     _render_lock: threading.RLock = field(default_factory=threading.RLock)
     _summaries: dict[bytes, dict] = field(default_factory=dict)
     _growing: dict[bytes, GrowingWav] = field(default_factory=dict)  # renderings under way
+    _reading: set[bytes] = field(default_factory=set)  # bundles whose speakers the background reader is to read
+    _reader_inbox: Inbox | None = None
     pool: ThreadPoolExecutor = field(default_factory=console_pool)
 
     async def off(self, fn: Callable[..., T], *args: Any) -> T:
@@ -166,14 +168,17 @@ class Console:
 
     def bundle(self, item: Entry) -> Bundle:
         """The bundle to show and speak: a stream's parts joined on the timeline they play on, back to back."""
-        from relay.format.wire import decode_bundle
-
         if isinstance(item, StreamView):
             return join_parts([self.bundle(p) for p in item.parts if p.state in (ACCEPTED, QUARANTINED)],
                               item.parts[0].title or "live")
+        return self.bundle_in(item, self.inbox)
+
+    def bundle_in(self, item: Stored, inbox: Inbox) -> Bundle:
+        from relay.format.wire import decode_bundle
+
         if item.state not in (ACCEPTED, QUARANTINED):
             raise NotFound(f"bundle {item.bundle_id.hex()} was rejected ({item.reason}): nothing to show")
-        return decode_bundle(self.inbox.data(item.bundle_id), f"bundle {item.bundle_id.hex()}", self.cfg.limits)
+        return decode_bundle(inbox.data(item.bundle_id), f"bundle {item.bundle_id.hex()}", self.cfg.limits)
 
     def summary(self, item: Entry) -> dict:
         """A row of the list (a bundle's speakers read from it once: bundles never change)."""
@@ -182,22 +187,69 @@ class Console:
             return {"id": item.key, "title": item.parts[0].title or "live", "received": item.parts[-1].received,
                     "duration": sum(p.duration or 0.0 for p in item.parts), "priority": rows[-1]["priority"],
                     "state": item.state(), "reason": None, "plays": min(p.plays for p in item.parts),
-                    "speakers": list(dict.fromkeys(name for r in rows for name in r["speakers"])),
+                    "speakers": None if any(r["speakers"] is None for r in rows) else  # a part still being read
+                    list(dict.fromkeys(name for r in rows for name in r["speakers"])),
                     "parts": len(item.parts)}
-        if item.bundle_id not in self._summaries:
-            speakers: list[str] = []
-            if item.state in (ACCEPTED, QUARANTINED):
-                try:
-                    b = self.bundle(item)
-                    speakers = [speaker_name(b, i) for i in range(len(b.speakers))]
-                except RelayError:  # one that no longer decodes is listed without its speakers
-                    speakers = []
-            self._summaries[item.bundle_id] = {"speakers": speakers}
+        speakers = self._speakers(item)
         state = {ACCEPTED: "played" if item.played else "stored"}.get(item.state, item.state)
         return {"id": item.bundle_id.hex(), "title": item.title or "untitled", "received": item.received,
                 "duration": item.duration,
                 "priority": item.priority.name.lower() if item.priority is not None else None,
-                "state": state, "reason": item.reason, "plays": item.plays, **self._summaries[item.bundle_id]}
+                "state": state, "reason": item.reason, "plays": item.plays, "speakers": speakers}
+
+    def _speakers(self, item: Stored) -> list[str] | None:
+        """Who speaks in it, from the transcript index (bundles never change); None
+        while a bundle not indexed yet is read in the background: a console started
+        over a year of bundles lists them at once instead of decoding every one first."""
+        if item.bundle_id in self._summaries:
+            return self._summaries[item.bundle_id]["speakers"]
+        if item.state not in (ACCEPTED, QUARANTINED):
+            self._summaries[item.bundle_id] = {"speakers": []}
+            return []
+        found = self.index.speakers(item.bundle_id)
+        if found is not None:
+            self._summaries[item.bundle_id] = {"speakers": found}
+            return found
+        with self._render_lock:
+            if not self._reading:
+                threading.Thread(target=self._read_speakers, name="console-index", daemon=True).start()
+            self._reading.add(item.bundle_id)
+        return None
+
+    def _read_speakers(self) -> None:
+        """In the background, at low priority: each bundle asked about decoded once and indexed
+        (on its own connection), so the list has its speakers, and search has its words."""
+        lower_priority()
+        index = TranscriptIndex(self.cfg.edge.transcripts_db, self.cfg.limits)
+        try:
+            while True:
+                with self._render_lock:
+                    if not self._reading:
+                        return
+                    bid = next(iter(self._reading))
+                item = self.inbox_for_reading().get(bid)
+                speakers: list[str] = []
+                if item is not None:
+                    try:
+                        b = self.bundle_in(item, self.inbox_for_reading())
+                        index.add(b)
+                        speakers = [speaker_name(b, i) for i in range(len(b.speakers))]
+                    except RelayError:  # one that no longer decodes is listed without its speakers
+                        speakers = []
+                    except Exception as exc:  # noqa: BLE001 - the list must not wait on one bundle for ever
+                        log.error("reading bundle %s for the list failed: %s: %s", bid.hex(),
+                                  exc.__class__.__name__, exc)
+                self._summaries[bid] = {"speakers": speakers}
+                with self._render_lock:
+                    self._reading.discard(bid)
+        finally:
+            index.close()
+
+    def inbox_for_reading(self) -> Inbox:
+        """The background reader's own store connection (SQLite connections are one thread's)."""
+        if self._reader_inbox is None:
+            self._reader_inbox = Inbox.of(self.cfg)
+        return self._reader_inbox
 
     def audio(self, item: Entry) -> Path:
         """The bundle spoken into a WAV on its original timeline, whole (rendered

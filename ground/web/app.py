@@ -28,9 +28,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ground.fleet import members
 from ground.intake import check_file, destination, enqueue
 from ground.queue import Outbox, OutboxError
-from ground.status import edges, queue
+from ground.status import edges, entries, fleet
 from relay.config import GroundConfig
 from relay.errors import RelayError
 from relay.link.messages import Priority
@@ -53,6 +54,7 @@ log = logging.getLogger("relay.ground.web")
 T = TypeVar("T")
 STATIC = resources.files("ground.web") / "static"
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+FINISHED_SHOWN = 20  # the most recent finished entries the page lists (relay ground queue ls --all lists every one)
 MIN_FREE = 64 * 1024 * 1024  # bytes an upload must leave on the disk (the queue and the daemon need room)
 
 
@@ -107,17 +109,30 @@ def create_app(cfg: GroundConfig) -> Starlette:
         async with lock:
             return fn()
 
+    def group_members() -> dict[str, list[str]]:
+        out = {}
+        for g in cfg.groups:
+            try:
+                out[g] = members(cfg, g)
+            except RelayError:
+                out[g] = []  # a group the daemon would refuse: not offered
+        return out
+
     async def get_queue(request: Request) -> Response:
-        rows = await locked(lambda: [r.to_dict() for r in queue(outbox, cfg)])
-        return JSONResponse(rows)
+        rows = await locked(lambda: entries(outbox, cfg, active_only=False, finished=FINISHED_SHOWN))
+        return JSONResponse({"active": [r.to_dict() for r in rows if r.entry.active],
+                             "finished": [r.to_dict() for r in rows if not r.entry.active]})
 
     async def get_status(request: Request) -> Response:
         link = await locked(outbox.link)
         rows = await locked(lambda: [e.to_dict() for e in edges(outbox, cfg)])
+        sent_to_many = await locked(lambda: fleet(outbox, cfg))
         return JSONResponse({
             "station": cfg.ground.name, "edges": rows, "default_edge": cfg.ground.default_edge,
+            "groups": group_members(), "fleet": sent_to_many,
             "daemon": None if link is None else {"connected": link.connected, "since": link.since,
-                                                 "alive": link.alive(), "beat": link.beat},
+                                                 "alive": link.alive(), "beat": link.beat, "stopped": link.stopped,
+                                                 "line": link.describe()},
             "max_upload": int(cfg.web.max_upload_mb * 2**20),
         })
 
@@ -127,7 +142,7 @@ def create_app(cfg: GroundConfig) -> Starlette:
     async def upload(request: Request) -> Response:
         q = request.query_params
         name = upload_name(q.get("name", ""))
-        edge = destination(cfg, q.get("to") or None, "to")
+        to = destination(cfg, q.get("to") or None, "to")
         priority = Priority.parse(q.get("priority", "normal"))
         title = q.get("title", "").strip()[:200] or Path(name).stem
         path = await receive_upload(request, uploads, name, int(cfg.web.max_upload_mb * 2**20))
@@ -135,7 +150,7 @@ def create_app(cfg: GroundConfig) -> Starlette:
             # the audio's first frames, or the whole bundle, decoded off the event loop and outside the
             # queue's lock: the page goes on answering meanwhile
             checked = await asyncio.get_running_loop().run_in_executor(pool, check_file, cfg, path)
-            row = await locked(lambda: enqueue(outbox, checked, edge, priority, title))
+            row = await locked(lambda: enqueue(outbox, checked, to, priority, title))
         except RelayError as exc:  # named as the operator knows it, not by where it was kept
             path.unlink(missing_ok=True)
             raise RelayError(str(exc).replace(str(path), name)) from None
@@ -144,30 +159,34 @@ def create_app(cfg: GroundConfig) -> Starlette:
             raise
         if path.suffix.lower() == ".bundle":  # the queue holds the bundle itself; audio waits to be encoded
             path.unlink(missing_ok=True)
-        item = await locked(lambda: outbox.get(row))
-        log.info("console: queued upload %s as entry %d for %s (%s)", name, row, edge, priority.name.lower())
-        return JSONResponse(item.to_dict(), status_code=201)
+        found = await locked(lambda: outbox.entry(row))
+        log.info("console: queued upload %s as entry %d for %s (%s)", name, row, ", ".join(to),
+                 priority.name.lower())
+        return JSONResponse({**found.to_dict(), "rows": [i.to_dict() for i in found.edges]}, status_code=201)
 
-    async def entry(request: Request) -> int:
-        """The entry the path names, or :class:`NotFound` (404, not a conflict)."""
+    async def entry(request: Request) -> tuple[int, str | None]:
+        """The entry the path names and the edge the query may name, or :class:`NotFound` (404, not a conflict)."""
         row = int(request.path_params["id"])
         if not 1 <= row < 2**63:  # beyond SQLite's integers: no such entry, not a crash
             raise NotFound(f"no queue entry {row}")
+        edge = request.query_params.get("edge") or None
         try:
-            await locked(lambda: outbox.get(row))
+            found = await locked(lambda: outbox.entry(row))
         except OutboxError as exc:
             raise NotFound(str(exc)) from None
-        return row
+        if edge is not None and edge not in {i.edge for i in found.edges}:
+            raise NotFound(f"entry {row} does not go to {edge[:40]!r}")
+        return row, edge
 
     async def cancel(request: Request) -> Response:
-        row = await entry(request)
-        return JSONResponse((await locked(lambda: outbox.cancel(row))).to_dict())
+        row, edge = await entry(request)
+        return JSONResponse([i.to_dict() for i in await locked(lambda: outbox.cancel_entry(row, edge))])
 
     async def bump(request: Request) -> Response:
-        row = await entry(request)
+        row, edge = await entry(request)
         prio = request.query_params.get("priority")
         to = Priority.parse(prio) if prio else None
-        return JSONResponse((await locked(lambda: outbox.bump(row, to))).to_dict())
+        return JSONResponse([i.to_dict() for i in await locked(lambda: outbox.bump_entry(row, edge, to))])
 
     def api(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         return guarded(handler, [(OutboxError, 409)])

@@ -15,58 +15,110 @@ The ground exports the transfer it already signed for an entry that has
 started sending (the same manifest, so the edge sees one transfer), or signs
 one for the file otherwise, with the entry's fragment size.
 
-File: ``SRTF``, a version byte, the number of fragments (uint16), then per
-fragment its length (uint16) and the fragment as published on the link
-(docs/link-protocol.md). Nothing else: no path, no clock, no metadata that
-the signature does not cover.
+File (version 2): ``SRTF``, a version byte, the edge it is for (a length
+byte and the name), the number of fragments (uint16), then per fragment its
+length (uint16) and the fragment as published on the link
+(docs/link-protocol.md), and last a BLAKE2b-128 checksum of everything
+before it. The checksum tells a copy damaged on the stick from a forgery
+before anything is parsed, and a damaged copy of a bundle the edge already
+holds is refused, not "already here". The name only words the refusal of a
+file carried to the wrong ship ("signed for ship2; this is ship1"): the
+signature, which covers the edge's name, is what decides. Version 1 (no
+name, no checksum) is still read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
+from dataclasses import dataclass
 
 from relay.link.messages import MAX_FRAGMENT, MAX_PARTS, Fragment, LinkError, parse_down
 from relay.link.transfer import OutgoingTransfer
 
 MAGIC = b"SRTF"
-VERSION = 1
-HEADER = struct.Struct(">4sBH")  # magic, version, fragments
+VERSION = 2
+HEADER = struct.Struct(">4sBH")  # version 1: magic, version, fragments
+START = struct.Struct(">4sB")  # magic, version
+COUNT = struct.Struct(">H")
 LENGTH = struct.Struct(">H")  # bytes of the fragment that follows (a fragment is at most 64 KiB here)
+DIGEST = 16
 MAX_FILE_FRAGMENT = 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFile:
+    """A transfer file read: the edge it says it is for (None in version 1) and its fragments."""
+
+    edge: str | None
+    fragments: list[Fragment]
+
+
+def _checksum(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=DIGEST).digest()
 
 
 def max_file_bytes(max_bundle: int) -> int:
     """The largest transfer file a bundle of ``max_bundle`` bytes makes (its parts in
     the smallest fragments, their hashes and headers): larger files are refused unread."""
     parts = max_bundle // (340 - 13) + 2
-    return HEADER.size + max_bundle + parts * (13 + LENGTH.size + 8) + 4096
+    return HEADER.size + 33 + max_bundle + parts * (13 + LENGTH.size + 8) + 4096 + DIGEST
 
 
-def pack(transfer: OutgoingTransfer) -> bytes:
-    """The file for ``transfer``: every fragment, manifest first."""
-    out = [HEADER.pack(MAGIC, VERSION, transfer.count)]
+def pack(transfer: OutgoingTransfer, edge: str) -> bytes:
+    """The file for ``transfer``, signed for ``edge``: every fragment, manifest first, then the checksum."""
+    name = edge.encode()
+    if not 1 <= len(name) <= 32:
+        raise ValueError(f"edge name {edge!r}: 1 to 32 bytes")
+    out = [START.pack(MAGIC, VERSION), bytes([len(name)]), name, COUNT.pack(transfer.count)]
     for i in range(transfer.count):
         data = transfer.fragment(i).pack()
         if len(data) > MAX_FILE_FRAGMENT:
             raise ValueError(f"fragment of {len(data)} bytes: a transfer file takes at most {MAX_FILE_FRAGMENT}")
         out += [LENGTH.pack(len(data)), data]
-    return b"".join(out)
+    body = b"".join(out)
+    return body + _checksum(body)
 
 
 def unpack(data: bytes, max_fragment: int = MAX_FRAGMENT) -> list[Fragment]:
-    """The fragments of a transfer file, each parsed as the link parses one
-    (not yet authenticated). One transfer, whole: every part once, all of one
-    bundle. Raises :class:`LinkError` with what is wrong."""
+    """The fragments of a transfer file (:func:`read`)."""
+    return read(data, max_fragment).fragments
+
+
+def read(data: bytes, max_fragment: int = MAX_FRAGMENT) -> TransferFile:
+    """A transfer file, each fragment parsed as the link parses one (not yet
+    authenticated). One transfer, whole: every part once, all of one bundle.
+    Raises :class:`LinkError` with what is wrong; a damaged copy says so,
+    before anything in it is believed."""
     if len(data) < HEADER.size:
         raise LinkError("file", "not a transfer file (too short)")
-    magic, version, count = HEADER.unpack_from(data)
+    magic, version = START.unpack_from(data)
     if magic != MAGIC:
         raise LinkError("file", "not a transfer file (`relay ground export` writes them)")
-    if version != VERSION:
-        raise LinkError("file", f"transfer file version {version}; this edge reads version {VERSION}")
+    edge: str | None = None
+    if version == 2:
+        if len(data) < START.size + 1 + COUNT.size + DIGEST or _checksum(data[:-DIGEST]) != data[-DIGEST:]:
+            raise LinkError("damaged", "the transfer file is damaged (its checksum does not match): copy it again "
+                                       "from the ground, or export it again")
+        data = data[:-DIGEST]
+        n = data[START.size]
+        try:
+            edge = data[START.size + 1:START.size + 1 + n].decode()
+        except UnicodeDecodeError:
+            raise LinkError("file", "the transfer file's edge name is not text") from None
+        pos = START.size + 1 + n
+        if pos + COUNT.size > len(data):
+            raise LinkError("file", "transfer file cut short in its header")
+        (count,) = COUNT.unpack_from(data, pos)
+        pos += COUNT.size
+    elif version == 1:
+        (count,) = COUNT.unpack_from(data, START.size)
+        pos = HEADER.size
+    else:
+        raise LinkError("file", f"transfer file version {version}; this edge reads versions 1 and {VERSION}")
     if not 1 <= count <= MAX_PARTS:
         raise LinkError("file", f"transfer file of {count} fragments")
-    pos, fragments = HEADER.size, list[Fragment]()
+    fragments = list[Fragment]()
     for _ in range(count):
         if pos + LENGTH.size > len(data):
             raise LinkError("file", f"transfer file cut short after {len(fragments)} of {count} fragments")
@@ -89,4 +141,4 @@ def unpack(data: bytes, max_fragment: int = MAX_FRAGMENT) -> list[Fragment]:
         raise LinkError("file", "fragments of more than one transfer")
     if sorted(f.index for f in fragments) != list(range(count)):
         raise LinkError("file", "a part is missing or given twice")
-    return fragments
+    return TransferFile(edge, fragments)

@@ -31,16 +31,22 @@ async function getJSON(url, options) {
   return body;
 }
 
+let relist = null;
+
 async function loadList() {
   const items = await getJSON("/api/bundles");
+  // speakers not read yet (a console started over a store of old bundles reads them in the background)
+  clearTimeout(relist);
+  if (items.some((b) => b.speakers === null)) relist = setTimeout(() => loadList().catch(() => {}), 3000);
   const list = $("bundles");
   list.replaceChildren(...items.map((b) => {
     const when = new Date(b.received * 1000).toLocaleString();
     const li = el("li", { className: `bundle ${b.state}`, tabIndex: 0 },
       el("span", { className: "title", textContent: b.title }),
-      el("span", { className: "meta", textContent:
-        `${when} · ${clock(b.duration)} · ${b.parts ? `${b.parts} part${b.parts === 1 ? "" : "s"} · ` : ""}${b.priority || ""} · `
-        + b.speakers.join(", ") }),
+      el("span", { className: "meta" },
+        `${when} · ${clock(b.duration)} · ${b.parts ? `${b.parts} part${b.parts === 1 ? "" : "s"} · ` : ""}`,
+        el("span", { className: `pri pri-${b.priority ?? "unknown"}`, textContent: b.priority ?? "?" }),
+        b.speakers === null ? " · reading…" : ` · ${b.speakers.join(", ")}`),
       el("span", { className: "state", textContent: b.reason ? `${b.state}: ${b.reason}` : b.state }));
     li.dataset.id = b.id;
     if (current && current.id === b.id) li.classList.add("open");
@@ -57,7 +63,9 @@ async function open(id, at, resume) {
   lastWord = -1;
   $("player").hidden = false;
   $("title").textContent = b.title;
-  $("meta").textContent = `${clock(b.duration)} · ${b.priority || ""} · ${b.state}`;
+  $("meta").textContent = `${clock(b.duration)} · ${b.priority ?? "?"} · ${b.state}`;
+  const box = $("player").getBoundingClientRect();
+  if (box.top < 0 || box.top > window.innerHeight - 80) $("player").scrollIntoView({ block: "start" }); // in view
   for (const fmt of ["txt", "vtt", "srt"]) $(`get-${fmt}`).href = `/api/bundles/${id}/text.${fmt}`;
   $("get-wav").href = `/api/bundles/${id}/audio.wav`;
   const transcript = $("transcript");

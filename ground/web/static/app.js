@@ -40,9 +40,7 @@ async function call(url, options = {}) {
 
 function daemonLine(d) {
   if (!d) return ["no ground daemon has run on this queue", "bad"];
-  if (!d.alive) return [`ground daemon not running (last seen ${ago(d.beat)})`, "bad"];
-  return d.connected ? [`link up since ${new Date(d.since * 1000).toLocaleTimeString()}`, "good"]
-    : [`link down for ${span(Date.now() / 1000 - d.since)}: reconnecting`, "bad"];
+  return [d.line, d.alive && d.connected ? "good" : "bad"];
 }
 
 function edgeCard(e) {
@@ -55,7 +53,9 @@ function edgeCard(e) {
     ["rate", budget ? `${e.rate_bytes_per_s.toFixed(1)} of ${budget} B/s` : `${e.rate_bytes_per_s.toFixed(1)} B/s (no budget)`],
     ["window", e.window_opens_in_s > 0 ? `closed: opens in ${span(e.window_opens_in_s)}` : "open"],
     ["backlog", `${e.backlog_entries} entr${e.backlog_entries === 1 ? "y" : "ies"}, ${bytes(e.backlog_bytes)}` +
-      (e.backlog_entries ? `, ETA ${span(e.eta_s)}` : "")],
+      (e.to_encode ? ` (${e.to_encode} to encode)` : "") +
+      (!e.backlog_entries ? "" : e.eta_s !== null ? `, ETA ${span(e.eta_s)}`
+        : e.to_encode === e.backlog_entries ? ", ETA after encoding" : "")],
     ["delivered", `${e.delivered} (played ${e.played}` + (e.quarantined ? `, quarantined ${e.quarantined}` : "") + ")" +
       (e.failed ? `, failed ${e.failed}` : "")],
   ];
@@ -67,29 +67,65 @@ function edgeCard(e) {
   return card;
 }
 
+let groups = {};
+
+function fillTo(s) { // edges, groups and all, once: the operator's choice must not jump under them
+  const to = $("to");
+  if (to.options.length) return;
+  const names = s.edges.map((e) => e.edge);
+  const edges = el("optgroup", { label: "Edges" });
+  for (const n of names) edges.append(el("option", { value: n, textContent: n }));
+  to.append(edges);
+  const sets = el("optgroup", { label: "Groups" });
+  for (const [g, members] of Object.entries(s.groups)) {
+    sets.append(el("option", { value: `@${g}`, textContent: `@${g} (${members.length} edges)`,
+      disabled: members.length === 0 }));
+  }
+  if (names.length > 1) sets.append(el("option", { value: "all", textContent: `all (${names.length} edges)` }));
+  if (sets.children.length) to.append(sets);
+  if (s.default_edge) to.value = s.default_edge;
+}
+
+function fleetView(f) {
+  const line = el("div", { className: "heard" },
+    el("strong", { textContent: `#${f.id} ${f.title}` }),
+    el("span", { textContent: ` played on ${f.played} of ${f.edges} edges` }));
+  if (f.not_yet.length) {
+    line.append(el("br"), el("span", { className: "not", textContent: `not yet: ${f.not_yet.join(", ")}` }));
+  }
+  return line;
+}
+
 async function loadStatus() {
   const s = await call("/api/status");
+  groups = s.groups;
   const [line, cls] = daemonLine(s.daemon);
   Object.assign($("daemon"), { textContent: line, className: `state ${cls}` });
   $("edges").replaceChildren(...s.edges.map(edgeCard));
-  const to = $("to");
-  if (!to.options.length) {
-    for (const e of s.edges) to.append(el("option", { value: e.edge, textContent: e.edge }));
-    if (s.default_edge) to.value = s.default_edge;
-  }
+  fillTo(s);
+  $("fleet").replaceChildren(...s.fleet.map(fleetView));
+  $("fleet-title").hidden = s.fleet.length === 0;
 }
 
 function progress(i) {
+  if ((i.state === "failed" || i.state === "cancelled") && i.reason) return i.reason;
   if (i.state === "sending" && i.fragments) {
     return `${i.fragments - i.pending_fragments}/${i.fragments} fragments` + (i.polls ? `, ${i.polls} poll(s)` : "");
   }
   if (i.state === "delivered") return `delivered ${ago(i.delivered)}`;
+  if (i.state === "queued" || i.state === "encoding") return "waiting to be encoded";
   return i.reason || "";
 }
 
 function played(i) {
   if (i.play_state) return `${i.play_state} ${ago(i.played)}` + (i.play_reason ? `: ${i.play_reason}` : "");
   return i.state === "delivered" ? "not yet" : "";
+}
+
+function eta(i, seconds) {
+  if (!ACTIVE.has(i.state)) return "";
+  if (seconds === null || seconds === undefined) return i.bundle_bytes ? "–" : "after encoding";
+  return span(seconds);
 }
 
 function act(label, url, title) {
@@ -107,25 +143,87 @@ function act(label, url, title) {
   return b;
 }
 
-async function loadQueue() {
-  const rows = await call("/api/queue");
-  $("queue").tBodies[0].replaceChildren(...rows.map((i) => {
-    const actions = el("span", { className: "actions" });
-    if (ACTIVE.has(i.state)) {
-      actions.append(act("Bump", `/api/queue/${i.id}/bump`, "first among its priority"),
-        act("Cancel", `/api/queue/${i.id}/cancel`, "stop sending it"));
+function actions(id, active, edge) {
+  const box = el("span", { className: "actions" });
+  if (!active) return box;
+  const q = edge ? `?edge=${encodeURIComponent(edge)}` : "";
+  const who = edge ? ` for ${edge}` : "";
+  box.append(act("Bump", `/api/queue/${id}/bump${q}`, `first among its priority${who}`),
+    act("Cancel", `/api/queue/${id}/cancel${q}`, `stop sending it${who}`));
+  return box;
+}
+
+function cell(label, props) { // labelled, for the phone's cards
+  const td = el("td", props);
+  td.dataset.label = label;
+  return td;
+}
+
+const open = new Set(); // entries whose edges are shown
+
+function entryRows(e) {
+  const one = e.rows.length === 1 ? e.rows[0] : null;
+  const title = cell("Title", { className: "title" });
+  title.append(e.title, el("span", { className: "meta", textContent: bytes(e.bundle_bytes) }));
+  const to = cell("To");
+  if (one) {
+    to.textContent = one.edge;
+  } else {
+    const toggle = el("button", { type: "button", className: "link",
+      textContent: `${open.has(e.id) ? "▾" : "▸"} ${e.edges} edges` });
+    toggle.setAttribute("aria-expanded", open.has(e.id));
+    toggle.onclick = () => { open.has(e.id) ? open.delete(e.id) : open.add(e.id); render(); };
+    to.append(toggle);
+  }
+  const i = one || { ...e, state: e.state, reason: null };
+  const stateText = one ? one.state : e.state;
+  const progressText = one ? progress(one) : `${e.delivered}/${e.edges} delivered` +
+    (e.failed ? `, ${e.failed} failed` : "") + (e.cancelled ? `, ${e.cancelled} cancelled` : "");
+  const playedText = one ? played(one) : `${e.played}/${e.edges} played`;
+  const tr = el("tr", { className: stateText },
+    cell("#", { textContent: e.id }), title, to,
+    cell("Priority", { className: `pri-${e.priority}`, textContent: e.priority }),
+    cell("State", { className: "st", textContent: stateText }),
+    cell("Progress", { className: (one && one.reason) ? "reason" : "", textContent: progressText }),
+    cell("ETA", { textContent: eta(i, e.eta_s) }),
+    cell("Played", { textContent: playedText }),
+    el("td", {}, actions(e.id, ACTIVE.has(e.state), null)));
+  tr.dataset.id = e.id;
+  const rows = [tr];
+  if (!one && open.has(e.id)) {
+    for (const r of e.rows) {
+      const part = el("tr", { className: `part ${r.state}` },
+        el("td"), el("td"), cell("Edge", { textContent: r.edge }),
+        cell("Priority", { className: `pri-${r.priority}`, textContent: r.priority }),
+        cell("State", { className: "st", textContent: r.state }),
+        cell("Progress", { className: r.reason ? "reason" : "", textContent: progress(r) }),
+        cell("ETA", { textContent: eta(r, r.eta_s) }),
+        cell("Played", { textContent: played(r) }),
+        el("td", {}, actions(e.id, ACTIVE.has(r.state), r.edge)));
+      part.dataset.id = e.id;
+      part.dataset.edge = r.edge;
+      rows.push(part);
     }
-    const tr = el("tr", { className: i.state },
-      el("td", { textContent: i.id }), el("td", { className: "title", textContent: i.title }),
-      el("td", { textContent: i.edge }), el("td", { textContent: i.priority }),
-      el("td", { className: "st", textContent: i.state }), el("td", { textContent: bytes(i.bundle_bytes) }),
-      el("td", { className: i.reason ? "reason" : "", textContent: progress(i) }),
-      el("td", { textContent: ACTIVE.has(i.state) ? span(i.eta_s) : "" }),
-      el("td", { textContent: played(i) }), el("td", {}, actions));
-    tr.dataset.id = i.id;
-    return tr;
-  }));
-  $("empty").hidden = rows.length > 0;
+  }
+  return el("tbody", { className: "entry" }, ...rows);
+}
+
+let last = { active: [], finished: [] };
+
+function render() {
+  const q = $("queue"), done = $("done");
+  for (const t of [q, done]) for (const b of [...t.tBodies]) b.remove();
+  q.append(...last.active.map(entryRows));
+  done.append(...last.finished.map(entryRows));
+  $("empty").hidden = last.active.length > 0;
+  q.hidden = last.active.length === 0;
+  $("done-count").textContent = `(${last.finished.length})`;
+  $("done-box").hidden = last.finished.length === 0;
+}
+
+async function loadQueue() {
+  last = await call("/api/queue");
+  render();
 }
 
 function send(file) {
@@ -134,6 +232,7 @@ function send(file) {
   const bar = $("progress");
   Object.assign(bar, { hidden: false, value: 0 });
   $("sent").textContent = `Sending ${file.name}…`;
+  $("sent").className = "";
   const xhr = new XMLHttpRequest(); // fetch cannot report an upload's progress
   xhr.open("POST", `/api/queue?${q}`);
   xhr.setRequestHeader("X-Relay-Token", token);
@@ -143,13 +242,19 @@ function send(file) {
     bar.hidden = true;
     let body = {};
     try { body = JSON.parse(xhr.responseText); } catch { body = { error: xhr.statusText }; }
-    $("sent").textContent = xhr.status === 201 ? `Queued entry ${body.id}: ${body.title} → ${body.edge} (${body.priority})`
+    const ok = xhr.status === 201;
+    const where = ok && body.edges > 1 ? `${body.edges} edges` : ok ? body.rows[0].edge : "";
+    $("sent").textContent = ok ? `Queued entry ${body.id}: ${body.title} → ${where} (${body.priority})`
       : `Not queued: ${body.error || xhr.statusText}`;
-    $("sent").className = xhr.status === 201 ? "good" : "bad";
-    $("title").value = "";
+    $("sent").className = ok ? "good" : "bad";
+    if (ok) $("title").value = ""; // a refused upload keeps what was typed, to try again
     refresh();
   };
-  xhr.onerror = () => { bar.hidden = true; $("sent").textContent = "Not queued: the ground did not answer"; };
+  xhr.onerror = () => {
+    bar.hidden = true;
+    $("sent").textContent = "Not queued: the ground did not answer";
+    $("sent").className = "bad";
+  };
   xhr.send(file);
 }
 
