@@ -387,7 +387,7 @@ class GroundDaemon:
         from ground.intake import destination, enqueue
 
         path = checked.path
-        edges = destination(self.cfg, to, f"spool folder {to}" if to else "spool")
+        edges = destination(self.cfg, to, "spool folder" if to else "spool")
         title = path.name.split("-", 1)[-1].rsplit(".", 1)[0]
         row = enqueue(self.outbox, checked, edges, title=title)
         log.info("spool: queued %s as entry %d for %s", path.name, row, _names(edges))

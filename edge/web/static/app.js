@@ -33,6 +33,10 @@ async function getJSON(url, options) {
 
 let relist = null;
 
+// play() is refused when a pause (or another bundle) comes first, or before the page has had a gesture:
+// neither is an error, and the player's own controls show what happened
+function playing() { audio.play().catch(() => {}); }
+
 async function loadList() {
   const items = await getJSON("/api/bundles");
   // speakers not read yet (a console started over a store of old bundles reads them in the background)
@@ -78,7 +82,7 @@ async function open(id, at, resume) {
     for (const [text, start, end] of seg.words) {
       const w = el("span", { className: "w", textContent: text });
       w.dataset.start = start;
-      w.onclick = () => { audio.currentTime = start; audio.play(); };
+      w.onclick = () => { audio.currentTime = start; playing(); };
       current.words.push({ start, end, speaker: seg.speaker, el: w });
       p.append(" ", w);
     }
@@ -103,7 +107,7 @@ async function open(id, at, resume) {
   if (at !== undefined) {
     audio.addEventListener("loadedmetadata", () => {
       audio.currentTime = at;
-      if (resume) audio.play();
+      if (resume) playing();
     }, { once: true });
   }
   audio.load();

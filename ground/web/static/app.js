@@ -164,7 +164,8 @@ const open = new Set(); // entries whose edges are shown
 function entryRows(e) {
   const one = e.rows.length === 1 ? e.rows[0] : null;
   const title = cell("Title", { className: "title" });
-  title.append(e.title, el("span", { className: "meta", textContent: bytes(e.bundle_bytes) }));
+  title.append(el("span", { className: "name", textContent: e.title }),
+    el("span", { className: "meta", textContent: bytes(e.bundle_bytes) }));
   const to = cell("To");
   if (one) {
     to.textContent = one.edge;
