@@ -363,17 +363,9 @@ def queue_ls(
                 i = q.item
                 table.add_row("", f"  {i.edge}", i.priority.name.lower(), str(i.state), "", "", _progress(i),
                               _played(i), _duration(q.eta_s) if i.state in ACTIVE else "", "")
-    plain_console(width=max(_width(), 160)).print(table)
+    plain_console().print(table)
     if not rows:
         print("queue empty" + ("" if all_ else " (--all shows finished entries)"))
-
-
-def _width() -> int:
-    """The terminal's width; a pipe gets a wide table rather than cut headers."""
-    import shutil
-    import sys
-
-    return shutil.get_terminal_size((200, 24)).columns if sys.stdout.isatty() else 200
 
 
 @queue_app.command("cancel")
@@ -473,7 +465,7 @@ def status(
         table.add_row(r["edge"], f"{_age(r['last_ack'])} ago" if r["last_ack"] else "never", backlog,
                       str(r["delivered"]), str(r["played"]), str(r["quarantined"]), str(r["failed"]),
                       str(r["link_bytes_sent"]), f"{r['rate_bytes_per_s']:.1f} B/s", eta)
-    plain_console(width=max(_width(), 120)).print(table)
+    plain_console().print(table)
     if not rows:
         print("no edges yet")
     for f in sent_to_many:

@@ -61,9 +61,12 @@ def plain_console(**options: Any) -> Console:
     """A console that prints what it is given: titles, transcripts and names are
     the content of bundles anyone may have made, so ``[/`` or ``:x:`` in them is
     text, never rich markup or an emoji code (styles come as ``Text`` objects)."""
+    if "width" not in options and not (sys.stderr if options.get("stderr") else sys.stdout).isatty():
+        options["width"] = PIPE_WIDTH  # a pipe or a file gets whole tables, not headers cut to 80 columns
     return Console(markup=False, highlight=False, emoji=False, **options)
 
 
+PIPE_WIDTH = 200
 console = plain_console()
 
 
