@@ -5,7 +5,7 @@ ship starving behind another's backlog, and the operator's commands over a
 queue of 10^5 rows.
 
 The ground daemon is the real one (`relay ground run`), on a private
-mosquitto. Most edges are :class:`relay.testing.fleet.LightEdge`s, hundreds
+mosquitto. Most edges are :class:`edge.light.LightEdge`s, hundreds
 in one process: the real edge store and the real signed acks and play
 reports, no voices. ``--real`` of them are real edge daemons
 (`relay edge run`, espeak-ng into WAV files). The queue holds ``--bundles``
@@ -147,7 +147,7 @@ def deliver(args: argparse.Namespace, tmp: Path) -> dict:
             procs[name] = subprocess.Popen(cmd, stdout=logs[name], stderr=subprocess.STDOUT,
                                            env={**os.environ, "HF_HUB_OFFLINE": "1", "SPEECH_RELAY_FIT_VOICES": "0"})
 
-        start("light", [sys.executable, "-m", "relay.testing.fleet", str(spec)])
+        start("light", [sys.executable, "-m", "edge.light", str(spec)])
         for name in names[:args.real]:
             start(name, [RELAY, "edge", "run", "-c", str(edge_config(tmp, name, broker.port, ground_key))])
         end = time.monotonic() + 300

@@ -278,6 +278,9 @@ def test_the_page_fits_a_phone(station, browser):
     page.click(f"#bundles li[data-id='{station.first}']")
     page.wait_for_selector("#transcript .w")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    # the player is brought into view, not left below the list the listener scrolled
+    top = page.evaluate("document.getElementById('player').getBoundingClientRect().top")
+    assert 0 <= top < page.evaluate("window.innerHeight") - 80, top
     if SHOTS:
         page.screenshot(path=str(Path(SHOTS) / "console-edge-phone.png"))
 
@@ -339,7 +342,8 @@ def test_queue_a_recording_from_the_ground_page(ground, browser, tmp_path):
     page.wait_for_function("document.querySelectorAll('#queue tbody tr').length === 2", timeout=WAIT)
     ready = page.locator("#queue tbody tr.ready")
     assert ready.locator("td.title").inner_text().splitlines()[0] == "dropped" and " s" in ready.inner_text()
-    # something that is not audio, dropped: refused in one line, nothing queued
+    # something that is not audio, dropped: refused in one line, nothing queued, the title typed kept
+    page.fill("#title", "minutes of the meeting")
     page.evaluate("""() => {
         const dt = new DataTransfer();
         dt.items.add(new File(["meeting notes"], "notes.txt"));
@@ -348,6 +352,7 @@ def test_queue_a_recording_from_the_ground_page(ground, browser, tmp_path):
     }""")
     page.wait_for_selector("#sent.bad", timeout=WAIT)
     assert "Not queued" in page.inner_text("#sent") and "notes.txt" in page.inner_text("#sent")
+    assert page.input_value("#title") == "minutes of the meeting"
     assert page.locator("#queue tbody tr").count() == 2
     if SHOTS:
         page.screenshot(path=str(Path(SHOTS) / "console-ground.png"))

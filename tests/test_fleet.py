@@ -261,3 +261,28 @@ def test_one_ships_play_report_does_not_verify_as_another_ships():
     for key, name in ((north2.public, "north2"), (north1.public, "north2")):  # its key, or its name, is another's
         with pytest.raises(LinkError):
             Ack.unpack(wire, key, name)
+
+
+def test_a_queue_from_before_fleets_is_brought_up_to_date(tmp_path):
+    """A queue written before entries had edges of their own: each row its own entry, its bundle
+    moved to the shared table, a transfer in flight resumed where it stopped."""
+    key = SigningKey.generate()
+    outbox = Outbox(tmp_path / "q.db")
+    first = outbox.add_bundle(real_bundle(200, seed=1), "ship", Priority.NORMAL)
+    outbox.add_bundle(real_bundle(30, seed=2), "ship", Priority.BULK)
+    out = outbox.next_out(340, key, ["ship"])
+    outbox.sent(out, 60)
+    db = outbox._db  # as version 2 kept it: the bundle in the row, no entry, one index on the bundle id
+    db.execute("UPDATE outbox SET bundle = (SELECT data FROM bundles b WHERE b.bundle_id = outbox.bundle_id), "
+               "batch = NULL, size = NULL")
+    db.execute("DROP TABLE bundles")
+    db.execute("DROP INDEX outbox_bundle_edge")
+    db.execute("CREATE UNIQUE INDEX outbox_bundle ON outbox (bundle_id) WHERE bundle_id IS NOT NULL")
+    db.execute("PRAGMA user_version = 2")
+    outbox.close()
+    again = Outbox(tmp_path / "q.db")
+    assert [(e.id, e.state) for e in again.entries()] == [(first, "sending"), (first + 1, "ready")]
+    assert again._db.execute("SELECT count(*) FROM outbox WHERE bundle IS NOT NULL").fetchone()[0] == 0
+    assert again.entry(first).bundle_size == len(again.bundle_of(first) or b"")
+    nxt = again.next_out(340, key, ["ship"])
+    assert nxt is not None and nxt.id == first and nxt.index == 1  # the part after the one already sent

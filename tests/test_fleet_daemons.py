@@ -104,6 +104,8 @@ def test_a_recording_for_the_fleet_is_encoded_once_and_each_ship_up_plays_it(tmp
             assert fleet.log("ground").count("encoding entry 1 ") == 1  # once, for all three
             for name in ("north1", "north2"):
                 assert len(list((tmp_path / f"{name}-played").glob("*.wav"))) == 1
+                # an edge says what it is doing while it prepares a bundle, not only once it is played
+                assert "morning brief, normal" in fleet.log(name) and "preparing its voices" in fleet.log(name)
             status = fleet.relay("ground", "status")
             assert "played on 2/3 edges; not yet: south1" in status.stdout, status.stdout
             assert "broker link up" in status.stdout

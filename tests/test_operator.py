@@ -29,6 +29,22 @@ def test_a_bundle_with_nothing_said_plays_no_silence(tmp_path):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.wav"))
 
 
+def test_the_ground_warns_of_a_recording_with_nothing_said():
+    from ground.daemon import _no_words
+
+    empty = decode_bundle(encode_bundle(Bundle(SourceInfo("quiet watch", 30.0, "en"), [Speaker("S1")], [])))
+    assert "no speech was found in its 30 s" in _no_words(empty)
+    assert _no_words(conversation(3, seed=1)) == ""
+
+
+def test_phonemizer_warnings_stay_out_of_the_daemons_logs():
+    import logging
+
+    import relay.voice.engines  # noqa: F401 - what every engine imports first
+
+    assert logging.getLogger("phonemizer").getEffectiveLevel() >= logging.ERROR
+
+
 def test_the_daemons_state_is_one_line_that_tells_stopped_from_lost():
     now = time.time()
     assert LinkState(True, now - 300, now - 5).describe(now) == "broker link up for 5 min"

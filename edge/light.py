@@ -9,7 +9,7 @@ session, each message acknowledged to the broker once handled). A bundle it
 accepts is "played" at once, so the ground hears a play report for each, as
 from a real edge. It counts what it played, so a bundle played twice shows.
 
-``python -m relay.testing.fleet SPEC.json`` runs the edges a spec names
+``python -m edge.light SPEC.json`` runs the edges a spec names
 until SIGTERM, then writes their counts beside the spec
 (``benchmarks/fleet.py`` starts it).
 """
@@ -33,7 +33,7 @@ from relay.link.messages import Ack, LinkError, Poll, parse_down, topics
 from relay.link.mqtt import ConnectionSettings, ack, reconnecting
 from relay.link.signing import Keyring, SigningKey, VerifyKey
 
-log = logging.getLogger("relay.testing.fleet")
+log = logging.getLogger("relay.edge.light")
 
 
 class LightEdge:
