@@ -460,7 +460,7 @@ def status(
         backlog = f"{r['backlog_entries']} ({r['backlog_bytes']} B)"
         if r["to_encode"]:
             backlog += f", {r['to_encode']} to encode"
-        eta = _duration(r["eta_s"]) if r["eta_s"] is not None or not r["backlog_entries"] else (
+        eta = "" if not r["backlog_entries"] else _duration(r["eta_s"]) if r["eta_s"] is not None else (
             "after encoding" if r["to_encode"] == r["backlog_entries"] else "-")
         table.add_row(r["edge"], f"{_age(r['last_ack'])} ago" if r["last_ack"] else "never", backlog,
                       str(r["delivered"]), str(r["played"]), str(r["quarantined"]), str(r["failed"]),
