@@ -49,6 +49,7 @@ import tomli_w  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from benchmarks.soak import peak_rss_mb  # noqa: E402
 from ground.queue import Outbox, PlayState, State  # noqa: E402
 from relay.link.messages import Priority  # noqa: E402
 from relay.link.signing import SigningKey  # noqa: E402
@@ -66,16 +67,6 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / TICK
     except (OSError, IndexError, ValueError):
         return 0.0
-
-
-def peak_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def ground_config(tmp: Path, port: int, keys: dict[str, SigningKey]) -> Path:
@@ -174,7 +165,7 @@ def deliver(args: argparse.Namespace, tmp: Path) -> dict:
                     break
                 time.sleep(2)
         elapsed = time.time() - t0
-        ground_cpu, ground_mb, broker_mb = cpu_seconds(ground_pid), peak_mb(ground_pid), peak_mb(broker_pid)
+        ground_cpu, ground_mb, broker_mb = cpu_seconds(ground_pid), peak_rss_mb(ground_pid), peak_rss_mb(broker_pid)
         for name in ["ground", *names[:args.real], "light"]:
             p = procs[name]
             if p.poll() is None:

@@ -825,11 +825,6 @@ class Outbox:
             "SELECT batch FROM outbox GROUP BY batch HAVING count(*) > 1 ORDER BY batch DESC LIMIT ?", (count,))]
         return [self.entry(b) for b in batches]
 
-    def backlog(self, edge: str) -> tuple[int, int]:
-        """(entries, link bytes still to send) for ``edge``; unencoded audio counts 0 bytes."""
-        items = self.items(ACTIVE, edge)
-        return len(items), sum(self.bytes_left(i) for i in items)
-
     def rate(self, edge: str, window: float = 600.0) -> float:
         """Link bytes per second sent to ``edge`` over the last ``window`` seconds."""
         since = time.time() - window

@@ -113,15 +113,6 @@ def _etas(outbox: Outbox, cfg: GroundConfig, items: list[Item], at: datetime) ->
     return out
 
 
-def queue(outbox: Outbox, cfg: GroundConfig, finished: int = 20, now: float | None = None) -> list[QueueRow]:
-    """The active rows in sending order, each with its ETA, then the ``finished`` most recent others."""
-    at = datetime.fromtimestamp(now or time.time(), UTC)
-    active = outbox.items(ACTIVE)
-    etas = _etas(outbox, cfg, active, at)
-    done = sorted((i for i in outbox.items() if i.state not in ACTIVE), key=lambda i: i.updated, reverse=True)
-    return [QueueRow(i, *etas[i.id]) for i in active] + [QueueRow(i, 0, None) for i in done[:finished]]
-
-
 def entries(outbox: Outbox, cfg: GroundConfig, active_only: bool = True, finished: int | None = None,
             edge: str | None = None, now: float | None = None) -> list[EntryRow]:
     """Entries most urgent first, each with its edges' rows and ETAs; with
