@@ -8,7 +8,9 @@ and placed at its original start. What ``length_scale`` leaves over (more
 than 3 % off) is taken up by a bounded PSOLA time-stretch, in the same pass
 that moves the voice's pitch toward the speaker's (:class:`relay.voice.prosody.Prosody`).
 A phrase that still runs long pushes the next one later rather than
-overlapping it; pauses between phrases are kept.
+overlapping it; pauses between phrases are kept. Where two people talked at
+once in the original (the ground keeps a second voice's words as a phrase of
+their own), both are spoken at once, mixed.
 
 Stretches the ground sent as coded audio (``bundle.clips``: music, speech
 Whisper was unsure of, or everything when an audio tier was forced) are
@@ -57,6 +59,7 @@ class RenderedSegment:
     length_scale: float
     stretch: float = 1.0  # PSOLA duration factor applied after synthesis
     clip: AudioClip | None = None  # set when this is decoded audio, not synthesis
+    joined: tuple[RenderedSegment, ...] = ()  # phrases of others spoken at the same time, mixed in
 
     @property
     def end(self) -> float:
@@ -179,38 +182,75 @@ def rehydrate(
 ) -> Iterator[RenderedSegment]:
     """Speak each phrase and decode each clip in time order, yielding each as
     soon as it is ready. ``prosody`` brings each speaker's voice to their
-    pitch (by speaker index); ``codecs`` says where codec models are."""
+    pitch (by speaker index); ``codecs`` says where codec models are.
+
+    Where two people talked at once in the original (a phrase starts before
+    another speaker's phrase has ended), both are spoken at once: the later
+    one is mixed into the earlier and the two are yielded as one part. A
+    phrase that did not overlap anything in the original never overlaps what
+    is spoken before it (a phrase that ran long pushes it later)."""
     sr = output_rate(voices)
     rates: dict[int, RateModel] = {}  # one speaking-rate estimate per voice
-    cursor = 0.0
     pieces: list[tuple[int, Segment | AudioClip]] = [
         (i, p) for i, seg in enumerate(bundle.segments) for p in phrases(seg)
     ]
     pieces += [(-1 - k, c) for k, c in enumerate(bundle.clips)]
     pieces.sort(key=lambda item: item[1].start)
-    for index, seg in pieces:
-        if isinstance(seg, AudioClip):
-            audio = decode_clip(seg, sr, codecs)
-            start = max(seg.start, cursor)
-            speaker = seg.speaker if seg.speaker is not None else -1
-            placed = Segment(speaker, seg.start, seg.end, "")
-            rendered = RenderedSegment(index, placed, start, audio, sr, 1.0, 1.0, seg)
-            cursor = rendered.end
-            yield rendered
+    busy: dict[int, float] = {}  # speaker -> where their last spoken phrase ends
+    said: dict[int, float] = {}  # speaker -> where their last phrase ended in the original
+    held: RenderedSegment | None = None
+    for n, (index, seg) in enumerate(pieces):
+        speaker = -1 if seg.speaker is None else seg.speaker
+        if isinstance(seg, Segment) and not seg.text.strip():
             continue
-        if not seg.text.strip():
-            continue
-        if voices is None:
-            raise ValueError("a bundle with text needs voices")
-        engine = _voice_of(voices, seg.speaker)
-        shape = (prosody or {}).get(seg.speaker, NEUTRAL)
-        audio, scale, stretch = _speak(engine, seg, rates.setdefault(id(engine), RateModel()), shape)
-        if engine.sample_rate != sr and len(audio):
-            audio = resample(audio, engine.sample_rate, sr)
-        start = max(seg.start, cursor)
-        rendered = RenderedSegment(index, seg, start, audio, sr, scale, stretch)
-        cursor = rendered.end
-        yield rendered
+        # others who had finished before this began in the original are not talked over
+        start = max([seg.start, busy.get(speaker, 0.0)]
+                    + [end for k, end in busy.items() if k != speaker and said.get(k, 0.0) <= seg.start + 1e-6])
+        rendered = _render_piece(index, seg, start, sr, voices, prosody, codecs, rates)
+        busy[speaker] = rendered.end
+        said[speaker] = max(said.get(speaker, 0.0), seg.end)
+        if held is not None and rendered.start < held.end:
+            held = _mixed(held, rendered)
+        else:
+            if held is not None:
+                yield held
+            held = rendered
+        following = pieces[n + 1][1] if n + 1 < len(pieces) else None
+        if following is None or following.start >= held.end - 1e-6:  # nothing can join it: out now
+            yield held
+            held = None
+    if held is not None:
+        yield held
+
+
+def _render_piece(index: int, seg: Segment | AudioClip, start: float, sr: int, voices: SpeakerVoices | None,
+                  prosody: Mapping[int, Prosody] | None, codecs: Codecs | None,
+                  rates: dict[int, RateModel]) -> RenderedSegment:
+    """One phrase spoken, or one clip decoded, to be placed at ``start``."""
+    if isinstance(seg, AudioClip):
+        speaker = seg.speaker if seg.speaker is not None else -1
+        placed = Segment(speaker, seg.start, seg.end, "")
+        return RenderedSegment(index, placed, start, decode_clip(seg, sr, codecs), sr, 1.0, 1.0, seg)
+    if voices is None:
+        raise ValueError("a bundle with text needs voices")
+    engine = _voice_of(voices, seg.speaker)
+    shape = (prosody or {}).get(seg.speaker, NEUTRAL)
+    audio, scale, stretch = _speak(engine, seg, rates.setdefault(id(engine), RateModel()), shape)
+    if engine.sample_rate != sr and len(audio):
+        audio = resample(audio, engine.sample_rate, sr)
+    return RenderedSegment(index, seg, start, audio, sr, scale, stretch)
+
+
+def _mixed(first: RenderedSegment, second: RenderedSegment) -> RenderedSegment:
+    """``second`` (starting inside ``first``) mixed into it: two voices at once, one part."""
+    sr = first.sample_rate
+    offset = max(0, int(round((second.start - first.start) * sr)))
+    out = np.zeros(max(len(first.audio), offset + len(second.audio)), np.float32)
+    out[: len(first.audio)] += first.audio
+    out[offset : offset + len(second.audio)] += second.audio
+    np.clip(out, -1.0, 1.0, out=out)
+    return RenderedSegment(first.index, first.segment, first.start, out, sr, first.length_scale, first.stretch,
+                           first.clip, first.joined + (second,))
 
 
 def render(
