@@ -148,3 +148,130 @@ def fit_spans(segments: Sequence[Segment], turns: Sequence[Turn], snap: float = 
         words[-1] = Word(words[-1].text, words[-1].start, round(max(end, words[-1].end), 3))
         out[i] = Segment(seg.speaker, words[0].start, words[-1].end, seg.text, tuple(words))
     return out
+
+
+FILL = 1.5  # a phrase is given at most this much more time than a voice's natural pace needs
+SECONDS_PER_CHAR = 0.07  # a voice's natural pace (edge.rehydrate.RateModel starts from it)
+PHRASE_PAUSE = 0.35  # the edge starts a new phrase at a pause this long (edge.rehydrate.PHRASE_PAUSE)
+
+
+def cover_turns(segments: Sequence[Segment], turns: Sequence[Turn], fill: float = FILL) -> list[Segment]:
+    """Speak through the pauses inside a speaker's turn.
+
+    Whisper leaves out what is not a word (an "um", a false start, a word it
+    could not make out), so its words have gaps where the speaker was talking;
+    the diarizer's turn says they were. A pause between two of a speaker's
+    words can be closed (the first word runs to the second) when one turn of
+    theirs covers it and nobody else's word falls in it. A run of such words
+    is closed whole when it can still be spoken naturally: in no more than
+    ``fill`` times the time its text takes at a natural pace (the edge slows a
+    phrase down that far at most, so the span stays what the edge really
+    speaks); otherwise it is split at its longest pause and each side tried
+    again. Then each segment's outer phrases reach toward the edges of the turn
+    the same way. Word starts never move and nothing is taken from anyone
+    else: the original timeline holds.
+    """
+    words = [list(s.words) for s in segments]
+    mids = sorted(((w.start + w.end) / 2, s.speaker) for s in segments for w in s.words)
+    mid_times = [m for m, _ in mids]
+    index = _Index(turns)
+    by_speaker: dict[int, list[tuple[int, int]]] = {}
+    for i, seg in enumerate(segments):
+        by_speaker.setdefault(seg.speaker, []).extend((i, j) for j in range(len(seg.words)))
+    for speaker, refs in by_speaker.items():
+        refs.sort(key=lambda r: (words[r[0]][r[1]].start, r))
+        run = [refs[0]] if refs else []
+        for prev, ref in zip(refs, refs[1:]):
+            p, w = words[prev[0]][prev[1]], words[ref[0]][ref[1]]
+            if w.start - p.end > 0 and not (_covers(index, speaker, p.end, w.start)
+                                            and not _others_between(mids, mid_times, speaker, p.end, w.start)):
+                _close(words, run, fill)
+                run = []
+            run.append(ref)
+        _close(words, run, fill)
+    out = [s if not s.words else Segment(s.speaker, ws[0].start, ws[-1].end, s.text, tuple(ws))
+           for s, ws in zip(segments, words)]
+    return _to_turn_edges(out, index, fill)
+
+
+def _close(words: list[list[Word]], run: list[tuple[int, int]], fill: float) -> None:
+    """Close the pauses of ``run`` (one speaker's words, every pause closable)
+    if it can be spoken in ``fill`` times its natural time; else split it at
+    its longest pause and try each side."""
+    if len(run) < 2:
+        return
+    ws = [words[i][j] for i, j in run]
+    chars = sum(len(w.text) + 1 for w in ws)
+    if ws[-1].end - ws[0].start <= fill * SECONDS_PER_CHAR * chars:
+        for (i, j), nxt in zip(run, ws[1:]):
+            w = words[i][j]
+            if nxt.start > w.end:
+                words[i][j] = Word(w.text, w.start, nxt.start)
+        return
+    k = max(range(len(ws) - 1), key=lambda n: ws[n + 1].start - ws[n].end)
+    _close(words, run[: k + 1], fill)
+    _close(words, run[k + 1 :], fill)
+
+
+def _phrase_chars(words: Sequence[Word], from_end: bool) -> tuple[int, float]:
+    """(characters, seconds) of the phrase at one end of a segment's words (the
+    words up to the first pause the edge would start a new phrase at)."""
+    ws = list(words)
+    k = 1
+    while k < len(ws):
+        pause = ws[-k].start - ws[-k - 1].end if from_end else ws[k].start - ws[k - 1].end
+        if pause >= PHRASE_PAUSE:
+            break
+        k += 1
+    group = ws[-k:] if from_end else ws[:k]
+    return sum(len(w.text) + 1 for w in group), group[-1].end - group[0].start
+
+
+def _to_turn_edges(segments: list[Segment], turns: _Index, fill: float) -> list[Segment]:
+    """A segment's first and last phrase reach toward the edges of their speaker's
+    turn, as far as their text can still be spoken naturally and nobody else's
+    word is in the way."""
+    bounds = sorted((w.start, w.end, i) for i, s in enumerate(segments) for w in s.words)
+    out = list(segments)
+    for i, seg in enumerate(segments):
+        if not seg.words:
+            continue
+        words = list(seg.words)
+        first, last = words[0], words[-1]
+        turn = next((t for t in turns.turns if t.speaker == seg.speaker and t.start <= first.start + 1e-6
+                     and t.end > first.start), None)
+        if turn is not None and turn.start < first.start:
+            chars, span = _phrase_chars(words, from_end=False)
+            room = fill * SECONDS_PER_CHAR * chars - span
+            before = max((b for a, b, k in bounds if k != i and b <= first.start + 1e-6), default=0.0)
+            start = max(turn.start, first.start - max(room, 0.0), before)
+            if start < first.start:
+                words[0] = first = Word(first.text, round(start, 3), first.end)
+        turn = next((t for t in turns.turns if t.speaker == seg.speaker and t.end >= last.end - 1e-6
+                     and t.start < last.end), None)
+        if turn is not None and turn.end > last.end:
+            chars, span = _phrase_chars(words, from_end=True)
+            room = fill * SECONDS_PER_CHAR * chars - span
+            after = min((a for a, b, k in bounds if k != i and a >= last.end - 1e-6), default=float("inf"))
+            end = min(turn.end, last.end + max(room, 0.0), after)
+            if end > last.end:
+                words[-1] = Word(last.text, last.start, round(end, 3))
+        out[i] = Segment(seg.speaker, words[0].start, words[-1].end, seg.text, tuple(words))
+    return out
+
+
+def _covers(index: _Index, speaker: int, start: float, end: float) -> bool:
+    """One turn of ``speaker`` runs from ``start`` to ``end``."""
+    i = bisect.bisect_left(index.starts, start - index.max_len)
+    while i < len(index.turns) and index.turns[i].start <= start + 1e-6:
+        t = index.turns[i]
+        if t.speaker == speaker and t.start <= start + 1e-6 and t.end >= end - 1e-6:
+            return True
+        i += 1
+    return False
+
+
+def _others_between(mids: list[tuple[float, int]], times: list[float], speaker: int, start: float,
+                    end: float) -> bool:
+    a, b = bisect.bisect_right(times, start), bisect.bisect_left(times, end)
+    return any(s != speaker for _, s in mids[a:b])

@@ -24,20 +24,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ground.attribute import attribute, fit_spans
+from ground.attribute import attribute, cover_turns, fit_spans
 from ground.diarize import Diarization, DiarizationOptions, Diarizer
 from ground.enroll import Enrollment, enroll
 from ground.fit_voice import VoiceFit, VoiceFitter
 from ground.frontend import Region, level, speech_regions, vad_regions
+from ground.relisten import merged, relisten
 from ground.speakers import SpeakerPlan, plan_speakers
 from ground.tiers import choose_tier
-from ground.transcribe import TranscribeOptions, Transcriber, Transcript
+from ground.transcribe import TranscribeOptions, Transcriber, Transcript, loud_frames
 from relay.audio.codecs import get_codec
 from relay.audio.io import SAMPLE_RATE, load_audio
 from relay.config import GroundConfig
 from relay.env import environment
 from relay.errors import ModelError
-from relay.format.bundle import Bundle, SourceInfo, Speaker, StreamPart
+from relay.format.bundle import Bundle, Segment, SourceInfo, Speaker, StreamPart
 from relay.format.profile import VoiceProfile
 from relay.profiles import ProfileStore
 
@@ -172,9 +173,25 @@ class Encoder:
         front = time.perf_counter() - t0
         asr_progress = None if progress is None else (lambda done, total: progress("transcribing", done, total))
         options = TranscribeOptions(beam_size=g.beam_size, language=g.language)
-        transcript = self.transcriber.transcribe(levelled, options, regions=regions, progress=asr_progress)
-        del levelled  # a long recording's copy; everything after works on the audio as recorded
+        loud = loud_frames(levelled)
+        transcript = self.transcriber.transcribe(levelled, options, regions=regions, progress=asr_progress,
+                                                 loud=loud)
         timings["asr"] = front + transcript.elapsed
+        attributed: list[Segment] = []
+        if diarization is not None:
+            t0 = time.perf_counter()
+            attributed = attribute(transcript.segments, diarization.turns, diarization.exclusive)
+            if g.relisten:
+                again = TranscribeOptions(beam_size=g.beam_size, language=transcript.language)
+                extra = relisten(self.transcriber, levelled, diarization.turns, attributed, again, duration, loud)
+                attributed = merged(attributed, extra.segments)
+                transcript.add(extra.segments, extra.confidences, extra.no_speech)
+                if extra.stretches:
+                    log.info("second listen: %d stretches (%.1f s), %d phrases kept, dropped %s (%.1f s)",
+                             extra.stretches, extra.seconds, len(extra.segments), extra.dropped or "none",
+                             time.perf_counter() - t0)
+            timings["asr"] += time.perf_counter() - t0
+        del levelled  # a long recording's copy; everything after works on the audio as recorded
 
         def pack(bundle: Bundle, plan: SpeakerPlan | None = None, fits: dict[str, VoiceFit] | None = None
                  ) -> EncodeResult:
@@ -188,8 +205,7 @@ class Encoder:
         if diarization is None:  # everything by one speaker
             return pack(Bundle(source, [Speaker("S1")], transcript.segments))
         t0 = time.perf_counter()
-        segments = fit_spans(attribute(transcript.segments, diarization.turns, diarization.exclusive),
-                             diarization.turns)
+        segments = cover_turns(fit_spans(attributed, diarization.turns), diarization.turns)
         tiers = self.config.tiers
         reference = get_codec(tiers.reference_clips, self.config.codecs) if tiers.reference_clips else None
         plan = plan_speakers(segments, diarization, audio, self.store, bits=g.profile_bits, edges=edges,

@@ -34,6 +34,15 @@ class TranscribeOptions:
     vad_filter: bool = True
     min_silence_ms: int = 500
     initial_prompt: str | None = None
+    # Whisper drops a whole 30 s window it thinks is silence (no-speech probability over this,
+    # and a low log-prob): far-field talk then leaves a bundle without words. None: never drop;
+    # the encoder uses that where the diarizer vouches for speech (:mod:`ground.relisten`)
+    no_speech_threshold: float | None = 0.6
+    # decoding again hotter when a window comes out unsure or repeating (faster-whisper's fallback)
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    # at most this many tokens per second of audio in a window (a repetition loop otherwise runs
+    # to Whisper's 224-token limit, beam by beam: 12 s of CPU for a 1 s stretch); None: no cap
+    tokens_per_second: float | None = None
 
 
 @dataclass(slots=True)
@@ -46,10 +55,20 @@ class Transcript:
     elapsed: float
     confidences: list[float] = field(default_factory=list)  # avg log-prob per segment
     no_speech: list[float] = field(default_factory=list)  # Whisper's no-speech probability per segment
+    compression: list[float] = field(default_factory=list)  # gzip compression ratio per segment (repeats)
+    region: list[int] = field(default_factory=list)  # per segment, the region it was heard in (with ``prompts``)
 
     @property
     def rtf(self) -> float:
         return self.elapsed / self.duration if self.duration else 0.0
+
+    def add(self, segments: Sequence[Segment], confidences: Sequence[float], no_speech: Sequence[float]) -> None:
+        """Phrases heard on a second listen (:mod:`ground.relisten`), with Whisper's figures for each."""
+        self.segments += segments
+        self.confidences += confidences
+        self.no_speech += no_speech
+        self.compression += [0.0] * len(segments)
+        self.region += [-1] * len(segments) if self.region else []
 
 
 class Transcriber:
@@ -81,13 +100,17 @@ class Transcriber:
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None,
                    regions: Sequence[Region] | None = None,
-                   progress: Callable[[float, float], None] | None = None) -> Transcript:
+                   progress: Callable[[float, float], None] | None = None,
+                   prompts: Sequence[str | None] | None = None, loud: np.ndarray | None = None) -> Transcript:
         """Transcribe 16 kHz mono float32 audio.
 
         ``regions``: where the speech is (:func:`ground.frontend.speech_regions`);
         only those stretches are decoded, joined end to end as faster-whisper
         does with its own VAD, and every time is mapped back to the recording.
         Without them, faster-whisper's Silero VAD decides (``options.vad_filter``).
+        ``prompts`` (one per region): each region is decoded alone, with its
+        own prompt (a second listen to a stretch, :mod:`ground.relisten`).
+        ``loud``: :func:`loud_frames` of ``audio``, when the caller has them.
         ``progress(done, total)`` is called in seconds of audio decoded. Long
         recordings are decoded ``BATCH`` seconds of speech at a time, so memory
         does not grow with their length.
@@ -95,20 +118,30 @@ class Transcriber:
         options = options or TranscribeOptions()
         started = time.perf_counter()
         duration = len(audio) / SAMPLE_RATE
+        batch_prompts: list[str | None] = []
+        origin: list[int] = []  # with prompts: the index in ``regions`` of each batch
         if regions is None:
             batches: list[list[tuple[int, int]] | None] = [None]
             total = duration
         else:
             spans = [(int(r.start * SAMPLE_RATE), min(len(audio), int(r.end * SAMPLE_RATE))) for r in regions]
-            batches = list(_batches([(a, b) for a, b in spans if b > a]))
+            if prompts is None:
+                batches = list(_batches([(a, b) for a, b in spans if b > a]))
+            else:  # one region at a time, each with its prompt
+                kept = [(i, span, prompt) for i, (span, prompt) in enumerate(zip(spans, prompts)) if span[1] > span[0]]
+                batches = [[span] for _, span, _ in kept]
+                batch_prompts = [prompt for _, _, prompt in kept]
+                origin = [i for i, _, _ in kept]
             total = sum(b - a for batch in batches for a, b in batch or ()) / SAMPLE_RATE
         segments: list[Segment] = []
         confidences: list[float] = []
         no_speech: list[float] = []
+        compression: list[float] = []
+        region: list[int] = []
         language = options.language or ("en" if self.english_only else None)
-        loud = loud_frames(audio)
+        loud = loud_frames(audio) if loud is None else loud
         done = 0.0
-        for batch in batches:
+        for k, batch in enumerate(batches):
             listen = audio if batch is None else np.concatenate([audio[a:b] for a, b in batch])
             if len(listen) < SAMPLE_RATE // 10:
                 continue
@@ -119,8 +152,11 @@ class Transcriber:
                 word_timestamps=True,
                 vad_filter=options.vad_filter and batch is None,
                 vad_parameters={"min_silence_duration_ms": options.min_silence_ms},
-                initial_prompt=options.initial_prompt,
+                initial_prompt=batch_prompts[k] if batch_prompts else options.initial_prompt,
                 condition_on_previous_text=False,
+                no_speech_threshold=options.no_speech_threshold,
+                temperature=list(options.temperatures),
+                max_new_tokens=_token_cap(options.tokens_per_second, len(listen) / SAMPLE_RATE),
             )
             language = info.language  # detected once, kept for the batches after
             for raw in raw_segments:
@@ -136,6 +172,8 @@ class Transcriber:
                 segments.append(Segment(0, words[0].start, words[-1].end, text, words))
                 confidences.append(float(raw.avg_logprob))
                 no_speech.append(float(raw.no_speech_prob))
+                compression.append(float(raw.compression_ratio))
+                region.append(origin[k] if origin else k)
             done += len(listen) / SAMPLE_RATE
         if progress is not None:
             progress(total, total)
@@ -146,7 +184,16 @@ class Transcriber:
             elapsed=time.perf_counter() - started,
             confidences=confidences,
             no_speech=no_speech,
+            compression=compression,
+            region=region if prompts is not None else [],
         )
+
+
+def _token_cap(per_second: float | None, seconds: float) -> int | None:
+    """Whisper's ``max_new_tokens`` for one window of ``seconds`` (it decodes 30 s at a time)."""
+    if per_second is None:
+        return None
+    return int(min(200, per_second * min(seconds, 30.0) + 8))
 
 
 # seconds of speech decoded at once: faster-whisper takes the STFT of all it is given

@@ -101,6 +101,8 @@ class GroundSection(_Strict):
     threads: Annotated[int, Field(ge=0, le=256)] = 0  # CPU threads for Whisper; 0 = all cores
     diarize: bool = True
     pipeline: str = "offline"  # diarization: "offline" (the packaged models) or a pyannote hub pipeline name
+    # listen again to a diarizer turn that got no words (ground.relisten): far-field and overlapped speech
+    relisten: bool = True
     profile_bits: Literal[4, 8] = 4  # voice embedding width on the wire
     # fit a Kokoro voice to each new speaker (ground.fit_voice; about 45 s each, needs Kokoro here):
     # `relay ground encode` fits before writing the bundle; the daemon fits after sending, in the background,

@@ -132,3 +132,63 @@ def test_one_voice_is_one_speaker(tiny, diarizer, ljspeech):
     result = encoder(tiny, diarizer).encode(audio, "lj")
     assert len(result.bundle.speakers) == 1
     assert {s.speaker for s in result.bundle.segments} == {0}
+
+
+def _first_pass(tiny, audio, diarization):
+    """What the encoder has before its second listen: levelled audio and words with speakers."""
+    from ground.attribute import attribute
+    from ground.frontend import Region, level, speech_regions, vad_regions
+    from ground.transcribe import TranscribeOptions
+
+    levelled = level(audio)
+    regions = speech_regions(vad_regions(levelled), [Region(t.start, t.end) for t in diarization.turns], 30.0)
+    transcript = tiny.transcribe(levelled, TranscribeOptions(), regions=regions)
+    return levelled, attribute(transcript.segments, diarization.turns, diarization.exclusive)
+
+
+def test_a_turn_whisper_left_without_words_is_heard_on_a_second_listen(tiny, pyannote_diarized, normalize):
+    """The first pass's words of one speaker's longest turn are taken away, as when
+    Whisper drops a window it takes for silence: the second listen writes that
+    turn's words down again, for that speaker, inside the turn (issue 29)."""
+    import jiwer
+
+    from ground.relisten import relisten
+    from ground.transcribe import TranscribeOptions
+    from relay.format.bundle import Segment
+
+    audio = load_audio(shared("pyannote", "sample.wav"))
+    diarization = pyannote_diarized["sample"]
+    levelled, segments = _first_pass(tiny, audio, diarization)
+    turn = max(diarization.turns, key=lambda t: t.duration)
+    inside = [w for s in segments if s.speaker == turn.speaker for w in s.words
+              if turn.start <= (w.start + w.end) / 2 <= turn.end]
+    assert len(inside) >= 10
+    kept = []
+    for s in segments:
+        ws = tuple(w for w in s.words if not (s.speaker == turn.speaker and w in inside))
+        if ws:
+            kept.append(Segment(s.speaker, ws[0].start, ws[-1].end, " ".join(w.text for w in ws), ws))
+    heard = relisten(tiny, levelled, diarization.turns, kept, TranscribeOptions(language="en"), 30.0)
+    again = [w for s in heard.segments for w in s.words]
+    assert heard.segments and {s.speaker for s in heard.segments} == {turn.speaker}
+    assert all(turn.start - 0.5 <= (w.start + w.end) / 2 <= turn.end + 0.5 for w in again)
+    lost, found = normalize(" ".join(w.text for w in inside)), normalize(" ".join(w.text for w in again))
+    assert jiwer.wer(lost, found) <= 0.35, (lost, found)
+
+
+def test_a_second_listen_writes_nothing_where_nobody_spoke(tiny, diarizer):
+    """A turn laid over silence and over noise (as a diarizer's mistake would be):
+    whatever Whisper makes of it does not pass the guards (issue 29)."""
+    from ground.diarize import Turn
+    from ground.frontend import level
+    from ground.relisten import relisten
+    from ground.transcribe import TranscribeOptions
+
+    rng = np.random.default_rng(3)
+    quiet = (rng.standard_normal(16000 * 12) * 1e-4).astype(np.float32)
+    noise = np.convolve(rng.standard_normal(16000 * 12), np.ones(8) / 8, mode="same").astype(np.float32) * 0.05
+    for audio in (quiet, noise):
+        heard = relisten(tiny, level(audio), [Turn(1.0, 6.0, 0), Turn(6.5, 11.0, 1)], [],
+                         TranscribeOptions(language="en"), 12.0)
+        assert heard.stretches == 2
+        assert heard.segments == [], [s.text for s in heard.segments]

@@ -173,3 +173,53 @@ def test_vad_in_blocks_finds_the_same_speech(monkeypatch):
 
     a, b = covered(whole), covered(blocks)
     assert (a & b).sum() / max(1, (a | b).sum()) > 0.9
+
+
+def test_a_speakers_pauses_inside_their_turn_are_spoken_through():
+    from ground.attribute import cover_turns
+
+    turns = [Turn(0.0, 6.0, 0), Turn(6.5, 9.0, 1), Turn(9.5, 14.0, 0)]
+    segs = [_seg(0, ("so", 0.2, 0.35), ("we", 0.35, 0.5), ("had", 0.5, 0.8), ("a", 1.5, 1.6),  # 0.7 s pause
+                 ("long", 1.7, 2.0), ("problem", 2.1, 2.5)),
+            _seg(1, ("right", 6.6, 7.0)),
+            _seg(0, ("so", 9.6, 9.8), ("then", 12.0, 12.3))]  # 2.2 s between two short words: too slow to fill
+    out = cover_turns(segs, turns)
+    assert out[0].words[2].end == 1.5  # "had" runs to "a": one phrase through the pause
+    assert [w.start for w in out[0].words[1:]] == [w.start for w in segs[0].words[1:]]  # inner starts stay
+    assert [s.text for s in out] == [s.text for s in segs]
+    assert out[2].words[0].end < 12.0  # "so ... then" would be spoken at a crawl: the pause stays
+    # the edges reach toward the turn, no further than the phrase can be spoken, never into another's turn
+    assert out[0].start == 0.0 and out[0].end <= 6.0
+    assert 6.5 <= out[1].start and out[1].end <= 9.0
+    # a pause outside any turn of theirs is a real pause, and so is one with someone else's word in it
+    apart = cover_turns([_seg(0, ("a", 0.0, 0.4), ("b", 1.0, 1.4))], [Turn(0.0, 0.5, 0), Turn(0.9, 1.5, 0)])
+    assert apart[0].words[0].end == 0.4
+    crossed = cover_turns([_seg(0, ("yes", 0.0, 0.4), ("well", 1.4, 1.8)), _seg(1, ("no", 0.8, 1.0))],
+                          [Turn(0.0, 2.0, 0), Turn(0.7, 1.1, 1)])
+    assert crossed[0].words[0].end == 0.4
+
+
+def test_unheard_stretches_are_turns_without_their_speakers_words():
+    from ground.relisten import unheard
+
+    turns = [Turn(0.0, 5.0, 0), Turn(3.0, 6.0, 1), Turn(8.0, 8.6, 1)]
+    segs = [_seg(0, ("one", 0.5, 1.0), ("two", 1.2, 2.0))]
+    got = unheard(turns, segs)
+    # speaker 0 is silent in the words from 2.2 s to the end of the turn; speaker 1 never got a word
+    assert [(s.speaker, s.start, s.end) for s in got] == [(0, 2.2, 5.0), (1, 3.0, 6.0)]
+    assert all(s.duration >= 1.0 for s in got)  # the 0.6 s turn is too short to be worth a second listen
+    assert unheard([], segs) == []
+
+
+def test_a_second_listen_distrusts_loops_and_copies():
+    from ground.relisten import _repeats
+
+    w = [Word(t, i * 0.3, i * 0.3 + 0.2) for i, t in enumerate("the the the end".split())]
+    assert _repeats(w)
+    assert not _repeats([Word("the", 0, 0.2), Word("end", 0.3, 0.5), Word("the", 0.6, 0.8)])
+    from ground.relisten import _copied
+
+    said = "so we should go north now".split()
+    assert _copied("we should go north".split(), said) == {0, 1, 2, 3}  # the first voice again
+    assert _copied("i think the weather".split(), said + ["the"]) == set()  # one shared word is not a copy
+    assert _copied(["north"], said) == {0} and _copied(["yes"], said) == set()
