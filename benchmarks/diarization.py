@@ -15,10 +15,16 @@ missed speech, false alarm and confusion apart:
 The files are split: TUNE were looked at word by word while the ground was
 being built; TEST only ever as pooled figures; any RTTM-referenced recording
 added later under ../shared/data is reported as UNSEEN (evaluation only).
-One-speaker recordings (JFK, LJSpeech joined) report the count found.
+MIXED: two files of one split played at once (the second 4-8 dB down, their
+references joined), four people and much overlap, as in a far-field meeting
+where Whisper writes one voice and drops windows: the tune mixes are made
+of tune files only, the test mix of test files only.
+One-voice recordings (JFK, LJSpeech joined) report the count found and the
+words the bundle adds to what was said (insertions against the reference
+text: hallucination); silence and noise report the words found (none is right).
 
     .venv/bin/python benchmarks/diarization.py [--model base] [--json out.json] [--plot der.png]
-                                               [--long-minutes 45]
+                                               [--long-minutes 45] [--no-relisten]
 
 ``--long-minutes N`` also encodes one N-minute recording made by cycling the
 files (each file's speakers recur every few minutes, so a consistent
@@ -57,6 +63,29 @@ DATA = SHARED / "pyannote"
 TUNE = ["sample", "dev00", "trn01", "trn03"]
 TEST = ["dev01", "trn02", "trn04"]
 FILES = TUNE + TEST
+# two files at once: (first, second, second's level against the first in dB, split)
+MIXES = {"sample+trn03": ("sample", "trn03", -4.0, "tune"), "dev00+trn03": ("dev00", "trn03", -8.0, "tune"),
+         "dev01+trn04": ("dev01", "trn04", -4.0, "test")}
+
+
+def mixed(references: dict) -> tuple[dict, dict]:
+    """The MIXES as audio and as joined references: ({uri: audio}, {uri: Annotation})."""
+    import numpy as np
+    from pyannote.core import Annotation
+
+    audio, refs = {}, {}
+    for uri, (a, b, db, _) in MIXES.items():
+        x, y = load_audio(DATA / f"{a}.wav"), load_audio(DATA / f"{b}.wav")
+        n = min(len(x), len(y))
+        gain = np.sqrt(np.mean(x[:n] ** 2) / np.mean(y[:n] ** 2)) * 10 ** (db / 20)
+        out = x[:n] + y[:n] * gain
+        audio[uri] = (out / np.abs(out).max() * 0.5).astype(np.float32)
+        ann = Annotation(uri=uri)
+        for src in (a, b):
+            for seg, _, label in references[src].itertracks(yield_label=True):
+                ann[seg, f"{src}_{label}"] = f"{src}_{label}"
+        refs[uri] = ann
+    return audio, refs
 
 
 def unseen() -> dict[str, Path]:
@@ -81,12 +110,11 @@ def plot(rows0, rows5, pooled0: float, pooled5: float, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    names = [r.uri for r in rows0] + ["pooled"]
+    names = [r.uri for r in rows0] + ["pooled (7)"]
     x = np.arange(len(names))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
     ax1.bar(x - 0.2, [r.der * 100 for r in rows0] + [pooled0 * 100], 0.4, label="pyannote's turns")
     ax1.bar(x + 0.2, [r.der * 100 for r in rows5] + [pooled5 * 100], 0.4, label="bundle's word spans")
-    ax1.axhline(20, color="grey", ls="--", lw=1, label="word-span target (20 %)")
     ax1.set_xticks(x, names, rotation=30)
     ax1.set_ylabel("DER (%)")
     ax1.set_ylim(0, 105)
@@ -111,28 +139,67 @@ def _group_row(table: Table, name: str, uris: list[str], references, turns, span
     """Pooled figures of one group of files, added to ``table``; returned for the JSON."""
     if not uris:
         return {}
-    _, turns_der = score(references, {u: turns[u] for u in uris})
-    _, spans_der = score(references, {u: spans[u] for u in uris})
+    rows_t, turns_der = score(references, {u: turns[u] for u in uris})
+    rows, spans_der = score(references, {u: spans[u] for u in uris})
     scored = sum(per_file[u]["words_scored"] for u in uris)
     right = sum(per_file[u]["word_accuracy"] * per_file[u]["words_scored"] for u in uris if per_file[u]["words_scored"])
-    table.add_row(f"[bold]{name} ({len(uris)})", f"[bold]{turns_der:.1%}", "", "", f"[bold]{spans_der:.1%}", "", "",
-                  "", "", f"{right / scored:.0%} of {scored}" if scored else "-", "", "")
-    return {"turns_der": turns_der, "word_spans_der": spans_der, "word_accuracy": right / scored if scored else None}
+    speech_min = sum(r.total for r in rows) / 60
+    words = sum(per_file[u]["words"] for u in uris)
+    missed, fa, conf = (sum(getattr(r, k) for r in rows) for k in ("missed", "false_alarm", "confusion"))
+    count = sum(r.speakers == r.reference_speakers for r in rows)
+    deaf = sum(1 for u in uris if per_file[u]["turn_seconds"] >= 1.0 and not per_file[u]["words"])
+    table.add_row(f"[bold]{name} ({len(uris)})", f"[bold]{turns_der:.1%}", f"{sum(r.missed for r in rows_t):.1f}",
+                  "", f"[bold]{spans_der:.1%}", f"{missed:.1f}", f"{fa:.1f}", f"{conf:.1f}",
+                  f"{count} of {len(uris)} right", f"{right / scored:.0%} of {scored}" if scored else "-",
+                  f"{words / speech_min:.0f} w/min" if speech_min else "", "")
+    return {"turns_der": turns_der, "word_spans_der": spans_der, "word_accuracy": right / scored if scored else None,
+            "missed_s": missed, "false_alarm_s": fa, "confusion_s": conf, "right_count": count, "files": len(uris),
+            "words_per_min_of_speech": words / speech_min if speech_min else None, "files_without_words": deaf}
 
 
-def one_speaker(ground: Encoder) -> dict[str, int]:
-    """Speakers found in recordings of one voice (JFK; the LJSpeech clips joined)."""
+JFK = ("And so, my fellow Americans, ask not what your country can do for you, "
+       "ask what you can do for your country.")
+
+
+def one_speaker(ground: Encoder) -> dict[str, dict]:
+    """One voice (JFK; the LJSpeech clips joined): speakers found, and words
+    inserted against the reference text (what a second listen could invent).
+    Silence and noise (30 s each): words found."""
+    import jiwer
     import numpy as np
+    from whisper_normalizer.english import EnglishTextNormalizer
 
-    out: dict[str, int] = {}
+    normalize = EnglishTextNormalizer()
+    out: dict[str, dict] = {}
+    cases: dict[str, tuple] = {}
     jfk = SHARED / "whisper" / "jfk.flac"
     if jfk.exists():
-        out["jfk"] = len(ground.encode(load_audio(jfk), "jfk").bundle.speakers)
+        cases["jfk"] = (load_audio(jfk), JFK)
     clips = sorted((SHARED / "ljspeech").glob("*.flac"))
     if clips:
-        audio = np.concatenate([load_audio(c) for c in clips])
-        out["ljspeech"] = len(ground.encode(audio, "ljspeech").bundle.speakers)
+        texts = dict(line.split("|", 1) for line in (SHARED / "ljspeech" / "transcripts.psv").read_text().splitlines()
+                     if "|" in line)
+        cases["ljspeech"] = (np.concatenate([load_audio(c) for c in clips]), " ".join(texts[c.stem] for c in clips))
+    rng = np.random.default_rng(0)
+    cases["silence"] = (np.zeros(30 * 16000, np.float32), "")
+    noise = np.convolve(rng.standard_normal(30 * 16000), np.ones(8) / 8, mode="same") * 0.03
+    cases["noise"] = (noise.astype(np.float32), "")
+    for name, (audio, text) in cases.items():
+        result = ground.encode(audio, name)
+        said = normalize(result.bundle.text())
+        row = {"speakers": len(result.bundle.speakers) if result.bundle.segments else 0,
+               "words": len(said.split())}
+        if text:
+            m = jiwer.process_words(normalize(text), said)
+            row |= {"wer": m.wer, "insertions": m.insertions, "reference_words": len(normalize(text).split())}
+        out[name] = row
     return out
+
+
+def _split(uri: str) -> str:
+    if uri in MIXES:
+        return f"mixed {MIXES[uri][3]}"
+    return "tune" if uri in TUNE else "test" if uri in TEST else "unseen"
 
 
 def main() -> None:
@@ -142,6 +209,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--plot", type=Path, help="write a PNG of DER per file here")
     ap.add_argument("--long-minutes", type=float, default=0, help="also encode a recording this long")
+    ap.add_argument("--no-relisten", action="store_true", help="without the second listen (ground.relisten)")
+    ap.add_argument("--no-mixes", action="store_true", help="the recordings as they are only")
     args = ap.parse_args()
     console = Console(width=max(Console().width, 150))
 
@@ -151,13 +220,15 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     extra = unseen()
     references = load_rttm(sorted(SHARED.rglob("*.rttm")))  # the shared seven and any added later
-    ground = Encoder(GroundConfig(ground=GroundSection(model=args.model, beam_size=args.beam_size, fit_voices=False)),
-                     transcriber=transcriber, diarizer=diarizer, store=None)
+    section = GroundSection(model=args.model, beam_size=args.beam_size, fit_voices=False, relisten=not args.no_relisten)
+    ground = Encoder(GroundConfig(ground=section), transcriber=transcriber, diarizer=diarizer, store=None)
 
     turns, spans, per_file = {}, {}, {}
-    paths = {uri: DATA / f"{uri}.wav" for uri in FILES} | extra
-    for uri in track(list(paths), description="encoding", console=console):
-        audio = load_audio(paths[uri])
+    sources = {uri: DATA / f"{uri}.wav" for uri in FILES} | extra
+    mixes, mixed_refs = ({}, {}) if args.no_mixes else mixed(references)
+    references |= mixed_refs
+    for uri in track([*sources, *mixes], description="encoding", console=console):
+        audio = mixes[uri] if uri in mixes else load_audio(sources[uri])
         result = ground.encode(audio, uri)
         assert result.diarization is not None
         turns[uri] = result.diarization
@@ -168,6 +239,7 @@ def main() -> None:
             "word_accuracy": accuracy, "words_scored": scored, "duration": result.duration,
             "timings": result.timings, "rtf": result.rtf, "bytes": len(result.data),
             "profile_bytes": costs.get("profiles", 0), "words": sum(len(s.words) for s in result.bundle.segments),
+            "turn_seconds": sum(t.duration for t in result.diarization.turns),
         }
     rows_t, _ = score(references, turns)
     rows_s, pooled_s = score(references, spans)
@@ -176,20 +248,23 @@ def main() -> None:
 
     table = Table(
         "file", "turns DER", "missed s", "conf. s", "words DER", "missed s", "FA s", "conf. s",
-        "speakers turns/words (ref)", "words ok", "RTF", "bytes",
+        "speakers turns/words (ref)", "words ok", "RTF / words", "bytes",
         title=f"Who spoke: pyannote's turns and the bundle's word spans, collar 0 (Whisper {args.model})",
     )
     for rt, rs in zip(rows_t, rows_s):
         f = per_file[rt.uri]
-        group = "tune" if rt.uri in TUNE else "test" if rt.uri in TEST else "unseen"
+        group = _split(rt.uri)
         table.add_row(
             f"{rt.uri} [dim]{group}", f"{rt.der:.1%}", f"{rt.missed:.2f}", f"{rt.confusion:.2f}", f"{rs.der:.1%}",
             f"{rs.missed:.2f}", f"{rs.false_alarm:.2f}", f"{rs.confusion:.2f}",
             f"{rt.speakers}/{rs.speakers} ({rt.reference_speakers})",
-            f"{f['word_accuracy']:.0%} of {f['words_scored']}" if f["words_scored"] else "-", f"{f['rtf']:.3f}",
+            f"{f['word_accuracy']:.0%} of {f['words_scored']}" if f["words_scored"] else "-",
+            f"{f['rtf']:.3f} / {f['words']}",
             str(f["bytes"]),
         )
-    groups = {"tune": TUNE, "test": TEST, "shared": FILES, "unseen": list(extra)}
+    groups = {"tune": TUNE, "test": TEST, "shared": FILES, "unseen": list(extra),
+              "mixed tune": [u for u in mixes if MIXES[u][3] == "tune"],
+              "mixed test": [u for u in mixes if MIXES[u][3] == "test"]}
     pooled = {name: _group_row(table, name, uris, references, turns, spans, per_file) for name, uris in groups.items()}
     console.print(table)
     duration = sum(f["duration"] for f in per_file.values())
@@ -203,11 +278,14 @@ def main() -> None:
         f"files without words: {sum(1 for f in per_file.values() if not f['words'])}"
     )
     singles = one_speaker(ground)
-    console.print("one-speaker recordings, speakers found: " + ", ".join(f"{k} {v}" for k, v in singles.items()))
+    console.print("one voice, silence, noise: " + "; ".join(
+        f"{k}: {v['speakers']} speaker(s), {v['words']} words"
+        + (f", {v['insertions']} inserted of {v['reference_words']} (WER {v['wer']:.1%})" if "wer" in v else "")
+        for k, v in singles.items()))
     summary = {
         "model": args.model, "pooled": pooled, "word_spans_der_collar05": pooled_s5,
         "rtf_ground": total_s / duration, "rtf_diarization": diar_s / duration, "peak_rss_mb": peak_mb,
-        "one_speaker": singles, "right_count": right_count,
+        "one_speaker": singles, "right_count": right_count, "relisten": not args.no_relisten,
     }
     if args.long_minutes:
         summary["long"] = long_run(ground, args.long_minutes, console)
@@ -221,7 +299,7 @@ def main() -> None:
                  for rt, rs in zip(rows_t, rows_s)}
         args.json.write_text(json.dumps({"summary": summary, "files": files}, indent=2))
     if args.plot:
-        plot(rows_t, rows_s, pooled["shared"]["turns_der"], pooled_s, args.plot)
+        plot(rows_t, rows_s, pooled["shared"]["turns_der"], pooled["shared"]["word_spans_der"], args.plot)
         console.print(f"plot: {args.plot}")
 
 
