@@ -9,6 +9,7 @@ relies on.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ from ground.models import ResolvedModel, resolve_whisper
 from relay.audio.io import SAMPLE_RATE, frame_db
 from relay.errors import ModelError
 from relay.format.bundle import Segment, Word
+
+# faster-whisper logs a line at INFO for every window it is given ("Processing audio with
+# duration ..."); the second listen gives it one per stretch, which would bury the daemon's log
+logging.getLogger("faster_whisper").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True, slots=True)
