@@ -230,34 +230,52 @@ def _phrase_chars(words: Sequence[Word], from_end: bool) -> tuple[int, float]:
 def _to_turn_edges(segments: list[Segment], turns: _Index, fill: float) -> list[Segment]:
     """A segment's first and last phrase reach toward the edges of their speaker's
     turn, as far as their text can still be spoken naturally and nobody else's
-    word is in the way."""
+    word is in the way. Turns and words are found by bisection: a long
+    recording costs n log n, not n²."""
     bounds = sorted((w.start, w.end, i) for i, s in enumerate(segments) for w in s.words)
+    starts = [a for a, _, _ in bounds]
+    longest = max((b - a for a, b, _ in bounds), default=0.0)
     out = list(segments)
     for i, seg in enumerate(segments):
         if not seg.words:
             continue
         words = list(seg.words)
         first, last = words[0], words[-1]
-        turn = next((t for t in turns.turns if t.speaker == seg.speaker and t.start <= first.start + 1e-6
-                     and t.end > first.start), None)
+        turn = _first_turn(turns, seg.speaker, first.start + 1e-6, ends_after=first.start)
         if turn is not None and turn.start < first.start:
             chars, span = _phrase_chars(words, from_end=False)
-            room = fill * SECONDS_PER_CHAR * chars - span
-            before = max((b for a, b, k in bounds if k != i and b <= first.start + 1e-6), default=0.0)
-            start = max(turn.start, first.start - max(room, 0.0), before)
+            floor = max(turn.start, first.start - max(fill * SECONDS_PER_CHAR * chars - span, 0.0))
+            lo, hi = bisect.bisect_right(starts, floor - longest), bisect.bisect_right(starts, first.start + 1e-6)
+            near = bounds[lo:hi]
+            before = max((b for _, b, k in near if k != i and b <= first.start + 1e-6), default=0.0)
+            start = max(floor, before)
             if start < first.start:
                 words[0] = first = Word(first.text, round(start, 3), first.end)
-        turn = next((t for t in turns.turns if t.speaker == seg.speaker and t.end >= last.end - 1e-6
-                     and t.start < last.end), None)
+        turn = _first_turn(turns, seg.speaker, last.end, ends_after=last.end - 2e-6, strict=True)
         if turn is not None and turn.end > last.end:
             chars, span = _phrase_chars(words, from_end=True)
-            room = fill * SECONDS_PER_CHAR * chars - span
-            after = min((a for a, b, k in bounds if k != i and a >= last.end - 1e-6), default=float("inf"))
-            end = min(turn.end, last.end + max(room, 0.0), after)
+            ceiling = min(turn.end, last.end + max(fill * SECONDS_PER_CHAR * chars - span, 0.0))
+            near = bounds[bisect.bisect_left(starts, last.end - 1e-6) : bisect.bisect_right(starts, ceiling)]
+            after = min((a for a, _, k in near if k != i), default=float("inf"))
+            end = min(ceiling, after)
             if end > last.end:
                 words[-1] = Word(last.text, last.start, round(end, 3))
         out[i] = Segment(seg.speaker, words[0].start, words[-1].end, seg.text, tuple(words))
     return out
+
+
+def _first_turn(index: _Index, speaker: int, start_by: float, ends_after: float,
+                strict: bool = False) -> Turn | None:
+    """The earliest turn of ``speaker`` starting by ``start_by`` (before it, with
+    ``strict``) and ending after ``ends_after``; only turns long enough to
+    reach that far are looked at."""
+    i = bisect.bisect_left(index.starts, ends_after - index.max_len - 1e-6)
+    while i < len(index.turns) and (index.turns[i].start < start_by if strict else index.turns[i].start <= start_by):
+        t = index.turns[i]
+        if t.speaker == speaker and t.end > ends_after:
+            return t
+        i += 1
+    return None
 
 
 def _covers(index: _Index, speaker: int, start: float, end: float) -> bool:

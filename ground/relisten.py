@@ -59,19 +59,6 @@ TOKENS_PER_SECOND = 8.0  # decoding stops there: fast speech is about 6 tokens a
 TEMPERATURES = (0.0, 0.4)  # one hotter try for an unsure stretch; the guards judge what comes back
 
 
-@dataclass(frozen=True, slots=True)
-class Stretch:
-    """Part of one speaker's turn that holds none of their words."""
-
-    speaker: int
-    start: float
-    end: float
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
-
-
 @dataclass(slots=True)
 class Relistened:
     """What the second listen added, and what it threw away and why."""
@@ -84,8 +71,9 @@ class Relistened:
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> pieces
 
 
-def unheard(turns: Sequence[Turn], segments: Sequence[Segment], min_len: float = MIN_UNHEARD) -> list[Stretch]:
-    """Stretches of each speaker's turns, ``min_len`` s or more, with none of their words."""
+def unheard(turns: Sequence[Turn], segments: Sequence[Segment], min_len: float = MIN_UNHEARD) -> list[Turn]:
+    """Stretches of each speaker's turns, ``min_len`` s or more, with none of their
+    words (as :class:`Turn`: the speaker talked there, by the diarizer)."""
     by_speaker: dict[int, list[Region]] = {}
     for t in turns:
         by_speaker.setdefault(t.speaker, []).append(Region(t.start, t.end))
@@ -93,27 +81,29 @@ def unheard(turns: Sequence[Turn], segments: Sequence[Segment], min_len: float =
     for seg in segments:
         for w in seg.words or (Word(seg.text, seg.start, seg.end),):
             words.setdefault(seg.speaker, []).append((w.start - COVER_PAD, w.end + COVER_PAD))
-    out: list[Stretch] = []
+    out: list[Turn] = []
     for speaker, regions in by_speaker.items():
         covered = sorted(words.get(speaker, []))
+        starts = [a for a, _ in covered]
+        longest = max((b - a for a, b in covered), default=0.0)
         for r in merge(regions, pad=0.0, gap=TURN_GAP):
             at = r.start
-            for a, b in covered:
-                if b <= at or a >= r.end:
+            for a, b in covered[bisect.bisect_left(starts, r.start - longest) : bisect.bisect_left(starts, r.end)]:
+                if b <= at:
                     continue
                 if a - at >= min_len:
-                    out.append(Stretch(speaker, at, a))
+                    out.append(Turn(at, a, speaker))
                 at = max(at, b)
             if r.end - at >= min_len:
-                out.append(Stretch(speaker, at, r.end))
+                out.append(Turn(at, r.end, speaker))
     return sorted((piece for stretch in out for piece in _pieces(stretch)), key=lambda s: (s.start, s.speaker))
 
 
-def _pieces(stretch: Stretch) -> list[Stretch]:
+def _pieces(stretch: Turn) -> list[Turn]:
     """``stretch`` cut into equal pieces of at most ``MAX_PIECE`` seconds."""
     n = max(1, int(np.ceil(stretch.duration / MAX_PIECE - 1e-9)))
     step = stretch.duration / n
-    return [Stretch(stretch.speaker, round(stretch.start + i * step, 3), round(stretch.start + (i + 1) * step, 3))
+    return [Turn(round(stretch.start + i * step, 3), round(stretch.start + (i + 1) * step, 3), stretch.speaker)
             for i in range(n)]
 
 
@@ -193,7 +183,7 @@ def _copied(new: list[str], near: list[str]) -> set[int]:
     return {b.a + i for b in blocks if b.size >= 2 or (short and b.size == len(new)) for i in range(b.size)}
 
 
-def _guard(heard: Transcript, k: int, home: Stretch) -> str | None:
+def _guard(heard: Transcript, k: int, home: Turn) -> str | None:
     """Why piece ``k`` of the second listen is not believed, or None."""
     seg = heard.segments[k]
     if heard.confidences[k] < MIN_LOGPROB:

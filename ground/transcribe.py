@@ -41,7 +41,7 @@ class TranscribeOptions:
     initial_prompt: str | None = None
     # Whisper drops a whole 30 s window it thinks is silence (no-speech probability over this,
     # and a low log-prob): far-field talk then leaves a bundle without words. None: never drop;
-    # the encoder uses that where the diarizer vouches for speech (:mod:`ground.relisten`)
+    # the second listen uses that, inside turns the diarizer vouches for (:mod:`ground.relisten`)
     no_speech_threshold: float | None = 0.6
     # decoding again hotter when a window comes out unsure or repeating (faster-whisper's fallback)
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -61,7 +61,7 @@ class Transcript:
     confidences: list[float] = field(default_factory=list)  # avg log-prob per segment
     no_speech: list[float] = field(default_factory=list)  # Whisper's no-speech probability per segment
     compression: list[float] = field(default_factory=list)  # gzip compression ratio per segment (repeats)
-    region: list[int] = field(default_factory=list)  # per segment, the region it was heard in (with ``prompts``)
+    region: list[int] = field(default_factory=list)  # per segment, its index in ``regions`` with ``prompts``; else -1
 
     @property
     def rtf(self) -> float:
@@ -73,7 +73,7 @@ class Transcript:
         self.confidences += confidences
         self.no_speech += no_speech
         self.compression += [0.0] * len(segments)
-        self.region += [-1] * len(segments) if self.region else []
+        self.region += [-1] * len(segments)
 
 
 class Transcriber:
@@ -178,7 +178,7 @@ class Transcriber:
                 confidences.append(float(raw.avg_logprob))
                 no_speech.append(float(raw.no_speech_prob))
                 compression.append(float(raw.compression_ratio))
-                region.append(origin[k] if origin else k)
+                region.append(origin[k] if origin else -1)
             done += len(listen) / SAMPLE_RATE
         if progress is not None:
             progress(total, total)
@@ -190,7 +190,7 @@ class Transcriber:
             confidences=confidences,
             no_speech=no_speech,
             compression=compression,
-            region=region if prompts is not None else [],
+            region=region,
         )
 
 
